@@ -1,0 +1,5 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![doc(test(attr(deny(warnings))))]
+//! weir
+pub mod error;
