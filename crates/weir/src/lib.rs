@@ -3,3 +3,4 @@
 #![doc(test(attr(deny(warnings))))]
 //! weir
 pub mod error;
+pub mod group;

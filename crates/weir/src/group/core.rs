@@ -1,0 +1,243 @@
+//! State shared by a group's handle, its workers and its tasks.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CancelReason, Cancelled, Errors, Origin, TaskId, TaskPanic};
+
+/// What a group does with a task's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The first error is kept and cancels the group.
+    FirstError,
+    /// Every error is kept; errors do not cancel.
+    CollectAll,
+}
+
+/// What happens to a task that panics.
+///
+/// # Why panics become errors by default
+///
+/// Go's errgroup shipped panic propagation in `Wait` and then reverted it,
+/// because re-raising on another goroutine lost the stack and surprised
+/// callers; conc chose the other way and re-panics in `Wait`. In Rust a
+/// panic inside a tokio task is already caught by the runtime, so letting it
+/// "crash the program" is not on offer anyway; the choice is only between
+/// handing it back as a value or re-raising it in the caller. weir hands it
+/// back as a [`TaskPanic`] error by default because a pipeline is the place
+/// where one poison item must not take down every tenant: the panic cancels
+/// the group like any error, names the task, keeps the message, and is
+/// counted. A program that treats panics as bugs to die on opts into
+/// [`OnPanic::Resume`], which re-raises the original payload from `wait` on
+/// the caller's task after every other task was stopped and joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPanic {
+    /// The panic becomes a [`TaskPanic`] error, converted into the group's
+    /// error type. The default.
+    #[default]
+    Capture,
+    /// `wait` re-raises the first panic (after stopping and joining every
+    /// other task), as if the task had panicked on the caller's task.
+    Resume,
+}
+
+/// What cancellation does to tasks that are already running.
+///
+/// Tasks not yet started never start after cancellation, in both modes:
+/// they are dropped unpolled and counted as unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCancel {
+    /// Running tasks are dropped at their next `.await` (as tokio's
+    /// `JoinSet::abort_all` does), so `wait` returns promptly even when a
+    /// task ignores the token. The default.
+    #[default]
+    Abort,
+    /// Running tasks are left to finish; they should watch
+    /// [`Group::token`](super::Group::token) and return. `wait` waits for
+    /// them (Go's errgroup behaviour).
+    Cooperate,
+}
+
+pub(crate) struct Core<E> {
+    pub(crate) token: CancellationToken,
+    pub(crate) mode: Mode,
+    pub(crate) on_panic: OnPanic,
+    pub(crate) on_cancel: OnCancel,
+    pub(crate) permits: Option<Semaphore>,
+    pub(crate) timeout: Option<Duration>,
+    /// Whether the token has a parent that may cancel it from outside.
+    pub(crate) has_parent: bool,
+    stopped: AtomicBool,
+    deadline_passed: AtomicBool,
+    /// Tasks that ended, run or not; on a line of its own, since workers
+    /// write it while spawners read the flags above.
+    finished: Padded<AtomicU64>,
+    outcome: Mutex<Outcome<E>>,
+    workers: Mutex<Vec<AbortHandle>>,
+}
+
+struct Outcome<E> {
+    errors: Errors<E>,
+    panic: Option<TaskPanic>,
+}
+
+pub(crate) struct Settings {
+    pub(crate) token: CancellationToken,
+    pub(crate) mode: Mode,
+    pub(crate) on_panic: OnPanic,
+    pub(crate) on_cancel: OnCancel,
+    pub(crate) limit: Option<usize>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) has_parent: bool,
+}
+
+impl<E> Core<E> {
+    pub(crate) fn new(settings: Settings) -> Self {
+        Self {
+            token: settings.token,
+            mode: settings.mode,
+            on_panic: settings.on_panic,
+            on_cancel: settings.on_cancel,
+            permits: settings.limit.map(Semaphore::new),
+            timeout: settings.timeout,
+            has_parent: settings.has_parent,
+            stopped: AtomicBool::new(false),
+            deadline_passed: AtomicBool::new(false),
+            finished: Padded(AtomicU64::new(0)),
+            outcome: Mutex::new(Outcome { errors: Errors::new(), panic: None }),
+            workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether the group stopped taking new work.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn add_worker(&self, handle: AbortHandle) {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+    }
+
+    /// Stops the group: no new task starts, the token is cancelled and, in
+    /// abort mode, running tasks are dropped.
+    pub(crate) fn stop(&self, reason: CancelReason) {
+        if reason == CancelReason::Deadline {
+            self.deadline_passed.store(true, Ordering::Release);
+        }
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.token.cancel();
+        if self.on_cancel == OnCancel::Abort {
+            self.abort_workers();
+        }
+    }
+
+    pub(crate) fn abort_workers(&self) {
+        for worker in self.workers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            worker.abort();
+        }
+    }
+
+    /// Records the end of a task that ran.
+    pub(crate) fn finish(&self, task: impl FnOnce() -> TaskId, result: TaskResult<E>)
+    where
+        E: From<TaskPanic>,
+    {
+        self.end_one();
+        match result {
+            TaskResult::Ok => {}
+            TaskResult::Err(error) => self.keep_error(task, error),
+            TaskResult::Panic(payload) => {
+                let panic = TaskPanic::new(task(), payload);
+                tracing::error!(task = %panic.task(), message = panic.message(), "task panicked");
+                match self.on_panic {
+                    OnPanic::Capture => {
+                        let task = panic.task().clone();
+                        self.keep_error(|| task, E::from(panic));
+                    }
+                    OnPanic::Resume => self.keep_panic(panic),
+                }
+            }
+        }
+    }
+
+    /// Records a task that was dropped unstarted because the group had
+    /// stopped.
+    pub(crate) fn not_started(&self) {
+        self.end_one();
+    }
+
+    fn end_one(&self) {
+        if let Some(permits) = &self.permits {
+            permits.add_permits(1);
+        }
+        self.finished.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn keep_panic(&self, panic: TaskPanic) {
+        self.lock_outcome().panic.get_or_insert(panic);
+        self.stop(CancelReason::Token);
+    }
+
+    fn keep_error(&self, task: impl FnOnce() -> TaskId, error: E) {
+        let mut outcome = self.lock_outcome();
+        match self.mode {
+            Mode::CollectAll => outcome.errors.push(Origin::Task(task()), error),
+            Mode::FirstError if outcome.errors.is_empty() => {
+                outcome.errors.push(Origin::Task(task()), error);
+                drop(outcome);
+                self.stop(CancelReason::Token);
+            }
+            // A later error is most often a consequence of the first (a
+            // sibling noticing the cancellation); Go's errgroup drops it too.
+            Mode::FirstError => tracing::debug!(task = %task(), "error after the group's first error dropped"),
+        }
+    }
+
+    fn lock_outcome(&self) -> std::sync::MutexGuard<'_, Outcome<E>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group's result once every task ended or was dropped: its errors
+    /// (with a [`Cancelled`] entry when spawned work did not finish), or the
+    /// panic to re-raise.
+    pub(crate) fn take_outcome(&self, spawned: u64) -> Result<Errors<E>, TaskPanic>
+    where
+        E: From<Cancelled>,
+    {
+        let mut outcome = self.lock_outcome();
+        if let Some(panic) = outcome.panic.take() {
+            return Err(panic);
+        }
+        let mut errors = std::mem::take(&mut outcome.errors);
+        let unfinished = spawned - self.finished.0.load(Ordering::Acquire);
+        let first_error_explains_it = self.mode == Mode::FirstError && !errors.is_empty();
+        if unfinished > 0 && !first_error_explains_it {
+            let reason = if self.deadline_passed.load(Ordering::Acquire) {
+                CancelReason::Deadline
+            } else {
+                CancelReason::Token
+            };
+            let cancelled = Cancelled::new(reason, unfinished, self.timeout);
+            errors.push(Origin::Unattributed, E::from(cancelled));
+        }
+        Ok(errors)
+    }
+}
+
+/// Keeps a hot counter on its own cache line.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// How a task ended.
+pub(crate) enum TaskResult<E> {
+    Ok,
+    Err(E),
+    Panic(Box<dyn std::any::Any + Send>),
+}

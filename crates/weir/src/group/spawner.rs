@@ -1,0 +1,61 @@
+//! Starts a group's workers on first use and hands tasks to them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::task::JoinHandle;
+
+use super::core::Core;
+use super::inbox::Inbox;
+use super::task::Job;
+use crate::error::TaskPanic;
+use super::worker::Worker;
+
+pub(crate) struct Spawner<E> {
+    inboxes: Vec<Arc<Inbox<Job<E>>>>,
+    next: AtomicUsize,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl<E: From<TaskPanic> + Send + 'static> Spawner<E> {
+    /// Spawns `count` workers on the current tokio runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub(crate) fn start(count: usize, core: &Arc<Core<E>>) -> Self {
+        let mut inboxes = Vec::with_capacity(count);
+        let mut workers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let inbox = Arc::new(Inbox::new());
+            let worker = tokio::spawn(Worker::new(Arc::clone(core), Arc::clone(&inbox)));
+            core.add_worker(worker.abort_handle());
+            inboxes.push(inbox);
+            workers.push(worker);
+        }
+        Self { inboxes, next: AtomicUsize::new(0), workers }
+    }
+
+    /// Hands `task` to the next worker, round-robin. A worker that was
+    /// aborted drops the task unpolled.
+    pub(crate) fn dispatch(&self, job: Job<E>) {
+        let index = if self.inboxes.len() == 1 { 0 } else { (self.next.fetch_add(1, Ordering::Relaxed) / 64) % self.inboxes.len() };
+        // If the worker was aborted (the group stopped), the job stays
+        // queued, never starts, and is dropped with the group.
+        self.inboxes[index].push(job);
+    }
+
+    /// Closes the inboxes and returns the workers to join: each ends once
+    /// its tasks ended.
+    pub(crate) fn close(self) -> Vec<JoinHandle<()>> {
+        for inbox in &self.inboxes {
+            inbox.close();
+        }
+        self.workers
+    }
+}
+
+/// The default number of workers: one per runtime thread.
+pub(crate) fn default_worker_count() -> usize {
+    tokio::runtime::Handle::try_current().map(|h| h.metrics().num_workers()).unwrap_or(1).max(1)
+}
+

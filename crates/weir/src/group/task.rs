@@ -1,0 +1,82 @@
+//! A spawned task as a worker runs it: skips work that was not started
+//! before the group stopped, catches panics, reports how it ended.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
+
+use super::core::{Core, TaskResult};
+use crate::error::TaskId;
+
+/// The caller's future, boxed since tasks differ in type.
+pub(crate) type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
+
+/// What the group hands to a worker.
+pub(crate) struct Job<E> {
+    pub(crate) future: BoxFuture<E>,
+    pub(crate) index: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+}
+
+/// How a task ended, as its worker reports it to the group.
+pub(crate) struct Ended<E> {
+    pub(crate) index: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+    /// `None` when the task never started because the group had stopped.
+    pub(crate) result: Option<TaskResult<E>>,
+}
+
+impl<E> Ended<E> {
+    pub(crate) fn task_id(&mut self) -> TaskId {
+        TaskId::new(self.index, self.name.take())
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub(crate) struct Task<E> {
+        #[pin]
+        future: CatchUnwind<AssertUnwindSafe<BoxFuture<E>>>,
+        // The worker's own handle on the group: cloned on the worker's
+        // thread, so spawning does not bounce a shared counter between
+        // threads.
+        core: Arc<Core<E>>,
+        index: u64,
+        name: Option<Cow<'static, str>>,
+        started: bool,
+    }
+}
+
+impl<E> Task<E> {
+    pub(crate) fn new(job: Job<E>, core: Arc<Core<E>>) -> Self {
+        // AssertUnwindSafe: a panicking task's state is dropped, never
+        // observed again; what it shared with others is the caller's choice,
+        // as with `std::thread::spawn`.
+        let future = AssertUnwindSafe(job.future).catch_unwind();
+        Self { future, core, index: job.index, name: job.name, started: false }
+    }
+}
+
+impl<E> Future for Task<E> {
+    type Output = Ended<E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended<E>> {
+        let this = self.project();
+        let result = if !*this.started && this.core.is_stopped() {
+            None
+        } else {
+            *this.started = true;
+            Some(match ready!(this.future.poll(cx)) {
+                Ok(Ok(())) => TaskResult::Ok,
+                Ok(Err(error)) => TaskResult::Err(error),
+                Err(payload) => TaskResult::Panic(payload),
+            })
+        };
+        Poll::Ready(Ended { index: *this.index, name: this.name.take(), result })
+    }
+}
