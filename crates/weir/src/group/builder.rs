@@ -1,3 +1,4 @@
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -29,17 +30,50 @@ use crate::error::ConfigError;
 /// # drop(group);
 /// assert!(Group::<anyhow::Error>::builder().limit(0).build().is_err());
 /// ```
-#[derive(Debug, Clone, Default)]
-pub struct GroupBuilder {
+pub struct GroupBuilder<E> {
     limit: Option<usize>,
     timeout: Option<Duration>,
     parent: Option<CancellationToken>,
     on_panic: OnPanic,
     on_cancel: OnCancel,
     workers: Option<usize>,
+    error: PhantomData<fn() -> E>,
 }
 
-impl GroupBuilder {
+impl<E> Default for GroupBuilder<E> {
+    fn default() -> Self {
+        Self {
+            limit: None,
+            timeout: None,
+            parent: None,
+            on_panic: OnPanic::default(),
+            on_cancel: OnCancel::default(),
+            workers: None,
+            error: PhantomData,
+        }
+    }
+}
+
+impl<E> Clone for GroupBuilder<E> {
+    fn clone(&self) -> Self {
+        Self { parent: self.parent.clone(), error: PhantomData, ..*self }
+    }
+}
+
+impl<E> std::fmt::Debug for GroupBuilder<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupBuilder")
+            .field("limit", &self.limit)
+            .field("timeout", &self.timeout)
+            .field("has_parent", &self.parent.is_some())
+            .field("on_panic", &self.on_panic)
+            .field("on_cancel", &self.on_cancel)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl<E> GroupBuilder<E> {
     /// At most `limit` tasks run at once; [`Group::spawn`] waits for a free
     /// slot and [`Group::try_spawn`] hands the task back (Go's `SetLimit`).
     /// A limit of 0 is rejected by `build`.
@@ -87,7 +121,7 @@ impl GroupBuilder {
     ///
     /// # Errors
     /// [`ConfigError`] for a limit or worker count of 0.
-    pub fn build<E>(self) -> Result<Group<E>, ConfigError> {
+    pub fn build(self) -> Result<Group<E>, ConfigError> {
         let workers = self.workers;
         self.settings(Mode::FirstError).map(|settings| Group::from_settings(settings, workers))
     }
@@ -96,7 +130,7 @@ impl GroupBuilder {
     ///
     /// # Errors
     /// [`ConfigError`] for a limit or worker count of 0.
-    pub fn build_collect<E>(self) -> Result<CollectGroup<E>, ConfigError> {
+    pub fn build_collect(self) -> Result<CollectGroup<E>, ConfigError> {
         let workers = self.workers;
         self.settings(Mode::CollectAll).map(|settings| CollectGroup(Group::from_settings(settings, workers)))
     }

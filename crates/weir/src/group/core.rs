@@ -74,7 +74,7 @@ pub(crate) struct Core<E> {
     pub(crate) has_parent: bool,
     stopped: AtomicBool,
     deadline_passed: AtomicBool,
-    /// Tasks that ended, run or not; on a line of its own, since workers
+    /// Tasks that ran to their end; on a line of its own, since workers
     /// write it while spawners read the flags above.
     finished: Padded<AtomicU64>,
     outcome: Mutex<Outcome<E>>,
@@ -170,14 +170,18 @@ impl<E> Core<E> {
     /// Records a task that was dropped unstarted because the group had
     /// stopped.
     pub(crate) fn not_started(&self) {
-        self.end_one();
+        self.release_slot();
     }
 
     fn end_one(&self) {
+        self.release_slot();
+        self.finished.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release_slot(&self) {
         if let Some(permits) = &self.permits {
             permits.add_permits(1);
         }
-        self.finished.0.fetch_add(1, Ordering::AcqRel);
     }
 
     fn keep_panic(&self, panic: TaskPanic) {

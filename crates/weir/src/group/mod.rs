@@ -48,7 +48,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::builder::GroupBuilder;
@@ -111,7 +111,7 @@ pub struct Group<E> {
     spawned: AtomicU64,
     worker_count: Option<usize>,
     deadline: Option<tokio::time::Instant>,
-    watcher: OnceLock<AbortHandle>,
+    watcher: OnceLock<JoinHandle<()>>,
     waited: bool,
 }
 
@@ -138,7 +138,7 @@ impl<E> Group<E> {
     }
 
     /// Configures a group.
-    pub fn builder() -> GroupBuilder {
+    pub fn builder() -> GroupBuilder<E> {
         GroupBuilder::default()
     }
 
@@ -298,7 +298,7 @@ where
 
     /// A task that stops the group when the deadline passes or the token is
     /// cancelled from outside, so running tasks are aborted at once.
-    fn watch(&self) -> AbortHandle {
+    fn watch(&self) -> JoinHandle<()> {
         let core = Arc::clone(&self.core);
         let deadline = self.deadline;
         tokio::spawn(async move {
@@ -313,7 +313,6 @@ where
                 () = core.token.cancelled() => core.stop(CancelReason::Token),
             }
         })
-        .abort_handle()
     }
 
     /// Waits for every task to end, then returns the first error, or
@@ -343,8 +342,9 @@ where
         if let Some(spawner) = self.spawner.take() {
             join_workers(&self.core, spawner.close()).await;
         }
-        if let Some(watcher) = self.watcher.get() {
+        if let Some(watcher) = self.watcher.take() {
             watcher.abort();
+            let _ = watcher.await;
         }
         match self.core.take_outcome(self.spawned.load(Ordering::Relaxed)) {
             Ok(errors) => errors,

