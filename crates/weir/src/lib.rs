@@ -4,3 +4,4 @@
 //! weir
 pub mod error;
 pub mod group;
+pub mod retry;

@@ -1,0 +1,132 @@
+//! Behaviour of `weir::retry` (seed task 5), on paused time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use weir::retry::{Jitter, RetryBudget, RetryPolicy};
+
+#[derive(Debug, PartialEq)]
+enum Failure {
+    Transient,
+    Permanent,
+}
+
+fn exact(attempts: u32) -> RetryPolicy {
+    RetryPolicy::builder().max_attempts(attempts).jitter(Jitter::None).build().unwrap()
+}
+
+/// Seed task 5's fake process: fails the first two times, then succeeds.
+#[tokio::test(start_paused = true)]
+async fn fails_twice_then_succeeds_with_exponential_waits() {
+    let calls = AtomicU32::new(0);
+    let started = Instant::now();
+    let value = exact(3)
+        .run(|| async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(Failure::Transient) } else { Ok("done") }
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "done");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(started.elapsed(), Duration::from_millis(100 + 200), "waited 100 ms, then 200 ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhaustion_reports_the_attempts_and_the_last_error() {
+    let calls = AtomicU32::new(0);
+    let err = exact(3)
+        .run(|| async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(format!("failure {n}"))
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_exhausted());
+    assert_eq!(err.attempts(), 3);
+    assert_eq!(err.last().map(String::as_str), Some("failure 2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_not_retried() {
+    let calls = AtomicU32::new(0);
+    let err = exact(5)
+        .run_if(
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Failure::Permanent)
+            },
+            |e| *e == Failure::Transient,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_permanent());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_ends_the_wait_between_attempts() {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancel.cancel();
+    });
+    let started = Instant::now();
+    let err = exact(10).run_with(Some(&token), || async { Err::<(), _>(Failure::Transient) }, |_| true).await.unwrap_err();
+    assert!(err.is_cancelled());
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_elapsed_stops_before_an_attempt_that_would_start_too_late() {
+    let policy = RetryPolicy::builder()
+        .max_attempts(100)
+        .jitter(Jitter::None)
+        .max_elapsed(Duration::from_millis(1000))
+        .build()
+        .unwrap();
+    let err = policy.run(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
+    assert!(err.is_elapsed());
+    // Waits 100 + 200 + 400 = 700 ms; the next 800 ms would pass the limit.
+    assert_eq!(err.attempts(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_caps_retries_at_a_share_of_calls() {
+    let budget = Arc::new(RetryBudget::new(0.1, 0));
+    let policy = RetryPolicy::builder().max_attempts(3).jitter(Jitter::None).budget(budget).build().unwrap();
+    let attempts = AtomicU32::new(0);
+    let mut budget_errors = 0;
+    for _ in 0..100 {
+        let result = policy
+            .run(|| async {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Failure::Transient)
+            })
+            .await;
+        if result.unwrap_err().is_budget_exhausted() {
+            budget_errors += 1;
+        }
+    }
+    let retries = attempts.load(Ordering::SeqCst) - 100;
+    assert!(retries <= 10, "100 calls at 10% buy at most 10 retries, got {retries}");
+    assert!(budget_errors >= 90);
+}
+
+#[test]
+fn bad_settings_are_configuration_errors_naming_the_setting() {
+    let zero = RetryPolicy::builder().max_attempts(0).build().unwrap_err();
+    assert_eq!(zero.setting(), "retry max_attempts");
+    let shrinking = RetryPolicy::builder().multiplier(0.5).build().unwrap_err();
+    assert_eq!(shrinking.setting(), "retry multiplier");
+    let inverted = RetryPolicy::builder()
+        .initial_delay(Duration::from_secs(2))
+        .max_delay(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert!(inverted.to_string().contains("raise max_delay"), "{inverted}");
+}
