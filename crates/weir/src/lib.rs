@@ -4,4 +4,5 @@
 //! weir
 pub mod error;
 pub mod group;
+pub mod pipeline;
 pub mod retry;

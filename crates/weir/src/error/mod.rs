@@ -27,6 +27,7 @@ mod stage;
 
 pub use aggregate::{Errors, Origin};
 pub use chain::{chain, find, is};
+pub(crate) use interrupt::panic_message as interrupt_panic_message;
 pub use interrupt::{CancelReason, Cancelled, DeadlineExceeded, TaskId, TaskPanic, TimedOut};
 pub use markers::{Permanent, Skip};
 pub use stage::{ItemRef, StageError};

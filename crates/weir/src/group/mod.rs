@@ -236,6 +236,13 @@ where
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
+        self.try_spawn_with(None, task)
+    }
+
+    fn try_spawn_with<F>(&self, name: Option<Cow<'static, str>>, task: F) -> Result<(), GroupFull<F>>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+    {
         if self.is_stopped() {
             self.spawned.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -246,8 +253,23 @@ where
                 Err(_) => return Err(GroupFull(task)),
             }
         }
-        self.dispatch(None, task);
+        self.dispatch(name, task);
         Ok(())
+    }
+
+    /// Like [`try_spawn`](Self::try_spawn), with a name that errors and
+    /// panics report.
+    ///
+    /// # Errors
+    /// [`GroupFull`] holding the task when every slot is taken.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn try_spawn_named<F>(&self, name: impl Into<Cow<'static, str>>, task: F) -> Result<(), GroupFull<F>>
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.try_spawn_with(Some(name.into()), task)
     }
 
     async fn spawn_with<F>(&self, name: Option<Cow<'static, str>>, task: F)

@@ -1,0 +1,167 @@
+use std::fmt;
+
+use super::Report;
+use crate::error::{BoxError, Cancelled, ConfigError, Errors, StageError, TaskPanic};
+
+/// A stage's function panicked on an item. The panic was caught; the item
+/// failed with this cause (never retried) and the stage's
+/// [`OnError`](super::OnError) policy applies to it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("panicked: {message}")]
+pub struct ItemPanic {
+    message: String,
+}
+
+impl ItemPanic {
+    pub(crate) fn new(payload: &(dyn std::any::Any + Send)) -> Self {
+        Self { message: crate::error::interrupt_panic_message(payload) }
+    }
+
+    /// The panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Why a pipeline task stopped the run; the error type of its group.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    Stage(StageError),
+    Panic(TaskPanic),
+    Cancelled(Cancelled),
+}
+
+impl From<TaskPanic> for Fault {
+    fn from(panic: TaskPanic) -> Self {
+        Fault::Panic(panic)
+    }
+}
+
+impl From<Cancelled> for Fault {
+    fn from(cancelled: Cancelled) -> Self {
+        Fault::Cancelled(cancelled)
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Config(ConfigError),
+    Stage(StageError),
+    Collected(Errors<StageError>),
+    Sink(BoxError),
+    Panic(TaskPanic),
+    Cancelled(Cancelled),
+}
+
+/// A pipeline run failed. Says why, keeps the cause as `source()`, and
+/// carries the run's [`Report`] so the counts of what did succeed are not
+/// lost.
+///
+/// - [`stage_error`](Self::stage_error): an item failed in a stage under
+///   [`OnError::Fail`](super::OnError::Fail) (the first such failure).
+/// - [`collected`](Self::collected): items failed under
+///   [`OnError::Collect`](super::OnError::Collect); the run went on, and
+///   every failure is here.
+/// - [`is_cancelled`](Self::is_cancelled) /
+///   [`is_deadline`](Self::is_deadline): the run was aborted or passed its
+///   deadline ([`is`](crate::error::is)`::<DeadlineExceeded>` answers too).
+/// - [`config_error`](Self::config_error): a setting was invalid; nothing ran.
+/// - a panic outside a stage function (in a source iterator or the sink),
+///   or an error returned by the sink.
+#[derive(Debug)]
+pub struct PipelineError {
+    kind: Kind,
+    report: Report,
+}
+
+impl PipelineError {
+    pub(crate) fn from_fault(fault: Fault, report: Report) -> Self {
+        let kind = match fault {
+            Fault::Stage(e) => Kind::Stage(e),
+            Fault::Panic(p) => Kind::Panic(p),
+            Fault::Cancelled(c) => Kind::Cancelled(c),
+        };
+        Self { kind, report }
+    }
+
+    pub(crate) fn config(error: ConfigError) -> Self {
+        Self { kind: Kind::Config(error), report: Report::default() }
+    }
+
+    pub(crate) fn sink(error: BoxError, report: Report) -> Self {
+        Self { kind: Kind::Sink(error), report }
+    }
+
+    pub(crate) fn from_collected(errors: Errors<StageError>, report: Report) -> Self {
+        Self { kind: Kind::Collected(errors), report }
+    }
+
+    /// What the run did before it failed.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The stage failure that stopped the run, if that is what happened.
+    pub fn stage_error(&self) -> Option<&StageError> {
+        match &self.kind {
+            Kind::Stage(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Every item failure of a run whose stages collect errors.
+    pub fn collected(&self) -> Option<&Errors<StageError>> {
+        match &self.kind {
+            Kind::Collected(all) => Some(all),
+            _ => None,
+        }
+    }
+
+    /// The invalid setting, if the run could not start.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match &self.kind {
+            Kind::Config(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the run was stopped from outside (abort, parent, deadline).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, Kind::Cancelled(_))
+    }
+
+    /// Whether the run's deadline passed.
+    pub fn is_deadline(&self) -> bool {
+        matches!(&self.kind, Kind::Cancelled(c) if c.is_deadline())
+    }
+
+    fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        match &self.kind {
+            Kind::Config(e) => e,
+            Kind::Stage(e) => e,
+            Kind::Collected(all) => all,
+            Kind::Sink(e) => &**e,
+            Kind::Panic(p) => p,
+            Kind::Cancelled(c) => c,
+        }
+    }
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Config(e) => write!(f, "pipeline not started: {e}"),
+            Kind::Stage(e) => write!(f, "pipeline failed: {e}"),
+            Kind::Collected(all) => write!(f, "pipeline finished with {all}"),
+            Kind::Sink(e) => write!(f, "pipeline failed in the sink: {e}"),
+            Kind::Panic(p) => write!(f, "pipeline failed: {p}"),
+            Kind::Cancelled(c) => write!(f, "pipeline stopped: {c}"),
+        }
+    }
+}
+
+impl std::error::Error for PipelineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause())
+    }
+}

@@ -1,0 +1,84 @@
+//! Sources: turn an iterator or a stream into chunks on the first link.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::error::Fault;
+use super::link::Chunk;
+
+/// Where the source's items go, and when it must stop taking more.
+pub(crate) struct SourceOut<T> {
+    pub(crate) tx: mpsc::Sender<Chunk<T>>,
+    pub(crate) chunk: usize,
+    pub(crate) emitted: Arc<AtomicU64>,
+    /// Cancelled by a graceful drain: stop taking items, finish the rest.
+    pub(crate) drain: CancellationToken,
+}
+
+impl<T> SourceOut<T> {
+    /// Sends the chunk at hand; `false` if downstream is gone.
+    async fn flush(&self, items: &mut Vec<(u64, T)>) -> bool {
+        if items.is_empty() {
+            return true;
+        }
+        let items = std::mem::replace(items, Vec::with_capacity(self.chunk));
+        let count = items.len() as u64;
+        let sent = self.tx.send(Chunk { seq: 0, items }).await.is_ok();
+        if sent {
+            self.emitted.fetch_add(count, Ordering::Relaxed);
+        }
+        sent
+    }
+}
+
+/// Feeds an iterator's items in chunks. The iterator runs on a runtime
+/// thread: it must not block for long (read files through a stream).
+pub(crate) async fn from_iter<I>(iter: I, out: SourceOut<I::Item>) -> Result<(), Fault>
+where
+    I: Iterator,
+{
+    let mut items = Vec::with_capacity(out.chunk);
+    for (index, item) in (0u64..).zip(iter) {
+        items.push((index, item));
+        if items.len() == out.chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
+            return Ok(());
+        }
+    }
+    out.flush(&mut items).await;
+    Ok(())
+}
+
+/// Feeds a stream's items, sending what it has whenever the stream makes
+/// it wait, so a slow stream's items are not held back to fill a chunk.
+pub(crate) async fn from_stream<S>(stream: S, out: SourceOut<S::Item>) -> Result<(), Fault>
+where
+    S: Stream,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut items = Vec::with_capacity(out.chunk);
+    for index in 0u64.. {
+        let next = match stream.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !out.flush(&mut items).await {
+                    return Ok(());
+                }
+                tokio::select! {
+                    next = stream.next() => next,
+                    () = out.drain.cancelled() => return Ok(()),
+                }
+            }
+        };
+        let Some(item) = next else { break };
+        items.push((index, item));
+        if items.len() == out.chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
+            return Ok(());
+        }
+    }
+    out.flush(&mut items).await;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! A stage's definition: its function and its policy.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::{BoxError, StageError};
+use crate::retry::RetryPolicy;
+
+/// The function of a stage, called once per item (per attempt).
+///
+/// Built by [`Stage::map`], [`Stage::try_map`] and [`Stage::filter`]; you
+/// do not implement it yourself. `Ok(None)` means the item was filtered
+/// out.
+pub trait StageFn<T>: Send + Sync + 'static {
+    /// What the stage emits per item.
+    type Output: Send + 'static;
+    /// Processes one item.
+    fn call(&self, item: T) -> impl Future<Output = Result<Option<Self::Output>, BoxError>> + Send;
+}
+
+/// A stage function that cannot fail; see [`Stage::map`].
+#[derive(Debug, Clone)]
+pub struct MapFn<F>(F);
+
+/// A stage function that may fail; see [`Stage::try_map`].
+#[derive(Debug, Clone)]
+pub struct TryMapFn<F>(F);
+
+/// A stage that keeps only some items; see [`Stage::filter`].
+#[derive(Debug, Clone)]
+pub struct FilterFn<F>(F);
+
+impl<T, U, F, Fut> StageFn<T> for MapFn<F>
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = U> + Send,
+    T: Send + 'static,
+    U: Send + 'static,
+{
+    type Output = U;
+    async fn call(&self, item: T) -> Result<Option<U>, BoxError> {
+        Ok(Some((self.0)(item).await))
+    }
+}
+
+impl<T, U, E, F, Fut> StageFn<T> for TryMapFn<F>
+where
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<U, E>> + Send,
+    E: Into<BoxError>,
+    T: Send + 'static,
+    U: Send + 'static,
+{
+    type Output = U;
+    async fn call(&self, item: T) -> Result<Option<U>, BoxError> {
+        (self.0)(item).await.map(Some).map_err(Into::into)
+    }
+}
+
+impl<T, F> StageFn<T> for FilterFn<F>
+where
+    F: Fn(&T) -> bool + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    type Output = T;
+    async fn call(&self, item: T) -> Result<Option<T>, BoxError> {
+        Ok((self.0)(&item).then_some(item))
+    }
+}
+
+/// What a stage does with an item that failed (after its retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnError {
+    /// Stop the pipeline: the run returns this item's [`StageError`]. The
+    /// default.
+    #[default]
+    Fail,
+    /// Drop the item, count it as skipped, log it at `warn`, go on.
+    Skip,
+    /// Count the item as failed, keep its error, go on; the run then
+    /// returns every such error in one aggregate (seed task 8).
+    Collect,
+}
+
+/// Where a stage sends items that failed: the hook a dead-letter queue
+/// plugs into (seed task 16).
+///
+/// Called with the item (as it was before the failing attempt) and its
+/// error. If this returns an error, the item is not lost: the run fails
+/// with a [`StageError`] naming the stage, the item and both causes.
+pub trait DeadLetterSink<T>: Send + Sync + 'static {
+    /// Stores one failed item.
+    fn dead_letter(&self, item: T, error: StageError) -> BoxFuture<'_, Result<(), BoxError>>;
+}
+
+/// What a stage does after failure, with the item type bound in.
+pub(crate) enum Policy<T> {
+    Plain(OnError),
+    DeadLetter(Arc<dyn DeadLetterSink<T>>),
+}
+
+type Classifier = Arc<dyn Fn(&BoxError) -> bool + Send + Sync>;
+type Labeller<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+/// A named pipeline stage: its function, its workers and its policy.
+///
+/// # Defaults
+/// - 1 worker;
+/// - unordered (with 1 worker, order is kept anyway);
+/// - no retry, no per-attempt timeout;
+/// - [`OnError::Fail`];
+/// - items named by their index only (no key, no tenant).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use weir::pipeline::{OnError, Stage};
+/// use weir::retry::RetryPolicy;
+///
+/// let parse = Stage::try_map("parse", |line: String| async move { line.trim().parse::<u64>() })
+///     .workers(4)
+///     .ordered()
+///     .retry(RetryPolicy::builder().max_attempts(3).build().unwrap())
+///     .timeout(Duration::from_secs(1))
+///     .on_error(OnError::Skip)
+///     .key(|line| line.clone());
+/// # drop(parse);
+/// ```
+pub struct Stage<T, S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) f: S,
+    pub(crate) workers: usize,
+    pub(crate) ordered: bool,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) transient: Option<Classifier>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) policy: Policy<T>,
+    /// Set by the settings that need the item after an attempt (retry,
+    /// dead letter), which is why they ask for `T: Clone`.
+    pub(crate) copy: Option<fn(&T) -> T>,
+    pub(crate) key: Option<Labeller<T>>,
+    pub(crate) tenant: Option<Labeller<T>>,
+}
+
+impl<T, S> fmt::Debug for Stage<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stage")
+            .field("name", &self.name)
+            .field("workers", &self.workers)
+            .field("ordered", &self.ordered)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Stage<T, ()> {
+    /// A stage that turns each item into one output and cannot fail.
+    pub fn map<U, F, Fut>(name: impl Into<Arc<str>>, f: F) -> Stage<T, MapFn<F>>
+    where
+        MapFn<F>: StageFn<T, Output = U>,
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = U>,
+    {
+        Stage::with_fn(name, MapFn(f))
+    }
+
+    /// A stage that turns each item into one output or fails. Returning an
+    /// error that is (or wraps) [`Skip`](crate::error::Skip) skips the
+    /// item; [`Permanent`](crate::error::Permanent) forbids a retry.
+    pub fn try_map<U, E, F, Fut>(name: impl Into<Arc<str>>, f: F) -> Stage<T, TryMapFn<F>>
+    where
+        TryMapFn<F>: StageFn<T, Output = U>,
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = Result<U, E>>,
+    {
+        Stage::with_fn(name, TryMapFn(f))
+    }
+
+    /// A stage that passes on the items for which `keep` is true.
+    pub fn filter<F>(name: impl Into<Arc<str>>, keep: F) -> Stage<T, FilterFn<F>>
+    where
+        FilterFn<F>: StageFn<T, Output = T>,
+        F: Fn(&T) -> bool,
+    {
+        Stage::with_fn(name, FilterFn(keep))
+    }
+}
+
+impl<T, S> Stage<T, S> {
+    fn with_fn(name: impl Into<Arc<str>>, f: S) -> Self {
+        Self {
+            name: name.into(),
+            f,
+            workers: 1,
+            ordered: false,
+            retry: None,
+            transient: None,
+            timeout: None,
+            policy: Policy::Plain(OnError::Fail),
+            copy: None,
+            key: None,
+            tenant: None,
+        }
+    }
+
+    /// Runs the stage on `workers` tasks that take items as they come
+    /// (fan-out, seed task 7). 0 is rejected when the pipeline runs.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Keeps the input order in the output, even with several workers
+    /// (chunks are numbered and reassembled downstream).
+    pub fn ordered(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Bounds each attempt; an attempt that runs longer fails with
+    /// [`TimedOut`](crate::error::TimedOut), which is transient.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// What to do with an item that failed; see [`OnError`].
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.policy = Policy::Plain(on_error);
+        self
+    }
+
+    /// Which errors to retry. By default every error is, except
+    /// [`Permanent`](crate::error::Permanent) ones and panics.
+    pub fn retry_if(mut self, is_transient: impl Fn(&BoxError) -> bool + Send + Sync + 'static) -> Self {
+        self.transient = Some(Arc::new(is_transient));
+        self
+    }
+
+    /// Names items in errors by a key (an order id, a URL) besides their
+    /// index. Computed before each item is processed.
+    pub fn key(mut self, key: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        self.key = Some(Arc::new(key));
+        self
+    }
+
+    /// Names the tenant an item belongs to, in errors and logs.
+    pub fn tenant(mut self, tenant: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        self.tenant = Some(Arc::new(tenant));
+        self
+    }
+}
+
+impl<T: Clone, S> Stage<T, S> {
+    /// Retries a failed item by `policy` before its failure counts (seed
+    /// task 5). Needs `T: Clone`: each attempt gets a copy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self.copy = Some(T::clone);
+        self
+    }
+
+    /// Sends failed items (after their retries) to `sink` and goes on.
+    pub fn dead_letter(mut self, sink: Arc<dyn DeadLetterSink<T>>) -> Self {
+        self.policy = Policy::DeadLetter(sink);
+        self.copy = Some(T::clone);
+        self
+    }
+}

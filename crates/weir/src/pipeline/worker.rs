@@ -1,0 +1,215 @@
+//! One worker of a stage: takes chunks, runs the stage's function on each
+//! item under its policy, sends the results on.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::error::{Fault, ItemPanic};
+use super::link::{Chunk, Indexed, Input};
+use super::report::{Counters, Tally};
+use super::stage::{OnError, Policy, Stage, StageFn};
+use crate::error::{BoxError, Errors, Origin, Permanent, Skip, StageError, TimedOut, is};
+use crate::retry::Next;
+
+/// What every worker of one stage shares.
+pub(crate) struct StageShared<T, S> {
+    pub(crate) stage: Stage<T, S>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) collected: Arc<Mutex<Errors<StageError>>>,
+    pub(crate) chunk: usize,
+}
+
+/// How one item ended.
+enum Outcome<U> {
+    Emit(U),
+    Filtered,
+    Skipped,
+    /// Failed and kept in the run's aggregate error ([`OnError::Collect`]).
+    Collected,
+    /// Failed and handed to the dead-letter sink.
+    DeadLettered,
+    /// Failed and stops the run.
+    Failed(StageError),
+}
+
+impl<T, S> StageShared<T, S>
+where
+    T: Send + 'static,
+    S: StageFn<T>,
+{
+    /// Runs one worker until its input ends.
+    pub(crate) async fn run(self: Arc<Self>, mut input: Input<T>, output: mpsc::Sender<Chunk<S::Output>>) -> Result<(), Fault> {
+        let ordered = self.stage.ordered && self.stage.workers > 1;
+        let mut out = Vec::with_capacity(self.chunk);
+        let mut rng = fastrand::Rng::new();
+        while let Some(chunk) = input.recv().await {
+            let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
+            let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered, &mut rng).await;
+            self.counters.add(&tally);
+            if !processed? {
+                return Ok(()); // downstream is gone: the run is stopping
+            }
+            let flush = ordered || out.len() >= self.chunk || input.is_idle();
+            if flush && !send(&output, chunk.seq, &mut out, self.chunk, ordered).await {
+                return Ok(());
+            }
+        }
+        send(&output, 0, &mut out, self.chunk, false).await;
+        Ok(())
+    }
+
+    /// Processes a chunk's items into `out`; `Ok(false)` if downstream is
+    /// gone.
+    async fn process_chunk(
+        &self,
+        items: Vec<Indexed<T>>,
+        out: &mut Vec<Indexed<S::Output>>,
+        tally: &mut Tally,
+        output: &mpsc::Sender<Chunk<S::Output>>,
+        ordered: bool,
+        rng: &mut fastrand::Rng,
+    ) -> Result<bool, Fault> {
+        for (index, item) in items {
+            match self.process(index, item, tally, rng).await {
+                Outcome::Emit(value) => {
+                    tally.emitted += 1;
+                    out.push((index, value));
+                    // An ordered stage with several workers sends exactly
+                    // one chunk per input chunk, so it never splits one.
+                    if !ordered && out.len() >= self.chunk && !send(output, 0, out, self.chunk, false).await {
+                        return Ok(false);
+                    }
+                }
+                Outcome::Filtered => tally.filtered += 1,
+                Outcome::Skipped => tally.skipped += 1,
+                Outcome::Collected => tally.failed += 1,
+                Outcome::DeadLettered => tally.dead_lettered += 1,
+                Outcome::Failed(error) => {
+                    tally.failed += 1;
+                    return Err(Fault::Stage(error));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs one item through its attempts and the failure policy.
+    async fn process(&self, index: u64, item: T, tally: &mut Tally, rng: &mut fastrand::Rng) -> Outcome<S::Output> {
+        let stage = &self.stage;
+        let labels = (stage.key.as_ref().map(|k| k(&item)), stage.tenant.as_ref().map(|t| t(&item)));
+        let mut item = Some(item);
+        let (mut attempt, mut delay, started) = (1u32, Duration::ZERO, Instant::now());
+        if let Some(retry) = &stage.retry {
+            retry.record_call();
+        }
+        loop {
+            let input = match stage.copy {
+                Some(copy) => copy(item.as_ref().expect("kept for copies")),
+                None => item.take().expect("used once without retry or dead letter"),
+            };
+            let error = match self.attempt(index, attempt, input).await {
+                Ok(Some(value)) => return Outcome::Emit(value),
+                Ok(None) => return Outcome::Filtered,
+                Err(error) if is::<Skip>(&*error) => return Outcome::Skipped,
+                Err(error) => error,
+            };
+            if let Some(wait) = self.retry_delay(&error, attempt, delay, started, rng) {
+                tracing::debug!(stage = %stage.name, item = index, attempt, error = %error, ?wait, "retrying item");
+                tally.retries += 1;
+                tokio::time::sleep(wait).await;
+                (attempt, delay) = (attempt + 1, wait);
+                continue;
+            }
+            let error = stage_error(&stage.name, error, index, attempt, labels);
+            return self.after_failure(item, error).await;
+        }
+    }
+
+    /// One attempt: the stage function under its timeout, panics caught.
+    async fn attempt(&self, index: u64, attempt: u32, input: T) -> Result<Option<S::Output>, BoxError> {
+        let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, attempt);
+        let call = AssertUnwindSafe(self.stage.f.call(input)).catch_unwind().instrument(span);
+        let result = match self.stage.timeout {
+            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(result) => result,
+                Err(_) => return Err(Box::new(TimedOut::new(limit))),
+            },
+        };
+        result.unwrap_or_else(|payload| Err(Box::new(ItemPanic::new(&*payload))))
+    }
+
+    /// The wait before the next attempt, or `None` to give up.
+    fn retry_delay(&self, error: &BoxError, attempt: u32, previous: Duration, started: Instant, rng: &mut fastrand::Rng) -> Option<Duration> {
+        let retry = self.stage.retry.as_ref()?;
+        let transient = match &self.stage.transient {
+            Some(is_transient) => is_transient(error),
+            None => !is::<Permanent>(&**error) && !is::<ItemPanic>(&**error),
+        };
+        match retry.next(attempt, previous, started, rng) {
+            Next::RetryAfter(wait) if transient => Some(wait),
+            _ => None,
+        }
+    }
+
+    /// Applies the stage's failure policy to an item that failed for good.
+    async fn after_failure(&self, item: Option<T>, error: StageError) -> Outcome<S::Output> {
+        match &self.stage.policy {
+            Policy::Plain(OnError::Fail) => {
+                tracing::error!(stage = %self.stage.name, error = %error, "item failed; stopping the pipeline");
+                Outcome::Failed(error)
+            }
+            Policy::Plain(OnError::Skip) => {
+                tracing::warn!(stage = %self.stage.name, error = %error, "item failed; skipped");
+                Outcome::Skipped
+            }
+            Policy::Plain(OnError::Collect) => {
+                tracing::warn!(stage = %self.stage.name, error = %error, "item failed; collected");
+                self.collected.lock().unwrap_or_else(|p| p.into_inner()).push(Origin::Stage(self.stage.name.clone()), error);
+                Outcome::Collected
+            }
+            Policy::DeadLetter(sink) => {
+                let item = item.expect("dead-lettering stages keep the item");
+                let description = error.to_string();
+                match sink.dead_letter(item, error).await {
+                    Ok(()) => {
+                        tracing::warn!(stage = %self.stage.name, error = %description, "item dead-lettered");
+                        Outcome::DeadLettered
+                    }
+                    Err(sink_error) => {
+                        let cause: BoxError = format!("{description}; and the dead-letter sink failed: {sink_error}").into();
+                        Outcome::Failed(StageError::builder(self.stage.name.clone(), cause).build())
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stage_error(stage: &Arc<str>, error: BoxError, index: u64, attempt: u32, labels: (Option<String>, Option<String>)) -> StageError {
+    let mut builder = StageError::builder(stage.clone(), error).index(index).attempt(attempt);
+    if let Some(key) = labels.0 {
+        builder = builder.key(key);
+    }
+    if let Some(tenant) = labels.1 {
+        builder = builder.tenant(tenant);
+    }
+    builder.build()
+}
+
+/// Sends `out` as one chunk numbered `seq` (an empty one only if
+/// `even_empty`: an ordered stage's downstream waits for every number);
+/// `false` if downstream is gone.
+async fn send<U>(output: &mpsc::Sender<Chunk<U>>, seq: u64, out: &mut Vec<Indexed<U>>, chunk: usize, even_empty: bool) -> bool {
+    if out.is_empty() && !even_empty {
+        return true;
+    }
+    let items = std::mem::replace(out, Vec::with_capacity(chunk));
+    output.send(Chunk { seq, items }).await.is_ok()
+}
