@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, mpsc};
 
@@ -33,6 +34,27 @@ impl Sizing {
     pub(crate) fn for_capacity(capacity: usize) -> Self {
         let chunk = capacity.clamp(1, 256);
         Self { chunk, slots: (capacity / chunk).max(1) }
+    }
+}
+
+/// The most items a producer puts in one chunk on a link. Set when the
+/// stage that consumes the link is added: a stage with N workers gets
+/// chunks of at most 1/N of the usual size, so its items spread over its
+/// workers instead of queueing behind one of them.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkSize(Arc<AtomicUsize>);
+
+impl ChunkSize {
+    pub(crate) fn new(items: usize) -> Self {
+        Self(Arc::new(AtomicUsize::new(items)))
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn split_for(&self, workers: usize) {
+        self.0.store((self.get() / workers).max(1), Ordering::Relaxed);
     }
 }
 

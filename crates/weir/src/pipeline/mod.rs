@@ -66,7 +66,7 @@ pub use self::report::{Report, StageReport};
 pub use self::run::{Control, PipelineStream};
 pub use self::stage::{DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
 use self::error::Fault;
-use self::link::{Input, Sizing};
+use self::link::{ChunkSize, Input, Sizing};
 use self::report::Counters;
 use self::source::SourceOut;
 use self::worker::StageShared;
@@ -96,6 +96,8 @@ struct Setup {
     timeout: Option<Duration>,
     control: Control,
     launches: Vec<Launch>,
+    /// The chunk size of the link the pipeline's items are on now.
+    out_chunk: ChunkSize,
     stages: Vec<(Arc<str>, usize, Arc<Counters>)>,
     source_emitted: Arc<AtomicU64>,
     collected: Arc<Mutex<Errors<StageError>>>,
@@ -178,13 +180,15 @@ impl PipelineBuilder {
         let control = Control::new(self.parent.as_ref());
         let (tx, output) = link::link(sizing, false);
         let source_emitted = Arc::new(AtomicU64::new(0));
-        let out = SourceOut { tx, chunk: sizing.chunk, emitted: Arc::clone(&source_emitted), drain: control.drain_token() };
+        let out_chunk = ChunkSize::new(sizing.chunk);
+        let out = SourceOut { tx, chunk: out_chunk.clone(), emitted: Arc::clone(&source_emitted), drain: control.drain_token() };
         let launch: Launch = Box::new(move |group| spawn(group, "source", source(out)));
         let setup = Setup {
             sizing,
             timeout: self.timeout,
             control,
             launches: vec![launch],
+            out_chunk,
             stages: Vec::new(),
             source_emitted,
             collected: Arc::default(),
@@ -245,6 +249,8 @@ impl<T: Send + 'static> Pipeline<T> {
             ));
         }
         let workers = stage.workers.max(1);
+        self.setup.out_chunk.split_for(workers);
+        self.setup.out_chunk = ChunkSize::new(self.setup.sizing.chunk);
         let reorder = stage.ordered && workers > 1;
         let (tx, output) = link::link(self.setup.sizing, reorder);
         let counters = Arc::new(Counters::default());
@@ -253,7 +259,7 @@ impl<T: Send + 'static> Pipeline<T> {
             stage,
             counters,
             collected: Arc::clone(&self.setup.collected),
-            chunk: self.setup.sizing.chunk,
+            out_chunk: self.setup.out_chunk.clone(),
         });
         for (n, input) in Input::new(self.output, workers).into_iter().enumerate() {
             let (shared, tx) = (Arc::clone(&shared), tx.clone());

@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::error::Fault;
-use super::link::Chunk;
+use super::link::{Chunk, ChunkSize};
 
 /// Where the source's items go, and when it must stop taking more.
 pub(crate) struct SourceOut<T> {
     pub(crate) tx: mpsc::Sender<Chunk<T>>,
-    pub(crate) chunk: usize,
+    pub(crate) chunk: ChunkSize,
     pub(crate) emitted: Arc<AtomicU64>,
     /// Cancelled by a graceful drain: stop taking items, finish the rest.
     pub(crate) drain: CancellationToken,
@@ -25,7 +25,7 @@ impl<T> SourceOut<T> {
         if items.is_empty() {
             return true;
         }
-        let items = std::mem::replace(items, Vec::with_capacity(self.chunk));
+        let items = std::mem::replace(items, Vec::with_capacity(self.chunk.get()));
         let count = items.len() as u64;
         let sent = self.tx.send(Chunk { seq: 0, items }).await.is_ok();
         if sent {
@@ -41,10 +41,11 @@ pub(crate) async fn from_iter<I>(iter: I, out: SourceOut<I::Item>) -> Result<(),
 where
     I: Iterator,
 {
-    let mut items = Vec::with_capacity(out.chunk);
+    let chunk = out.chunk.get();
+    let mut items = Vec::with_capacity(chunk);
     for (index, item) in (0u64..).zip(iter) {
         items.push((index, item));
-        if items.len() == out.chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
+        if items.len() == chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
             return Ok(());
         }
     }
@@ -59,7 +60,8 @@ where
     S: Stream,
 {
     let mut stream = std::pin::pin!(stream);
-    let mut items = Vec::with_capacity(out.chunk);
+    let chunk = out.chunk.get();
+    let mut items = Vec::with_capacity(chunk);
     for index in 0u64.. {
         let next = match stream.next().now_or_never() {
             Some(next) => next,
@@ -75,7 +77,7 @@ where
         };
         let Some(item) = next else { break };
         items.push((index, item));
-        if items.len() == out.chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
+        if items.len() == chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
             return Ok(());
         }
     }

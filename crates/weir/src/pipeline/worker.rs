@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::error::{Fault, ItemPanic};
-use super::link::{Chunk, Indexed, Input};
+use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
 use super::stage::{OnError, Policy, Stage, StageFn};
 use crate::error::{BoxError, Errors, Origin, Permanent, Skip, StageError, TimedOut, is};
@@ -22,7 +22,8 @@ pub(crate) struct StageShared<T, S> {
     pub(crate) stage: Stage<T, S>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) collected: Arc<Mutex<Errors<StageError>>>,
-    pub(crate) chunk: usize,
+    /// The chunk size of the stage's output link.
+    pub(crate) out_chunk: ChunkSize,
 }
 
 /// How one item ended.
@@ -46,7 +47,7 @@ where
     /// Runs one worker until its input ends.
     pub(crate) async fn run(self: Arc<Self>, mut input: Input<T>, output: mpsc::Sender<Chunk<S::Output>>) -> Result<(), Fault> {
         let ordered = self.stage.ordered && self.stage.workers > 1;
-        let mut out = Vec::with_capacity(self.chunk);
+        let mut out = Vec::with_capacity(self.out_chunk.get());
         let mut rng = fastrand::Rng::new();
         while let Some(chunk) = input.recv().await {
             let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
@@ -55,12 +56,12 @@ where
             if !processed? {
                 return Ok(()); // downstream is gone: the run is stopping
             }
-            let flush = ordered || out.len() >= self.chunk || input.is_idle();
-            if flush && !send(&output, chunk.seq, &mut out, self.chunk, ordered).await {
+            let flush = ordered || out.len() >= self.out_chunk.get() || input.is_idle();
+            if flush && !send(&output, chunk.seq, &mut out, self.out_chunk.get(), ordered).await {
                 return Ok(());
             }
         }
-        send(&output, 0, &mut out, self.chunk, false).await;
+        send(&output, 0, &mut out, self.out_chunk.get(), false).await;
         Ok(())
     }
 
@@ -82,7 +83,7 @@ where
                     out.push((index, value));
                     // An ordered stage with several workers sends exactly
                     // one chunk per input chunk, so it never splits one.
-                    if !ordered && out.len() >= self.chunk && !send(output, 0, out, self.chunk, false).await {
+                    if !ordered && out.len() >= self.out_chunk.get() && !send(output, 0, out, self.out_chunk.get(), false).await {
                         return Ok(false);
                     }
                 }
