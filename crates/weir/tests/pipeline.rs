@@ -502,3 +502,41 @@ async fn stress_1000_runs_with_injected_faults() {
     settle(|| alive_tasks() == before).await;
     assert_eq!(alive_tasks(), before, "no task outlives its run");
 }
+
+/// A writer that keeps what a tracing subscriber writes, for assertions.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracing_shows_where_an_error_came_from() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let _ = Pipeline::from_iter([1u32, 2, 3])
+        .stage(
+            Stage::try_map("charge", |n: u32| async move { if n == 2 { Err("card declined") } else { Ok(n) } })
+                .tenant(|_| "acme".into())
+                .retry(fast_retry(2)),
+        )
+        .collect()
+        .await
+        .unwrap_err();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("retrying item") && log.contains("tenant=\"acme\"") && log.contains("attempt=1"), "{log}");
+    assert!(log.contains("item failed; stopping the pipeline") && log.contains("stage{stage=charge worker=0}"), "{log}");
+}

@@ -139,7 +139,7 @@ impl Cancelled {
         self.reason
     }
 
-    /// How many tasks (or items) were stopped or never started.
+    /// How many tasks were stopped or never started.
     pub fn unfinished(&self) -> u64 {
         self.unfinished
     }
@@ -156,7 +156,7 @@ impl fmt::Display for Cancelled {
             CancelReason::Deadline => "the deadline passed",
             CancelReason::Token => "cancelled",
         };
-        write!(f, "{why}: {} unit(s) of work stopped or never started", self.unfinished)
+        write!(f, "{why}: {} task(s) stopped or never started", self.unfinished)
     }
 }
 

@@ -155,7 +155,11 @@ impl fmt::Display for PipelineError {
             Kind::Collected(all) => write!(f, "pipeline finished with {all}"),
             Kind::Sink(e) => write!(f, "pipeline failed in the sink: {e}"),
             Kind::Panic(p) => write!(f, "pipeline failed: {p}"),
-            Kind::Cancelled(c) => write!(f, "pipeline stopped: {c}"),
+            Kind::Cancelled(c) => {
+                let why = if c.is_deadline() { "the deadline passed" } else { "cancelled" };
+                let (taken, delivered) = (self.report.source_emitted, self.report.sink_received);
+                write!(f, "pipeline stopped: {why}; {delivered} of the {taken} item(s) taken reached the sink")
+            }
         }
     }
 }

@@ -59,6 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::{ItemPanic, PipelineError};
@@ -264,7 +265,9 @@ impl<T: Send + 'static> Pipeline<T> {
         for (n, input) in Input::new(self.output, workers).into_iter().enumerate() {
             let (shared, tx) = (Arc::clone(&shared), tx.clone());
             let name = format!("stage `{}` worker {n}", shared.stage.name);
-            self.setup.launches.push(Box::new(move |group| spawn(group, name, Box::pin(shared.run(input, tx)))));
+            let span = tracing::info_span!("stage", stage = %shared.stage.name, worker = n);
+            let run = shared.run(input, tx).instrument(span);
+            self.setup.launches.push(Box::new(move |group| spawn(group, name, Box::pin(run))));
         }
         Pipeline { setup: self.setup, output }
     }

@@ -91,6 +91,9 @@ impl Running {
         }
         let waited = self.group.wait().await;
         let report = self.setup.report(sink_received, self.started.elapsed());
+        if let Err(Fault::Cancelled(cancelled)) = &waited {
+            tracing::warn!(%cancelled, sink_received, "pipeline cancelled");
+        }
         match (sink, waited) {
             (Err(error), _) => Err(PipelineError::sink(error, report)),
             (Ok(()), Err(fault)) => Err(PipelineError::from_fault(fault, report)),

@@ -28,7 +28,9 @@ pub(crate) struct StageShared<T, S> {
 
 /// How one item ended.
 enum Outcome<U> {
-    Emit(U),
+    /// The item's output, and whether producing it had to wait (a slow
+    /// stage: its output is sent on at once if downstream has room).
+    Emit(U, bool),
     Filtered,
     Skipped,
     /// Failed and kept in the run's aggregate error ([`OnError::Collect`]).
@@ -78,13 +80,20 @@ where
     ) -> Result<bool, Fault> {
         for (index, item) in items {
             match self.process(index, item, tally, rng).await {
-                Outcome::Emit(value) => {
+                Outcome::Emit(value, waited) => {
                     tally.emitted += 1;
                     out.push((index, value));
                     // An ordered stage with several workers sends exactly
                     // one chunk per input chunk, so it never splits one.
-                    if !ordered && out.len() >= self.out_chunk.get() && !send(output, 0, out, self.out_chunk.get(), false).await {
-                        return Ok(false);
+                    if ordered {
+                        continue;
+                    }
+                    if out.len() >= self.out_chunk.get() {
+                        if !send(output, 0, out, self.out_chunk.get(), false).await {
+                            return Ok(false);
+                        }
+                    } else if waited {
+                        try_send(output, out);
                     }
                 }
                 Outcome::Filtered => tally.filtered += 1,
@@ -114,14 +123,18 @@ where
                 Some(copy) => copy(item.as_ref().expect("kept for copies")),
                 None => item.take().expect("used once without retry or dead letter"),
             };
-            let error = match self.attempt(index, attempt, input).await {
-                Ok(Some(value)) => return Outcome::Emit(value),
+            let mut waited = false;
+            let error = match self.attempt(index, labels.1.as_deref(), attempt, input, &mut waited).await {
+                Ok(Some(value)) => return Outcome::Emit(value, waited || attempt > 1),
                 Ok(None) => return Outcome::Filtered,
-                Err(error) if is::<Skip>(&*error) => return Outcome::Skipped,
+                Err(error) if is::<Skip>(&*error) => {
+                    tracing::trace!(stage = %stage.name, item = index, "item skipped");
+                    return Outcome::Skipped;
+                }
                 Err(error) => error,
             };
             if let Some(wait) = self.retry_delay(&error, attempt, delay, started, rng) {
-                tracing::debug!(stage = %stage.name, item = index, attempt, error = %error, ?wait, "retrying item");
+                tracing::debug!(stage = %stage.name, item = index, tenant = labels.1.as_deref(), attempt, error = %error, ?wait, "retrying item");
                 tally.retries += 1;
                 tokio::time::sleep(wait).await;
                 (attempt, delay) = (attempt + 1, wait);
@@ -133,9 +146,10 @@ where
     }
 
     /// One attempt: the stage function under its timeout, panics caught.
-    async fn attempt(&self, index: u64, attempt: u32, input: T) -> Result<Option<S::Output>, BoxError> {
-        let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, attempt);
-        let call = AssertUnwindSafe(self.stage.f.call(input)).catch_unwind().instrument(span);
+    /// Sets `waited` if the function had to wait (returned `Pending`).
+    async fn attempt(&self, index: u64, tenant: Option<&str>, attempt: u32, input: T, waited: &mut bool) -> Result<Option<S::Output>, BoxError> {
+        let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt);
+        let call = NoteWaiting { inner: AssertUnwindSafe(self.stage.f.call(input)).catch_unwind(), waited }.instrument(span);
         let result = match self.stage.timeout {
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -202,6 +216,37 @@ fn stage_error(stage: &Arc<str>, error: BoxError, index: u64, attempt: u32, labe
         builder = builder.tenant(tenant);
     }
     builder.build()
+}
+
+/// Sends `out` now if the link has room; keeps it otherwise (downstream is
+/// busy, so holding the items costs it nothing).
+fn try_send<U>(output: &mpsc::Sender<Chunk<U>>, out: &mut Vec<Indexed<U>>) {
+    if let Ok(permit) = output.try_reserve() {
+        let items = std::mem::replace(out, Vec::with_capacity(out.capacity()));
+        permit.send(Chunk { seq: 0, items });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Notes whether a future ever returned `Pending`.
+    struct NoteWaiting<'a, F> {
+        #[pin]
+        inner: F,
+        waited: &'a mut bool,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for NoteWaiting<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let poll = this.inner.poll(cx);
+        if poll.is_pending() {
+            **this.waited = true;
+        }
+        poll
+    }
 }
 
 /// Sends `out` as one chunk numbered `seq` (an empty one only if
