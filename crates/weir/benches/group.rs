@@ -79,12 +79,22 @@ fn spawn_wait(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_wait");
     group.throughput(Throughput::Elements(TASKS));
     group.sample_size(20);
-    group.bench_function(BenchmarkId::new("weir_group", "unlimited"), |b| b.to_async(&rt).iter(|| in_task(weir_group(None))));
-    group.bench_function(BenchmarkId::new("weir_group", "limit_8"), |b| b.to_async(&rt).iter(|| in_task(weir_group(Some(8)))));
+    group.bench_function(BenchmarkId::new("weir_group", "unlimited"), |b| {
+        b.to_async(&rt).iter(|| in_task(weir_group(None)))
+    });
+    group.bench_function(BenchmarkId::new("weir_group", "limit_8"), |b| {
+        b.to_async(&rt).iter(|| in_task(weir_group(Some(8))))
+    });
     group.bench_function(BenchmarkId::new("join_set", "unlimited"), |b| b.to_async(&rt).iter(|| in_task(join_set())));
-    group.bench_function(BenchmarkId::new("join_set", "limit_8"), |b| b.to_async(&rt).iter(|| in_task(join_set_limited(8))));
-    group.bench_function(BenchmarkId::new("tokio_spawn", "unlimited"), |b| b.to_async(&rt).iter(|| in_task(plain_spawn())));
-    group.bench_function(BenchmarkId::new("futures_unordered", "one_task"), |b| b.to_async(&rt).iter(|| in_task(futures_unordered())));
+    group.bench_function(BenchmarkId::new("join_set", "limit_8"), |b| {
+        b.to_async(&rt).iter(|| in_task(join_set_limited(8)))
+    });
+    group.bench_function(BenchmarkId::new("tokio_spawn", "unlimited"), |b| {
+        b.to_async(&rt).iter(|| in_task(plain_spawn()))
+    });
+    group.bench_function(BenchmarkId::new("futures_unordered", "one_task"), |b| {
+        b.to_async(&rt).iter(|| in_task(futures_unordered()))
+    });
     group.finish();
 }
 

@@ -100,8 +100,12 @@ fn three_stages(c: &mut Criterion) {
     group.throughput(Throughput::Elements(ITEMS));
     group.sample_size(10);
     for capacity in [1usize, 64] {
-        group.bench_function(BenchmarkId::new("weir", capacity), |b| b.to_async(&rt).iter(|| in_task(weir_pipeline(capacity))));
-        group.bench_function(BenchmarkId::new("tokio_mpsc", capacity), |b| b.to_async(&rt).iter(|| in_task(tokio_mpsc(capacity))));
+        group.bench_function(BenchmarkId::new("weir", capacity), |b| {
+            b.to_async(&rt).iter(|| in_task(weir_pipeline(capacity)))
+        });
+        group.bench_function(BenchmarkId::new("tokio_mpsc", capacity), |b| {
+            b.to_async(&rt).iter(|| in_task(tokio_mpsc(capacity)))
+        });
         group.bench_function(BenchmarkId::new("stream_buffered", capacity), |b| {
             b.to_async(&rt).iter(|| in_task(stream_combinators(capacity)))
         });

@@ -12,7 +12,9 @@ async fn main() {
         .capacity(16)
         .from_iter(0..1000u32)
         .stage(Stage::map("produce", |n: u32| async move { n }))
-        .stage(Stage::try_map("validate", |n: u32| async move { if n == 500 { Err(format!("item {n} is corrupt")) } else { Ok(n) } }))
+        .stage(Stage::try_map("validate", |n: u32| async move {
+            if n == 500 { Err(format!("item {n} is corrupt")) } else { Ok(n) }
+        }))
         .for_each(|_| async { Ok::<(), std::convert::Infallible>(()) })
         .await
         .unwrap_err();

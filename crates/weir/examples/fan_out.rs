@@ -20,7 +20,10 @@ async fn main() -> Result<(), BoxError> {
 
     // A failing worker fails the stage.
     let err = Pipeline::from_iter(1..=20u64)
-        .stage(Stage::try_map("square", |n: u64| async move { if n == 13 { Err("unlucky") } else { Ok(n * n) } }).workers(4))
+        .stage(
+            Stage::try_map("square", |n: u64| async move { if n == 13 { Err("unlucky") } else { Ok(n * n) } })
+                .workers(4),
+        )
         .collect()
         .await
         .unwrap_err();
@@ -33,7 +36,9 @@ async fn main() -> Result<(), BoxError> {
         .spawn(async move {
             let inner: Group<BoxError> = Group::builder().parent(&parent).limit(4).build()?;
             for n in 1..=20u64 {
-                inner.spawn(async move { if n == 13 { Err(format!("worker for {n} failed").into()) } else { Ok(()) } }).await;
+                inner
+                    .spawn(async move { if n == 13 { Err(format!("worker for {n} failed").into()) } else { Ok(()) } })
+                    .await;
             }
             inner.wait().await
         })

@@ -46,8 +46,13 @@ async fn serve(listener: TcpListener, served: Arc<AtomicUsize>) {
             if path.starts_with("/slow") {
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
-            let (status, body) = if path == "/broken" { ("500 Internal Server Error", String::new()) } else { ("200 OK", format!("body of {path}")) };
-            let response = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let (status, body) = if path == "/broken" {
+                ("500 Internal Server Error", String::new())
+            } else {
+                ("200 OK", format!("body of {path}"))
+            };
+            let response =
+                format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
             if socket.write_all(response.as_bytes()).await.is_ok() {
                 served.fetch_add(1, Ordering::SeqCst);
             }

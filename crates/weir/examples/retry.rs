@@ -22,7 +22,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let policy = RetryPolicy::builder().max_attempts(3).initial_delay(Duration::from_millis(5)).build()?;
-    let (out, report) = Pipeline::from_iter(1..=5u32).stage(Stage::try_map("process", process).retry(policy)).collect().await?;
+    let (out, report) =
+        Pipeline::from_iter(1..=5u32).stage(Stage::try_map("process", process).retry(policy)).collect().await?;
     println!("results: {out:?}");
     println!("{report}");
     assert_eq!(out, [10, 20, 30, 40, 50]);

@@ -27,7 +27,11 @@ async fn main() {
         .stage(Stage::try_map("parse", |line: String| async move { parse(line) }).on_error(OnError::Collect))
         .stage(
             Stage::try_map("transform", |o: Order| async move {
-                if o.cents > 1_000_000 { Err(format!("amount {} over the limit", o.cents)) } else { Ok(Order { cents: o.cents * 2, ..o }) }
+                if o.cents > 1_000_000 {
+                    Err(format!("amount {} over the limit", o.cents))
+                } else {
+                    Ok(Order { cents: o.cents * 2, ..o })
+                }
             })
             .key(|o| o.id.clone())
             .on_error(OnError::Collect),

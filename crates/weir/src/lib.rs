@@ -1,7 +1,62 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
-//! weir
+//! Concurrent pipelines whose errors propagate correctly: nothing leaks,
+//! nothing hangs, nothing is swallowed, nothing is lost.
+//!
+//! # At a glance
+//!
+//! | use | when you want |
+//! | --- | --- |
+//! | [`group::Group`] | to run tasks together, stop all on the first error, turn panics into errors, and be sure none outlives the group (Go's errgroup, plus what it lacks) |
+//! | [`group::CollectGroup`] | to run every task to the end and get every error back, each with its task |
+//! | [`Group::map`](group::Group::map) | an ordered, limited parallel map whose first error cancels the rest |
+//! | [`pipeline::Pipeline`] | a source → named stages → sink over bounded channels, with workers per stage, retries, timeouts, skip / collect / dead-letter policies and a report that accounts for every item |
+//! | [`retry::RetryPolicy`] | backoff with jitter, attempt and time limits, permanent errors, a retry budget; as a wrapper or a stage setting |
+//! | [`error`] | errors that say where they came from ([`StageError`](error::StageError)), an aggregate that keeps them all ([`Errors`](error::Errors)), and [`find`](error::find) / [`is`](error::is) to walk chains |
+//!
+//! # How the parts compose
+//!
+//! A pipeline runs every stage in one [`Group`](group::Group), so the
+//! group's guarantees hold for the whole run: the first failure cancels
+//! the rest, a dropped run aborts every task, and `wait` returns only when
+//! no task is alive. Within a stage, each item goes through, in order:
+//!
+//! 1. the per-attempt **timeout** (a [`TimedOut`](error::TimedOut) error);
+//! 2. **panic capture** (an [`ItemPanic`](pipeline::ItemPanic) error);
+//! 3. the **retry** policy, for errors that are transient (not
+//!    [`Permanent`](error::Permanent), not a panic);
+//! 4. the **failure policy**: fail the run, skip the item, collect the
+//!    error, or hand the item to a dead-letter sink.
+//!
+//! An item that returns [`Skip`](error::Skip) is counted as skipped at
+//! step 1 and never retried.
+//!
+//! # Correctness without `-race`
+//!
+//! Go checks pipelines for data races with `-race` at run time. In Rust the
+//! type system does that job at compile time: tasks are `Send + 'static`
+//! and share state only through types that are safe to share. weir
+//! forbids `unsafe` code, so that stays true of weir itself.
+//!
+//! # Examples
+//! ```
+//! use weir::error::{find, StageError};
+//! use weir::pipeline::{OnError, Pipeline, Stage};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let err = Pipeline::from_iter(["1", "2", "three", "4"])
+//!     .stage(Stage::try_map("parse", |s: &str| async move { s.parse::<u32>() }).on_error(OnError::Collect))
+//!     .fold(0, |sum, n| sum + n)
+//!     .await
+//!     .unwrap_err();
+//! let failure = find::<StageError>(&err).unwrap();
+//! assert_eq!((failure.stage(), failure.item().index()), ("parse", Some(2)));
+//! assert!(err.report().is_balanced()); // 4 in: 3 parsed, 1 failed
+//! # }
+//! ```
+
 pub mod error;
 pub mod group;
 pub mod pipeline;

@@ -42,11 +42,12 @@ async fn wait_returns_ok_when_every_task_succeeds() {
     let ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..100 {
         let ran = ran.clone();
-        group.spawn(async move {
-            ran.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        })
-        .await;
+        group
+            .spawn(async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
     }
     group.wait().await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 100);
@@ -195,7 +196,10 @@ async fn collect_group_runs_everything_and_keeps_every_error_with_its_task() {
     assert_eq!(ran.load(Ordering::SeqCst), 10);
     let mut failed: Vec<String> = errors.iter().map(|(origin, e)| format!("{origin}: {e}")).collect();
     failed.sort();
-    assert_eq!(failed, ["task 0 (item 0): bad 0", "task 3 (item 3): bad 3", "task 6 (item 6): bad 6", "task 9 (item 9): bad 9"]);
+    assert_eq!(
+        failed,
+        ["task 0 (item 0): bad 0", "task 3 (item 3): bad 3", "task 6 (item 6): bad 6", "task 9 (item 9): bad 9"]
+    );
 }
 
 #[tokio::test]
@@ -248,7 +252,12 @@ async fn after_wait_no_task_of_the_group_is_alive() {
     let before = alive_tasks();
     let group: Group<BoxError> = Group::builder().timeout(Duration::from_secs(60)).build().unwrap();
     for _ in 0..100 {
-        group.spawn(async { tokio::task::yield_now().await; Ok(()) }).await;
+        group
+            .spawn(async {
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+            .await;
     }
     group.wait().await.unwrap();
     // Every task future was dropped before `wait` returned; the runtime
@@ -261,7 +270,12 @@ async fn after_wait_no_task_of_the_group_is_alive() {
 async fn the_deadline_cancels_with_deadline_exceeded() {
     let group: Group<BoxError> = Group::builder().timeout(Duration::from_secs(5)).build().unwrap();
     for _ in 0..3 {
-        group.spawn(async { tokio::time::sleep(Duration::from_secs(10)).await; Ok(()) }).await;
+        group
+            .spawn(async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(())
+            })
+            .await;
     }
     let err = group.wait().await.unwrap_err();
     assert!(is::<DeadlineExceeded>(&*err), "{err}");
@@ -273,7 +287,12 @@ async fn the_deadline_cancels_with_deadline_exceeded() {
 #[tokio::test(start_paused = true)]
 async fn work_that_finishes_before_the_deadline_succeeds() {
     let group: Group<BoxError> = Group::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    group.spawn(async { tokio::time::sleep(Duration::from_secs(4)).await; Ok(()) }).await;
+    group
+        .spawn(async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok(())
+        })
+        .await;
     group.wait().await.unwrap();
 }
 
@@ -367,7 +386,9 @@ async fn map_stops_at_the_first_error() {
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
                 tokio::task::yield_now().await;
-                if n == 3 { anyhow::bail!("item {n} failed") }
+                if n == 3 {
+                    anyhow::bail!("item {n} failed")
+                }
                 Ok(n)
             }
         })

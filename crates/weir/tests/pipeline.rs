@@ -28,7 +28,12 @@ async fn settle(done: impl Fn() -> bool) {
 }
 
 fn fast_retry(attempts: u32) -> RetryPolicy {
-    RetryPolicy::builder().max_attempts(attempts).initial_delay(Duration::from_millis(10)).jitter(Jitter::None).build().unwrap()
+    RetryPolicy::builder()
+        .max_attempts(attempts)
+        .initial_delay(Duration::from_millis(10))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -170,7 +175,11 @@ async fn fan_out_to_four_ordered_workers_keeps_input_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unordered_fan_out_delivers_every_item() {
-    let (mut out, report) = Pipeline::from_iter(0..10_000u64).stage(Stage::map("id", |n: u64| async move { n }).workers(4)).collect().await.unwrap();
+    let (mut out, report) = Pipeline::from_iter(0..10_000u64)
+        .stage(Stage::map("id", |n: u64| async move { n }).workers(4))
+        .collect()
+        .await
+        .unwrap();
     out.sort_unstable();
     assert_eq!(out, (0..10_000).collect::<Vec<_>>());
     assert!(report.is_balanced());
@@ -179,7 +188,10 @@ async fn unordered_fan_out_delivers_every_item() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_worker_fails_the_fanned_out_stage() {
     let err = Pipeline::from_iter(0..1000u32)
-        .stage(Stage::try_map("fan", |n: u32| async move { if n == 777 { Err("worker failed") } else { Ok(n) } }).workers(4))
+        .stage(
+            Stage::try_map("fan", |n: u32| async move { if n == 777 { Err("worker failed") } else { Ok(n) } })
+                .workers(4),
+        )
         .collect()
         .await
         .unwrap_err();
@@ -191,8 +203,10 @@ async fn a_failing_worker_fails_the_fanned_out_stage() {
 async fn collect_keeps_going_and_returns_every_failure() {
     let err = Pipeline::from_iter(0..100u32)
         .stage(
-            Stage::try_map("validate", |n: u32| async move { if n % 10 == 3 { Err(format!("{n} is invalid")) } else { Ok(n) } })
-                .on_error(OnError::Collect),
+            Stage::try_map("validate", |n: u32| async move {
+                if n % 10 == 3 { Err(format!("{n} is invalid")) } else { Ok(n) }
+            })
+            .on_error(OnError::Collect),
         )
         .collect()
         .await
@@ -212,9 +226,11 @@ async fn errors_name_the_stage_item_key_and_tenant() {
     let err = Pipeline::from_iter(["1", "2", "x3", "4"].map(String::from))
         .stage(Stage::try_map("parse", |s: String| async move { s.trim_start_matches('x').parse::<u32>() }))
         .stage(
-            Stage::try_map("transform", |n: u32| async move { if n == 3 { Err(std::io::Error::other("overflow")) } else { Ok(n * 10) } })
-                .key(|n| format!("order-{n}"))
-                .tenant(|n| if n % 2 == 1 { "acme".into() } else { "globex".into() }),
+            Stage::try_map("transform", |n: u32| async move {
+                if n == 3 { Err(std::io::Error::other("overflow")) } else { Ok(n * 10) }
+            })
+            .key(|n| format!("order-{n}"))
+            .tenant(|n| if n % 2 == 1 { "acme".into() } else { "globex".into() }),
         )
         .stage(Stage::try_map("store", |n: u32| async move { Ok::<u32, std::io::Error>(n) }))
         .collect()
@@ -225,7 +241,10 @@ async fn errors_name_the_stage_item_key_and_tenant() {
     assert_eq!(stage.item().key(), Some("order-3"));
     assert_eq!(stage.tenant(), Some("acme"));
     assert!(is::<std::io::Error>(&err));
-    assert_eq!(err.to_string(), "pipeline failed: stage `transform` failed on item 2 (order-3) of tenant acme: overflow");
+    assert_eq!(
+        err.to_string(),
+        "pipeline failed: stage `transform` failed on item 2 (order-3) of tenant acme: overflow"
+    );
 }
 
 /// Seed task 10: 100 items × 100 ms under a 5 s deadline.
@@ -434,7 +453,11 @@ async fn finishing_a_stream_early_reports_a_cancellation() {
 async fn bad_settings_are_reported_before_anything_runs() {
     let err = Pipeline::builder().capacity(0).from_iter([1]).collect().await.unwrap_err();
     assert_eq!(err.config_error().unwrap().setting(), "pipeline capacity");
-    let err = Pipeline::from_iter([1]).stage(Stage::map("none", |n: i32| async move { n }).workers(0)).collect().await.unwrap_err();
+    let err = Pipeline::from_iter([1])
+        .stage(Stage::map("none", |n: i32| async move { n }).workers(0))
+        .collect()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("stage `none`"), "{err}");
 }
 
@@ -538,5 +561,8 @@ async fn tracing_shows_where_an_error_came_from() {
         .unwrap_err();
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("retrying item") && log.contains("tenant=\"acme\"") && log.contains("attempt=1"), "{log}");
-    assert!(log.contains("item failed; stopping the pipeline") && log.contains("stage{stage=charge worker=0}"), "{log}");
+    assert!(
+        log.contains("item failed; stopping the pipeline") && log.contains("stage{stage=charge worker=0}"),
+        "{log}"
+    );
 }

@@ -24,9 +24,7 @@ async fn fails_twice_then_succeeds_with_exponential_waits() {
     let calls = AtomicU32::new(0);
     let started = Instant::now();
     let value = exact(3)
-        .run(|| async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(Failure::Transient) } else { Ok("done") }
-        })
+        .run(|| async { if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(Failure::Transient) } else { Ok("done") } })
         .await
         .unwrap();
     assert_eq!(value, "done");
@@ -75,7 +73,8 @@ async fn cancellation_ends_the_wait_between_attempts() {
         cancel.cancel();
     });
     let started = Instant::now();
-    let err = exact(10).run_with(Some(&token), || async { Err::<(), _>(Failure::Transient) }, |_| true).await.unwrap_err();
+    let err =
+        exact(10).run_with(Some(&token), || async { Err::<(), _>(Failure::Transient) }, |_| true).await.unwrap_err();
     assert!(err.is_cancelled());
     assert_eq!(err.attempts(), 1);
     assert_eq!(started.elapsed(), Duration::from_millis(50));

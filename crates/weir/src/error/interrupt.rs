@@ -130,7 +130,7 @@ pub struct Cancelled {
 
 impl Cancelled {
     pub(crate) fn new(reason: CancelReason, unfinished: u64, after: Option<Duration>) -> Self {
-        let deadline = (reason == CancelReason::Deadline).then(|| DeadlineExceeded { after });
+        let deadline = (reason == CancelReason::Deadline).then_some(DeadlineExceeded { after });
         Self { reason, unfinished, deadline }
     }
 

@@ -223,11 +223,8 @@ impl<E> Core<E> {
         let unfinished = spawned - self.finished.0.load(Ordering::Acquire);
         let first_error_explains_it = self.mode == Mode::FirstError && !errors.is_empty();
         if unfinished > 0 && !first_error_explains_it {
-            let reason = if self.deadline_passed.load(Ordering::Acquire) {
-                CancelReason::Deadline
-            } else {
-                CancelReason::Token
-            };
+            let reason =
+                if self.deadline_passed.load(Ordering::Acquire) { CancelReason::Deadline } else { CancelReason::Token };
             let cancelled = Cancelled::new(reason, unfinished, self.timeout);
             errors.push(Origin::Unattributed, E::from(cancelled));
         }

@@ -52,8 +52,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::builder::GroupBuilder;
-pub use self::core::{OnCancel, OnPanic};
 use self::core::{Core, Settings};
+pub use self::core::{OnCancel, OnPanic};
 use self::spawner::Spawner;
 use self::task::Job;
 use crate::error::{CancelReason, Cancelled, Errors, TaskPanic};

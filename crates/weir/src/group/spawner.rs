@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use super::core::Core;
 use super::inbox::Inbox;
 use super::task::Job;
-use crate::error::TaskPanic;
 use super::worker::Worker;
+use crate::error::TaskPanic;
 
 pub(crate) struct Spawner<E> {
     inboxes: Vec<Arc<Inbox<Job<E>>>>,
@@ -38,7 +38,11 @@ impl<E: From<TaskPanic> + Send + 'static> Spawner<E> {
     /// Hands `task` to the next worker, round-robin. A worker that was
     /// aborted drops the task unpolled.
     pub(crate) fn dispatch(&self, job: Job<E>) {
-        let index = if self.inboxes.len() == 1 { 0 } else { (self.next.fetch_add(1, Ordering::Relaxed) / 64) % self.inboxes.len() };
+        let index = if self.inboxes.len() == 1 {
+            0
+        } else {
+            (self.next.fetch_add(1, Ordering::Relaxed) / 64) % self.inboxes.len()
+        };
         // If the worker was aborted (the group stopped), the job stays
         // queued, never starts, and is dropped with the group.
         self.inboxes[index].push(job);
@@ -58,4 +62,3 @@ impl<E: From<TaskPanic> + Send + 'static> Spawner<E> {
 pub(crate) fn default_worker_count() -> usize {
     tokio::runtime::Handle::try_current().map(|h| h.metrics().num_workers()).unwrap_or(1).max(1)
 }
-

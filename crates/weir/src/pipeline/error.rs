@@ -69,7 +69,10 @@ enum Kind {
 /// - a panic outside a stage function (in a source iterator or the sink),
 ///   or an error returned by the sink.
 #[derive(Debug)]
-pub struct PipelineError {
+pub struct PipelineError(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     kind: Kind,
     report: Report,
 }
@@ -81,29 +84,29 @@ impl PipelineError {
             Fault::Panic(p) => Kind::Panic(p),
             Fault::Cancelled(c) => Kind::Cancelled(c),
         };
-        Self { kind, report }
+        Self(Box::new(Inner { kind, report }))
     }
 
     pub(crate) fn config(error: ConfigError) -> Self {
-        Self { kind: Kind::Config(error), report: Report::default() }
+        Self(Box::new(Inner { kind: Kind::Config(error), report: Report::default() }))
     }
 
     pub(crate) fn sink(error: BoxError, report: Report) -> Self {
-        Self { kind: Kind::Sink(error), report }
+        Self(Box::new(Inner { kind: Kind::Sink(error), report }))
     }
 
     pub(crate) fn from_collected(errors: Errors<StageError>, report: Report) -> Self {
-        Self { kind: Kind::Collected(errors), report }
+        Self(Box::new(Inner { kind: Kind::Collected(errors), report }))
     }
 
     /// What the run did before it failed.
     pub fn report(&self) -> &Report {
-        &self.report
+        &self.0.report
     }
 
     /// The stage failure that stopped the run, if that is what happened.
     pub fn stage_error(&self) -> Option<&StageError> {
-        match &self.kind {
+        match &self.0.kind {
             Kind::Stage(e) => Some(e),
             _ => None,
         }
@@ -111,7 +114,7 @@ impl PipelineError {
 
     /// Every item failure of a run whose stages collect errors.
     pub fn collected(&self) -> Option<&Errors<StageError>> {
-        match &self.kind {
+        match &self.0.kind {
             Kind::Collected(all) => Some(all),
             _ => None,
         }
@@ -119,7 +122,7 @@ impl PipelineError {
 
     /// The invalid setting, if the run could not start.
     pub fn config_error(&self) -> Option<&ConfigError> {
-        match &self.kind {
+        match &self.0.kind {
             Kind::Config(e) => Some(e),
             _ => None,
         }
@@ -127,16 +130,16 @@ impl PipelineError {
 
     /// Whether the run was stopped from outside (abort, parent, deadline).
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.kind, Kind::Cancelled(_))
+        matches!(self.0.kind, Kind::Cancelled(_))
     }
 
     /// Whether the run's deadline passed.
     pub fn is_deadline(&self) -> bool {
-        matches!(&self.kind, Kind::Cancelled(c) if c.is_deadline())
+        matches!(&self.0.kind, Kind::Cancelled(c) if c.is_deadline())
     }
 
     fn cause(&self) -> &(dyn std::error::Error + 'static) {
-        match &self.kind {
+        match &self.0.kind {
             Kind::Config(e) => e,
             Kind::Stage(e) => e,
             Kind::Collected(all) => all,
@@ -149,7 +152,7 @@ impl PipelineError {
 
 impl fmt::Display for PipelineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &self.0.kind {
             Kind::Config(e) => write!(f, "pipeline not started: {e}"),
             Kind::Stage(e) => write!(f, "pipeline failed: {e}"),
             Kind::Collected(all) => write!(f, "pipeline finished with {all}"),
@@ -157,7 +160,7 @@ impl fmt::Display for PipelineError {
             Kind::Panic(p) => write!(f, "pipeline failed: {p}"),
             Kind::Cancelled(c) => {
                 let why = if c.is_deadline() { "the deadline passed" } else { "cancelled" };
-                let (taken, delivered) = (self.report.source_emitted, self.report.sink_received);
+                let (taken, delivered) = (self.0.report.source_emitted, self.0.report.sink_received);
                 write!(f, "pipeline stopped: {why}; {delivered} of the {taken} item(s) taken reached the sink")
             }
         }

@@ -59,17 +59,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::Stream;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-pub use self::error::{ItemPanic, PipelineError};
-pub use self::report::{Report, StageReport};
-pub use self::run::{Control, PipelineStream};
-pub use self::stage::{DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
 use self::error::Fault;
+pub use self::error::{ItemPanic, PipelineError};
 use self::link::{ChunkSize, Input, Sizing};
 use self::report::Counters;
+pub use self::report::{Report, StageReport};
+pub use self::run::{Control, PipelineStream};
 use self::source::SourceOut;
+pub use self::stage::{DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
 use self::worker::StageShared;
 use crate::error::{ConfigError, Errors, StageError};
 use crate::group::Group;
@@ -175,14 +175,20 @@ impl PipelineBuilder {
         self,
         source: impl FnOnce(SourceOut<T>) -> futures_util::future::BoxFuture<'static, Result<(), Fault>> + Send + 'static,
     ) -> Pipeline<T> {
-        let config_error = (self.capacity == Some(0))
-            .then(|| ConfigError::new("pipeline capacity", 0, "a link with no room would never pass an item; use at least 1"));
+        let config_error = (self.capacity == Some(0)).then(|| {
+            ConfigError::new("pipeline capacity", 0, "a link with no room would never pass an item; use at least 1")
+        });
         let sizing = Sizing::for_capacity(self.capacity.unwrap_or(64));
         let control = Control::new(self.parent.as_ref());
         let (tx, output) = link::link(sizing, false);
         let source_emitted = Arc::new(AtomicU64::new(0));
         let out_chunk = ChunkSize::new(sizing.chunk);
-        let out = SourceOut { tx, chunk: out_chunk.clone(), emitted: Arc::clone(&source_emitted), drain: control.drain_token() };
+        let out = SourceOut {
+            tx,
+            chunk: out_chunk.clone(),
+            emitted: Arc::clone(&source_emitted),
+            drain: control.drain_token(),
+        };
         let launch: Launch = Box::new(move |group| spawn(group, "source", source(out)));
         let setup = Setup {
             sizing,
@@ -199,7 +205,11 @@ impl PipelineBuilder {
     }
 }
 
-fn spawn(group: &Group<Fault>, name: impl Into<std::borrow::Cow<'static, str>>, task: futures_util::future::BoxFuture<'static, Result<(), Fault>>) {
+fn spawn(
+    group: &Group<Fault>,
+    name: impl Into<std::borrow::Cow<'static, str>>,
+    task: futures_util::future::BoxFuture<'static, Result<(), Fault>>,
+) {
     // The run's group has no limit, so it always has room.
     if group.try_spawn_named(name, task).is_err() {
         unreachable!("a pipeline's group has no limit");

@@ -190,18 +190,19 @@ impl<T: Send + 'static> Pipeline<T> {
         let running = setup.launch()?;
         let received = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&received);
-        let items = futures_util::stream::unfold((output, Vec::new().into_iter()), move |(mut output, mut buffered)| {
-            let counter = Arc::clone(&counter);
-            async move {
-                loop {
-                    if let Some((_, item)) = buffered.next() {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        return Some((item, (output, buffered)));
+        let items =
+            futures_util::stream::unfold((output, Vec::new().into_iter()), move |(mut output, mut buffered)| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    loop {
+                        if let Some((_, item)) = buffered.next() {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            return Some((item, (output, buffered)));
+                        }
+                        buffered = output.recv().await?.items.into_iter();
                     }
-                    buffered = output.recv().await?.items.into_iter();
                 }
-            }
-        });
+            });
         Ok(PipelineStream { items: Some(Box::pin(items)), ended: false, running: Some(running), received })
     }
 }

@@ -47,7 +47,11 @@ where
     S: StageFn<T>,
 {
     /// Runs one worker until its input ends.
-    pub(crate) async fn run(self: Arc<Self>, mut input: Input<T>, output: mpsc::Sender<Chunk<S::Output>>) -> Result<(), Fault> {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        mut input: Input<T>,
+        output: mpsc::Sender<Chunk<S::Output>>,
+    ) -> Result<(), Fault> {
         let ordered = self.stage.ordered && self.stage.workers > 1;
         let mut out = Vec::with_capacity(self.out_chunk.get());
         let mut rng = fastrand::Rng::new();
@@ -147,9 +151,17 @@ where
 
     /// One attempt: the stage function under its timeout, panics caught.
     /// Sets `waited` if the function had to wait (returned `Pending`).
-    async fn attempt(&self, index: u64, tenant: Option<&str>, attempt: u32, input: T, waited: &mut bool) -> Result<Option<S::Output>, BoxError> {
+    async fn attempt(
+        &self,
+        index: u64,
+        tenant: Option<&str>,
+        attempt: u32,
+        input: T,
+        waited: &mut bool,
+    ) -> Result<Option<S::Output>, BoxError> {
         let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt);
-        let call = NoteWaiting { inner: AssertUnwindSafe(self.stage.f.call(input)).catch_unwind(), waited }.instrument(span);
+        let call =
+            NoteWaiting { inner: AssertUnwindSafe(self.stage.f.call(input)).catch_unwind(), waited }.instrument(span);
         let result = match self.stage.timeout {
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -161,7 +173,14 @@ where
     }
 
     /// The wait before the next attempt, or `None` to give up.
-    fn retry_delay(&self, error: &BoxError, attempt: u32, previous: Duration, started: Instant, rng: &mut fastrand::Rng) -> Option<Duration> {
+    fn retry_delay(
+        &self,
+        error: &BoxError,
+        attempt: u32,
+        previous: Duration,
+        started: Instant,
+        rng: &mut fastrand::Rng,
+    ) -> Option<Duration> {
         let retry = self.stage.retry.as_ref()?;
         let transient = match &self.stage.transient {
             Some(is_transient) => is_transient(error),
@@ -186,7 +205,10 @@ where
             }
             Policy::Plain(OnError::Collect) => {
                 tracing::warn!(stage = %self.stage.name, error = %error, "item failed; collected");
-                self.collected.lock().unwrap_or_else(|p| p.into_inner()).push(Origin::Stage(self.stage.name.clone()), error);
+                self.collected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Origin::Stage(self.stage.name.clone()), error);
                 Outcome::Collected
             }
             Policy::DeadLetter(sink) => {
@@ -198,7 +220,8 @@ where
                         Outcome::DeadLettered
                     }
                     Err(sink_error) => {
-                        let cause: BoxError = format!("{description}; and the dead-letter sink failed: {sink_error}").into();
+                        let cause: BoxError =
+                            format!("{description}; and the dead-letter sink failed: {sink_error}").into();
                         Outcome::Failed(StageError::builder(self.stage.name.clone(), cause).build())
                     }
                 }
@@ -207,7 +230,13 @@ where
     }
 }
 
-fn stage_error(stage: &Arc<str>, error: BoxError, index: u64, attempt: u32, labels: (Option<String>, Option<String>)) -> StageError {
+fn stage_error(
+    stage: &Arc<str>,
+    error: BoxError,
+    index: u64,
+    attempt: u32,
+    labels: (Option<String>, Option<String>),
+) -> StageError {
     let mut builder = StageError::builder(stage.clone(), error).index(index).attempt(attempt);
     if let Some(key) = labels.0 {
         builder = builder.key(key);
@@ -252,7 +281,13 @@ impl<F: std::future::Future> std::future::Future for NoteWaiting<'_, F> {
 /// Sends `out` as one chunk numbered `seq` (an empty one only if
 /// `even_empty`: an ordered stage's downstream waits for every number);
 /// `false` if downstream is gone.
-async fn send<U>(output: &mpsc::Sender<Chunk<U>>, seq: u64, out: &mut Vec<Indexed<U>>, chunk: usize, even_empty: bool) -> bool {
+async fn send<U>(
+    output: &mpsc::Sender<Chunk<U>>,
+    seq: u64,
+    out: &mut Vec<Indexed<U>>,
+    chunk: usize,
+    even_empty: bool,
+) -> bool {
     if out.is_empty() && !even_empty {
         return true;
     }

@@ -32,7 +32,12 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(100), multiplier: 2.0, max: Duration::from_secs(10), jitter: Jitter::Full }
+        Self {
+            initial: Duration::from_millis(100),
+            multiplier: 2.0,
+            max: Duration::from_secs(10),
+            jitter: Jitter::Full,
+        }
     }
 }
 

@@ -41,7 +41,8 @@ impl RetryBudget {
 
     /// Records a first attempt.
     pub fn deposit(&self) {
-        let _ = self.balance.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some((b + self.per_call).min(self.cap)));
+        let _ =
+            self.balance.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some((b + self.per_call).min(self.cap)));
     }
 
     /// Takes one retry from the budget; `false` if it is spent.

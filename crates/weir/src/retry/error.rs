@@ -80,7 +80,11 @@ impl<E> RetryError<E> {
 
 impl<E: fmt::Debug> fmt::Debug for RetryError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryError").field("why", &self.why).field("attempts", &self.attempts).field("last", &self.last).finish()
+        f.debug_struct("RetryError")
+            .field("why", &self.why)
+            .field("attempts", &self.attempts)
+            .field("last", &self.last)
+            .finish()
     }
 }
 

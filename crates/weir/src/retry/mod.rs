@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::RetryBudget;
-pub use self::error::RetryError;
 use self::error::GiveUp;
+pub use self::error::RetryError;
 use crate::error::ConfigError;
 
 /// When and how often to retry.
@@ -271,7 +271,11 @@ impl RetryPolicyBuilder {
             return Err(ConfigError::new("retry max_attempts", 0, "the first call is an attempt; use at least 1"));
         }
         if !(p.backoff.multiplier.is_finite() && p.backoff.multiplier >= 1.0) {
-            return Err(ConfigError::new("retry multiplier", p.backoff.multiplier, "use a finite factor of at least 1.0"));
+            return Err(ConfigError::new(
+                "retry multiplier",
+                p.backoff.multiplier,
+                "use a finite factor of at least 1.0",
+            ));
         }
         if p.backoff.max < p.backoff.initial {
             return Err(ConfigError::new(
