@@ -25,7 +25,7 @@ async fn in_task<F: std::future::Future<Output = ()> + Send + 'static>(work: F) 
 }
 
 async fn weir_group(limit: Option<usize>) {
-    let builder = Group::<BoxError>::builder().workers(std::env::var("W").map(|w| w.parse().unwrap()).unwrap_or(2));
+    let builder = Group::<BoxError>::builder();
     let builder = match limit {
         Some(limit) => builder.limit(limit),
         None => builder,
