@@ -566,3 +566,28 @@ async fn tracing_shows_where_an_error_came_from() {
         "{log}"
     );
 }
+
+/// Bonus 5 for pipelines: with every worker blocked inside a stage, the run
+/// returns within 100 ms of an abort, and nothing is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_returns_within_100ms_with_every_worker_blocked() {
+    let before = alive_tasks();
+    let pipeline = Pipeline::from_iter(0..10_000u32).stage(
+        Stage::map("stuck", |n: u32| async move {
+            std::future::pending::<()>().await;
+            n
+        })
+        .workers(16),
+    );
+    let control = pipeline.control();
+    let run = tokio::spawn(pipeline.collect());
+    tokio::time::sleep(Duration::from_millis(20)).await; // let the workers block
+    let aborted_at = std::time::Instant::now();
+    control.abort();
+    let err = run.await.unwrap().unwrap_err();
+    let took = aborted_at.elapsed();
+    assert!(took < Duration::from_millis(100), "returned {took:?} after abort");
+    assert!(err.is_cancelled());
+    settle(|| alive_tasks() == before).await;
+    assert_eq!(alive_tasks(), before);
+}

@@ -12,8 +12,9 @@ where
     /// input order; the first error cancels the rest (seed task 3).
     ///
     /// The group's settings apply: with a [limit](super::GroupBuilder::limit)
-    /// of 8, at most 8 calls run at once. Task `i` is named by its index,
-    /// so a failure's [`TaskId`](crate::error::TaskId) says which item.
+    /// of 8, at most 8 calls run at once. On a group with no earlier tasks,
+    /// a failure's [`TaskId`](crate::error::TaskId) index is the item's
+    /// position.
     ///
     /// # Errors
     /// The first error, as [`Group::wait`] returns it.
