@@ -1,5 +1,8 @@
 //! Behaviour of `weir::group`: seed tasks 1, 2, 3, 7, 8, 13 and bonus 4, 5.
 
+mod support;
+use support::{alive_tasks, settle};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,21 +21,6 @@ struct DropFlag(Arc<AtomicBool>);
 impl Drop for DropFlag {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current().metrics().num_alive_tasks()
-}
-
-/// Waits (up to 2 s of real time) until `done` holds: an aborted task is
-/// dropped by a runtime thread shortly after the abort, not during it.
-async fn settle(done: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -1,5 +1,8 @@
 //! Behaviour of `weir::pipeline`: seed tasks 1, 2, 4–10, 13 and bonus 3, 5.
 
+mod support;
+use support::{alive_tasks, settle};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,19 +16,6 @@ use weir::retry::{Jitter, RetryPolicy};
 #[derive(Debug, thiserror::Error)]
 #[error("negative number {0}")]
 struct Negative(i64);
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current().metrics().num_alive_tasks()
-}
-
-async fn settle(done: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy::builder()
