@@ -57,6 +57,7 @@
 //! # }
 //! ```
 
+pub mod breaker;
 pub mod error;
 pub mod group;
 pub mod pipeline;

@@ -1,0 +1,231 @@
+//! Behaviour of `weir::breaker` (seed task 15), on paused time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weir::breaker::{Breaker, CircuitOpen, State, WindowKind, is_cancellation};
+use weir::error::BoxError;
+
+async fn fail(breaker: &Breaker) -> Result<(), BoxError> {
+    breaker.call(|| async { Err::<(), BoxError>("down".into()) }).await
+}
+
+async fn succeed(breaker: &Breaker) -> Result<(), BoxError> {
+    breaker.call(|| async { Ok::<(), BoxError>(()) }).await
+}
+
+fn seed_breaker() -> Breaker {
+    Breaker::builder().name("payments").consecutive_failures(5).open_for(Duration::from_secs(30)).build().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_after_five_failures_fails_fast_then_recovers_through_one_probe() {
+    let breaker = seed_breaker();
+    for _ in 0..4 {
+        assert!(fail(&breaker).await.is_err());
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert!(fail(&breaker).await.is_err());
+    assert_eq!(breaker.state(), State::Open);
+
+    let calls = AtomicU32::new(0);
+    let err = breaker
+        .call(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), BoxError>(())
+        })
+        .await
+        .unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("fails fast with CircuitOpen");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the call did not run");
+    assert_eq!(open.retry_after(), Some(Duration::from_secs(30)));
+    assert_eq!(open.to_string(), "circuit `payments` is open; next probe in 30s");
+
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert!(succeed(&breaker).await.is_err(), "still open at 29 s");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    succeed(&breaker).await.expect("the probe passes at 30 s");
+    assert_eq!(breaker.state(), State::Closed);
+    let m = breaker.metrics();
+    assert_eq!((m.failures, m.successes, m.rejections, m.openings), (5, 1, 2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_reopens_for_a_growing_duration() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_for(Duration::from_secs(10))
+        .open_growth(2.0, Duration::from_secs(25))
+        .build()
+        .unwrap();
+    let _ = fail(&breaker).await;
+    for expected in [20, 25, 25] {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let _ = fail(&breaker).await; // the probe at the end of the open time fails
+        assert_eq!(breaker.state(), State::Open);
+        let err = succeed(&breaker).await.unwrap_err();
+        let open = err.downcast_ref::<CircuitOpen>().unwrap();
+        assert_eq!(open.retry_after(), Some(Duration::from_secs(expected)));
+        tokio::time::advance(Duration::from_secs(expected - 10)).await;
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    succeed(&breaker).await.unwrap();
+    assert_eq!(breaker.state(), State::Closed);
+    let _ = fail(&breaker).await;
+    let err = succeed(&breaker).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().retry_after(), Some(Duration::from_secs(10)), "growth resets on close");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_resets_the_consecutive_count() {
+    let breaker = seed_breaker();
+    for _ in 0..3 {
+        for _ in 0..4 {
+            let _ = fail(&breaker).await;
+        }
+        succeed(&breaker).await.unwrap();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_permitted_probes_pass_under_concurrency() {
+    let breaker = Breaker::builder().consecutive_failures(1).half_open_probes(3).open_for(Duration::from_secs(1)).build().unwrap();
+    let _ = fail(&breaker).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let ran = Arc::new(AtomicU32::new(0));
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let (breaker, ran, mut gate) = (breaker.clone(), ran.clone(), gate.clone());
+        calls.push(tokio::spawn(async move {
+            breaker
+                .call(|| async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok::<(), BoxError>(())
+                })
+                .await
+        }));
+    }
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 3, "exactly the 3 probes ran");
+    release.send(true).unwrap();
+    let mut rejected = 0;
+    for call in calls {
+        if call.await.unwrap().is_err() {
+            rejected += 1;
+        }
+    }
+    assert_eq!(rejected, 47);
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_probe_frees_its_slot_and_counts_nothing() {
+    let breaker = Breaker::builder().consecutive_failures(1).open_for(Duration::from_secs(1)).build().unwrap();
+    let _ = fail(&breaker).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let probe = breaker.call(|| async {
+        std::future::pending::<()>().await;
+        Ok::<(), BoxError>(())
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(10), probe).await.is_err(), "the probe was cancelled");
+    assert_eq!(breaker.state(), State::HalfOpen);
+    succeed(&breaker).await.expect("the slot was freed for the next probe");
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.metrics().ignored, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_of_calls_admitted_before_a_state_change_are_ignored() {
+    let breaker = Breaker::builder().consecutive_failures(1).open_for(Duration::from_secs(1)).build().unwrap();
+    let old = breaker.try_acquire().unwrap(); // admitted while closed
+    let _ = fail(&breaker).await; // opens
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let probe = breaker.try_acquire().unwrap(); // half-open probe
+    old.failure(); // late result of the old generation
+    assert_eq!(breaker.state(), State::HalfOpen, "the stale failure did not reopen");
+    probe.success();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_rate_over_a_count_window_opens_it() {
+    let breaker = Breaker::builder().no_consecutive_threshold().failure_rate(0.5, WindowKind::Count(10), 10).build().unwrap();
+    for i in 0..9 {
+        let _ = if i % 2 == 0 { fail(&breaker).await } else { succeed(&breaker).await };
+    }
+    assert_eq!(breaker.state(), State::Closed, "9 calls are under the minimum");
+    let _ = succeed(&breaker).await; // 10 calls, 5 failures: 50 %
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_rate_over_a_time_window_forgets_old_calls() {
+    let breaker =
+        Breaker::builder().no_consecutive_threshold().failure_rate(0.5, WindowKind::Time(Duration::from_secs(10)), 4).build().unwrap();
+    for _ in 0..3 {
+        let _ = fail(&breaker).await;
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    for _ in 0..3 {
+        succeed(&breaker).await.unwrap();
+    }
+    let _ = fail(&breaker).await; // 4 calls in the window, 1 failure
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_open_and_reset_with_state_events_in_order() {
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    let breaker = Breaker::builder().on_state_change(move |c| seen.lock().unwrap().push((c.from, c.to))).build().unwrap();
+    breaker.force_open();
+    let err = succeed(&breaker).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().retry_after(), None);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert!(succeed(&breaker).await.is_err(), "forced open stays open");
+    breaker.reset();
+    succeed(&breaker).await.unwrap();
+    assert_eq!(*changes.lock().unwrap(), [(State::Closed, State::ForcedOpen), (State::ForcedOpen, State::Closed)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn classified_errors_and_cancellations_do_not_trip_it() {
+    let breaker = Breaker::builder().consecutive_failures(1).build().unwrap();
+    let not_found = breaker.call_if(|| async { Err::<(), BoxError>("404".into()) }, |e| e.to_string() != "404").await;
+    assert!(not_found.is_err());
+    let cancelled = weir::error::Cancelled::clone(&cancelled_error());
+    let r = breaker.call_if(|| async { Err::<(), BoxError>(Box::new(cancelled)) }, |e| !is_cancellation(&**e)).await;
+    assert!(r.is_err());
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+fn cancelled_error() -> weir::error::Cancelled {
+    // The only public way to get one: a group cancelled before its task ran.
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            let group: weir::group::Group<BoxError> = weir::group::Group::new();
+            group.cancel();
+            group.spawn(async { Ok(()) }).await;
+            let err = group.wait().await.unwrap_err();
+            err.downcast_ref::<weir::error::Cancelled>().unwrap().clone()
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn bad_settings_are_configuration_errors() {
+    assert_eq!(Breaker::builder().consecutive_failures(0).build().unwrap_err().setting(), "breaker consecutive_failures");
+    assert_eq!(Breaker::builder().no_consecutive_threshold().build().unwrap_err().setting(), "breaker thresholds");
+    let rate = Breaker::builder().failure_rate(1.5, WindowKind::Count(10), 1).build().unwrap_err();
+    assert!(rate.to_string().contains("(0, 1]"), "{rate}");
+    assert!(Breaker::builder().half_open_probes(0).build().is_err());
+    assert!(Breaker::builder().open_growth(0.5, Duration::from_secs(1)).build().is_err());
+}
