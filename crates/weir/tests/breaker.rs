@@ -74,7 +74,11 @@ async fn a_failed_probe_reopens_for_a_growing_duration() {
     assert_eq!(breaker.state(), State::Closed);
     let _ = fail(&breaker).await;
     let err = succeed(&breaker).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().retry_after(), Some(Duration::from_secs(10)), "growth resets on close");
+    assert_eq!(
+        err.downcast_ref::<CircuitOpen>().unwrap().retry_after(),
+        Some(Duration::from_secs(10)),
+        "growth resets on close"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,7 +95,12 @@ async fn a_success_resets_the_consecutive_count() {
 
 #[tokio::test(start_paused = true)]
 async fn only_the_permitted_probes_pass_under_concurrency() {
-    let breaker = Breaker::builder().consecutive_failures(1).half_open_probes(3).open_for(Duration::from_secs(1)).build().unwrap();
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .half_open_probes(3)
+        .open_for(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let _ = fail(&breaker).await;
     tokio::time::advance(Duration::from_secs(1)).await;
     let ran = Arc::new(AtomicU32::new(0));
@@ -154,7 +163,8 @@ async fn results_of_calls_admitted_before_a_state_change_are_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_rate_over_a_count_window_opens_it() {
-    let breaker = Breaker::builder().no_consecutive_threshold().failure_rate(0.5, WindowKind::Count(10), 10).build().unwrap();
+    let breaker =
+        Breaker::builder().no_consecutive_threshold().failure_rate(0.5, WindowKind::Count(10), 10).build().unwrap();
     for i in 0..9 {
         let _ = if i % 2 == 0 { fail(&breaker).await } else { succeed(&breaker).await };
     }
@@ -165,8 +175,11 @@ async fn a_failure_rate_over_a_count_window_opens_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_rate_over_a_time_window_forgets_old_calls() {
-    let breaker =
-        Breaker::builder().no_consecutive_threshold().failure_rate(0.5, WindowKind::Time(Duration::from_secs(10)), 4).build().unwrap();
+    let breaker = Breaker::builder()
+        .no_consecutive_threshold()
+        .failure_rate(0.5, WindowKind::Time(Duration::from_secs(10)), 4)
+        .build()
+        .unwrap();
     for _ in 0..3 {
         let _ = fail(&breaker).await;
     }
@@ -182,7 +195,8 @@ async fn a_failure_rate_over_a_time_window_forgets_old_calls() {
 async fn force_open_and_reset_with_state_events_in_order() {
     let changes = Arc::new(Mutex::new(Vec::new()));
     let seen = changes.clone();
-    let breaker = Breaker::builder().on_state_change(move |c| seen.lock().unwrap().push((c.from, c.to))).build().unwrap();
+    let breaker =
+        Breaker::builder().on_state_change(move |c| seen.lock().unwrap().push((c.from, c.to))).build().unwrap();
     breaker.force_open();
     let err = succeed(&breaker).await.unwrap_err();
     assert_eq!(err.downcast_ref::<CircuitOpen>().unwrap().retry_after(), None);
@@ -222,7 +236,10 @@ fn cancelled_error() -> weir::error::Cancelled {
 
 #[test]
 fn bad_settings_are_configuration_errors() {
-    assert_eq!(Breaker::builder().consecutive_failures(0).build().unwrap_err().setting(), "breaker consecutive_failures");
+    assert_eq!(
+        Breaker::builder().consecutive_failures(0).build().unwrap_err().setting(),
+        "breaker consecutive_failures"
+    );
     assert_eq!(Breaker::builder().no_consecutive_threshold().build().unwrap_err().setting(), "breaker thresholds");
     let rate = Breaker::builder().failure_rate(1.5, WindowKind::Count(10), 1).build().unwrap_err();
     assert!(rate.to_string().contains("(0, 1]"), "{rate}");

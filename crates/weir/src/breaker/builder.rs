@@ -147,10 +147,18 @@ impl BreakerBuilder {
     pub fn build(self) -> Result<Breaker, ConfigError> {
         let s = &self.0;
         if s.consecutive_failures == Some(0) {
-            return Err(ConfigError::new("breaker consecutive_failures", 0, "a breaker that opens before any failure never passes a call; use at least 1"));
+            return Err(ConfigError::new(
+                "breaker consecutive_failures",
+                0,
+                "a breaker that opens before any failure never passes a call; use at least 1",
+            ));
         }
         if s.consecutive_failures.is_none() && s.rate.is_none() {
-            return Err(ConfigError::new("breaker thresholds", "none", "set consecutive_failures or failure_rate, or the breaker never opens"));
+            return Err(ConfigError::new(
+                "breaker thresholds",
+                "none",
+                "set consecutive_failures or failure_rate, or the breaker never opens",
+            ));
         }
         if let Some(r) = s.rate {
             if !(r.rate > 0.0 && r.rate <= 1.0) {
@@ -166,7 +174,11 @@ impl BreakerBuilder {
         }
         if let Some((factor, _)) = s.open_growth {
             if !(factor.is_finite() && factor >= 1.0) {
-                return Err(ConfigError::new("breaker open_growth factor", factor, "use a finite factor of at least 1.0"));
+                return Err(ConfigError::new(
+                    "breaker open_growth factor",
+                    factor,
+                    "use a finite factor of at least 1.0",
+                ));
             }
         }
         Ok(Breaker::from_settings(self.0))

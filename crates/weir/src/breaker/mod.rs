@@ -58,8 +58,10 @@ mod state;
 mod window;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -193,13 +195,13 @@ impl Breaker {
     /// # Cancel safety
     /// Cancel safe: dropping the future drops the call; it is not counted,
     /// and a half-open probe slot it held is freed.
-    pub async fn call<T, E, F, Fut>(&self, call: F) -> Result<T, E>
+    pub fn call<T, E, F, Fut>(&self, call: F) -> Call<'_, F, Fut, fn(&E) -> bool>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<CircuitOpen>,
     {
-        self.call_if(call, |_| true).await
+        self.call_if(call, count_every_error::<E>)
     }
 
     /// Like [`call`](Self::call), counting an error as a failure only if
@@ -212,19 +214,14 @@ impl Breaker {
     ///
     /// # Cancel safety
     /// As [`call`](Self::call).
-    pub async fn call_if<T, E, F, Fut>(&self, call: F, is_failure: impl Fn(&E) -> bool) -> Result<T, E>
+    pub fn call_if<T, E, F, Fut, P>(&self, call: F, is_failure: P) -> Call<'_, F, Fut, P>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
         E: From<CircuitOpen>,
+        P: Fn(&E) -> bool,
     {
-        let permit = self.try_acquire()?;
-        let result = call().await;
-        match &result {
-            Err(error) if is_failure(error) => permit.failure(),
-            _ => permit.success(),
-        }
-        result
+        Call { inner: &self.inner, state: CallState::Start { call: Some(call) }, is_failure, permit: None }
     }
 
     /// Asks to make one call. Report its outcome with the permit; a permit
@@ -233,8 +230,14 @@ impl Breaker {
     /// # Errors
     /// [`CircuitOpen`] when the breaker is open, forced open, or half-open
     /// with every probe slot taken.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, CircuitOpen> {
-        self.inner.try_acquire().map(|(generation, probe)| Permit { inner: &self.inner, generation, probe, done: false })
+        self.inner.try_acquire().map(|(generation, probe)| Permit {
+            inner: &self.inner,
+            generation,
+            probe,
+            done: false,
+        })
     }
 
     /// Holds the breaker open until [`reset`](Self::reset).
@@ -247,6 +250,71 @@ impl Breaker {
         self.inner.reopenings.store(0, Ordering::Relaxed);
         self.inner.clear_window();
         self.inner.transition_to(State::Closed);
+    }
+}
+
+fn count_every_error<E>(_: &E) -> bool {
+    true
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Breaker::call`]: admits the call on first poll,
+    /// runs it, reports its outcome.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Call<'a, F, Fut, P> {
+        inner: &'a Inner,
+        #[pin]
+        state: CallState<F, Fut>,
+        is_failure: P,
+        permit: Option<(u32, bool)>,
+    }
+
+    impl<F, Fut, P> PinnedDrop for Call<'_, F, Fut, P> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Dropped while the call ran: cancelled, so not counted.
+            if let Some((generation, probe)) = this.permit.take() {
+                drop(Permit { inner: this.inner, generation, probe, done: false });
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = CallStateProj]
+    enum CallState<F, Fut> {
+        /// Not yet admitted.
+        Start { call: Option<F> },
+        /// Admitted and running.
+        Running { #[pin] future: Fut },
+    }
+}
+
+impl<T, E, F, Fut, P> Future for Call<'_, F, Fut, P>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: From<CircuitOpen>,
+    P: Fn(&E) -> bool,
+{
+    type Output = Result<T, E>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let mut this = self.project();
+        if let CallStateProj::Start { call } = this.state.as_mut().project() {
+            let call = call.take().expect("polled after admission");
+            *this.permit = Some(this.inner.try_acquire()?);
+            this.state.set(CallState::Running { future: call() });
+        }
+        let CallStateProj::Running { future } = this.state.project() else { unreachable!("admitted above") };
+        let result = ready!(future.poll(cx));
+        let (generation, probe) = this.permit.take().expect("admitted calls hold a permit");
+        match &result {
+            Err(error) if (this.is_failure)(error) => this.inner.on_failure(generation, probe),
+            _ => this.inner.on_success(generation, probe),
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -269,12 +337,14 @@ pub struct Permit<'a> {
 
 impl Permit<'_> {
     /// The call succeeded.
+    #[inline]
     pub fn success(mut self) {
         self.done = true;
         self.inner.on_success(self.generation, self.probe);
     }
 
     /// The call failed.
+    #[inline]
     pub fn failure(mut self) {
         self.done = true;
         self.inner.on_failure(self.generation, self.probe);
@@ -282,6 +352,7 @@ impl Permit<'_> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.done {
             self.inner.ignored.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +370,7 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Inner {
+    #[inline]
     fn load(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
     }
@@ -312,6 +384,7 @@ impl Inner {
     }
 
     /// `(generation, is_probe)` of an admitted call.
+    #[inline]
     fn try_acquire(&self) -> Result<(u32, bool), CircuitOpen> {
         loop {
             let word = self.load();
@@ -342,6 +415,7 @@ impl Inner {
         CircuitOpen::new(self.settings.name.clone(), retry_after)
     }
 
+    #[inline]
     fn on_success(&self, generation: u32, probe: bool) {
         self.successes.add(1);
         let rate_trip = self.record_in_window(generation, false);
@@ -354,8 +428,12 @@ impl Inner {
                 State::Closed if rate_trip => return self.open(word),
                 State::Closed if word.count() == 0 => return,
                 State::Closed => word.with_count(0),
-                State::HalfOpen if probe && word.count() + 1 >= self.settings.successes_to_close => word.next(State::Closed),
-                State::HalfOpen if probe => word.with_count(word.count() + 1).with_probes(word.probes().saturating_sub(1)),
+                State::HalfOpen if probe && word.count() + 1 >= self.settings.successes_to_close => {
+                    word.next(State::Closed)
+                }
+                State::HalfOpen if probe => {
+                    word.with_count(word.count() + 1).with_probes(word.probes().saturating_sub(1))
+                }
                 _ => return,
             };
             if self.swap(word, next) {
@@ -396,6 +474,7 @@ impl Inner {
 
     /// Records a closed-state outcome in the rate window; whether the rate
     /// threshold is now reached.
+    #[inline]
     fn record_in_window(&self, generation: u32, failed: bool) -> bool {
         let (Some(window), Some(rate)) = (&self.window, self.settings.rate) else { return false };
         let word = self.load();
