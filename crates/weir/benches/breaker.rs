@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use failsafe::CircuitBreaker as _;
 use futures_util::FutureExt;
 use weir::breaker::{Breaker, CircuitOpen};
 
@@ -77,7 +76,7 @@ fn per_call(c: &mut Criterion) {
     });
     group.bench_function("failsafe/2_threads", |b| {
         let f = Arc::clone(&failsafe);
-        b.iter_custom(move |n| contended(Arc::clone(&f), n, |f| failsafe_call(f)))
+        b.iter_custom(move |n| contended(Arc::clone(&f), n, failsafe_call))
     });
     group.finish();
 
