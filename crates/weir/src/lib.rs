@@ -58,6 +58,7 @@
 //! ```
 
 pub mod breaker;
+pub mod bulkhead;
 pub mod error;
 pub mod group;
 pub mod pipeline;
