@@ -59,7 +59,9 @@
 
 pub mod breaker;
 pub mod bulkhead;
+pub mod dlq;
 pub mod error;
 pub mod group;
 pub mod pipeline;
 pub mod retry;
+pub mod timeout;

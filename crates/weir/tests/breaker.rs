@@ -246,3 +246,36 @@ fn bad_settings_are_configuration_errors() {
     assert!(Breaker::builder().half_open_probes(0).build().is_err());
     assert!(Breaker::builder().open_growth(0.5, Duration::from_secs(1)).build().is_err());
 }
+
+/// Seed task 15 wired into a pipeline stage: the breaker opens after 5
+/// failures, later items fail fast without calling the dependency, and
+/// after 30 s a probe closes it again.
+#[tokio::test(start_paused = true)]
+async fn in_a_pipeline_stage_it_opens_fails_fast_and_recovers() {
+    use weir::pipeline::{OnError, Pipeline, Stage};
+    let breaker = seed_breaker();
+    let calls = Arc::new(AtomicU32::new(0));
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stage = |breaker: &Breaker| {
+        let (calls, healthy) = (calls.clone(), healthy.clone());
+        Stage::try_map("charge", move |n: u32| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let ok = healthy.load(Ordering::SeqCst);
+            async move { if ok { Ok(n) } else { Err("provider down") } }
+        })
+        .breaker(breaker.clone())
+        .on_error(OnError::Collect)
+    };
+    let err = Pipeline::from_iter(0..20u32).stage(stage(&breaker)).collect().await.unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "after 5 failures the provider is not called");
+    let failures = err.collected().unwrap();
+    assert_eq!(failures.len(), 20);
+    assert_eq!(failures.errors().filter(|e| e.cause().is::<CircuitOpen>()).count(), 15, "15 failed fast");
+    assert_eq!(breaker.state(), State::Open);
+
+    healthy.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (out, _) = Pipeline::from_iter(0..20u32).stage(stage(&breaker)).collect().await.unwrap();
+    assert_eq!(out.len(), 20, "the probe closed the breaker and everything passed");
+    assert_eq!(breaker.state(), State::Closed);
+}

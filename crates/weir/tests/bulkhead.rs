@@ -143,3 +143,52 @@ async fn bad_limits_are_configuration_errors() {
     let err = run_per_tenant([("t", 1)], 0, |_, _: i32| async { Ok::<(), BoxError>(()) }).await.unwrap_err();
     assert_eq!(err.setting(), "group limit");
 }
+
+/// In a pipeline stage: each tenant gets its own slots. A stage's workers
+/// are shared, so a saturated tenant's items must not wait for a slot
+/// while holding a worker: with a zero maximum wait they fail at once
+/// (here collected; in production dead-lettered) and tenant B's items all
+/// pass while tenant A is stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_with_per_tenant_bulkheads_lets_other_tenants_through() {
+    use weir::pipeline::{OnError, Pipeline, Stage};
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let items: Vec<(char, u32)> = (0..40).map(|n| (if n % 2 == 0 { 'a' } else { 'b' }, n)).collect();
+    let per_tenant = KeyedBulkhead::new(Bulkhead::builder().limit(4).max_wait(Duration::ZERO)).unwrap();
+    let pipeline = Pipeline::builder().capacity(4).from_iter(items).stage(
+        Stage::try_map("call", move |(tenant, n): (char, u32)| {
+            let mut gate = gate.clone();
+            async move {
+                if tenant == 'a' {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                Ok::<_, BoxError>((tenant, n))
+            }
+        })
+        .workers(8)
+        .tenant(|(tenant, _)| tenant.to_string())
+        .bulkhead_per_tenant(per_tenant.clone())
+        .on_error(OnError::Collect),
+    );
+    let (b_done_tx, b_done_rx) = tokio::sync::oneshot::channel();
+    let mut b_done_tx = Some(b_done_tx);
+    let mut b_seen = 0;
+    let run = tokio::spawn(pipeline.for_each(move |(tenant, _)| {
+        if tenant == 'b' {
+            b_seen += 1;
+            if b_seen == 20 {
+                let _ = b_done_tx.take().map(|tx| tx.send(()));
+            }
+        }
+        async { Ok::<(), BoxError>(()) }
+    }));
+    tokio::time::timeout(Duration::from_secs(5), b_done_rx).await.expect("all of B passed while A was stuck").unwrap();
+    assert_eq!(per_tenant.metrics(&"a".to_string()).unwrap().in_flight, 4, "A holds only its own 4 slots");
+    release.send(true).unwrap();
+    let err = run.await.unwrap().unwrap_err();
+    let shed = err.collected().unwrap();
+    assert!(shed.errors().all(|e| e.cause().is::<BulkheadFull>() && e.tenant() == Some("a")), "{err}");
+    let report = err.report();
+    assert_eq!(report.sink_received + shed.len() as u64, 40, "every item is accounted for");
+    assert!(report.is_balanced());
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use weir::error::{BoxError, DeadlineExceeded, Skip, StageError, TimedOut, find, is};
-use weir::pipeline::{DeadLetterSink, ItemPanic, OnError, Pipeline, Stage};
+use weir::pipeline::{DeadLetter, DeadLetterSink, ItemPanic, OnError, Pipeline, Stage};
 use weir::retry::{Jitter, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -306,12 +306,12 @@ struct VecSink {
 }
 
 impl DeadLetterSink<u32> for VecSink {
-    fn dead_letter(&self, item: u32, error: StageError) -> BoxFuture<'_, Result<(), BoxError>> {
+    fn dead_letter(&self, letter: DeadLetter<u32>) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
             if self.fail {
                 return Err("dead-letter store is down".into());
             }
-            self.items.lock().unwrap().push((item, error.to_string()));
+            self.items.lock().unwrap().push((letter.item, letter.error.to_string()));
             Ok(())
         })
     }

@@ -72,7 +72,7 @@ use self::report::Counters;
 pub use self::report::{Report, StageReport};
 pub use self::run::{Control, PipelineStream};
 use self::source::SourceOut;
-pub use self::stage::{DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
+pub use self::stage::{DeadLetter, DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
 use self::worker::StageShared;
 use crate::error::{ConfigError, Errors, StageError};
 use crate::group::Group;

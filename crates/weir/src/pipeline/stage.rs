@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 
+use crate::breaker::Breaker;
+use crate::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::error::{BoxError, StageError};
 use crate::retry::RetryPolicy;
 
@@ -87,15 +89,30 @@ pub enum OnError {
     Collect,
 }
 
+/// An item that failed for good in a stage, on its way to a dead-letter
+/// sink.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DeadLetter<T> {
+    /// The item, as it was before the failing attempt.
+    pub item: T,
+    /// Why: stage, item, tenant, attempts, cause.
+    pub error: StageError,
+    /// When its first attempt failed.
+    pub first_failure: SystemTime,
+    /// When its last attempt failed.
+    pub last_failure: SystemTime,
+}
+
 /// Where a stage sends items that failed: the hook a dead-letter queue
-/// plugs into (seed task 16).
+/// plugs into (seed task 16); [`MemoryDlq`](crate::dlq::MemoryDlq)
+/// implements it.
 ///
-/// Called with the item (as it was before the failing attempt) and its
-/// error. If this returns an error, the item is not lost: the run fails
-/// with a [`StageError`] naming the stage, the item and both causes.
+/// If this returns an error, the item is not lost: the run fails with a
+/// [`StageError`] naming the stage, the item and both causes.
 pub trait DeadLetterSink<T>: Send + Sync + 'static {
     /// Stores one failed item.
-    fn dead_letter(&self, item: T, error: StageError) -> BoxFuture<'_, Result<(), BoxError>>;
+    fn dead_letter(&self, letter: DeadLetter<T>) -> BoxFuture<'_, Result<(), BoxError>>;
 }
 
 /// What a stage does after failure, with the item type bound in.
@@ -118,7 +135,7 @@ type Labeller<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 ///
 /// # Examples
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, SystemTime};
 /// use weir::pipeline::{OnError, Stage};
 /// use weir::retry::RetryPolicy;
 ///
@@ -145,6 +162,17 @@ pub struct Stage<T, S> {
     pub(crate) copy: Option<fn(&T) -> T>,
     pub(crate) key: Option<Labeller<T>>,
     pub(crate) tenant: Option<Labeller<T>>,
+    pub(crate) breaker: Option<Breaker>,
+    pub(crate) bulkhead: Option<Isolation>,
+}
+
+/// How a stage bounds its calls in flight.
+#[derive(Debug, Clone)]
+pub(crate) enum Isolation {
+    /// One bulkhead for every item.
+    Shared(Bulkhead),
+    /// One bulkhead per tenant (the stage's tenant label).
+    PerTenant(KeyedBulkhead<String>),
 }
 
 impl<T, S> fmt::Debug for Stage<T, S> {
@@ -206,6 +234,8 @@ impl<T, S> Stage<T, S> {
             copy: None,
             key: None,
             tenant: None,
+            breaker: None,
+            bulkhead: None,
         }
     }
 
@@ -253,6 +283,40 @@ impl<T, S> Stage<T, S> {
     /// Names the tenant an item belongs to, in errors and logs.
     pub fn tenant(mut self, tenant: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
         self.tenant = Some(Arc::new(tenant));
+        self
+    }
+
+    /// Runs each attempt through `breaker` (seed task 15): an open breaker
+    /// fails the attempt at once with [`CircuitOpen`](crate::breaker::CircuitOpen),
+    /// which is not retried; every other error counts as a breaker failure,
+    /// except [`Skip`](crate::error::Skip).
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Runs each attempt in a slot of `bulkhead`; a
+    /// [`BulkheadFull`](crate::bulkhead::BulkheadFull) error is transient.
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.bulkhead = Some(Isolation::Shared(bulkhead));
+        self
+    }
+
+    /// Runs each attempt in a slot of its tenant's bulkhead (seed task 14).
+    /// Needs a [`tenant`](Self::tenant) label; items without one share the
+    /// `""` tenant.
+    ///
+    /// The stage's workers are shared by every tenant, and an item waiting
+    /// for its tenant's slot holds the worker that took it. So that a
+    /// saturated tenant never delays the others, give the bulkheads a
+    /// [maximum wait](crate::bulkhead::BulkheadBuilder::max_wait) (zero sheds
+    /// at once): the waiting item fails with
+    /// [`BulkheadFull`](crate::bulkhead::BulkheadFull) and the stage's
+    /// failure policy (dead letter, collect, skip) takes it. For tenants
+    /// that must each have their own tasks, use
+    /// [`run_per_tenant`](crate::bulkhead::run_per_tenant).
+    pub fn bulkhead_per_tenant(mut self, bulkheads: KeyedBulkhead<String>) -> Self {
+        self.bulkhead = Some(Isolation::PerTenant(bulkheads));
         self
     }
 }

@@ -3,7 +3,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -13,7 +13,8 @@ use tracing::Instrument;
 use super::error::{Fault, ItemPanic};
 use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
-use super::stage::{OnError, Policy, Stage, StageFn};
+use super::stage::{DeadLetter, Isolation, OnError, Policy, Stage, StageFn};
+use crate::breaker::CircuitOpen;
 use crate::error::{BoxError, Errors, Origin, Permanent, Skip, StageError, TimedOut, is};
 use crate::retry::Next;
 
@@ -119,6 +120,7 @@ where
         let labels = (stage.key.as_ref().map(|k| k(&item)), stage.tenant.as_ref().map(|t| t(&item)));
         let mut item = Some(item);
         let (mut attempt, mut delay, started) = (1u32, Duration::ZERO, Instant::now());
+        let mut first_failure = None;
         if let Some(retry) = &stage.retry {
             retry.record_call();
         }
@@ -137,6 +139,8 @@ where
                 }
                 Err(error) => error,
             };
+            let failed_at = SystemTime::now();
+            first_failure.get_or_insert(failed_at);
             if let Some(wait) = self.retry_delay(&error, attempt, delay, started, rng) {
                 tracing::debug!(stage = %stage.name, item = index, tenant = labels.1.as_deref(), attempt, error = %error, ?wait, "retrying item");
                 tally.retries += 1;
@@ -145,7 +149,8 @@ where
                 continue;
             }
             let error = stage_error(&stage.name, error, index, attempt, labels);
-            return self.after_failure(item, error).await;
+            let times = (first_failure.unwrap_or(failed_at), failed_at);
+            return self.after_failure(item, error, times).await;
         }
     }
 
@@ -159,6 +164,17 @@ where
         input: T,
         waited: &mut bool,
     ) -> Result<Option<S::Output>, BoxError> {
+        let _slot = match &self.stage.bulkhead {
+            None => None,
+            Some(Isolation::Shared(bulkhead)) => Some(bulkhead.acquire().await?),
+            Some(Isolation::PerTenant(bulkheads)) => {
+                Some(bulkheads.acquire(&tenant.unwrap_or_default().to_owned()).await?)
+            }
+        };
+        let permit = match &self.stage.breaker {
+            Some(breaker) => Some(breaker.try_acquire()?),
+            None => None,
+        };
         let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt);
         let call =
             NoteWaiting { inner: AssertUnwindSafe(self.stage.f.call(input)).catch_unwind(), waited }.instrument(span);
@@ -166,10 +182,17 @@ where
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(result) => result,
-                Err(_) => return Err(Box::new(TimedOut::new(limit))),
+                Err(_) => Ok(Err(Box::new(TimedOut::new(limit)) as BoxError)),
             },
         };
-        result.unwrap_or_else(|payload| Err(Box::new(ItemPanic::new(&*payload))))
+        let result = result.unwrap_or_else(|payload| Err(Box::new(ItemPanic::new(&*payload))));
+        if let Some(permit) = permit {
+            match &result {
+                Err(error) if !is::<Skip>(&**error) => permit.failure(),
+                _ => permit.success(),
+            }
+        }
+        result
     }
 
     /// The wait before the next attempt, or `None` to give up.
@@ -184,7 +207,7 @@ where
         let retry = self.stage.retry.as_ref()?;
         let transient = match &self.stage.transient {
             Some(is_transient) => is_transient(error),
-            None => !is::<Permanent>(&**error) && !is::<ItemPanic>(&**error),
+            None => !is::<Permanent>(&**error) && !is::<ItemPanic>(&**error) && !is::<CircuitOpen>(&**error),
         };
         match retry.next(attempt, previous, started, rng) {
             Next::RetryAfter(wait) if transient => Some(wait),
@@ -193,7 +216,12 @@ where
     }
 
     /// Applies the stage's failure policy to an item that failed for good.
-    async fn after_failure(&self, item: Option<T>, error: StageError) -> Outcome<S::Output> {
+    async fn after_failure(
+        &self,
+        item: Option<T>,
+        error: StageError,
+        times: (SystemTime, SystemTime),
+    ) -> Outcome<S::Output> {
         match &self.stage.policy {
             Policy::Plain(OnError::Fail) => {
                 tracing::error!(stage = %self.stage.name, error = %error, "item failed; stopping the pipeline");
@@ -214,7 +242,8 @@ where
             Policy::DeadLetter(sink) => {
                 let item = item.expect("dead-lettering stages keep the item");
                 let description = error.to_string();
-                match sink.dead_letter(item, error).await {
+                let (first_failure, last_failure) = times;
+                match sink.dead_letter(DeadLetter { item, error, first_failure, last_failure }).await {
                     Ok(()) => {
                         tracing::warn!(stage = %self.stage.name, error = %description, "item dead-lettered");
                         Outcome::DeadLettered

@@ -1,0 +1,87 @@
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+
+use super::{DeadLetterQueue, Envelope};
+use crate::error::BoxError;
+
+/// A dead-letter queue in memory: for tests, and for runs whose dead
+/// letters are handled before the process ends.
+///
+/// # Examples
+/// ```
+/// use std::sync::Arc;
+/// use weir::dlq::{DeadLetterQueue, MemoryDlq};
+/// use weir::pipeline::{OnError, Pipeline, Stage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dlq = Arc::new(MemoryDlq::new());
+/// let (ok, report) = Pipeline::from_iter([1, -2, 3])
+///     .stage(Stage::try_map("check", |n: i32| async move { if n < 0 { Err("negative") } else { Ok(n) } }).dead_letter(dlq.clone()))
+///     .collect()
+///     .await
+///     .unwrap();
+/// assert_eq!(ok, [1, 3]);
+/// assert_eq!(report.stage("check").unwrap().dead_lettered, 1);
+/// let letters = dlq.drain().await.unwrap();
+/// assert_eq!((letters[0].item, letters[0].error_chain[0].as_str()), (-2, "negative"));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct MemoryDlq<T> {
+    state: Mutex<State<T>>,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    envelopes: VecDeque<Envelope<T>>,
+    next_id: u64,
+}
+
+impl<T> Default for MemoryDlq<T> {
+    fn default() -> Self {
+        Self { state: Mutex::new(State { envelopes: VecDeque::new(), next_id: 1 }) }
+    }
+}
+
+impl<T> MemoryDlq<T> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of every envelope, oldest first, leaving them queued.
+    pub fn list(&self) -> Vec<Envelope<T>>
+    where
+        T: Clone,
+    {
+        self.lock().envelopes.iter().cloned().collect()
+    }
+}
+
+impl<T: Send + 'static> DeadLetterQueue<T> for MemoryDlq<T> {
+    fn push(&self, mut envelope: Envelope<T>) -> BoxFuture<'_, Result<u64, BoxError>> {
+        let mut state = self.lock();
+        envelope.id = state.next_id;
+        state.next_id += 1;
+        let id = envelope.id;
+        state.envelopes.push_back(envelope);
+        Box::pin(std::future::ready(Ok(id)))
+    }
+
+    fn len(&self) -> BoxFuture<'_, Result<usize, BoxError>> {
+        let len = self.lock().envelopes.len();
+        Box::pin(std::future::ready(Ok(len)))
+    }
+
+    fn drain(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>> {
+        let all = self.lock().envelopes.drain(..).collect();
+        Box::pin(std::future::ready(Ok(all)))
+    }
+}

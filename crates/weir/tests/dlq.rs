@@ -1,0 +1,73 @@
+//! Behaviour of `weir::dlq` (seed task 16).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::pipeline::{Pipeline, Stage, StageFn};
+use weir::retry::{Jitter, RetryPolicy};
+
+#[derive(Debug, thiserror::Error)]
+#[error("payment provider rejected order {0}")]
+struct Rejected(u32);
+
+fn retry3() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(3)
+        .initial_delay(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+/// The stage under test: rejects orders divisible by 10 while `broken`.
+fn charge(broken: Arc<AtomicBool>) -> Stage<u32, impl StageFn<u32, Output = u32>> {
+    Stage::try_map("charge", move |n: u32| {
+        let broken = broken.load(Ordering::SeqCst);
+        async move { if broken && n % 10 == 0 { Err(Rejected(n)) } else { Ok(n) } }
+    })
+    .tenant(|n| format!("tenant-{}", n % 3))
+    .key(|n| format!("order-{n}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn poison_items_are_parked_with_their_story_and_the_run_goes_on() {
+    let dlq = Arc::new(MemoryDlq::new());
+    let broken = Arc::new(AtomicBool::new(true));
+    let started = std::time::SystemTime::now();
+    let (ok, report) = Pipeline::from_iter(1..=50u32)
+        .stage(charge(broken.clone()).retry(retry3()).dead_letter(dlq.clone()))
+        .collect()
+        .await
+        .expect("poison items do not fail the run");
+    assert_eq!(ok.len(), 45);
+    let stage = report.stage("charge").unwrap();
+    assert_eq!((stage.received, stage.emitted, stage.dead_lettered, stage.retries), (50, 45, 5, 10));
+    assert!(report.is_balanced());
+
+    let letters = dlq.list();
+    assert_eq!(letters.iter().map(|e| e.item).collect::<Vec<_>>(), [10, 20, 30, 40, 50]);
+    let first = &letters[0];
+    assert_eq!(first.id, 1);
+    assert_eq!(first.stage, "charge");
+    assert_eq!(first.key.as_deref(), Some("order-10"));
+    assert_eq!(first.tenant.as_deref(), Some("tenant-1"));
+    assert_eq!(first.item_index, Some(9));
+    assert_eq!(first.attempts, 3);
+    assert_eq!(first.error_chain, ["payment provider rejected order 10"]);
+    assert!(started <= first.first_failure && first.first_failure <= first.last_failure);
+    assert_eq!(dlq.len().await.unwrap(), 5, "list leaves them queued");
+
+    // Replay: the provider is fixed; drain and run the same stage again.
+    broken.store(false, Ordering::SeqCst);
+    let parked = dlq.drain().await.unwrap();
+    let (replayed, report) = Pipeline::from_iter(parked.into_iter().map(|e| e.item))
+        .stage(charge(broken).retry(retry3()).dead_letter(dlq.clone()))
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(replayed, [10, 20, 30, 40, 50]);
+    assert_eq!(report.stage("charge").unwrap().dead_lettered, 0);
+    assert_eq!(dlq.len().await.unwrap(), 0);
+}
