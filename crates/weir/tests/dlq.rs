@@ -57,7 +57,7 @@ async fn poison_items_are_parked_with_their_story_and_the_run_goes_on() {
     assert_eq!(first.attempts, 3);
     assert_eq!(first.error_chain, ["payment provider rejected order 10"]);
     assert!(started <= first.first_failure && first.first_failure <= first.last_failure);
-    assert_eq!(dlq.len().await.unwrap(), 5, "list leaves them queued");
+    assert_eq!(dlq.count().await.unwrap(), 5, "list leaves them queued");
 
     // Replay: the provider is fixed; drain and run the same stage again.
     broken.store(false, Ordering::SeqCst);
@@ -69,5 +69,5 @@ async fn poison_items_are_parked_with_their_story_and_the_run_goes_on() {
         .unwrap();
     assert_eq!(replayed, [10, 20, 30, 40, 50]);
     assert_eq!(report.stage("charge").unwrap().dead_lettered, 0);
-    assert_eq!(dlq.len().await.unwrap(), 0);
+    assert_eq!(dlq.count().await.unwrap(), 0);
 }

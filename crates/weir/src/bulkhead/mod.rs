@@ -110,11 +110,9 @@ impl Bulkhead {
             Ok(permit) => Some(permit),
             Err(_) => match inner.max_wait {
                 Some(wait) if wait.is_zero() => None,
-                Some(wait) => tokio::time::timeout(wait, Arc::clone(&inner.slots).acquire_owned())
-                    .await
-                    .ok()
-                    .map(Result::ok)
-                    .flatten(),
+                Some(wait) => {
+                    tokio::time::timeout(wait, Arc::clone(&inner.slots).acquire_owned()).await.ok().and_then(Result::ok)
+                }
                 None => Arc::clone(&inner.slots).acquire_owned().await.ok(),
             },
         };

@@ -75,7 +75,7 @@ impl<T: Send + 'static> DeadLetterQueue<T> for MemoryDlq<T> {
         Box::pin(std::future::ready(Ok(id)))
     }
 
-    fn len(&self) -> BoxFuture<'_, Result<usize, BoxError>> {
+    fn count(&self) -> BoxFuture<'_, Result<usize, BoxError>> {
         let len = self.lock().envelopes.len();
         Box::pin(std::future::ready(Ok(len)))
     }

@@ -73,7 +73,7 @@ pub trait DeadLetterQueue<T>: Send + Sync + 'static {
     /// Stores one envelope; returns its id.
     fn push(&self, envelope: Envelope<T>) -> BoxFuture<'_, Result<u64, BoxError>>;
     /// How many envelopes are stored.
-    fn len(&self) -> BoxFuture<'_, Result<usize, BoxError>>;
+    fn count(&self) -> BoxFuture<'_, Result<usize, BoxError>>;
     /// Takes every envelope out, oldest first.
     fn drain(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>>;
 }
