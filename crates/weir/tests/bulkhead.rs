@@ -111,10 +111,8 @@ async fn per_tenant_failures_panics_and_hangs_stay_with_their_tenant() {
                 "a-stuck" => {
                     let _ = gate.wait_for(|open| *open).await;
                 }
-                "b-fine" => {
-                    if b_left.fetch_sub(1, Ordering::SeqCst) == 1 {
-                        let _ = b_done.lock().unwrap().take().map(|tx| tx.send(()));
-                    }
+                "b-fine" if b_left.fetch_sub(1, Ordering::SeqCst) == 1 => {
+                    let _ = b_done.lock().unwrap().take().map(|tx| tx.send(()));
                 }
                 "c-fails" if n == 3 => return Err::<(), BoxError>("c failed".into()),
                 "d-panics" if n == 5 => panic!("d panicked"),
