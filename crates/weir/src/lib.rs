@@ -62,6 +62,7 @@ pub mod bulkhead;
 pub mod dlq;
 pub mod error;
 pub mod group;
+pub mod hedge;
 pub mod pipeline;
 pub mod retry;
 pub mod timeout;

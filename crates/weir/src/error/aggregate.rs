@@ -11,6 +11,8 @@ pub enum Origin {
     Task(TaskId),
     /// A pipeline stage (the error itself, a [`StageError`](super::StageError), names the item).
     Stage(Arc<str>),
+    /// An attempt of a hedged call, from 0.
+    Attempt(u32),
     /// Added by the caller without an origin.
     Unattributed,
 }
@@ -20,6 +22,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Task(task) => task.fmt(f),
             Origin::Stage(stage) => write!(f, "stage `{stage}`"),
+            Origin::Attempt(n) => write!(f, "attempt {n}"),
             Origin::Unattributed => f.write_str("-"),
         }
     }
