@@ -57,6 +57,7 @@
 //! # }
 //! ```
 
+pub mod batch;
 pub mod breaker;
 pub mod bulkhead;
 pub mod dlq;

@@ -49,6 +49,24 @@ pub struct Envelope<T> {
 }
 
 impl<T> Envelope<T> {
+    /// An envelope for `item` that failed `attempts` times in `stage`, now
+    /// (id 0, set by the queue; no error chain, key or tenant yet).
+    pub fn new(item: T, stage: &str, attempts: u32) -> Self {
+        let now = SystemTime::now();
+        Self {
+            id: 0,
+            item,
+            error_chain: Vec::new(),
+            stage: stage.to_owned(),
+            item_index: None,
+            key: None,
+            tenant: None,
+            attempts,
+            first_failure: now,
+            last_failure: now,
+        }
+    }
+
     /// Builds an envelope (with id 0, set by the queue) from a pipeline's
     /// dead letter.
     pub fn from_dead_letter(letter: DeadLetter<T>) -> Self {

@@ -1,0 +1,140 @@
+//! Behaviour of `weir::batch` (seed task 19), on paused time with bursts
+//! and pauses.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::{Instant, sleep};
+use weir::batch::Batcher;
+use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::error::BoxError;
+use weir::retry::{Jitter, RetryPolicy};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn seed_batcher() -> Batcher {
+    let retry = RetryPolicy::builder().max_attempts(3).initial_delay(ms(10)).jitter(Jitter::None).build().unwrap();
+    Batcher::builder().max_items(100).max_wait(Duration::from_secs(1)).retry(retry).build().unwrap()
+}
+
+/// Sends a burst of `n` items, then pauses.
+async fn burst(tx: &tokio::sync::mpsc::Sender<u32>, from: u32, n: u32, pause: Duration) {
+    for i in from..from + n {
+        tx.send(i).await.unwrap();
+    }
+    sleep(pause).await;
+}
+
+fn channel_stream(mut rx: tokio::sync::mpsc::Receiver<u32>) -> impl futures_util::Stream<Item = u32> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test(start_paused = true)]
+async fn bursts_flush_by_size_and_pauses_flush_by_time() {
+    let (tx, rx) = tokio::sync::mpsc::channel(1000);
+    let start = Instant::now();
+    tokio::spawn(async move {
+        burst(&tx, 0, 250, Duration::from_secs(3)).await; // 100, 100, then 50 after 1 s
+        burst(&tx, 250, 30, ms(200)).await; // 30 items, then 200 ms pause: the batch keeps waiting
+        burst(&tx, 280, 5, Duration::from_secs(5)).await; // joins the 30: 35 at 1 s after item 250
+    });
+    let batches: Vec<(usize, Duration)> =
+        seed_batcher().batches(channel_stream(rx)).map(|b| (b.len(), start.elapsed())).collect().await;
+    assert_eq!(batches, [(100, ms(0)), (100, ms(0)), (50, ms(1000)), (35, ms(4000))], "sizes and flush times");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_remainder_is_flushed_on_close_and_no_batch_is_empty() {
+    let batches: Vec<Vec<u32>> = seed_batcher().batches(futures_util::stream::iter(0..205)).collect().await;
+    assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 5]);
+    let none: Vec<Vec<u32>> = seed_batcher().batches(futures_util::stream::iter(0..0)).collect().await;
+    assert!(none.is_empty());
+    assert_eq!(batches.concat(), (0..205).collect::<Vec<_>>(), "order kept, nothing lost");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_flushes_are_retried_and_a_persistent_failure_goes_to_the_dlq_whole() {
+    let dlq = MemoryDlq::new();
+    let flushed = Arc::new(Mutex::new(Vec::new()));
+    let attempts = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let (f, a) = (flushed.clone(), attempts.clone());
+    let report = seed_batcher()
+        .run(
+            futures_util::stream::iter(0..350u32),
+            move |batch: Vec<u32>| {
+                let first = batch[0];
+                let n = {
+                    let mut a = a.lock().unwrap();
+                    let n = a.entry(first).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let f = f.clone();
+                async move {
+                    match first {
+                        100 if n < 3 => Err::<(), BoxError>("sink busy".into()), // flaky: 2 failures then ok
+                        200 => Err("batch rejected: bad record".into()),         // poison batch
+                        _ => {
+                            f.lock().unwrap().push(batch.len());
+                            Ok(())
+                        }
+                    }
+                }
+            },
+            Some(&dlq),
+        )
+        .await
+        .unwrap();
+    assert_eq!(*flushed.lock().unwrap(), [100, 100, 50]);
+    assert_eq!((report.items, report.items_flushed, report.items_dead_lettered), (350, 250, 100));
+    assert_eq!((report.batches_flushed, report.batches_dead_lettered, report.retries), (3, 1, 4));
+    let parked = dlq.drain().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].item, (200..300).collect::<Vec<_>>());
+    assert_eq!((parked[0].attempts, parked[0].error_chain[0].as_str()), (3, "batch rejected: bad record"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_dlq_a_failed_batch_comes_back_in_the_error() {
+    let err = seed_batcher()
+        .run(futures_util::stream::iter(0..10u32), |_| async { Err::<(), BoxError>("down".into()) }, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.batch, (0..10).collect::<Vec<_>>());
+    assert_eq!(err.report.items, 10);
+    assert!(err.to_string().contains("after 3 attempt(s): down"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_flush_pushes_back_on_the_producer() {
+    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let producer = tokio::spawn(async move {
+        let start = Instant::now();
+        for i in 0..300u32 {
+            tx.send(i).await.unwrap();
+        }
+        start.elapsed()
+    });
+    let report = seed_batcher()
+        .run(
+            channel_stream(rx),
+            |_| async {
+                sleep(Duration::from_secs(1)).await;
+                Ok::<(), BoxError>(())
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.items, 300);
+    assert!(producer.await.unwrap() >= Duration::from_secs(2), "the producer waited for the flushes");
+}
+
+#[test]
+fn bad_settings_are_configuration_errors() {
+    assert_eq!(Batcher::builder().max_items(0).build().unwrap_err().setting(), "batcher max_items");
+    assert_eq!(Batcher::builder().max_wait(Duration::ZERO).build().unwrap_err().setting(), "batcher max_wait");
+}
