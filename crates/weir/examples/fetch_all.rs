@@ -2,12 +2,12 @@
 //! input order; the first failure cancels the fetches in flight and the
 //! error names the URL. Starts its own HTTP server on 127.0.0.1.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "support/http_server.rs"]
+mod http_server;
+
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use http_server::{Reply, serve};
 use weir::error::BoxError;
 use weir::group::Group;
 
@@ -33,39 +33,16 @@ async fn fetch_all(client: reqwest::Client, urls: Vec<String>) -> Result<Vec<Str
         .await
 }
 
-/// Serves `/page/N` with a body, `/slow/N` after 10 s, `/broken` with 500.
-async fn serve(listener: TcpListener, served: Arc<AtomicUsize>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else { return };
-        let served = Arc::clone(&served);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
-            if path.starts_with("/slow") {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-            let (status, body) = if path == "/broken" {
-                ("500 Internal Server Error", String::new())
-            } else {
-                ("200 OK", format!("body of {path}"))
-            };
-            let response =
-                format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-            if socket.write_all(response.as_bytes()).await.is_ok() {
-                served.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let served = Arc::new(AtomicUsize::new(0));
-    let server = tokio::spawn(serve(listener, Arc::clone(&served)));
+    // `/page/N` answers with a body, `/slow/N` after 10 s, `/broken` with 500.
+    let (addr, server) = serve(|path: String| async move {
+        let delay = if path.starts_with("/slow") { Duration::from_secs(10) } else { Duration::ZERO };
+        let status = if path == "/broken" { 500 } else { 200 };
+        Reply { delay, status, body: format!("body of {path}") }
+    })
+    .await?;
+    let base = format!("http://{addr}");
     let client = reqwest::Client::new();
 
     let urls: Vec<String> = (0..20).map(|n| format!("{base}/page/{n}")).collect();
