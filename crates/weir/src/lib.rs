@@ -67,3 +67,5 @@ pub mod hedge;
 pub mod pipeline;
 pub mod retry;
 pub mod timeout;
+#[cfg(feature = "tower")]
+pub mod tower;

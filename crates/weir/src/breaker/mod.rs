@@ -240,6 +240,20 @@ impl Breaker {
         })
     }
 
+    /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a
+    /// handle on the breaker, for futures that must be `'static` (tower).
+    ///
+    /// # Errors
+    /// [`CircuitOpen`], as [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, CircuitOpen> {
+        self.inner.try_acquire().map(|(generation, probe)| OwnedPermit {
+            inner: Arc::clone(&self.inner),
+            generation,
+            probe,
+            done: false,
+        })
+    }
+
     /// Holds the breaker open until [`reset`](Self::reset).
     pub fn force_open(&self) {
         self.inner.transition_to(State::ForcedOpen);
@@ -359,6 +373,38 @@ impl Drop for Permit<'_> {
             if self.probe {
                 self.inner.release_probe(self.generation);
             }
+        }
+    }
+}
+
+/// A [`Permit`] that owns a handle on its breaker.
+#[derive(Debug)]
+#[must_use = "a permit dropped without a report is ignored"]
+pub struct OwnedPermit {
+    inner: Arc<Inner>,
+    generation: u32,
+    probe: bool,
+    done: bool,
+}
+
+impl OwnedPermit {
+    /// The call succeeded.
+    pub fn success(mut self) {
+        self.done = true;
+        self.inner.on_success(self.generation, self.probe);
+    }
+
+    /// The call failed.
+    pub fn failure(mut self) {
+        self.done = true;
+        self.inner.on_failure(self.generation, self.probe);
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if !self.done {
+            drop(Permit { inner: &self.inner, generation: self.generation, probe: self.probe, done: false });
         }
     }
 }

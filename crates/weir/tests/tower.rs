@@ -1,0 +1,47 @@
+//! weir's policies as tower layers (feature `tower`).
+#![cfg(feature = "tower")]
+
+use std::time::Duration;
+
+use tower::{Layer, ServiceExt, service_fn};
+use weir::breaker::{Breaker, CircuitOpen, State};
+use weir::bulkhead::{Bulkhead, BulkheadFull};
+use weir::error::{BoxError, TimedOut, is};
+use weir::timeout::Timeout;
+use weir::tower::{BreakerLayer, BulkheadLayer, TimeoutLayer};
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_layer_opens_and_rejects_without_calling_the_service() {
+    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let c = calls.clone();
+    let failing = service_fn(move |_: ()| {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { Err::<(), BoxError>("down".into()) }
+    });
+    let service = BreakerLayer::new(breaker.clone()).layer(failing);
+    for _ in 0..2 {
+        assert!(service.clone().oneshot(()).await.is_err());
+    }
+    let err = service.clone().oneshot(()).await.unwrap_err();
+    assert!(is::<CircuitOpen>(&*err));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(breaker.state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_layer_rejects_when_full_and_the_timeout_layer_bounds_calls() {
+    let slow = service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok::<_, BoxError>("done")
+    });
+    let bulkhead = Bulkhead::builder().limit(1).max_wait(Duration::ZERO).build().unwrap();
+    let service = BulkheadLayer::new(bulkhead)
+        .layer(TimeoutLayer::new(Timeout::new(Duration::from_secs(1)).unwrap()).layer(slow));
+    let first = tokio::spawn(service.clone().oneshot(()));
+    tokio::task::yield_now().await;
+    let rejected = service.clone().oneshot(()).await.unwrap_err();
+    assert!(is::<BulkheadFull>(&*rejected), "{rejected}");
+    let timed_out = first.await.unwrap().unwrap_err();
+    assert!(is::<TimedOut>(&*timed_out), "{timed_out}");
+}
