@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower::{Layer, Service, ServiceExt, service_fn};
+//! use tower::{Layer, ServiceExt, service_fn};
 //! use weir::breaker::Breaker;
 //! use weir::bulkhead::Bulkhead;
 //! use weir::error::BoxError;

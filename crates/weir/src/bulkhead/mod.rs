@@ -11,7 +11,7 @@
 //!
 //! # Examples
 //! ```
-//! use weir::bulkhead::{Bulkhead, BulkheadFull};
+//! use weir::bulkhead::Bulkhead;
 //! use weir::error::BoxError;
 //!
 //! # #[tokio::main(flavor = "current_thread")]

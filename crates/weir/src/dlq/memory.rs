@@ -13,7 +13,7 @@ use crate::error::BoxError;
 /// ```
 /// use std::sync::Arc;
 /// use weir::dlq::{DeadLetterQueue, MemoryDlq};
-/// use weir::pipeline::{OnError, Pipeline, Stage};
+/// use weir::pipeline::{Pipeline, Stage};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

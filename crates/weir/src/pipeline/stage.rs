@@ -135,7 +135,7 @@ type Labeller<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 ///
 /// # Examples
 /// ```
-/// use std::time::{Duration, SystemTime};
+/// use std::time::Duration;
 /// use weir::pipeline::{OnError, Stage};
 /// use weir::retry::RetryPolicy;
 ///
