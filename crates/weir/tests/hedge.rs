@@ -161,3 +161,38 @@ fn bad_settings_are_configuration_errors() {
     assert_eq!(p.setting(), "hedge percentile");
     assert!(Hedge::builder().max_extra_load(-1.0).build().is_err());
 }
+
+/// In a pipeline stage: each item's slow first call is hedged with a copy
+/// of the item; the fast copy wins.
+#[tokio::test(start_paused = true)]
+async fn a_hedged_stage_finishes_slow_items_through_their_hedge() {
+    use weir::pipeline::{Pipeline, Stage};
+    let hedge = Hedge::builder().delay(HedgeDelay::Fixed(ms(20))).max_extra_load(1.0).build().unwrap();
+    let calls = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<u32, u32>::new()));
+    let c = calls.clone();
+    let started = Instant::now();
+    let (out, report) = Pipeline::from_iter(0..10u32)
+        .stage(
+            Stage::map("lookup", move |n: u32| {
+                let call = {
+                    let mut calls = c.lock().unwrap();
+                    let k = calls.entry(n).or_insert(0);
+                    *k += 1;
+                    *k
+                };
+                async move {
+                    sleep(if call == 1 { ms(1000) } else { ms(10) }).await;
+                    n * 10
+                }
+            })
+            .hedge(hedge.clone()),
+        )
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out, (0..10).map(|n| n * 10).collect::<Vec<_>>());
+    assert_eq!(started.elapsed(), ms(10 * 30), "each item took 20 ms + 10 ms, not 1 s");
+    assert!(calls.lock().unwrap().values().all(|&n| n == 2));
+    assert_eq!(hedge.metrics().won_by_hedge, 10);
+    assert!(report.is_balanced());
+}

@@ -71,10 +71,15 @@ mod tests {
             l.record(Duration::from_millis(ms));
         }
         assert_eq!(l.get(), None);
-        for ms in 100..=128 {
+        l.record(Duration::from_millis(100));
+        // 100 samples 1..=100 ms: the 95th percentile is the 95th.
+        assert_eq!(l.get(), Some(Duration::from_millis(95)));
+        for ms in 101..=131 {
             l.record(Duration::from_millis(ms));
         }
-        // 128 samples 1..=128 ms: the 95th percentile is the 122nd.
-        assert_eq!(l.get(), Some(Duration::from_millis(122)));
+        assert_eq!(l.get(), Some(Duration::from_millis(95)), "recomputed every 32 records, not on each");
+        l.record(Duration::from_millis(132));
+        // 132 samples: the 95th percentile is the 126th.
+        assert_eq!(l.get(), Some(Duration::from_millis(126)));
     }
 }

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use crate::breaker::Breaker;
 use crate::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::error::{BoxError, StageError};
+use crate::hedge::Hedge;
 use crate::retry::RetryPolicy;
 
 /// The function of a stage, called once per item (per attempt).
@@ -164,6 +165,7 @@ pub struct Stage<T, S> {
     pub(crate) tenant: Option<Labeller<T>>,
     pub(crate) breaker: Option<Breaker>,
     pub(crate) bulkhead: Option<Isolation>,
+    pub(crate) hedge: Option<Hedge>,
 }
 
 /// How a stage bounds its calls in flight.
@@ -236,6 +238,7 @@ impl<T, S> Stage<T, S> {
             tenant: None,
             breaker: None,
             bulkhead: None,
+            hedge: None,
         }
     }
 
@@ -326,6 +329,16 @@ impl<T: Clone, S> Stage<T, S> {
     /// task 5). Needs `T: Clone`: each attempt gets a copy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self.copy = Some(T::clone);
+        self
+    }
+
+    /// Hedges each attempt (seed task 18): the function is called again on
+    /// a copy of the item when the first call is slow, by `hedge`'s
+    /// settings; the first success wins, the others are dropped. If every
+    /// call fails, the attempt fails with their errors.
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.hedge = Some(hedge);
         self.copy = Some(T::clone);
         self
     }

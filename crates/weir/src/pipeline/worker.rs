@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -125,12 +126,8 @@ where
             retry.record_call();
         }
         loop {
-            let input = match stage.copy {
-                Some(copy) => copy(item.as_ref().expect("kept for copies")),
-                None => item.take().expect("used once without retry or dead letter"),
-            };
             let mut waited = false;
-            let error = match self.attempt(index, labels.1.as_deref(), attempt, input, &mut waited).await {
+            let error = match self.attempt(index, labels.1.as_deref(), attempt, &mut item, &mut waited).await {
                 Ok(Some(value)) => return Outcome::Emit(value, waited || attempt > 1),
                 Ok(None) => return Outcome::Filtered,
                 Err(error) if is::<Skip>(&*error) => {
@@ -156,12 +153,14 @@ where
 
     /// One attempt: the stage function under its timeout, panics caught.
     /// Sets `waited` if the function had to wait (returned `Pending`).
+    /// Takes the item from `item`, or a copy of it when the stage needs it
+    /// again (retry, dead letter, hedge).
     async fn attempt(
         &self,
         index: u64,
         tenant: Option<&str>,
         attempt: u32,
-        input: T,
+        item: &mut Option<T>,
         waited: &mut bool,
     ) -> Result<Option<S::Output>, BoxError> {
         let _slot = match &self.stage.bulkhead {
@@ -176,8 +175,18 @@ where
             None => None,
         };
         let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt);
-        let call =
-            NoteWaiting { inner: AssertUnwindSafe(self.stage.f.call(input)).catch_unwind(), waited }.instrument(span);
+        let call = match (&self.stage.hedge, self.stage.copy) {
+            (Some(hedge), Some(copy)) => {
+                // An owned copy for the hedge to copy from: the hedge's
+                // future must not borrow the item (which would ask T: Sync).
+                let original = copy(item.as_ref().expect("hedged stages keep the item"));
+                let hedged = hedge.call(move |_| self.stage.f.call(copy(&original)));
+                Either::Right(async move { hedged.await.map_err(one_error) })
+            }
+            (_, Some(copy)) => Either::Left(self.stage.f.call(copy(item.as_ref().expect("kept for copies")))),
+            (_, None) => Either::Left(self.stage.f.call(item.take().expect("used once without retry or dead letter"))),
+        };
+        let call = NoteWaiting { inner: AssertUnwindSafe(call).catch_unwind(), waited }.instrument(span);
         let result = match self.stage.timeout {
             None => call.await,
             Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -274,6 +283,11 @@ fn stage_error(
         builder = builder.tenant(tenant);
     }
     builder.build()
+}
+
+/// The error of a hedged attempt: the only one, or all of them.
+fn one_error(errors: Errors<BoxError>) -> BoxError {
+    if errors.len() == 1 { errors.into_iter().next().map(|(_, e)| e).expect("one error") } else { Box::new(errors) }
 }
 
 /// Sends `out` now if the link has room; keeps it otherwise (downstream is
