@@ -66,6 +66,7 @@ pub mod group;
 pub mod hedge;
 pub mod pipeline;
 pub mod retry;
+mod sync;
 pub mod timeout;
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -1,8 +1,9 @@
 //! Counters that many tasks bump at once without contending: one cache
 //! line per stripe, a stripe per thread.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::AtomicU64;
 
 const STRIPES: usize = 8;
 
@@ -11,11 +12,27 @@ const STRIPES: usize = 8;
 struct Line(AtomicU64);
 
 /// A counter split over cache lines; each thread adds to its own stripe.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Striped([Line; STRIPES]);
 
+impl Default for Striped {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| Line::default()))
+    }
+}
+
+/// Under the model checker every thread uses one stripe: the stripe only
+/// spreads contention, it is not part of what is checked.
+#[cfg(weir_loom)]
+fn stripe() -> usize {
+    0
+}
+
+#[cfg(not(weir_loom))]
 #[inline]
 fn stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         // Const-initialized: reading it is one thread-relative load.

@@ -59,7 +59,7 @@ mod window;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -75,6 +75,7 @@ use self::state::Word;
 use self::window::Window;
 pub use self::window::WindowKind;
 use crate::error::{Cancelled, DeadlineExceeded, is};
+use crate::sync::{AtomicU32, AtomicU64};
 
 /// A circuit breaker; cheap to clone (clones share the state).
 ///
