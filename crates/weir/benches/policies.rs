@@ -1,0 +1,73 @@
+//! Overhead per call of weir's bulkhead, timeout and hedge on the path
+//! where nothing goes wrong, beside the tokio primitive each builds on; and
+//! the batcher beside tokio-stream's `chunks_timeout`. Run with
+//! `cargo bench -p weir --bench policies`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::StreamExt;
+use tokio_stream::StreamExt as _;
+use weir::batch::Batcher;
+use weir::bulkhead::Bulkhead;
+use weir::error::BoxError;
+use weir::hedge::{Hedge, HedgeDelay};
+use weir::timeout::Timeout;
+
+fn per_call(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let bulkhead = rt.block_on(async { Bulkhead::builder().limit(8).build().expect("valid") });
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(8));
+    let timeout = Timeout::new(Duration::from_secs(1)).expect("valid");
+    let hedge = Hedge::builder().delay(HedgeDelay::Fixed(Duration::from_secs(1))).build().expect("valid");
+    let mut group = c.benchmark_group("policy_call");
+    group.bench_function("plain_await", |b| b.to_async(&rt).iter(|| async { Ok::<_, BoxError>(black_box(1)) }));
+    group.bench_function("weir_bulkhead", |b| {
+        b.to_async(&rt).iter(|| bulkhead.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
+    });
+    group.bench_function("tokio_semaphore", |b| {
+        b.to_async(&rt).iter(|| async {
+            let _permit = semaphore.acquire().await.expect("open");
+            black_box(1)
+        })
+    });
+    group.bench_function("weir_timeout", |b| {
+        b.to_async(&rt).iter(|| timeout.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
+    });
+    group.bench_function("tokio_timeout", |b| {
+        b.to_async(&rt).iter(|| tokio::time::timeout(Duration::from_secs(1), async { black_box(1) }))
+    });
+    group.bench_function("weir_hedge_not_fired", |b| {
+        b.to_async(&rt).iter(|| hedge.call(|_| async { Ok::<_, BoxError>(black_box(1)) }))
+    });
+    group.finish();
+}
+
+fn batching(c: &mut Criterion) {
+    const ITEMS: u64 = 1_000_000;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let batcher = Batcher::builder().max_items(100).max_wait(Duration::from_secs(1)).build().expect("valid");
+    let mut group = c.benchmark_group("batch_1M_by_100");
+    group.throughput(Throughput::Elements(ITEMS));
+    group.sample_size(10);
+    group.bench_function("weir_batcher", |b| {
+        b.to_async(&rt).iter(|| async {
+            let batches = batcher.batches(futures_util::stream::iter(0..ITEMS));
+            let n = futures_util::StreamExt::fold(batches, 0usize, |n, b| async move { n + b.len() }).await;
+            assert_eq!(n as u64, ITEMS);
+        })
+    });
+    group.bench_function("tokio_stream_chunks_timeout", |b| {
+        b.to_async(&rt).iter(|| async {
+            let chunks = tokio_stream::iter(0..ITEMS).chunks_timeout(100, Duration::from_secs(1));
+            let n = StreamExt::fold(chunks, 0usize, |n, b| async move { n + b.len() }).await;
+            assert_eq!(n as u64, ITEMS);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, per_call, batching);
+criterion_main!(benches);
