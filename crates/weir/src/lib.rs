@@ -66,6 +66,8 @@ pub mod group;
 pub mod hedge;
 pub mod pipeline;
 pub mod retry;
+pub mod saga;
+pub mod store;
 mod sync;
 pub mod timeout;
 #[cfg(feature = "tower")]

@@ -1,0 +1,124 @@
+//! A saga's definition: a name and its steps.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{StepContext, StepError};
+use crate::error::ConfigError;
+
+pub(crate) type Forward = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
+pub(crate) type Compensate = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync>;
+
+pub(crate) struct StepDef {
+    pub(crate) name: Arc<str>,
+    pub(crate) forward: Forward,
+    pub(crate) compensate: Option<Compensate>,
+}
+
+/// A named sequence of steps, each with a forward action and (usually) a
+/// compensation that undoes it (seed task 11). Register it with a
+/// [`SagaEngine`](super::SagaEngine) under its name; stored sagas refer to
+/// it by that name.
+#[derive(Clone)]
+pub struct SagaDefinition {
+    pub(crate) name: Arc<str>,
+    pub(crate) steps: Arc<Vec<StepDef>>,
+}
+
+impl std::fmt::Debug for SagaDefinition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let steps: Vec<&str> = self.steps.iter().map(|s| &*s.name).collect();
+        f.debug_struct("SagaDefinition").field("name", &self.name).field("steps", &steps).finish()
+    }
+}
+
+impl SagaDefinition {
+    /// Starts a definition named `name`.
+    pub fn builder(name: impl Into<Arc<str>>) -> SagaDefinitionBuilder {
+        SagaDefinitionBuilder { name: name.into(), steps: Vec::new() }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Builds a [`SagaDefinition`].
+pub struct SagaDefinitionBuilder {
+    name: Arc<str>,
+    steps: Vec<StepDef>,
+}
+
+impl std::fmt::Debug for SagaDefinitionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaDefinitionBuilder").field("name", &self.name).field("steps", &self.steps.len()).finish()
+    }
+}
+
+impl SagaDefinitionBuilder {
+    /// Adds a step: `forward` does it and returns an output (kept in the
+    /// store, readable by later steps); `compensate` undoes it.
+    pub fn step<F, FFut, O, C, CFut>(self, name: &str, forward: F, compensate: C) -> Self
+    where
+        F: Fn(StepContext) -> FFut + Send + Sync + 'static,
+        FFut: Future<Output = Result<O, StepError>> + Send + 'static,
+        O: Serialize,
+        C: Fn(StepContext) -> CFut + Send + Sync + 'static,
+        CFut: Future<Output = Result<(), StepError>> + Send + 'static,
+    {
+        let compensate: Compensate = Arc::new(move |ctx| Box::pin(compensate(ctx)));
+        self.push(name, forward, Some(compensate))
+    }
+
+    /// Adds a step with nothing to undo (a read, a notification).
+    pub fn step_without_compensation<F, FFut, O>(self, name: &str, forward: F) -> Self
+    where
+        F: Fn(StepContext) -> FFut + Send + Sync + 'static,
+        FFut: Future<Output = Result<O, StepError>> + Send + 'static,
+        O: Serialize,
+    {
+        self.push(name, forward, None)
+    }
+
+    fn push<F, FFut, O>(mut self, name: &str, forward: F, compensate: Option<Compensate>) -> Self
+    where
+        F: Fn(StepContext) -> FFut + Send + Sync + 'static,
+        FFut: Future<Output = Result<O, StepError>> + Send + 'static,
+        O: Serialize,
+    {
+        let forward: Forward = Arc::new(move |ctx| {
+            let call = forward(ctx);
+            Box::pin(async move {
+                let output = call.await?;
+                serde_json::to_value(output).map_err(|e| StepError::terminal(format!("step output is not JSON: {e}")))
+            })
+        });
+        self.steps.push(StepDef { name: Arc::from(name), forward, compensate });
+        self
+    }
+
+    /// Checks the definition.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for no steps, an empty or repeated step name.
+    pub fn build(self) -> Result<SagaDefinition, ConfigError> {
+        if self.steps.is_empty() {
+            return Err(ConfigError::new("saga steps", format!("none in `{}`", self.name), "add at least one step"));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if step.name.is_empty() || self.steps[..i].iter().any(|s| s.name == step.name) {
+                return Err(ConfigError::new(
+                    "saga step name",
+                    format!("{:?} in `{}`", step.name, self.name),
+                    "give every step a distinct, non-empty name (it keys the step's record and idempotency key)",
+                ));
+            }
+        }
+        Ok(SagaDefinition { name: self.name, steps: Arc::new(self.steps) })
+    }
+}

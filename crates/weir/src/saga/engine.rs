@@ -1,0 +1,390 @@
+//! Runs sagas: starts new ones durably, resumes stored ones, keeps the
+//! leases of the ones it holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::run::Driver;
+use super::{SagaDefinition, SagaError};
+use crate::error::{BoxError, ConfigError};
+use crate::group::Group;
+use crate::retry::RetryPolicy;
+use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
+
+/// Runs sagas against a [`Store`] (seed tasks 11 and 12).
+///
+/// - [`run`](Self::run) writes a new saga before its first step and drives
+///   it to the end; each step's transition is durable before the next step
+///   starts.
+/// - [`resume`](Self::resume) claims every stored saga that is still
+///   running or compensating and whose lease expired (a crashed worker's),
+///   and drives each from where it stopped.
+/// - Many engines (processes, machines) can share one PostgreSQL store:
+///   claims skip locked rows, leases are renewed while the engine lives,
+///   and every write carries the claim's fencing token, so a worker that
+///   lost its lease cannot write.
+///
+/// # Guarantees
+/// - A step runs **at least once**: if the process dies after a step's
+///   effect but before its transition is committed, the step runs again on
+///   resume. Its [`idempotency_key`](super::StepContext::idempotency_key)
+///   is the same every time; a step whose effect must happen exactly once
+///   records that key with the effect (a unique key in the effect's own
+///   table, or the downstream API's idempotency header).
+/// - Each transition is **recorded exactly once**: a write whose fence is
+///   stale changes nothing.
+/// - Concurrent sagas' transitions are committed together (group commit);
+///   no step starts before the previous transition is durable.
+#[derive(Clone)]
+pub struct SagaEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    definitions: HashMap<String, SagaDefinition>,
+    step_retry: RetryPolicy,
+    compensation_retry: RetryPolicy,
+    lease: Duration,
+    worker: String,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
+    heartbeat: OnceLock<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(heartbeat) = self.heartbeat.get() {
+            heartbeat.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for SagaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.inner.definitions.keys().collect();
+        names.sort();
+        f.debug_struct("SagaEngine")
+            .field("store", &self.inner.store)
+            .field("worker", &self.inner.worker)
+            .field("definitions", &names)
+            .finish()
+    }
+}
+
+/// What [`SagaEngine::resume`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ResumeReport {
+    /// Sagas claimed and driven.
+    pub resumed: u64,
+    /// Of those, how many completed.
+    pub completed: u64,
+    /// How many were rolled back.
+    pub compensated: u64,
+    /// How many ended failed (a compensation failed).
+    pub failed: u64,
+    /// How many another worker took over meanwhile.
+    pub lease_lost: u64,
+    /// Sagas whose definition is not registered: kept as they are, never
+    /// dropped; `(saga id, definition name)`.
+    pub unknown_definitions: Vec<(String, String)>,
+    /// Other errors (the store failing), per saga.
+    pub errors: Vec<SagaError>,
+}
+
+impl SagaEngine {
+    /// Configures an engine on `store`.
+    pub fn builder(store: Store) -> SagaEngineBuilder {
+        SagaEngineBuilder {
+            store,
+            definitions: Vec::new(),
+            step_retry: RetryPolicy::default(),
+            compensation_retry: RetryPolicy::builder().max_attempts(5).build().expect("valid"),
+            lease: Duration::from_secs(30),
+            worker: None,
+            max_in_flight: 64,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// This worker's id (lease owner).
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker
+    }
+
+    /// Starts a saga of `definition` with `input` and drives it to its end.
+    /// The saga is written before its first step runs. Returns its id.
+    ///
+    /// # Errors
+    /// [`SagaError`]: rolled back (with the failed step's cause), failed
+    /// (with the compensation errors too), an unknown definition, or the
+    /// store failing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the saga between two durable transitions
+    /// or inside a step; [`resume`](Self::resume) (here or in another
+    /// process, once the lease expired) carries it on.
+    pub async fn run<I: Serialize>(&self, definition: &str, input: &I) -> Result<String, SagaError> {
+        self.run_with_id(&new_saga_id(), definition, input).await
+    }
+
+    /// Like [`run`](Self::run) with a caller-chosen id, so that starting is
+    /// idempotent: if saga `id` exists, it is not started again but driven
+    /// on if it is still active and not held by a live worker, and its
+    /// outcome returned if it ended.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run); also when another live worker holds the saga.
+    ///
+    /// # Cancel safety
+    /// As [`run`](Self::run).
+    pub async fn run_with_id<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<String, SagaError> {
+        let Some(def) = self.inner.definitions.get(definition) else {
+            return Err(SagaError::for_unknown_definition(id, definition));
+        };
+        let input = serde_json::to_value(input).map_err(|e| {
+            SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
+        })?;
+        let _slot = self.inner.slots.acquire().await.expect("never closed");
+        self.start_heartbeat();
+        let now = now_ms();
+        let record = SagaRecord {
+            id: id.to_owned(),
+            definition: definition.to_owned(),
+            input,
+            status: SagaStatus::Running,
+            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
+            error: None,
+            fence: 1,
+            lease_owner: Some(self.inner.worker.clone()),
+            lease_until: Some(now + self.inner.lease.as_millis() as i64),
+            created_at: now,
+            updated_at: now,
+        };
+        let store = &self.inner.store;
+        if store.write(SagaWrite::Insert(Box::new(record.clone()))).await.map_err(|e| SagaError::store(id, e))? {
+            tracing::debug!(saga = %id, definition, "saga started");
+            return self.driver(def).drive(record).await;
+        }
+        // It exists: drive it on if it is ours to take, or report how it ended.
+        let claimed =
+            store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?;
+        match claimed {
+            Some(record) => self.drive_claimed(record).await,
+            None => {
+                let record = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
+                match record {
+                    Some(record) if !record.status.is_active() => self.driver(def).drive(record).await,
+                    _ => Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() })),
+                }
+            }
+        }
+    }
+
+    /// Claims and drives every stored saga that is still active and not
+    /// held by a live worker, until none is left; returns what happened.
+    ///
+    /// # Errors
+    /// [`StoreError`] if claiming fails (sagas already claimed are driven
+    /// and reported first).
+    pub async fn resume(&self) -> Result<ResumeReport, StoreError> {
+        self.start_heartbeat();
+        let report = Arc::new(Mutex::new(ResumeReport::default()));
+        let group: Group<BoxError> =
+            Group::builder().limit(self.inner.max_in_flight).build().expect("limit is at least 1");
+        loop {
+            let batch = self.inner.store.claim(&self.inner.worker, self.inner.lease, self.inner.max_in_flight).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let all_unknown = batch.iter().all(|r| !self.inner.definitions.contains_key(&r.definition));
+            for record in batch {
+                let (engine, report) = (self.clone(), Arc::clone(&report));
+                group
+                    .spawn(async move {
+                        let outcome = engine.drive_claimed(record).await;
+                        engine_record(&report, outcome);
+                        Ok(())
+                    })
+                    .await;
+            }
+            if all_unknown {
+                // Those stay claimed by this worker until their lease ends;
+                // claiming again would only find the same ones.
+                break;
+            }
+        }
+        group.wait().await.map_err(|e| StoreError::Query { target: self.inner.store.target(), source: e })?;
+        let report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(report)
+    }
+
+    async fn drive_claimed(&self, record: SagaRecord) -> Result<String, SagaError> {
+        match self.inner.definitions.get(&record.definition) {
+            None => Err(SagaError::for_unknown_definition(&record.id, &record.definition)),
+            Some(def) => self.driver(def).drive(record).await,
+        }
+    }
+
+    fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
+        Driver {
+            store: &self.inner.store,
+            definition,
+            step_retry: &self.inner.step_retry,
+            compensation_retry: &self.inner.compensation_retry,
+        }
+    }
+
+    /// Renews this worker's leases every third of the lease, while the
+    /// engine lives.
+    fn start_heartbeat(&self) {
+        self.inner.heartbeat.get_or_init(|| {
+            let (store, worker, lease) = (self.inner.store.clone(), self.inner.worker.clone(), self.inner.lease);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(lease / 3);
+                loop {
+                    tick.tick().await;
+                    if let Err(error) = store.heartbeat(&worker, lease).await {
+                        tracing::warn!(%worker, %error, "could not renew leases");
+                    }
+                }
+            })
+        });
+    }
+}
+
+fn engine_record(report: &Mutex<ResumeReport>, outcome: Result<String, SagaError>) {
+    let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+    report.resumed += 1;
+    match outcome {
+        Ok(_) => report.completed += 1,
+        Err(e) if e.is_compensated() => report.compensated += 1,
+        Err(e) if e.is_failed() => report.failed += 1,
+        Err(e) if e.is_lease_lost() => report.lease_lost += 1,
+        Err(e) => match e.unknown_definition() {
+            Some(definition) => {
+                report.resumed -= 1;
+                report.unknown_definitions.push((e.saga_id().to_owned(), definition.to_owned()));
+            }
+            None => report.errors.push(e),
+        },
+    }
+}
+
+fn new_saga_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Configures a [`SagaEngine`].
+///
+/// # Defaults
+/// - steps retried by [`RetryPolicy`]'s defaults (3 attempts);
+/// - compensations retried up to 5 attempts;
+/// - leases of 30 s, renewed every 10 s;
+/// - at most 64 sagas in flight;
+/// - worker id `"{hostname or 'host'}-{pid}-{random}"`.
+pub struct SagaEngineBuilder {
+    store: Store,
+    definitions: Vec<SagaDefinition>,
+    step_retry: RetryPolicy,
+    compensation_retry: RetryPolicy,
+    lease: Duration,
+    worker: Option<String>,
+    max_in_flight: usize,
+}
+
+impl std::fmt::Debug for SagaEngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaEngineBuilder").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl SagaEngineBuilder {
+    /// Registers a definition under its name.
+    pub fn definition(mut self, definition: SagaDefinition) -> Self {
+        self.definitions.push(definition);
+        self
+    }
+
+    /// How a failing step is retried (only retryable errors).
+    pub fn step_retry(mut self, policy: RetryPolicy) -> Self {
+        self.step_retry = policy;
+        self
+    }
+
+    /// How a failing compensation is retried.
+    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+        self.compensation_retry = policy;
+        self
+    }
+
+    /// How long a claim lasts without renewal.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// This worker's id, as lease owner.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker = Some(id.into());
+        self
+    }
+
+    /// The most sagas driven at once.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for two definitions with one name, 0 sagas in
+    /// flight, or a lease under 1 s.
+    pub fn build(self) -> Result<SagaEngine, ConfigError> {
+        let mut definitions = HashMap::new();
+        for def in self.definitions {
+            let name = def.name.to_string();
+            if definitions.insert(name.clone(), def).is_some() {
+                return Err(ConfigError::new("saga definition", name, "register each definition name once"));
+            }
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new("saga max_in_flight", 0, "use at least 1"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "saga lease",
+                format!("{:?}", self.lease),
+                "use at least 1s (leases are renewed every third)",
+            ));
+        }
+        let worker = self.worker.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+        });
+        Ok(SagaEngine {
+            inner: Arc::new(Inner {
+                store: self.store,
+                definitions,
+                step_retry: self.step_retry,
+                compensation_retry: self.compensation_retry,
+                lease: self.lease,
+                worker,
+                slots: Arc::new(Semaphore::new(self.max_in_flight)),
+                max_in_flight: self.max_in_flight,
+                heartbeat: OnceLock::new(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! Group commit: one task owns the writer connection; every saga write is
+//! queued to it; it commits whatever queued up while the previous commit
+//! ran, in one transaction, and only then answers each writer.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::record::SagaWrite;
+use super::{Backend, StoreError, WriteResult};
+
+/// The most writes in one transaction.
+const MAX_BATCH: usize = 1024;
+
+type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
+
+pub(crate) enum Writer {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::sqlite::SqliteConnection),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::postgres::PgConnection),
+}
+
+pub(crate) struct Committer {
+    queue: mpsc::UnboundedSender<(SagaWrite, Reply)>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Committer {
+    pub(crate) fn start(backend: Arc<Backend>, writer: Writer) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(backend, writer, rx));
+        Self { queue, task }
+    }
+
+    /// Queues `write`; resolves once its transaction committed.
+    pub(crate) async fn write(&self, write: SagaWrite) -> Result<WriteResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((write, reply)).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(backend: Arc<Backend>, mut writer: Writer, mut rx: mpsc::UnboundedReceiver<(SagaWrite, Reply)>) {
+    let mut writes = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while let Some((write, reply)) = rx.recv().await {
+        writes.push(write);
+        replies.push(reply);
+        while writes.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok((write, reply)) => {
+                    writes.push(write);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = apply(&backend, &mut writer, &writes).await;
+        tracing::trace!(writes = writes.len(), ok = outcome.is_ok(), "group commit");
+        match outcome {
+            Ok(results) => {
+                for (reply, result) in replies.drain(..).zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                // Nothing of the batch committed: every writer gets the cause.
+                let (target, cause) = match &error {
+                    StoreError::Query { target, source } => (target.clone(), source.to_string()),
+                    other => (String::new(), other.to_string()),
+                };
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(StoreError::Query { target: target.clone(), source: cause.clone().into() }));
+                }
+            }
+        }
+        writes.clear();
+    }
+}
+
+async fn apply(backend: &Backend, writer: &mut Writer, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, StoreError> {
+    match (backend, writer) {
+        #[cfg(feature = "sqlite")]
+        (Backend::Sqlite(s), Writer::Sqlite(conn)) => s.apply(conn, writes).await,
+        #[cfg(feature = "postgres")]
+        (Backend::Postgres(p), Writer::Postgres(conn)) => p.apply(conn, writes).await,
+        _ => unreachable!("a committer's writer matches its backend"),
+    }
+}

@@ -1,0 +1,131 @@
+//! The in-memory backend: the same semantics as the databases (fencing,
+//! leases, claims), for tests and for runs that need no durability.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use super::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
+use super::{DeadLetterRow, WriteResult};
+
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sagas: BTreeMap<String, SagaRecord>,
+    cursors: HashMap<String, String>,
+    dead_letters: Vec<DeadLetterRow>,
+    next_dead_letter: i64,
+}
+
+impl Memory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn apply(&self, write: &SagaWrite) -> WriteResult {
+        let mut state = self.lock();
+        match write {
+            SagaWrite::Insert(record) => {
+                if state.sagas.contains_key(&record.id) {
+                    return WriteResult::Exists;
+                }
+                state.sagas.insert(record.id.clone(), (**record).clone());
+                WriteResult::Applied
+            }
+            SagaWrite::Update { id, fence, status, steps_json, error } => {
+                let Some(saga) = state.sagas.get_mut(id).filter(|s| s.fence == *fence) else {
+                    return WriteResult::LeaseLost;
+                };
+                saga.status = *status;
+                saga.steps = serde_json::from_str(steps_json).expect("the engine writes valid steps");
+                saga.error.clone_from(error);
+                saga.updated_at = now_ms();
+                if !status.is_active() {
+                    saga.lease_until = None;
+                }
+                WriteResult::Applied
+            }
+        }
+    }
+
+    pub(crate) fn claim(&self, owner: &str, lease_until: i64, now: i64, limit: usize) -> Vec<SagaRecord> {
+        let mut state = self.lock();
+        let mut claimable: Vec<&mut SagaRecord> =
+            state.sagas.values_mut().filter(|s| claimable(s, owner, now)).collect();
+        claimable.sort_by_key(|s| s.created_at);
+        claimable
+            .into_iter()
+            .take(limit)
+            .map(|s| {
+                s.lease_owner = Some(owner.to_owned());
+                s.lease_until = Some(lease_until);
+                s.fence += 1;
+                s.clone()
+            })
+            .collect()
+    }
+
+    pub(crate) fn claim_one(&self, id: &str, owner: &str, lease_until: i64, now: i64) -> Option<SagaRecord> {
+        let mut state = self.lock();
+        let saga = state.sagas.get_mut(id).filter(|s| claimable(s, owner, now))?;
+        saga.lease_owner = Some(owner.to_owned());
+        saga.lease_until = Some(lease_until);
+        saga.fence += 1;
+        Some(saga.clone())
+    }
+
+    pub(crate) fn heartbeat(&self, owner: &str, lease_until: i64) -> u64 {
+        let mut state = self.lock();
+        let mut n = 0;
+        for s in state.sagas.values_mut().filter(|s| s.status.is_active() && s.lease_owner.as_deref() == Some(owner)) {
+            s.lease_until = Some(lease_until);
+            n += 1;
+        }
+        n
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<SagaRecord> {
+        self.lock().sagas.get(id).cloned()
+    }
+
+    pub(crate) fn list(&self, status: Option<SagaStatus>, limit: usize) -> Vec<SagaRecord> {
+        let state = self.lock();
+        let mut all: Vec<SagaRecord> =
+            state.sagas.values().filter(|s| status.is_none_or(|st| s.status == st)).cloned().collect();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        all.truncate(limit);
+        all
+    }
+
+    pub(crate) fn load_cursor(&self, name: &str) -> Option<String> {
+        self.lock().cursors.get(name).cloned()
+    }
+
+    pub(crate) fn save_cursor(&self, name: &str, position: &str) {
+        self.lock().cursors.insert(name.to_owned(), position.to_owned());
+    }
+
+    pub(crate) fn push_dead_letter(&self, row: &DeadLetterRow) -> i64 {
+        let mut state = self.lock();
+        state.next_dead_letter += 1;
+        let id = state.next_dead_letter;
+        state.dead_letters.push(DeadLetterRow { id, ..row.clone() });
+        id
+    }
+
+    pub(crate) fn dead_letters(&self, queue: &str) -> Vec<DeadLetterRow> {
+        self.lock().dead_letters.iter().filter(|r| r.queue == queue).cloned().collect()
+    }
+
+    pub(crate) fn delete_dead_letters(&self, queue: &str, ids: &[i64]) {
+        self.lock().dead_letters.retain(|r| r.queue != queue || !ids.contains(&r.id));
+    }
+}
+
+fn claimable(saga: &SagaRecord, owner: &str, now: i64) -> bool {
+    saga.status.is_active()
+        && (saga.lease_until.is_none_or(|until| until < now) || saga.lease_owner.as_deref() == Some(owner))
+}

@@ -1,0 +1,371 @@
+//! The PostgreSQL backend: for several processes or machines sharing the
+//! work. Claims use `FOR UPDATE SKIP LOCKED`; every write carries the
+//! claim's fencing token.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+
+use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord, now_ms};
+use super::{DeadLetterRow, StoreError, WriteResult, redact_url};
+
+/// The newest schema version this build knows.
+const LATEST_SCHEMA: i64 = 1;
+
+pub(crate) struct Postgres {
+    pub(crate) target: String,
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl Postgres {
+    /// Connects, retrying with backoff for up to 30 s while the server is
+    /// unreachable, then migrates.
+    pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
+        let target = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() })?
+            .disable_statement_logging();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut delay = Duration::from_millis(100);
+        let pool = loop {
+            match PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(e) if tokio::time::Instant::now() + delay < deadline && is_transient(&e) => {
+                    tracing::warn!(database = %target, error = %redact(&target, url, e), ?delay, "database unreachable; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() });
+                }
+            }
+        };
+        let store = Self { target, pool, options };
+        store.check_schema().await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&store.pool)
+            .await
+            .map_err(|e| StoreError::Open { target: store.target.clone(), source: e.into() })?;
+        Ok(store)
+    }
+
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        if !exists {
+            let weir_tables: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_tables WHERE tablename LIKE 'weir\\_%' AND schemaname = current_schema()",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+            if weir_tables > 0 {
+                return Err(StoreError::Foreign {
+                    target: self.target.clone(),
+                    reason: "weir tables without a migration history".into(),
+                });
+            }
+            return Ok(());
+        }
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        match found {
+            Some(found) if found > LATEST_SCHEMA => {
+                Err(StoreError::SchemaTooNew { target: self.target.clone(), found, supported: LATEST_SCHEMA })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn writer(&self) -> Result<PgConnection, StoreError> {
+        self.options
+            .connect()
+            .await
+            .map_err(|e| StoreError::Open { target: self.target.clone(), source: e.to_string().into() })
+    }
+
+    fn query_error(&self, e: sqlx::Error) -> StoreError {
+        StoreError::Query { target: self.target.clone(), source: e.into() }
+    }
+
+    /// Applies `writes` in one transaction: one commit for all.
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        writes: &[SagaWrite],
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        sqlx::query("BEGIN").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            match apply_one(conn, write).await {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(self.query_error(e));
+                }
+            }
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
+        Ok(results)
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = $1, lease_until = $2, fence = fence + 1
+             WHERE id IN (SELECT id FROM weir_sagas
+                          WHERE status IN ('running', 'compensating')
+                            AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
+                          ORDER BY created_at LIMIT $4
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        rows.iter().map(|r| self.decode_saga(r)).collect()
+    }
+
+    pub(crate) async fn claim_one(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = $1, lease_until = $2, fence = fence + 1
+             WHERE id = $4 AND status IN ('running', 'compensating')
+               AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        row.map(|r| self.decode_saga(&r)).transpose()
+    }
+
+    pub(crate) async fn heartbeat(&self, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE weir_sagas SET lease_until = $1 WHERE lease_owner = $2 AND status IN ('running', 'compensating')",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM weir_sagas WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        row.map(|r| self.decode_saga(&r)).transpose()
+    }
+
+    pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM weir_sagas WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(status.map(SagaStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        rows.iter().map(|r| self.decode_saga(r)).collect()
+    }
+
+    pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT position FROM weir_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn save_cursor(&self, name: &str, position: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO weir_cursors (name, position, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn push_dead_letter(&self, row: &DeadLetterRow) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO weir_dead_letters
+               (queue, item, error_chain, stage, item_index, item_key, tenant, attempts, first_failure, last_failure)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(&row.queue)
+        .bind(&row.item)
+        .bind(&row.error_chain)
+        .bind(&row.stage)
+        .bind(row.item_index)
+        .bind(&row.key)
+        .bind(&row.tenant)
+        .bind(row.attempts as i32)
+        .bind(row.first_failure)
+        .bind(row.last_failure)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM weir_dead_letters WHERE queue = $1 ORDER BY id")
+            .bind(queue)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM weir_dead_letters WHERE queue = $1 AND id = ANY($2)")
+            .bind(queue)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn count_dead_letters(&self, queue: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM weir_dead_letters WHERE queue = $1")
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    fn decode_saga(&self, row: &PgRow) -> Result<SagaRecord, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { target: self.target.clone(), detail };
+        let get_str = |col: &str| row.try_get::<String, _>(col).map_err(|e| corrupt(format!("column {col}: {e}")));
+        let id = get_str("id")?;
+        let status = get_str("status")?;
+        let steps: Vec<StepRecord> =
+            serde_json::from_str(&get_str("steps")?).map_err(|e| corrupt(format!("saga {id}: steps: {e}")))?;
+        let int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(|e| corrupt(format!("saga {id}: {col}: {e}")));
+        Ok(SagaRecord {
+            definition: get_str("definition")?,
+            input: serde_json::from_str(&get_str("input")?).map_err(|e| corrupt(format!("saga {id}: input: {e}")))?,
+            status: SagaStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("saga {id}: unknown status {status:?}")))?,
+            steps,
+            error: row.try_get("error").map_err(|e| corrupt(format!("saga {id}: error: {e}")))?,
+            fence: int("fence")?.unwrap_or_default(),
+            lease_owner: row.try_get("lease_owner").map_err(|e| corrupt(format!("saga {id}: lease_owner: {e}")))?,
+            lease_until: int("lease_until")?,
+            created_at: int("created_at")?.unwrap_or_default(),
+            updated_at: int("updated_at")?.unwrap_or_default(),
+            id,
+        })
+    }
+}
+
+async fn apply_one(conn: &mut PgConnection, write: &SagaWrite) -> Result<WriteResult, sqlx::Error> {
+    match write {
+        SagaWrite::Insert(r) => {
+            let steps = serde_json::to_string(&r.steps).expect("step records serialize");
+            let inserted = sqlx::query(
+                "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(&r.definition)
+            .bind(r.input.to_string())
+            .bind(r.status.as_str())
+            .bind(steps)
+            .bind(&r.error)
+            .bind(r.fence)
+            .bind(&r.lease_owner)
+            .bind(r.lease_until)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(if inserted == 1 { WriteResult::Applied } else { WriteResult::Exists })
+        }
+        SagaWrite::Update { id, fence, status, steps_json, error } => {
+            let done = !status.is_active();
+            let affected = sqlx::query(
+                "UPDATE weir_sagas SET status = $1, steps = $2, error = $3, updated_at = $4,
+                        lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END
+                 WHERE id = $6 AND fence = $7",
+            )
+            .bind(status.as_str())
+            .bind(steps_json)
+            .bind(error)
+            .bind(now_ms())
+            .bind(done)
+            .bind(id)
+            .bind(fence)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(if affected == 1 { WriteResult::Applied } else { WriteResult::LeaseLost })
+        }
+    }
+}
+
+fn decode_dead_letter(row: &PgRow) -> Result<DeadLetterRow, sqlx::Error> {
+    Ok(DeadLetterRow {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        item: row.try_get("item")?,
+        error_chain: row.try_get("error_chain")?,
+        stage: row.try_get("stage")?,
+        item_index: row.try_get("item_index")?,
+        key: row.try_get("item_key")?,
+        tenant: row.try_get("tenant")?,
+        attempts: i64::from(row.try_get::<i32, _>("attempts")?),
+        first_failure: row.try_get("first_failure")?,
+        last_failure: row.try_get("last_failure")?,
+    })
+}
+
+/// A connection error's text with the URL's password removed, in case the
+/// driver echoes the URL.
+fn redact(target: &str, url: &str, e: impl std::fmt::Display) -> String {
+    e.to_string().replace(url, target)
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}

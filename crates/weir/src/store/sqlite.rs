@@ -1,0 +1,383 @@
+//! The embedded SQLite backend: one file, WAL, `synchronous = FULL`, a
+//! single writer connection owned by the group committer, a small pool of
+//! readers.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Row};
+
+use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
+use super::{DeadLetterRow, StoreError, WriteResult};
+
+/// The newest schema version this build knows.
+const LATEST_SCHEMA: i64 = 1;
+
+pub(crate) struct Sqlite {
+    pub(crate) target: String,
+    readers: SqlitePool,
+    options: SqliteConnectOptions,
+}
+
+impl Sqlite {
+    pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
+        let target = path.display().to_string();
+        create_private(path).map_err(|e| StoreError::Open { target: target.clone(), source: e.into() })?;
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Open { target: target.clone(), source: e.into() })?
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .disable_statement_logging();
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_error(&target, e))?;
+        let store = Self { target, readers, options };
+        store.check_schema().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&store.readers)
+            .await
+            .map_err(|e| StoreError::Open { target: store.target.clone(), source: e.into() })?;
+        Ok(store)
+    }
+
+    /// Refuses a file that is not weir's, or was written by a newer weir.
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| foreign_or_query(&self.target, e))?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "_sqlx_migrations") {
+            return Err(StoreError::Foreign {
+                target: self.target.clone(),
+                reason: format!("it holds other tables: {}", tables.join(", ")),
+            });
+        }
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        match found {
+            Some(found) if found > LATEST_SCHEMA => {
+                Err(StoreError::SchemaTooNew { target: self.target.clone(), found, supported: LATEST_SCHEMA })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn writer(&self) -> Result<SqliteConnection, StoreError> {
+        self.options.connect().await.map_err(|e| open_error(&self.target, e))
+    }
+
+    /// Applies `writes` in one immediate transaction: one fsync for all.
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        writes: &[SagaWrite],
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        let q = |e| query_error(&self.target, e);
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(q)?;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            match apply_one(conn, write).await {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    return Err(query_error(&self.target, e));
+                }
+            }
+        }
+        sqlx::query("COMMIT").execute(&mut *conn).await.map_err(q)?;
+        Ok(results)
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
+             WHERE id IN (SELECT id FROM weir_sagas
+                          WHERE status IN ('running', 'compensating')
+                            AND (lease_until IS NULL OR lease_until < ?3 OR lease_owner = ?1)
+                          ORDER BY created_at LIMIT ?4)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| query_error(&self.target, e))?;
+        rows.iter().map(|r| decode_saga(&self.target, r)).collect()
+    }
+
+    pub(crate) async fn claim_one(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
+             WHERE id = ?4 AND status IN ('running', 'compensating')
+               AND (lease_until IS NULL OR lease_until < ?3 OR lease_owner = ?1)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| query_error(&self.target, e))?;
+        row.map(|r| decode_saga(&self.target, &r)).transpose()
+    }
+
+    pub(crate) async fn heartbeat(&self, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE weir_sagas SET lease_until = ?1 WHERE lease_owner = ?2 AND status IN ('running', 'compensating')",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .execute(&self.readers)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM weir_sagas WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        row.map(|r| decode_saga(&self.target, &r)).transpose()
+    }
+
+    pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM weir_sagas WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at, id LIMIT ?2")
+                .bind(status.map(SagaStatus::as_str))
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+                .map_err(|e| query_error(&self.target, e))?;
+        rows.iter().map(|r| decode_saga(&self.target, r)).collect()
+    }
+
+    pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT position FROM weir_cursors WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn save_cursor(&self, name: &str, position: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO weir_cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(now)
+        .execute(&self.readers)
+        .await
+        .map(drop)
+        .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn push_dead_letter(&self, row: &DeadLetterRow) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO weir_dead_letters
+               (queue, item, error_chain, stage, item_index, item_key, tenant, attempts, first_failure, last_failure)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+        )
+        .bind(&row.queue)
+        .bind(&row.item)
+        .bind(&row.error_chain)
+        .bind(&row.stage)
+        .bind(row.item_index)
+        .bind(&row.key)
+        .bind(&row.tenant)
+        .bind(row.attempts)
+        .bind(row.first_failure)
+        .bind(row.last_failure)
+        .fetch_one(&self.readers)
+        .await
+        .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM weir_dead_letters WHERE queue = ?1 ORDER BY id")
+            .bind(queue)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| query_error(&self.target, e))
+    }
+
+    /// Deletes the listed dead letters (ids assigned in commit order, so
+    /// "up to the largest listed" is exactly those).
+    pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {
+        let Some(max) = ids.iter().max() else { return Ok(()) };
+        sqlx::query("DELETE FROM weir_dead_letters WHERE queue = ?1 AND id <= ?2")
+            .bind(queue)
+            .bind(max)
+            .execute(&self.readers)
+            .await
+            .map(drop)
+            .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn count_dead_letters(&self, queue: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM weir_dead_letters WHERE queue = ?1")
+            .bind(queue)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))
+    }
+}
+
+async fn apply_one(conn: &mut SqliteConnection, write: &SagaWrite) -> Result<WriteResult, sqlx::Error> {
+    match write {
+        SagaWrite::Insert(r) => {
+            let steps = serde_json::to_string(&r.steps).expect("step records serialize");
+            let inserted = sqlx::query(
+                "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(&r.definition)
+            .bind(r.input.to_string())
+            .bind(r.status.as_str())
+            .bind(steps)
+            .bind(&r.error)
+            .bind(r.fence)
+            .bind(&r.lease_owner)
+            .bind(r.lease_until)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(if inserted == 1 { WriteResult::Applied } else { WriteResult::Exists })
+        }
+        SagaWrite::Update { id, fence, status, steps_json, error } => {
+            let done = !status.is_active();
+            let affected = sqlx::query(
+                "UPDATE weir_sagas SET status = ?1, steps = ?2, error = ?3, updated_at = ?4,
+                        lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END
+                 WHERE id = ?6 AND fence = ?7",
+            )
+            .bind(status.as_str())
+            .bind(steps_json)
+            .bind(error)
+            .bind(super::record::now_ms())
+            .bind(done)
+            .bind(id)
+            .bind(fence)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(if affected == 1 { WriteResult::Applied } else { WriteResult::LeaseLost })
+        }
+    }
+}
+
+fn decode_saga(target: &str, row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { target: target.to_owned(), detail };
+    let get_str = |col: &str| row.try_get::<String, _>(col).map_err(|e| corrupt(format!("column {col}: {e}")));
+    let id = get_str("id")?;
+    let status = get_str("status")?;
+    let steps: Vec<StepRecord> =
+        serde_json::from_str(&get_str("steps")?).map_err(|e| corrupt(format!("saga {id}: steps: {e}")))?;
+    Ok(SagaRecord {
+        definition: get_str("definition")?,
+        input: serde_json::from_str(&get_str("input")?).map_err(|e| corrupt(format!("saga {id}: input: {e}")))?,
+        status: SagaStatus::parse(&status).ok_or_else(|| corrupt(format!("saga {id}: unknown status {status:?}")))?,
+        steps,
+        error: row.try_get("error").map_err(|e| corrupt(format!("saga {id}: error: {e}")))?,
+        fence: row.try_get("fence").map_err(|e| corrupt(format!("saga {id}: fence: {e}")))?,
+        lease_owner: row.try_get("lease_owner").map_err(|e| corrupt(format!("saga {id}: lease_owner: {e}")))?,
+        lease_until: row.try_get("lease_until").map_err(|e| corrupt(format!("saga {id}: lease_until: {e}")))?,
+        created_at: row.try_get("created_at").map_err(|e| corrupt(format!("saga {id}: created_at: {e}")))?,
+        updated_at: row.try_get("updated_at").map_err(|e| corrupt(format!("saga {id}: updated_at: {e}")))?,
+        id,
+    })
+}
+
+fn decode_dead_letter(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetterRow, sqlx::Error> {
+    Ok(DeadLetterRow {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        item: row.try_get("item")?,
+        error_chain: row.try_get("error_chain")?,
+        stage: row.try_get("stage")?,
+        item_index: row.try_get("item_index")?,
+        key: row.try_get("item_key")?,
+        tenant: row.try_get("tenant")?,
+        attempts: row.try_get("attempts")?,
+        first_failure: row.try_get("first_failure")?,
+        last_failure: row.try_get("last_failure")?,
+    })
+}
+
+/// Creates the database file readable and writable by its owner only
+/// (SQLite gives its WAL and shared-memory files the same mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn open_error(target: &str, e: sqlx::Error) -> StoreError {
+    foreign_or(target, e, |target, e| StoreError::Open { target, source: e.into() })
+}
+
+fn foreign_or_query(target: &str, e: sqlx::Error) -> StoreError {
+    foreign_or(target, e, |target, e| StoreError::Query { target, source: e.into() })
+}
+
+fn foreign_or(target: &str, e: sqlx::Error, otherwise: impl FnOnce(String, sqlx::Error) -> StoreError) -> StoreError {
+    let text = e.to_string();
+    if text.contains("file is not a database") || text.contains("file is encrypted") || text.contains("malformed") {
+        return StoreError::Foreign {
+            target: target.to_owned(),
+            reason: format!("not a SQLite database or corrupt: {text}"),
+        };
+    }
+    otherwise(target.to_owned(), e)
+}
+
+fn query_error(target: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Query { target: target.to_owned(), source: e.into() }
+}
