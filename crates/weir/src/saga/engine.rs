@@ -200,17 +200,20 @@ impl SagaEngine {
     pub async fn resume(&self) -> Result<ResumeReport, StoreError> {
         self.start_heartbeat();
         let report = Arc::new(Mutex::new(ResumeReport::default()));
-        let group: Group<BoxError> =
-            Group::builder().limit(self.inner.max_in_flight).build().expect("limit is at least 1");
+        let mut seen = std::collections::HashSet::new();
+        // Round by round: claim a batch, drive it to the end, claim again.
+        // A saga met twice (its definition is unknown, or it could not
+        // finish) is left for a later resume rather than looped over.
         loop {
             let batch = self.inner.store.claim(&self.inner.worker, self.inner.lease, self.inner.max_in_flight).await?;
-            if batch.is_empty() {
+            let fresh: Vec<SagaRecord> = batch.into_iter().filter(|r| seen.insert(r.id.clone())).collect();
+            if fresh.is_empty() {
                 break;
             }
-            let all_unknown = batch.iter().all(|r| !self.inner.definitions.contains_key(&r.definition));
-            for record in batch {
+            let round: Group<BoxError> = Group::new();
+            for record in fresh {
                 let (engine, report) = (self.clone(), Arc::clone(&report));
-                group
+                round
                     .spawn(async move {
                         let outcome = engine.drive_claimed(record).await;
                         engine_record(&report, outcome);
@@ -218,13 +221,8 @@ impl SagaEngine {
                     })
                     .await;
             }
-            if all_unknown {
-                // Those stay claimed by this worker until their lease ends;
-                // claiming again would only find the same ones.
-                break;
-            }
+            round.wait().await.map_err(|e| StoreError::Query { target: self.inner.store.target(), source: e })?;
         }
-        group.wait().await.map_err(|e| StoreError::Query { target: self.inner.store.target(), source: e })?;
         let report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(report)
     }

@@ -21,3 +21,6 @@ pub async fn settle(done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+#[cfg(feature = "sqlite")]
+pub mod stores;

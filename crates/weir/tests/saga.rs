@@ -1,0 +1,328 @@
+//! Behaviour of `weir::saga` on the memory and SQLite stores (seed tasks 11
+//! and 12).
+#![cfg(feature = "sqlite")]
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use support::stores;
+use weir::error::find;
+use weir::retry::{Jitter, RetryPolicy};
+use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::store::{SagaStatus, StepStatus, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Order {
+    id: u32,
+    cents: u64,
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn note(log: &Log, entry: impl Into<String>) {
+    log.lock().unwrap().push(entry.into());
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(attempts)
+        .initial_delay(Duration::from_millis(1))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap()
+}
+
+/// Seed task 11: three steps; step 3 fails; compensators 2 and 1 run in
+/// reverse; compensator 1 fails too, and both errors are reported.
+fn seed_saga(log: &Log, fail_compensation_1: bool) -> SagaDefinition {
+    let (l1, l1u, l2, l2u) = (log.clone(), log.clone(), log.clone(), log.clone());
+    SagaDefinition::builder("order")
+        .step(
+            "reserve",
+            move |ctx: StepContext| {
+                note(&l1, format!("reserve {}", ctx.idempotency_key()));
+                async { Ok::<_, StepError>(serde_json::json!({"reservation": 7})) }
+            },
+            move |ctx: StepContext| {
+                note(&l1u, format!("release {}", ctx.idempotency_key()));
+                async move {
+                    if fail_compensation_1 {
+                        Err(StepError::terminal("inventory service refused the release"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+        )
+        .step(
+            "charge",
+            move |ctx: StepContext| {
+                let reservation: serde_json::Value = ctx.output("reserve").unwrap();
+                note(&l2, format!("charge with reservation {}", reservation["reservation"]));
+                async { Ok::<_, StepError>(42) }
+            },
+            move |_| {
+                note(&l2u, "refund");
+                async { Ok(()) }
+            },
+        )
+        .step(
+            "ship",
+            |ctx: StepContext| async move {
+                let order: Order = ctx.input()?;
+                if order.cents > 1000 { Err(StepError::terminal("no courier for heavy orders")) } else { Ok(()) }
+            },
+            |_| async { Ok(()) },
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn step_3_fails_and_steps_2_and_1_are_compensated_in_reverse() {
+    let log = Log::default();
+    let store = Store::memory();
+    let engine = SagaEngine::builder(store.clone()).definition(seed_saga(&log, false)).build().unwrap();
+    let err = engine.run("order", &Order { id: 1, cents: 5000 }).await.unwrap_err();
+    assert!(err.is_compensated(), "{err}");
+    assert_eq!(err.failed_step(), Some("ship"));
+    assert_eq!(err.cause().unwrap().to_string(), "no courier for heavy orders");
+    let log = log.lock().unwrap().clone();
+    let id = err.saga_id();
+    assert_eq!(
+        log,
+        [
+            format!("reserve {id}/reserve"),
+            "charge with reservation 7".into(),
+            "refund".into(),
+            format!("release {id}/reserve/undo")
+        ]
+    );
+    let record = store.saga(id).await.unwrap().unwrap();
+    assert_eq!(record.status, SagaStatus::Compensated);
+    let steps: Vec<StepStatus> = record.steps.iter().map(|s| s.status).collect();
+    assert_eq!(steps, [StepStatus::Compensated, StepStatus::Compensated, StepStatus::Failed]);
+}
+
+#[tokio::test]
+async fn a_failing_compensation_is_collected_with_the_original_cause() {
+    let log = Log::default();
+    let store = Store::memory();
+    let engine = SagaEngine::builder(store.clone())
+        .definition(seed_saga(&log, true))
+        .compensation_retry(fast_retry(2))
+        .build()
+        .unwrap();
+    let err = engine.run("order", &Order { id: 2, cents: 5000 }).await.unwrap_err();
+    assert!(err.is_failed());
+    let compensations = err.compensation_errors().unwrap();
+    assert_eq!(compensations.len(), 1);
+    assert!(err.to_string().contains("no courier") && err.to_string().contains("refused the release"), "{err}");
+    let record = store.saga(err.saga_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, SagaStatus::Failed);
+    assert_eq!(record.steps[0].status, StepStatus::CompensationFailed);
+    assert_eq!(record.steps[0].compensation_attempts, 1, "terminal compensation errors are not retried");
+}
+
+#[tokio::test]
+async fn a_completed_saga_keeps_every_output_and_attempt() {
+    let store = Store::memory();
+    let engine = SagaEngine::builder(store.clone()).definition(seed_saga(&Log::default(), false)).build().unwrap();
+    let id = engine.run("order", &Order { id: 3, cents: 10 }).await.unwrap();
+    let record = store.saga(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, SagaStatus::Completed);
+    assert_eq!(record.steps[1].output, Some(serde_json::json!(42)));
+    assert!(record.steps.iter().all(|s| s.status == StepStatus::Done && s.attempts == 1));
+    assert_eq!(record.input, serde_json::json!({"id": 3, "cents": 10}));
+}
+
+#[tokio::test]
+async fn retryable_step_failures_are_retried_and_counted() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let flaky = SagaDefinition::builder("flaky")
+        .step_without_compensation("call", move |_| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(StepError::retryable("timeout")) } else { Ok(()) } }
+        })
+        .build()
+        .unwrap();
+    let store = Store::memory();
+    let engine = SagaEngine::builder(store.clone()).definition(flaky).step_retry(fast_retry(3)).build().unwrap();
+    let id = engine.run("flaky", &()).await.unwrap();
+    assert_eq!(store.saga(&id).await.unwrap().unwrap().steps[0].attempts, 3);
+}
+
+#[tokio::test]
+async fn starting_with_a_known_id_is_idempotent() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let once = SagaDefinition::builder("once")
+        .step_without_compensation("effect", move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, StepError>(()) }
+        })
+        .build()
+        .unwrap();
+    let engine = SagaEngine::builder(Store::memory()).definition(once).build().unwrap();
+    assert_eq!(engine.run_with_id("order-9", "once", &()).await.unwrap(), "order-9");
+    assert_eq!(engine.run_with_id("order-9", "once", &()).await.unwrap(), "order-9");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the second start found it completed");
+}
+
+/// Seed task 12 within one test: the process "dies" inside step 2 (the
+/// task driving the saga is aborted); a new engine on the same SQLite file
+/// resumes it: step 1 is not run again (its transition was durable), step
+/// 2 is (at-least-once), with the same idempotency key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_interrupted_inside_a_step_resumes_from_its_last_transition() {
+    let (store, _dir) = stores::sqlite().await;
+    let log = Log::default();
+    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let definition = |log: Log, hang: Arc<std::sync::atomic::AtomicBool>| {
+        let l1 = log.clone();
+        SagaDefinition::builder("two-steps")
+            .step_without_compensation("first", move |ctx: StepContext| {
+                note(&l1, format!("first {}", ctx.idempotency_key()));
+                async { Ok::<_, StepError>(()) }
+            })
+            .step_without_compensation("second", move |ctx: StepContext| {
+                note(&log, format!("second {}", ctx.idempotency_key()));
+                let hang = hang.load(Ordering::SeqCst);
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, StepError>(())
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let first = SagaEngine::builder(store.clone())
+        .definition(definition(log.clone(), hang.clone()))
+        .worker_id("w1")
+        .build()
+        .unwrap();
+    let running = tokio::spawn(async move { first.run_with_id("s-1", "two-steps", &()).await });
+    while log.lock().unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    running.abort(); // dies inside step 2
+    let _ = running.await;
+    assert_eq!(store.saga("s-1").await.unwrap().unwrap().steps[0].status, StepStatus::Done);
+
+    hang.store(false, Ordering::SeqCst);
+    let second =
+        SagaEngine::builder(store.clone()).definition(definition(log.clone(), hang)).worker_id("w1").build().unwrap();
+    let report = second.resume().await.unwrap();
+    assert_eq!((report.resumed, report.completed), (1, 1));
+    assert_eq!(*log.lock().unwrap(), ["first s-1/first", "second s-1/second", "second s-1/second"]);
+    assert_eq!(store.saga("s-1").await.unwrap().unwrap().status, SagaStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_saga_whose_definition_is_not_registered_is_kept_and_reported() {
+    let (store, _dir) = stores::sqlite().await;
+    let hanging = SagaDefinition::builder("legacy")
+        .step_without_compensation("wait", |_| async {
+            std::future::pending::<()>().await;
+            Ok::<_, StepError>(())
+        })
+        .build()
+        .unwrap();
+    let old = SagaEngine::builder(store.clone()).definition(hanging).worker_id("w").build().unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(50), old.run_with_id("legacy-1", "legacy", &())).await;
+    let other = SagaDefinition::builder("other")
+        .step_without_compensation("x", |_| async { Ok::<_, StepError>(()) })
+        .build()
+        .unwrap();
+    let new = SagaEngine::builder(store.clone()).definition(other).worker_id("w").build().unwrap();
+    let report = new.resume().await.unwrap();
+    assert_eq!(report.unknown_definitions, [("legacy-1".to_string(), "legacy".to_string())]);
+    assert_eq!(report.resumed, 0);
+    assert_eq!(store.saga("legacy-1").await.unwrap().unwrap().status, SagaStatus::Running, "kept as it was");
+}
+
+#[tokio::test]
+async fn bad_definitions_and_settings_are_configuration_errors() {
+    assert_eq!(SagaDefinition::builder("empty").build().unwrap_err().setting(), "saga steps");
+    let dup = SagaDefinition::builder("dup")
+        .step_without_compensation("a", |_| async { Ok::<_, StepError>(()) })
+        .step_without_compensation("a", |_| async { Ok::<_, StepError>(()) })
+        .build()
+        .unwrap_err();
+    assert_eq!(dup.setting(), "saga step name");
+    assert!(SagaEngine::builder(Store::memory()).max_in_flight(0).build().is_err());
+    let engine = SagaEngine::builder(Store::memory()).build().unwrap();
+    let err = engine.run("nope", &()).await.unwrap_err();
+    assert_eq!(err.unknown_definition(), Some("nope"));
+}
+
+#[tokio::test]
+async fn the_sqlite_file_is_private_and_foreign_or_newer_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.db");
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    drop(store);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    let err = Store::open(garbage.to_str().unwrap()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    assert!(err.to_string().contains("garbage.db") && err.to_string().contains("move it aside"), "{err}");
+
+    let foreign = dir.path().join("foreign.db");
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", foreign.display())).await.unwrap();
+        sqlx::query("CREATE TABLE invoices (id INTEGER)").execute(&mut conn).await.unwrap();
+    }
+    let err = Store::open(foreign.to_str().unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("invoices"), "{err}");
+
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (99, 'future', 1, x'00', 0)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let err = Store::open(path.to_str().unwrap()).await.unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("upgrade weir"));
+}
+
+#[tokio::test]
+async fn dead_letters_survive_a_reopen_and_replay() {
+    use weir::dlq::{DeadLetterQueue, Envelope};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.db");
+    {
+        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let queue = store.dead_letters::<Order>("orders");
+        let mut envelope = Envelope::new(Order { id: 5, cents: 1 }, "charge", 3);
+        envelope.error_chain = vec!["card declined".into()];
+        envelope.tenant = Some("acme".into());
+        assert_eq!(queue.push(envelope).await.unwrap(), 1);
+    }
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    let queue = store.dead_letters::<Order>("orders");
+    let listed = queue.list().await.unwrap();
+    assert_eq!(listed[0].item, Order { id: 5, cents: 1 });
+    assert_eq!((listed[0].attempts, listed[0].tenant.as_deref()), (3, Some("acme")));
+    assert_eq!(queue.drain().await.unwrap().len(), 1);
+    assert_eq!(queue.count().await.unwrap(), 0);
+    assert!(find::<StoreError>(&StoreError::Closed).is_some());
+}
