@@ -191,6 +191,36 @@ impl SagaEngine {
         }
     }
 
+    /// Stores a new saga of `definition` with `input` under `id` without
+    /// running it: any engine sharing the store picks it up on its next
+    /// [`resume`](Self::resume). `Ok(false)` if a saga with that id exists.
+    ///
+    /// # Errors
+    /// [`SagaError`] for an unknown definition or the store failing.
+    pub async fn submit<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<bool, SagaError> {
+        let Some(def) = self.inner.definitions.get(definition) else {
+            return Err(SagaError::for_unknown_definition(id, definition));
+        };
+        let input = serde_json::to_value(input).map_err(|e| {
+            SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
+        })?;
+        let now = now_ms();
+        let record = SagaRecord {
+            id: id.to_owned(),
+            definition: definition.to_owned(),
+            input,
+            status: SagaStatus::Running,
+            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
+            error: None,
+            fence: 0,
+            lease_owner: None,
+            lease_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.inner.store.write(SagaWrite::Insert(Box::new(record))).await.map_err(|e| SagaError::store(id, e))
+    }
+
     /// Claims and drives every stored saga that is still active and not
     /// held by a live worker, until none is left; returns what happened.
     ///

@@ -155,7 +155,16 @@ impl Store {
     /// As [`open`](Self::open).
     #[cfg(feature = "postgres")]
     pub async fn postgres(url: &str) -> Result<Self, StoreError> {
-        let backend = postgres::Postgres::open(url).await?;
+        Self::postgres_with_retry(url, Duration::from_secs(30)).await
+    }
+
+    /// Like [`postgres`](Self::postgres), retrying for at most `max_wait`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[cfg(feature = "postgres")]
+    pub async fn postgres_with_retry(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
+        let backend = postgres::Postgres::open(url, max_wait).await?;
         let writer = backend.writer().await?;
         let backend = Arc::new(Backend::Postgres(backend));
         let committer = Committer::start(Arc::clone(&backend), committer::Writer::Postgres(writer));

@@ -21,14 +21,14 @@ pub(crate) struct Postgres {
 }
 
 impl Postgres {
-    /// Connects, retrying with backoff for up to 30 s while the server is
-    /// unreachable, then migrates.
-    pub(crate) async fn open(url: &str) -> Result<Self, StoreError> {
+    /// Connects, retrying with backoff for up to `max_wait` while the server
+    /// is unreachable, then migrates.
+    pub(crate) async fn open(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
         let target = redact_url(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() })?
             .disable_statement_logging();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + max_wait;
         let mut delay = Duration::from_millis(100);
         let pool = loop {
             match PgPoolOptions::new()
