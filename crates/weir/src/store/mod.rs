@@ -13,6 +13,7 @@
 //! - Opening refuses a file that is not weir's, and a schema newer than
 //!   this build, with an error that names the file and what to do.
 
+mod batch;
 mod committer;
 mod dead_letters;
 mod error;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Row};
+use sqlx::{ConnectOptions, QueryBuilder, Row};
 
 use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord, now_ms};
 use super::{DeadLetterRow, StoreError, WriteResult, redact_url};
@@ -64,7 +64,7 @@ impl Postgres {
             .map_err(|e| self.query_error(e))?;
         if !exists {
             let weir_tables: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_tables WHERE tablename LIKE 'weir\\_%' AND schemaname = current_schema()",
+                "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'weir_sagas' AND schemaname = current_schema()",
             )
             .fetch_one(&self.pool)
             .await
@@ -107,18 +107,16 @@ impl Postgres {
         writes: &[SagaWrite],
     ) -> Result<Vec<WriteResult>, StoreError> {
         sqlx::query("BEGIN").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            match apply_one(conn, write).await {
-                Ok(result) => results.push(result),
-                Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(self.query_error(e));
-                }
+        match apply_batch(conn, writes).await {
+            Ok(results) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
+                Ok(results)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(self.query_error(e))
             }
         }
-        sqlx::query("COMMIT").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
-        Ok(results)
     }
 
     pub(crate) async fn claim(
@@ -298,50 +296,60 @@ impl Postgres {
     }
 }
 
-async fn apply_one(conn: &mut PgConnection, write: &SagaWrite) -> Result<WriteResult, sqlx::Error> {
-    match write {
-        SagaWrite::Insert(r) => {
-            let steps = serde_json::to_string(&r.steps).expect("step records serialize");
-            let inserted = sqlx::query(
-                "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&r.id)
-            .bind(&r.definition)
-            .bind(r.input.to_string())
-            .bind(r.status.as_str())
-            .bind(steps)
-            .bind(&r.error)
-            .bind(r.fence)
-            .bind(&r.lease_owner)
-            .bind(r.lease_until)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            Ok(if inserted == 1 { WriteResult::Applied } else { WriteResult::Exists })
-        }
-        SagaWrite::Update { id, fence, status, steps_json, error } => {
-            let done = !status.is_active();
-            let affected = sqlx::query(
-                "UPDATE weir_sagas SET status = $1, steps = $2, error = $3, updated_at = $4,
-                        lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END
-                 WHERE id = $6 AND fence = $7",
-            )
-            .bind(status.as_str())
-            .bind(steps_json)
-            .bind(error)
-            .bind(now_ms())
-            .bind(done)
-            .bind(id)
-            .bind(fence)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            Ok(if affected == 1 { WriteResult::Applied } else { WriteResult::LeaseLost })
-        }
+/// Rows per statement (PostgreSQL allows 65,535 bound values).
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// Applies a batch with one multi-row statement per 512 inserts and per
+/// 512 updates.
+async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, sqlx::Error> {
+    let (inserts, updates) = super::batch::split(writes);
+    let mut done = std::collections::HashSet::new();
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
+        );
+        sql.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id.clone())
+                .push_bind(r.definition.clone())
+                .push_bind(r.input.to_string())
+                .push_bind(r.status.as_str())
+                .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
+                .push_bind(r.error.clone())
+                .push_bind(r.fence)
+                .push_bind(r.lease_owner.clone())
+                .push_bind(r.lease_until)
+                .push_bind(r.created_at)
+                .push_bind(r.updated_at);
+        });
+        sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     }
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Postgres>::new(
+            "UPDATE weir_sagas AS s SET status = v.status, steps = v.steps, error = v.error, updated_at = ",
+        );
+        sql.push_bind(now_ms());
+        sql.push(", lease_until = CASE WHEN v.done THEN NULL ELSE s.lease_until END FROM (");
+        sql.push_values(chunk, |mut row, u| {
+            row.push_bind(u.id.to_owned())
+                .push_unseparated("::text")
+                .push_bind(u.fence)
+                .push_unseparated("::bigint")
+                .push_bind(u.status.as_str())
+                .push_unseparated("::text")
+                .push_bind(u.steps_json.to_owned())
+                .push_unseparated("::text")
+                .push_bind(u.error.map(str::to_owned))
+                .push_unseparated("::text")
+                .push_bind(!u.status.is_active())
+                .push_unseparated("::boolean");
+        });
+        sql.push(
+            ") AS v (id, fence, status, steps, error, done) WHERE s.id = v.id AND s.fence = v.fence RETURNING s.id",
+        );
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    Ok(super::batch::results(writes, &done))
 }
 
 fn decode_dead_letter(row: &PgRow) -> Result<DeadLetterRow, sqlx::Error> {

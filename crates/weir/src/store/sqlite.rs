@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
+use sqlx::{ConnectOptions, QueryBuilder, Row};
 
 use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
 use super::{DeadLetterRow, StoreError, WriteResult};
@@ -87,18 +87,16 @@ impl Sqlite {
     ) -> Result<Vec<WriteResult>, StoreError> {
         let q = |e| query_error(&self.target, e);
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(q)?;
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            match apply_one(conn, write).await {
-                Ok(result) => results.push(result),
-                Err(e) => {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(query_error(&self.target, e));
-                }
+        match apply_batch(conn, writes).await {
+            Ok(results) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(q)?;
+                Ok(results)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(query_error(&self.target, e))
             }
         }
-        sqlx::query("COMMIT").execute(&mut *conn).await.map_err(q)?;
-        Ok(results)
     }
 
     pub(crate) async fn claim(
@@ -255,50 +253,54 @@ impl Sqlite {
     }
 }
 
-async fn apply_one(conn: &mut SqliteConnection, write: &SagaWrite) -> Result<WriteResult, sqlx::Error> {
-    match write {
-        SagaWrite::Insert(r) => {
-            let steps = serde_json::to_string(&r.steps).expect("step records serialize");
-            let inserted = sqlx::query(
-                "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&r.id)
-            .bind(&r.definition)
-            .bind(r.input.to_string())
-            .bind(r.status.as_str())
-            .bind(steps)
-            .bind(&r.error)
-            .bind(r.fence)
-            .bind(&r.lease_owner)
-            .bind(r.lease_until)
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            Ok(if inserted == 1 { WriteResult::Applied } else { WriteResult::Exists })
-        }
-        SagaWrite::Update { id, fence, status, steps_json, error } => {
-            let done = !status.is_active();
-            let affected = sqlx::query(
-                "UPDATE weir_sagas SET status = ?1, steps = ?2, error = ?3, updated_at = ?4,
-                        lease_until = CASE WHEN ?5 THEN NULL ELSE lease_until END
-                 WHERE id = ?6 AND fence = ?7",
-            )
-            .bind(status.as_str())
-            .bind(steps_json)
-            .bind(error)
-            .bind(super::record::now_ms())
-            .bind(done)
-            .bind(id)
-            .bind(fence)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            Ok(if affected == 1 { WriteResult::Applied } else { WriteResult::LeaseLost })
-        }
+/// Rows per statement: well under SQLite's limit of bound variables.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Applies a batch with one multi-row statement per 256 inserts and per
+/// 256 updates: the cost of a transition is then a share of a statement.
+async fn apply_batch(conn: &mut SqliteConnection, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, sqlx::Error> {
+    let (inserts, updates) = super::batch::split(writes);
+    let mut done = std::collections::HashSet::new();
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
+        );
+        sql.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id.clone())
+                .push_bind(r.definition.clone())
+                .push_bind(r.input.to_string())
+                .push_bind(r.status.as_str())
+                .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
+                .push_bind(r.error.clone())
+                .push_bind(r.fence)
+                .push_bind(r.lease_owner.clone())
+                .push_bind(r.lease_until)
+                .push_bind(r.created_at)
+                .push_bind(r.updated_at);
+        });
+        sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     }
+    let now = super::record::now_ms();
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Sqlite>::new("WITH v (id, fence, status, steps, error, done) AS (");
+        sql.push_values(chunk, |mut row, u| {
+            row.push_bind(u.id.to_owned())
+                .push_bind(u.fence)
+                .push_bind(u.status.as_str())
+                .push_bind(u.steps_json.to_owned())
+                .push_bind(u.error.map(str::to_owned))
+                .push_bind(!u.status.is_active());
+        });
+        sql.push(") UPDATE weir_sagas SET status = v.status, steps = v.steps, error = v.error, updated_at = ");
+        sql.push_bind(now);
+        sql.push(
+            ", lease_until = CASE WHEN v.done THEN NULL ELSE weir_sagas.lease_until END
+             FROM v WHERE weir_sagas.id = v.id AND weir_sagas.fence = v.fence RETURNING weir_sagas.id",
+        );
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    Ok(super::batch::results(writes, &done))
 }
 
 fn decode_saga(target: &str, row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreError> {

@@ -1,0 +1,130 @@
+//! Durable sagas per second: 3-step sagas on SQLite (synchronous = FULL)
+//! and PostgreSQL with 1 and 64 in flight, beside the raw single-row commit
+//! rate and the batched insert rate measured the same way, in the same run.
+//! PostgreSQL figures need `WEIR_BENCH_POSTGRES_URL` (a database the bench
+//! may create tables in). Run with `cargo bench -p weir --bench durable --all-features`.
+//! Prints a table; it does not use criterion's sampling because each figure
+//! is a throughput over thousands of real commits.
+
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use weir::saga::{SagaDefinition, SagaEngine, StepError};
+use weir::store::Store;
+
+fn definition() -> SagaDefinition {
+    SagaDefinition::builder("bench")
+        .step("one", |_| async { Ok::<_, StepError>(1) }, |_| async { Ok(()) })
+        .step("two", |_| async { Ok::<_, StepError>(2) }, |_| async { Ok(()) })
+        .step("three", |_| async { Ok::<_, StepError>(3) }, |_| async { Ok(()) })
+        .build()
+        .expect("valid")
+}
+
+/// Sagas/s with `in_flight` sagas running at once, over `total` sagas.
+async fn sagas_per_second(store: Store, in_flight: usize, total: usize) -> f64 {
+    let engine = SagaEngine::builder(store).definition(definition()).max_in_flight(in_flight).build().expect("valid");
+    let started = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        let engine = engine.clone();
+        let share = total / in_flight;
+        running.spawn(async move {
+            for _ in 0..share {
+                engine.run("bench", &()).await.expect("completes");
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("bench task");
+    }
+    (total / in_flight * in_flight) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Single-row transactions per second, one connection, on the same kind of
+/// store; and rows/s in 1,000-row transactions.
+async fn sqlite_raw(path: &std::path::Path) -> (f64, f64) {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+    for pragma in
+        ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"]
+    {
+        sqlx::query(pragma).execute(&mut conn).await.expect("setup");
+    }
+    raw_rates(&mut conn, "INSERT INTO t (v) VALUES (?1)").await
+}
+
+async fn raw_rates<C>(conn: &mut C, insert: &'static str) -> (f64, f64)
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    for<'q> String: sqlx::Encode<'q, C::Database> + sqlx::Type<C::Database>,
+    for<'q> <C::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, C::Database>,
+{
+    let n = 2000;
+    let started = Instant::now();
+    for i in 0..n {
+        let mut tx = conn.begin().await.expect("begin");
+        sqlx::query(insert).bind(format!("row {i}")).execute(&mut *tx).await.expect("insert");
+        tx.commit().await.expect("commit");
+    }
+    let single = n as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for batch in 0..20 {
+        let mut tx = conn.begin().await.expect("begin");
+        for i in 0..1000 {
+            sqlx::query(insert).bind(format!("row {batch}-{i}")).execute(&mut *tx).await.expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    }
+    let batched = 20_000.0 / started.elapsed().as_secs_f64();
+    (single, batched)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (single, batched) = sqlite_raw(&dir.path().join("raw.db")).await;
+        println!("sqlite FULL raw single-row commits: {single:>10.0} tx/s");
+        println!("sqlite FULL raw 1000-row transactions: {batched:>10.0} rows/s");
+        for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
+            let store = Store::open(dir.path().join(format!("sagas-{in_flight}.db")).to_str().expect("utf-8"))
+                .await
+                .expect("store");
+            let rate = sagas_per_second(store, in_flight, total).await;
+            println!(
+                "sqlite FULL 3-step sagas, {in_flight:>2} in flight: {rate:>10.0} sagas/s ({:.2}x the raw commit rate)",
+                rate / single
+            );
+        }
+        #[cfg(feature = "postgres")]
+        if let Ok(url) = std::env::var("WEIR_BENCH_POSTGRES_URL") {
+            postgres(&url).await;
+        }
+        let _ = Duration::ZERO;
+    });
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(url: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
+    for sql in [
+        "DROP TABLE IF EXISTS bench_raw, weir_bench_raw",
+        "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, v TEXT)",
+        "DROP TABLE IF EXISTS weir_sagas, weir_cursors, weir_dead_letters, _sqlx_migrations",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.expect("setup");
+    }
+    let (single, batched) = raw_rates(&mut conn, "INSERT INTO bench_raw (v) VALUES ($1)").await;
+    println!("postgres raw single-row commits (1 connection): {single:>10.0} tx/s");
+    println!("postgres raw 1000-row transactions: {batched:>10.0} rows/s");
+    for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
+        let store = Store::open(url).await.expect("store");
+        let rate = sagas_per_second(store, in_flight, total).await;
+        println!(
+            "postgres 3-step sagas, {in_flight:>2} in flight: {rate:>10.0} sagas/s ({:.2}x the raw commit rate)",
+            rate / single
+        );
+    }
+}
