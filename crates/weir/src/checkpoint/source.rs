@@ -1,0 +1,158 @@
+//! Where a cursor consumer reads events from.
+
+use std::path::PathBuf;
+
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
+
+use crate::error::BoxError;
+
+/// A source of events that can start again from a saved position.
+pub trait CursorSource: Send + 'static {
+    /// One event.
+    type Event: Send + 'static;
+    /// Where the source stands after an event; saved as JSON.
+    type Position: Serialize + DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static;
+
+    /// Events after `from` (all of them for `None`), each with the
+    /// position just after it.
+    fn read(&mut self, from: Option<Self::Position>) -> BoxStream<'_, Result<(Self::Position, Self::Event), BoxError>>;
+}
+
+/// The seed's fake source: events from a channel, numbered 1, 2, 3, … in
+/// the order they arrive. On restart the producer sends from the start
+/// again and the events up to the saved number are skipped.
+#[derive(Debug)]
+pub struct ChannelSource<T> {
+    rx: tokio::sync::mpsc::Receiver<T>,
+}
+
+impl<T> ChannelSource<T> {
+    /// Reads `rx`.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<T>) -> Self {
+        Self { rx }
+    }
+}
+
+impl<T: Send + 'static> CursorSource for ChannelSource<T> {
+    type Event = T;
+    type Position = u64;
+
+    fn read(&mut self, from: Option<u64>) -> BoxStream<'_, Result<(u64, T), BoxError>> {
+        let skip = from.unwrap_or(0);
+        let events = futures_util::stream::poll_fn(|cx| self.rx.poll_recv(cx));
+        events
+            .zip(futures_util::stream::iter(1u64..))
+            .filter(move |(_, n)| std::future::ready(*n > skip))
+            .map(|(event, n)| Ok((n, event)))
+            .boxed()
+    }
+}
+
+/// An append-only file of lines (for example JSON lines, parsed by your
+/// handler so that a malformed line can go to a dead-letter queue). The
+/// position is the byte offset just after a line; a last line without its
+/// newline (still being written) is not read.
+#[derive(Debug, Clone)]
+pub struct LineFileSource {
+    path: PathBuf,
+}
+
+impl LineFileSource {
+    /// Reads the file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+impl CursorSource for LineFileSource {
+    type Event = String;
+    type Position = u64;
+
+    fn read(&mut self, from: Option<u64>) -> BoxStream<'_, Result<(u64, String), BoxError>> {
+        let path = self.path.clone();
+        let start = from.unwrap_or(0);
+        let opened = async move {
+            let mut file =
+                tokio::fs::File::open(&path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| format!("cannot seek {} to byte {start}: {e}", path.display()))?;
+            Ok::<_, BoxError>((BufReader::new(file), start, path))
+        };
+        futures_util::stream::once(opened)
+            .flat_map(|opened| match opened {
+                Err(e) => futures_util::stream::once(std::future::ready(Err(e))).boxed(),
+                Ok((reader, start, path)) => lines_from(reader, start, path).boxed(),
+            })
+            .boxed()
+    }
+}
+
+fn lines_from(
+    reader: BufReader<tokio::fs::File>,
+    start: u64,
+    path: PathBuf,
+) -> impl Stream<Item = Result<(u64, String), BoxError>> + Send {
+    futures_util::stream::unfold(Some((reader, start)), move |state| {
+        let path = path.clone();
+        async move {
+            let (mut reader, offset) = state?;
+            let mut line = String::new();
+            match reader.read_line(&mut line).await {
+                Ok(0) => None,
+                // A partial last line: not complete yet, not consumed.
+                Ok(_) if !line.ends_with('\n') => None,
+                Ok(n) => {
+                    let next = offset + n as u64;
+                    line.pop();
+                    if line.ends_with('\r') {
+                        line.pop();
+                    }
+                    Some((Ok((next, line)), Some((reader, next))))
+                }
+                Err(e) => Some((Err(format!("{} at byte {offset}: {e}", path.display()).into()), None)),
+            }
+        }
+    })
+}
+
+/// JSON lines parsed as `T`: a [`LineFileSource`] whose lines are
+/// deserialized; a malformed line ends the read with an error naming the
+/// file and byte offset.
+#[derive(Debug, Clone)]
+pub struct JsonlFileSource<T> {
+    lines: LineFileSource,
+    item: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> JsonlFileSource<T> {
+    /// Reads the file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { lines: LineFileSource::new(path), item: std::marker::PhantomData }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> CursorSource for JsonlFileSource<T> {
+    type Event = T;
+    type Position = u64;
+
+    fn read(&mut self, from: Option<u64>) -> BoxStream<'_, Result<(u64, T), BoxError>> {
+        let path = self.lines.path.clone();
+        let start = from.unwrap_or(0);
+        let mut previous = start;
+        self.lines
+            .read(from)
+            .map(move |line| {
+                let (next, line) = line?;
+                let at = std::mem::replace(&mut previous, next);
+                serde_json::from_str(&line)
+                    .map(|event| (next, event))
+                    .map_err(|e| format!("{} at byte {at}: malformed line: {e}", path.display()).into())
+            })
+            .boxed()
+    }
+}
