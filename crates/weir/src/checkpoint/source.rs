@@ -10,6 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
 
 use crate::error::BoxError;
 
+/// The events of a source after a position, each with the position just
+/// after it.
+pub type Events<'a, P, E> = BoxStream<'a, Result<(P, E), BoxError>>;
+
 /// A source of events that can start again from a saved position.
 pub trait CursorSource: Send + 'static {
     /// One event.
@@ -19,7 +23,7 @@ pub trait CursorSource: Send + 'static {
 
     /// Events after `from` (all of them for `None`), each with the
     /// position just after it.
-    fn read(&mut self, from: Option<Self::Position>) -> BoxStream<'_, Result<(Self::Position, Self::Event), BoxError>>;
+    fn read(&mut self, from: Option<Self::Position>) -> Events<'_, Self::Position, Self::Event>;
 }
 
 /// The seed's fake source: events from a channel, numbered 1, 2, 3, … in
