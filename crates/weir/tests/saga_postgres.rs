@@ -160,3 +160,23 @@ async fn four_workers_share_1000_sagas_and_two_are_killed_mid_run() {
     assert_eq!(applied as usize, SAGAS * 3);
     assert_eq!(doubles, 0);
 }
+
+#[tokio::test]
+async fn cursors_and_dead_letters_are_durable_on_postgres() {
+    use weir::dlq::{DeadLetterQueue, Envelope};
+    let Some(url) = postgres_url("cursors_and_dead_letters_are_durable_on_postgres").await else { return };
+    {
+        let store = Store::open(&url).await.unwrap();
+        store.save_cursor("orders", &serde_json::json!(1234)).await.unwrap();
+        let queue = store.dead_letters::<String>("lines");
+        let mut envelope = Envelope::new("{bad json".to_string(), "parse", 1);
+        envelope.error_chain = vec!["expected value at line 1".into()];
+        queue.push(envelope).await.unwrap();
+    }
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.cursor("orders").await.unwrap(), Some(serde_json::json!(1234)));
+    let queue = store.dead_letters::<String>("lines");
+    let parked = queue.drain().await.unwrap();
+    assert_eq!((parked[0].item.as_str(), parked[0].error_chain[0].as_str()), ("{bad json", "expected value at line 1"));
+    assert_eq!(queue.count().await.unwrap(), 0);
+}

@@ -33,7 +33,7 @@ impl Postgres {
         let pool = loop {
             match PgPoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(max_wait.clamp(Duration::from_secs(1), Duration::from_secs(10)))
                 .connect_with(options.clone())
                 .await
             {
