@@ -1,36 +1,394 @@
-//! The `weir` command. Its commands (`demo`, `run`, `resume`, `sagas`,
-//! `dlq`, `cursor`, `report`) arrive with the CLI issue; until then it
-//! says so and points to the library's runnable examples.
+//! The `weir` command: the integration pipeline of seed task 20 (orders
+//! from many tenants through fan-out parsing, per-tenant bulkheads and a
+//! durable reserve → charge → ship saga) on real input, and operator
+//! commands for the state a run leaves in its database.
 
+mod business;
+mod ledger;
+mod orders;
+mod progress;
+mod report;
+mod run;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const HELP: &str = "\
-weir — concurrent pipelines whose errors propagate correctly
+use clap::{Parser, Subcommand};
+use weir::dlq::DeadLetterQueue;
+use weir::error::BoxError;
+use weir::store::{SagaStatus, Store};
 
-USAGE: weir <COMMAND>
+use crate::orders::{Generate, Line, down_tenant};
+use crate::run::{LINES_QUEUE, RunOptions};
 
-The operator commands (demo, run, resume, sagas, dlq, cursor, report) are
-not built yet. Until they are, run the library's examples, e.g.:
-  cargo run --release -p weir --example stage_attribution
+/// Exit codes scripts can rely on.
+mod exit {
+    /// The command did what was asked (a run may still have dead-lettered
+    /// or compensated orders: they are reported, not lost).
+    pub const OK: u8 = 0;
+    /// An unexpected failure.
+    pub const FAILED: u8 = 1;
+    /// Bad usage (from the argument parser).
+    #[allow(dead_code)]
+    pub const USAGE: u8 = 2;
+    /// Bad input or database: missing file, unreachable or foreign database.
+    pub const INPUT: u8 = 3;
+    /// The run finished but a ledger invariant does not hold.
+    pub const INVARIANT: u8 = 4;
+}
 
-OPTIONS:
-  -h, --help       print this help
-  -V, --version    print the version";
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Concurrent pipelines whose errors propagate correctly.",
+    after_help = "\
+Exit codes: 0 done; 1 unexpected failure; 2 bad usage; 3 bad input or database; 4 a ledger invariant does not hold."
+)]
+struct Cli {
+    /// The SQLite file holding the state.
+    #[arg(long, global = true, default_value = "weir.db", conflicts_with = "database_url")]
+    db: PathBuf,
+    /// A PostgreSQL URL instead of the SQLite file (several `weir run` share its work).
+    #[arg(long, global = true, env = "WEIR_DATABASE_URL")]
+    database_url: Option<String>,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generates realistic orders (with malformed lines, poison orders, a flaky payment provider and a tenant whose provider is down) and runs the pipeline on them.
+    Demo {
+        #[arg(long, default_value_t = 5_000)]
+        orders: u64,
+        #[arg(long, default_value_t = 20)]
+        tenants: u32,
+        /// Share of faulty lines and failing payment calls.
+        #[arg(long, default_value_t = 0.02)]
+        faults: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Runs the pipeline on a file of orders (one JSON object per line).
+    Run {
+        input: PathBuf,
+        /// Parse workers.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Share of payment calls that fail transiently (a simulated provider).
+        #[arg(long, default_value_t = 0.0)]
+        faults: f64,
+        /// A tenant whose payment provider is down (simulated).
+        #[arg(long)]
+        down_tenant: Option<String>,
+        /// This worker's id (lease owner); stable ids take their sagas back at once after a restart.
+        #[arg(long)]
+        worker_id: Option<String>,
+    },
+    /// Finishes the sagas an interrupted run left in progress.
+    Resume,
+    /// Sagas in the database.
+    Sagas {
+        #[command(subcommand)]
+        command: SagasCommand,
+    },
+    /// Input lines in the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// The input cursor of a file.
+    Cursor {
+        #[command(subcommand)]
+        command: CursorCommand,
+    },
+    /// The report of what the database holds.
+    Report {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SagasCommand {
+    List {
+        /// running, compensating, completed, compensated or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    Show {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    Show {
+        id: u64,
+    },
+    /// Takes every line out and runs it through the pipeline again; lines that still fail go back.
+    Replay,
+}
+
+#[derive(Debug, Subcommand)]
+enum CursorCommand {
+    Show { input: PathBuf },
+    Reset { input: PathBuf },
+}
+
+/// An error for the person at the terminal: one line, and an exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn input(message: impl std::fmt::Display) -> Self {
+        Self { code: exit::INPUT, message: message.to_string() }
+    }
+}
+
+impl From<BoxError> for Failure {
+    fn from(e: BoxError) -> Self {
+        Self { code: exit::FAILED, message: e.to_string() }
+    }
+}
 
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        None | Some("-h" | "--help" | "help") => {
-            println!("{HELP}");
-            ExitCode::SUCCESS
-        }
-        Some("-V" | "--version") => {
-            println!("weir {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("weir: `{other}` is not a command yet; see `weir --help`");
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    let filter = if cli.quiet { "error" } else { "warn,weir=error" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Panics inside stages are recovered and dead-lettered with their
+    // message; the default hook would print each one to the terminal.
+    std::panic::set_hook(Box::new(|info| tracing::debug!(%info, "panic recovered by the pipeline")));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("weir: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
+}
+
+fn location(cli: &Cli) -> String {
+    cli.database_url.clone().unwrap_or_else(|| cli.db.display().to_string())
+}
+
+async fn open(cli: &Cli) -> Result<Store, Failure> {
+    Store::open(&location(cli)).await.map_err(Failure::input)
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    match &cli.command {
+        Command::Demo { orders, tenants, faults, seed } => {
+            let g = Generate { orders: *orders, tenants: *tenants, faults: *faults, seed: *seed };
+            let input = std::env::temp_dir().join(format!("weir-demo-{}-{}-{}.jsonl", g.orders, g.tenants, g.seed));
+            std::fs::write(&input, orders::generate(g))
+                .map_err(|e| Failure::input(format!("cannot write {}: {e}", input.display())))?;
+            if !cli.quiet {
+                eprintln!(
+                    "weir demo: {} orders from {} tenants in {} ({} of the provider calls fail, {} is down)",
+                    g.orders,
+                    g.tenants,
+                    input.display(),
+                    g.faults,
+                    down_tenant(g.tenants)
+                );
+            }
+            let opts = RunOptions {
+                input,
+                location: location(&cli),
+                workers: 4,
+                faults: g.faults,
+                down_tenant: Some(down_tenant(g.tenants)),
+                worker_id: None,
+                quiet: cli.quiet,
+            };
+            run_and_report(&cli, opts).await
+        }
+        Command::Run { input, workers, faults, down_tenant, worker_id } => {
+            if !input.is_file() {
+                return Err(Failure::input(format!(
+                    "cannot read {}: no such file; pass a file of orders, one JSON object per line",
+                    input.display()
+                )));
+            }
+            let opts = RunOptions {
+                input: input.clone(),
+                location: location(&cli),
+                workers: *workers,
+                faults: *faults,
+                down_tenant: down_tenant.clone(),
+                worker_id: worker_id.clone(),
+                quiet: cli.quiet,
+            };
+            run_and_report(&cli, opts).await
+        }
+        Command::Resume => {
+            let store = open(&cli).await?;
+            let ledger = ledger::Ledger::connect(&run::any_url(&location(&cli))).await?;
+            let engine = weir::saga::SagaEngine::builder(store)
+                .definition(business::order_saga(ledger, business::Payments::new(0.0, None)))
+                .build()
+                .map_err(|e| Failure::from(Box::new(e) as BoxError))?;
+            let report = engine.resume().await.map_err(Failure::input)?;
+            println!(
+                "resumed {}: {} completed, {} compensated, {} failed",
+                report.resumed, report.completed, report.compensated, report.failed
+            );
+            Ok(exit::OK)
+        }
+        Command::Sagas { command } => sagas(&cli, command).await,
+        Command::Dlq { command } => dlq(&cli, command).await,
+        Command::Cursor { command } => cursor(&cli, command).await,
+        Command::Report { json } => {
+            let store = open(&cli).await?;
+            let report = report::build(&store, &location(&cli)).await?;
+            print_report(&report, *json);
+            Ok(if report.invariants_hold { exit::OK } else { exit::INVARIANT })
+        }
+    }
+}
+
+async fn run_and_report(cli: &Cli, opts: RunOptions) -> Result<u8, Failure> {
+    let store = open(cli).await?;
+    run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
+    let report = report::build(&store, &opts.location).await?;
+    print_report(&report, false);
+    Ok(if report.invariants_hold { exit::OK } else { exit::INVARIANT })
+}
+
+fn print_report(report: &report::Report, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).expect("the report serializes"));
+    } else {
+        report::print(report);
+    }
+}
+
+async fn sagas(cli: &Cli, command: &SagasCommand) -> Result<u8, Failure> {
+    let store = open(cli).await?;
+    match command {
+        SagasCommand::List { status, limit } => {
+            let status = match status {
+                None => None,
+                Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
+                    Failure::input(format!(
+                        "unknown status {s:?}; use running, compensating, completed, compensated or failed"
+                    ))
+                })?),
+            };
+            for saga in store.sagas(status, *limit).await.map_err(Failure::input)? {
+                println!("{}  {:<12}  {}", saga.id, saga.status, saga.error.unwrap_or_default());
+            }
+        }
+        SagasCommand::Show { id } => {
+            let Some(saga) = store.saga(id).await.map_err(Failure::input)? else {
+                return Err(Failure::input(format!("no saga {id} in {}", store.target())));
+            };
+            println!("saga {} ({}): {}", saga.id, saga.definition, saga.status);
+            println!("input: {}", saga.input);
+            if let Some(error) = &saga.error {
+                println!("error: {error}");
+            }
+            for step in &saga.steps {
+                println!(
+                    "  {:<8} {:?} attempts {} (compensation {}){}",
+                    step.name,
+                    step.status,
+                    step.attempts,
+                    step.compensation_attempts,
+                    step.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn dlq(cli: &Cli, command: &DlqCommand) -> Result<u8, Failure> {
+    let store = open(cli).await?;
+    let queue = store.dead_letters::<Line>(LINES_QUEUE);
+    match command {
+        DlqCommand::List { limit } => {
+            for e in queue.list().await.map_err(Failure::input)?.into_iter().take(*limit) {
+                println!(
+                    "#{:<6} line {:<7} {}",
+                    e.id,
+                    e.item.number,
+                    e.error_chain.last().cloned().unwrap_or_default()
+                );
+            }
+        }
+        DlqCommand::Show { id } => {
+            let all = queue.list().await.map_err(Failure::input)?;
+            let Some(e) = all.iter().find(|e| e.id == *id) else {
+                return Err(Failure::input(format!("no dead letter #{id}")));
+            };
+            println!(
+                "dead letter #{} from stage `{}`, line {}, {} attempt(s)",
+                e.id, e.stage, e.item.number, e.attempts
+            );
+            println!("line: {}", e.item.text);
+            for (i, cause) in e.error_chain.iter().enumerate() {
+                println!("  {}{cause}", "  ".repeat(i));
+            }
+        }
+        DlqCommand::Replay => {
+            let parked = queue.drain().await.map_err(|e| Failure::input(e.to_string()))?;
+            let (mut fixed, mut again) = (0, 0);
+            for envelope in parked {
+                let line = envelope.item.clone();
+                match std::panic::catch_unwind(|| orders::parse(&line)) {
+                    Ok(Ok(_)) => fixed += 1,
+                    _ => {
+                        queue.push(envelope).await.map_err(|e| Failure::input(e.to_string()))?;
+                        again += 1;
+                    }
+                }
+            }
+            println!(
+                "replayed: {fixed} line(s) now parse (run the input again to process them); {again} still fail and are back in the queue"
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn cursor(cli: &Cli, command: &CursorCommand) -> Result<u8, Failure> {
+    let store = open(cli).await?;
+    let key = |input: &PathBuf| {
+        format!("weir-cli:input:{}", std::fs::canonicalize(input).unwrap_or_else(|_| input.clone()).display())
+    };
+    match command {
+        CursorCommand::Show { input } => match store.cursor(&key(input)).await.map_err(Failure::input)? {
+            Some(position) => println!("{}: {position}", input.display()),
+            None => println!("{}: not read yet", input.display()),
+        },
+        CursorCommand::Reset { input } => {
+            store
+                .save_cursor(&key(input), &serde_json::json!({"offset": 0, "line": 0}))
+                .await
+                .map_err(Failure::input)?;
+            println!("{}: cursor reset to the start", input.display());
+        }
+    }
+    Ok(exit::OK)
 }

@@ -3,6 +3,7 @@
 //! ran, in one transaction, and only then answers each writer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -25,6 +26,16 @@ pub(crate) enum Writer {
 pub(crate) struct Committer {
     queue: mpsc::UnboundedSender<(SagaWrite, Reply)>,
     task: JoinHandle<()>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// What the committer did: transactions, writes, and the time spent in
+/// them (from `BEGIN` to `COMMIT`).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) transactions: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) busy_ns: AtomicU64,
 }
 
 impl Drop for Committer {
@@ -36,8 +47,9 @@ impl Drop for Committer {
 impl Committer {
     pub(crate) fn start(backend: Arc<Backend>, writer: Writer) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(backend, writer, rx));
-        Self { queue, task }
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(run(backend, writer, rx, Arc::clone(&stats)));
+        Self { queue, task, stats }
     }
 
     /// Queues `write`; resolves once its transaction committed.
@@ -48,7 +60,12 @@ impl Committer {
     }
 }
 
-async fn run(backend: Arc<Backend>, mut writer: Writer, mut rx: mpsc::UnboundedReceiver<(SagaWrite, Reply)>) {
+async fn run(
+    backend: Arc<Backend>,
+    mut writer: Writer,
+    mut rx: mpsc::UnboundedReceiver<(SagaWrite, Reply)>,
+    stats: Arc<Stats>,
+) {
     let mut writes = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while let Some((write, reply)) = rx.recv().await {
@@ -63,7 +80,11 @@ async fn run(backend: Arc<Backend>, mut writer: Writer, mut rx: mpsc::UnboundedR
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcome = apply(&backend, &mut writer, &writes).await;
+        stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        stats.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
         tracing::trace!(writes = writes.len(), ok = outcome.is_ok(), "group commit");
         match outcome {
             Ok(results) => {

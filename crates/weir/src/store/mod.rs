@@ -70,6 +70,18 @@ pub(crate) enum Backend {
     Postgres(postgres::Postgres),
 }
 
+/// What a store's group committer did: transactions, saga writes in
+/// them, and the time spent from `BEGIN` to `COMMIT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (or failed).
+    pub transactions: u64,
+    /// Saga writes they carried.
+    pub writes: u64,
+    /// Time spent in them.
+    pub busy: Duration,
+}
+
 /// How one write of a batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteResult {
@@ -318,6 +330,19 @@ impl Store {
             Backend::Sqlite(s) => s.save_cursor(name, &raw, now_ms()).await,
             #[cfg(feature = "postgres")]
             Backend::Postgres(p) => p.save_cursor(name, &raw, now_ms()).await,
+        }
+    }
+
+    /// What the group committer did so far (zeros for the memory store).
+    pub fn commit_stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &self.inner.committer {
+            None => CommitStats::default(),
+            Some(c) => CommitStats {
+                transactions: c.stats.transactions.load(Relaxed),
+                writes: c.stats.writes.load(Relaxed),
+                busy: Duration::from_nanos(c.stats.busy_ns.load(Relaxed)),
+            },
         }
     }
 
