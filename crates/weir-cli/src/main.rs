@@ -55,6 +55,9 @@ struct Cli {
     /// No progress output.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// How long to keep trying to reach a PostgreSQL server, in seconds.
+    #[arg(long, global = true, default_value_t = 30)]
+    connect_timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +71,18 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         tenants: u32,
         /// Share of faulty lines and failing payment calls.
+        #[arg(long, default_value_t = 0.02)]
+        faults: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Writes the demo's generated orders to a file, to run later.
+    Generate {
+        out: PathBuf,
+        #[arg(long, default_value_t = 5_000)]
+        orders: u64,
+        #[arg(long, default_value_t = 20)]
+        tenants: u32,
         #[arg(long, default_value_t = 0.02)]
         faults: f64,
         #[arg(long, default_value_t = 1)]
@@ -174,9 +189,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Panics inside stages are recovered and dead-lettered with their
-    // message; the default hook would print each one to the terminal.
-    std::panic::set_hook(Box::new(|info| tracing::debug!(%info, "panic recovered by the pipeline")));
+    // Panics inside pipeline stages (on runtime worker threads) are
+    // recovered and dead-lettered with their message: log them at debug
+    // instead of printing each one. Anywhere else a panic is a bug: print it.
+    std::panic::set_hook(Box::new(|info| {
+        if std::thread::current().name() == Some("tokio-runtime-worker") {
+            tracing::debug!(%info, "panic recovered by the pipeline");
+        } else {
+            eprintln!("weir: internal error: {info}");
+        }
+    }));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
@@ -192,7 +214,13 @@ fn location(cli: &Cli) -> String {
 }
 
 async fn open(cli: &Cli) -> Result<Store, Failure> {
-    Store::open(&location(cli)).await.map_err(Failure::input)
+    let location = location(cli);
+    let opened = if location.starts_with("postgres") {
+        Store::postgres_with_retry(&location, std::time::Duration::from_secs(cli.connect_timeout)).await
+    } else {
+        Store::open(&location).await
+    };
+    opened.map_err(Failure::input)
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
@@ -222,6 +250,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 quiet: cli.quiet,
             };
             run_and_report(&cli, opts).await
+        }
+        Command::Generate { out, orders, tenants, faults, seed } => {
+            let g = Generate { orders: *orders, tenants: *tenants, faults: *faults, seed: *seed };
+            std::fs::write(out, orders::generate(g))
+                .map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))?;
+            println!("{}: {} orders from {} tenants", out.display(), g.orders, g.tenants);
+            Ok(exit::OK)
         }
         Command::Run { input, workers, faults, down_tenant, worker_id } => {
             if !input.is_file() {

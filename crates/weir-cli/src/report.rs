@@ -80,7 +80,7 @@ pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
     let mut top_errors: Vec<(String, u64)> = errors.into_iter().collect();
     top_errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     top_errors.truncate(8);
-    let invariants = ledger.check(&completed, &compensated).await?;
+    let invariants = ledger.check(&completed, &compensated, totals.in_progress).await?;
     let last_run = store.cursor(LAST_RUN).await?.map(serde_json::from_value).transpose()?;
     Ok(Report {
         database: store.target(),

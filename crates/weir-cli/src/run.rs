@@ -117,6 +117,9 @@ enum Outcome {
     Completed,
     Compensated,
     Failed,
+    /// Another live worker holds the saga (several `weir run` share a
+    /// PostgreSQL database); it finishes it.
+    Elsewhere,
 }
 
 /// The SQLite path or PostgreSQL URL as sqlx's `Any` driver wants it.
@@ -142,8 +145,13 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
         .definition(order_saga(ledger, payments.clone()))
         .max_in_flight(512)
         .lease(Duration::from_secs(10));
-    if let Some(id) = &opts.worker_id {
-        engine = engine.worker_id(id.clone());
+    // On SQLite one process works at a time: a stable id lets a rerun take
+    // back at once the sagas a killed run held. On PostgreSQL each process
+    // gets its own id unless told otherwise.
+    match (&opts.worker_id, opts.location.starts_with("postgres")) {
+        (Some(id), _) => engine = engine.worker_id(id.clone()),
+        (None, false) => engine = engine.worker_id("weir-local"),
+        (None, true) => {}
     }
     let engine = engine.build()?;
     let resumed = engine.resume().await?;
@@ -190,6 +198,7 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
                         Ok(_) => Outcome::Completed,
                         Err(e) if e.is_compensated() => Outcome::Compensated,
                         Err(e) if e.is_failed() => Outcome::Failed,
+                        Err(e) if e.is_lease_lost() => Outcome::Elsewhere,
                         Err(e) => return Err(e),
                     };
                     Ok((line, outcome))
@@ -213,11 +222,14 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     let report = pipeline
         .for_each(move |(line, outcome): (Line, Outcome)| {
             let slot = match outcome {
-                Outcome::Completed => 0,
-                Outcome::Compensated => 1,
-                Outcome::Failed => 2,
+                Outcome::Completed => Some(0),
+                Outcome::Compensated => Some(1),
+                Outcome::Failed => Some(2),
+                Outcome::Elsewhere => None,
             };
-            tally.lock().unwrap_or_else(|p| p.into_inner())[slot] += 1;
+            if let Some(slot) = slot {
+                tally.lock().unwrap_or_else(|p| p.into_inner())[slot] += 1;
+            }
             mark.lock().unwrap_or_else(|p| p.into_inner()).finish(line.number, line.end);
             sagas.add(1);
             std::future::ready(Ok::<(), BoxError>(()))
@@ -281,7 +293,13 @@ async fn read_lines(
 
 /// Orders that never reached a saga, for the report: the dead-lettered
 /// lines' reasons.
+/// One reason per dead-lettered line (a line dead-lettered twice, by two
+/// workers or by a rerun after a crash, counts once).
 pub async fn dead_letter_reasons(store: &Store) -> Result<Vec<String>, BoxError> {
     let parked = store.dead_letters::<Line>(LINES_QUEUE).list().await?;
-    Ok(parked.into_iter().map(|e| e.error_chain.last().cloned().unwrap_or_default()).collect())
+    let mut by_line = BTreeMap::new();
+    for e in parked {
+        by_line.entry(e.item.number).or_insert_with(|| e.error_chain.last().cloned().unwrap_or_default());
+    }
+    Ok(by_line.into_values().collect())
 }

@@ -1,0 +1,140 @@
+//! End-to-end tests of the `weir` binary on small generated inputs.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn weir(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).current_dir(dir).args(args).arg("--quiet").output().expect("run weir")
+}
+
+fn report(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["report", "--json"];
+    args.extend_from_slice(extra);
+    let out = weir(dir, &args);
+    assert!(out.status.success(), "report: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
+
+/// Every line is accounted for: completed, compensated, failed, or
+/// dead-lettered, and nothing is left in progress.
+fn assert_accounted(report: &serde_json::Value, lines: u64) {
+    let t = &report["totals"];
+    let sum: u64 = ["completed", "compensated", "failed", "dead_lettered"].iter().map(|k| t[k].as_u64().unwrap()).sum();
+    assert_eq!(sum, lines, "totals {t}");
+    assert_eq!(t["in_progress"], 0);
+    assert_eq!(report["invariants_hold"], true, "invariants {}", report["invariants"]);
+}
+
+#[test]
+fn the_demo_runs_end_to_end_and_its_report_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir(dir.path(), &["demo", "--orders", "600", "--tenants", "4", "--faults", "0.05", "--seed", "7"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ledger invariants") && text.contains("merchant-03"), "{text}");
+    let report = report(dir.path(), &[]);
+    assert_accounted(&report, 600);
+    assert!(report["totals"]["completed"].as_u64().unwrap() > 300);
+    assert_eq!(report["tenants"]["merchant-03"]["completed"], 0, "the tenant whose provider is down completes nothing");
+    assert!(report["tenants"]["(rejected lines)"]["dead_lettered"].as_u64().unwrap() > 0);
+    let dlq = weir(dir.path(), &["dlq", "list"]);
+    let listed = String::from_utf8_lossy(&dlq.stdout);
+    assert!(
+        listed.contains("line ") && (listed.contains("not a JSON order") || listed.contains("panicked")),
+        "{listed}"
+    );
+    let sagas = weir(dir.path(), &["sagas", "list", "--status", "compensated", "--limit", "3"]);
+    assert_eq!(String::from_utf8_lossy(&sagas.stdout).lines().count(), 3);
+}
+
+#[test]
+fn bad_input_gives_one_clear_line_and_an_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = weir(dir.path(), &["run", "no-such-orders.jsonl"]);
+    assert_eq!(missing.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("no-such-orders.jsonl") && err.contains("no such file"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    assert_eq!(weir(dir.path(), &["run", "--no-such-flag"]).status.code(), Some(2));
+
+    std::fs::write(dir.path().join("garbage.db"), vec![1u8; 4096]).unwrap();
+    let garbage = weir(dir.path(), &["--db", "garbage.db", "report"]);
+    assert_eq!(garbage.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("not a weir database"));
+
+    let unreachable = weir(
+        dir.path(),
+        &["--database-url", "postgres://app:s3cret@127.0.0.1:1/orders", "--connect-timeout", "1", "report"],
+    );
+    assert_eq!(unreachable.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(err.contains("app:***@127.0.0.1:1") && !err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn a_run_killed_at_random_moments_finishes_on_rerun_with_the_ledger_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        weir(dir.path(), &["generate", "orders.jsonl", "--orders", "1500", "--tenants", "5", "--faults", "0.03"])
+            .status
+            .success()
+    );
+    let mut rng = fastrand::Rng::with_seed(20);
+    let mut kills = 0;
+    for _ in 0..4 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .current_dir(dir.path())
+            .args(["run", "orders.jsonl", "--faults", "0.03", "--down-tenant", "merchant-04", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(100..700)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    let out = weir(dir.path(), &["run", "orders.jsonl", "--faults", "0.03", "--down-tenant", "merchant-04"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report(dir.path(), &[]);
+    assert_accounted(&report, 1500);
+    assert!(report["invariants"]["charged_twice"].as_array().unwrap().is_empty());
+    println!("killed {kills} times; report totals {}", report["totals"]);
+    assert!(kills >= 1, "the run was killed at least once mid-way");
+}
+
+#[test]
+fn two_workers_share_one_postgres_database() {
+    let Ok(admin) = std::env::var("WEIR_TEST_POSTGRES_URL") else {
+        eprintln!("two_workers_share_one_postgres_database: skipped: set WEIR_TEST_POSTGRES_URL to run it");
+        return;
+    };
+    let name = format!("weir_cli_test_{}_{:08x}", std::process::id(), fastrand::u32(..));
+    let created =
+        Command::new("psql").args([admin.as_str(), "-c", &format!("CREATE DATABASE {name}")]).output().expect("psql");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let url = format!("{}/{name}", admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(weir(dir.path(), &["generate", "orders.jsonl", "--orders", "800", "--tenants", "4"]).status.success());
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_weir"))
+                .current_dir(dir.path())
+                .args(["--database-url", &url, "run", "orders.jsonl", "--quiet"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for worker in workers {
+        let out = worker.wait_with_output().unwrap();
+        assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let report = report(dir.path(), &["--database-url", &url]);
+    assert_accounted(&report, 800);
+}
