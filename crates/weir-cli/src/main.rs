@@ -179,6 +179,9 @@ impl From<BoxError> for Failure {
     }
 }
 
+/// The name of the runtime's threads, where pipeline stages run.
+const RUNTIME_THREAD: &str = "weir-worker";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = if cli.quiet { "error" } else { "warn,weir=error" };
@@ -193,13 +196,13 @@ fn main() -> ExitCode {
     // recovered and dead-lettered with their message: log them at debug
     // instead of printing each one. Anywhere else a panic is a bug: print it.
     std::panic::set_hook(Box::new(|info| {
-        if std::thread::current().name() == Some("tokio-runtime-worker") {
+        if std::thread::current().name() == Some(RUNTIME_THREAD) {
             tracing::debug!(%info, "panic recovered by the pipeline");
         } else {
             eprintln!("weir: internal error: {info}");
         }
     }));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().thread_name(RUNTIME_THREAD).enable_all().build().expect("a tokio runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
