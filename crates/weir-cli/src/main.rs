@@ -202,7 +202,11 @@ fn main() -> ExitCode {
             eprintln!("weir: internal error: {info}");
         }
     }));
-    let runtime = tokio::runtime::Builder::new_multi_thread().thread_name(RUNTIME_THREAD).enable_all().build().expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(RUNTIME_THREAD)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
