@@ -151,7 +151,7 @@ enum DlqCommand {
     Show {
         id: u64,
     },
-    /// Takes every line out and runs it through the pipeline again; lines that still fail go back.
+    /// Takes every line out and runs the ones that now parse through the order saga; the others go back.
     Replay,
 }
 
@@ -394,12 +394,25 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> Result<u8, Failure> {
             }
         }
         DlqCommand::Replay => {
+            // Lines that parse now go through the saga; the others go back.
+            let ledger = ledger::Ledger::connect(&run::any_url(&location(cli))).await?;
+            let engine = weir::saga::SagaEngine::builder(store.clone())
+                .definition(business::order_saga(ledger, business::Payments::new(0.0, None)))
+                .build()
+                .map_err(|e| Failure::from(Box::new(e) as BoxError))?;
             let parked = queue.drain().await.map_err(|e| Failure::input(e.to_string()))?;
-            let (mut fixed, mut again) = (0, 0);
+            let (mut completed, mut rolled_back, mut again) = (0, 0, 0);
             for envelope in parked {
                 let line = envelope.item.clone();
                 match std::panic::catch_unwind(|| orders::parse(&line)) {
-                    Ok(Ok(_)) => fixed += 1,
+                    Ok(Ok(order)) => match engine.run_with_id(&order.order_id, "order", &order).await {
+                        Ok(_) => completed += 1,
+                        Err(e) if e.is_compensated() || e.is_failed() => rolled_back += 1,
+                        Err(e) => {
+                            queue.push(envelope).await.map_err(|e| Failure::input(e.to_string()))?;
+                            return Err(Failure::input(format!("replay stopped, the line is back in the queue: {e}")));
+                        }
+                    },
                     _ => {
                         queue.push(envelope).await.map_err(|e| Failure::input(e.to_string()))?;
                         again += 1;
@@ -407,7 +420,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> Result<u8, Failure> {
                 }
             }
             println!(
-                "replayed: {fixed} line(s) now parse (run the input again to process them); {again} still fail and are back in the queue"
+                "replayed: {completed} order(s) completed, {rolled_back} rolled back; {again} line(s) still fail and are back in the queue"
             );
         }
     }

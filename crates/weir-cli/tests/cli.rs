@@ -44,6 +44,16 @@ fn the_demo_runs_end_to_end_and_its_report_adds_up() {
         listed.contains("line ") && (listed.contains("not a JSON order") || listed.contains("panicked")),
         "{listed}"
     );
+    let before = String::from_utf8_lossy(&weir(dir.path(), &["dlq", "list", "--limit", "1000"]).stdout).lines().count();
+    let replay = weir(dir.path(), &["dlq", "replay"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains(&format!("{before} line(s) still fail")),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
+    let after = String::from_utf8_lossy(&weir(dir.path(), &["dlq", "list", "--limit", "1000"]).stdout).lines().count();
+    assert_eq!(before, after, "lines that still fail are back in the queue, none lost");
     let sagas = weir(dir.path(), &["sagas", "list", "--status", "compensated", "--limit", "3"]);
     assert_eq!(String::from_utf8_lossy(&sagas.stdout).lines().count(), 3);
 }
