@@ -41,6 +41,25 @@ async fn sagas_per_second(store: Store, in_flight: usize, total: usize) -> f64 {
     (total / in_flight * in_flight) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Events/s through a cursor consumer reading a JSONL file, saving its
+/// cursor every 1,000 events.
+async fn consumer_events_per_second(store: Store, path: &std::path::Path) -> f64 {
+    use weir::checkpoint::{CursorConsumer, JsonlFileSource};
+    let events = 500_000u64;
+    std::fs::write(path, (0..events).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>()).expect("write events");
+    let consumer = CursorConsumer::builder(store, "bench").every(1000).build().expect("valid");
+    let started = Instant::now();
+    let report = consumer
+        .run(&mut JsonlFileSource::<serde_json::Value>::new(path), |e| {
+            std::hint::black_box(e);
+            std::future::ready(Ok::<(), std::convert::Infallible>(()))
+        })
+        .await
+        .expect("consumes");
+    assert_eq!(report.processed, events);
+    events as f64 / started.elapsed().as_secs_f64()
+}
+
 /// Single-row transactions per second, one connection, on the same kind of
 /// store; and rows/s in 1,000-row transactions.
 async fn sqlite_raw(path: &std::path::Path) -> (f64, f64) {
@@ -98,6 +117,9 @@ fn main() {
                 rate / single
             );
         }
+        let store = Store::open(dir.path().join("cursor.db").to_str().expect("utf-8")).await.expect("store");
+        let rate = consumer_events_per_second(store, &dir.path().join("events.jsonl")).await;
+        println!("sqlite FULL cursor consumer, checkpoint every 1,000: {rate:>10.0} events/s");
         #[cfg(feature = "postgres")]
         if let Ok(url) = std::env::var("WEIR_BENCH_POSTGRES_URL") {
             postgres(&url).await;

@@ -39,6 +39,16 @@ fn per_call(c: &mut Criterion) {
     group.bench_function("tokio_timeout", |b| {
         b.to_async(&rt).iter(|| tokio::time::timeout(Duration::from_secs(1), async { black_box(1) }))
     });
+    let policy = weir::retry::RetryPolicy::builder().max_attempts(3).build().expect("valid");
+    group.bench_function("weir_retry_success", |b| {
+        b.to_async(&rt).iter(|| policy.run(|| async { Ok::<_, BoxError>(black_box(1)) }))
+    });
+    group.bench_function("backon_retry_success", |b| {
+        b.to_async(&rt).iter(|| {
+            use backon::Retryable;
+            (|| async { Ok::<_, BoxError>(black_box(1)) }).retry(backon::ExponentialBuilder::default().with_max_times(2))
+        })
+    });
     group.bench_function("weir_hedge_not_fired", |b| {
         b.to_async(&rt).iter(|| hedge.call(|_| async { Ok::<_, BoxError>(black_box(1)) }))
     });
