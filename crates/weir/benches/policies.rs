@@ -46,7 +46,8 @@ fn per_call(c: &mut Criterion) {
     group.bench_function("backon_retry_success", |b| {
         b.to_async(&rt).iter(|| {
             use backon::Retryable;
-            (|| async { Ok::<_, BoxError>(black_box(1)) }).retry(backon::ExponentialBuilder::default().with_max_times(2))
+            (|| async { Ok::<_, BoxError>(black_box(1)) })
+                .retry(backon::ExponentialBuilder::default().with_max_times(2))
         })
     });
     group.bench_function("weir_hedge_not_fired", |b| {

@@ -76,6 +76,8 @@ pub mod saga;
 )]
 pub mod store;
 mod sync;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod timeout;
 #[cfg(feature = "tower")]
 pub mod tower;

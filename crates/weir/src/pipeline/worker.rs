@@ -174,14 +174,22 @@ where
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
         };
-        let span = tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt);
+        // A span per attempt only when someone listens at TRACE: creating
+        // one costs more than moving the item.
+        let span = if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt)
+        } else {
+            tracing::Span::none()
+        };
         let call = match (&self.stage.hedge, self.stage.copy) {
             (Some(hedge), Some(copy)) => {
                 // An owned copy for the hedge to copy from: the hedge's
                 // future must not borrow the item (which would ask T: Sync).
                 let original = copy(item.as_ref().expect("hedged stages keep the item"));
                 let hedged = hedge.call(move |_| self.stage.f.call(copy(&original)));
-                Either::Right(async move { hedged.await.map_err(one_error) })
+                // Boxed: the hedge's future is large, and an unboxed variant
+                // would make every item's future (and its moves) that large.
+                Either::Right(Box::pin(async move { hedged.await.map_err(one_error) }))
             }
             (_, Some(copy)) => Either::Left(self.stage.f.call(copy(item.as_ref().expect("kept for copies")))),
             (_, None) => Either::Left(self.stage.f.call(item.take().expect("used once without retry or dead letter"))),
