@@ -15,7 +15,7 @@
 //! - Each link holds at most `capacity` items in its queue, plus one chunk
 //!   being filled by the sender and one being worked on by the receiver.
 //!   Items move in chunks when several are ready, one by one otherwise.
-//! - At capacity 64, a 3-stage pipeline moves about 17 M items/s on the
+//! - At capacity 64, a 3-stage pipeline moves about 12 M items/s on the
 //!   2-core reference machine (Go's channels: about 7 M); at capacity 1,
 //!   about 1.2 M (`docs/benchmarks.md`).
 //! - Cancellation reaches every send and receive: they are `.await` points

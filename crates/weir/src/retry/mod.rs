@@ -173,8 +173,11 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let started = Instant::now();
-        let mut rng = fastrand::Rng::new();
+        // The clock and the random source are only needed once a call
+        // fails (and the clock only with a time limit): the success path
+        // reads neither.
+        let started = self.max_elapsed.map(|_| Instant::now());
+        let mut rng: Option<fastrand::Rng> = None;
         let mut delay = Duration::ZERO;
         self.record_call();
         for attempt in 1.. {
@@ -185,7 +188,8 @@ impl RetryPolicy {
             if !is_transient(&error) {
                 return Err(RetryError::new(GiveUp::Permanent, attempt, Some(error)));
             }
-            delay = match self.next(attempt, delay, started, &mut rng) {
+            let rng = rng.get_or_insert_with(fastrand::Rng::new);
+            delay = match self.next(attempt, delay, started.unwrap_or_else(Instant::now), rng) {
                 Next::RetryAfter(delay) => delay,
                 Next::GiveUp(why) => return Err(RetryError::new(why, attempt, Some(error))),
             };
