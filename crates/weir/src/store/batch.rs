@@ -26,6 +26,10 @@ pub(crate) fn split(writes: &[SagaWrite]) -> (Vec<&SagaRecord>, Vec<Update<'_>>)
             }
         }
     }
+    // The same lock order in every process: two committers writing
+    // overlapping sagas (several workers on one PostgreSQL) cannot deadlock.
+    inserts.sort_by(|a, b| a.id.cmp(&b.id));
+    updates.sort_by(|a, b| a.id.cmp(b.id));
     (inserts, updates)
 }
 

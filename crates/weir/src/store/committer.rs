@@ -81,7 +81,18 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let outcome = apply(&backend, &mut writer, &writes).await;
+        let mut outcome = apply(&backend, &mut writer, &writes).await;
+        // A deadlock with another process's transaction rolled this one back
+        // whole: try again (the lock order is fixed, so it is rare).
+        for _ in 0..3 {
+            match &outcome {
+                Err(StoreError::Query { source, .. }) if source.to_string().contains("deadlock detected") => {
+                    tracing::debug!("group commit hit a deadlock; retrying");
+                    outcome = apply(&backend, &mut writer, &writes).await;
+                }
+                _ => break,
+            }
+        }
         stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
