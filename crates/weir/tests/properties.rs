@@ -92,3 +92,135 @@ proptest! {
         }
     }
 }
+
+mod breaker_model {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use weir::breaker::{Breaker, State};
+
+    /// What a caller does next.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Op {
+        Succeed,
+        Fail,
+        Wait(u64),
+    }
+
+    pub fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![3 => Just(Op::Succeed), 3 => Just(Op::Fail), 1 => (1u64..40).prop_map(Op::Wait)]
+    }
+
+    /// The specification: consecutive failures open it; open rejects until
+    /// the duration passed; then one probe decides.
+    #[derive(Debug, Default)]
+    pub struct Model {
+        pub state: Option<u64>, // None = closed; Some(opened_at_secs) = open
+        pub failures: u32,
+        pub now: u64,
+        pub half_open: bool,
+    }
+
+    impl Model {
+        /// Whether the call is admitted, and the state afterwards.
+        pub fn call(&mut self, fail: bool, threshold: u32, open_for: u64) -> bool {
+            if let Some(opened) = self.state {
+                if self.now < opened + open_for {
+                    return false;
+                }
+                self.half_open = true;
+            }
+            if self.half_open {
+                self.half_open = false;
+                if fail {
+                    self.state = Some(self.now);
+                } else {
+                    self.state = None;
+                    self.failures = 0;
+                }
+                return true;
+            }
+            if fail {
+                self.failures += 1;
+                if self.failures >= threshold {
+                    self.state = Some(self.now);
+                    self.failures = 0;
+                }
+            } else {
+                self.failures = 0;
+            }
+            true
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The breaker admits and rejects exactly as the model says, and its
+        /// state matches, for any sequence of successes, failures and waits.
+        #[test]
+        fn the_breaker_follows_its_model(ops in proptest::collection::vec(op(), 1..120), threshold in 1u32..6, open_for in 1u64..30) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let breaker = Breaker::builder().consecutive_failures(threshold).open_for(Duration::from_secs(open_for)).build().unwrap();
+                let mut model = Model::default();
+                for op in ops {
+                    match op {
+                        Op::Wait(secs) => {
+                            tokio::time::advance(Duration::from_secs(secs)).await;
+                            model.now += secs;
+                        }
+                        Op::Succeed | Op::Fail => {
+                            let fail = matches!(op, Op::Fail);
+                            let expected = model.call(fail, threshold, open_for);
+                            let admitted = match breaker.try_acquire() {
+                                Ok(permit) => {
+                                    if fail { permit.failure() } else { permit.success() }
+                                    true
+                                }
+                                Err(_) => false,
+                            };
+                            prop_assert_eq!(admitted, expected, "model {:?}", model);
+                            let open = matches!(breaker.state(), State::Open);
+                            prop_assert_eq!(open, model.state.is_some(), "model {:?}, breaker {:?}", model, breaker.state());
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
+
+mod batcher_model {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use proptest::prelude::*;
+    use weir::batch::Batcher;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100))]
+
+        /// Batches are never empty, never larger than the limit, keep the
+        /// order, and lose nothing, whatever the gaps between items.
+        #[test]
+        fn batches_keep_everything_in_order(gaps in proptest::collection::vec(0u64..1500, 0..300), max in 1usize..50) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            let batches: Vec<Vec<usize>> = rt.block_on(async {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+                let gaps2 = gaps.clone();
+                tokio::spawn(async move {
+                    for (i, gap) in gaps2.into_iter().enumerate() {
+                        tokio::time::sleep(Duration::from_millis(gap)).await;
+                        tx.send(i).await.unwrap();
+                    }
+                });
+                let input = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+                Batcher::builder().max_items(max).max_wait(Duration::from_secs(1)).build().unwrap().batches(input).collect().await
+            });
+            prop_assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= max));
+            prop_assert_eq!(batches.concat(), (0..gaps.len()).collect::<Vec<_>>());
+        }
+    }
+}
