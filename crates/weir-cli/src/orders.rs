@@ -21,6 +21,9 @@ pub struct Line {
     /// Byte offset just after the line.
     pub end: u64,
     pub text: String,
+    /// The line's bytes were not UTF-8 (`text` is then a lossy copy).
+    #[serde(default)]
+    pub invalid_utf8: bool,
 }
 
 /// Why a line is not a valid order.
@@ -41,6 +44,9 @@ pub enum BadLine {
 /// On the demo's poison SKU `PANIC`, on purpose: the pipeline recovers and
 /// dead-letters the line (seed task 13).
 pub fn parse(line: &Line) -> Result<Order, BadLine> {
+    if line.invalid_utf8 {
+        return Err(BadLine::Malformed { line: line.number, reason: "not valid UTF-8".into() });
+    }
     let order: Order = serde_json::from_str(&line.text)
         .map_err(|e| BadLine::Malformed { line: line.number, reason: e.to_string() })?;
     let invalid = |reason: &str| BadLine::Invalid {

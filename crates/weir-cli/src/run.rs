@@ -159,7 +159,8 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     let cursor_key = cursor_name(&opts.input);
     let cursor: Cursor = store.cursor(&cursor_key).await?.map(serde_json::from_value).transpose()?.unwrap_or_default();
     let size = tokio::fs::metadata(&opts.input).await.map(|m| m.len()).unwrap_or(0);
-    let lines = read_lines(&opts.input, cursor).await?;
+    let read_failed = Arc::new(Mutex::new(None));
+    let lines = read_lines(&opts.input, cursor, Arc::clone(&read_failed)).await?;
     let mut progress = Progress::new(opts.quiet, size, cursor.offset);
     let watermark = Arc::new(Mutex::new(Watermark { cursor, done: BTreeMap::new() }));
     let dead_lettered = Arc::new(AtomicU64::new(0));
@@ -240,6 +241,9 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     store.save_cursor(&cursor_key, &serde_json::to_value(final_cursor)?).await?;
     progress.finish();
     let report = report?;
+    if let Some(error) = read_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(error.into());
+    }
 
     let [completed, compensated, failed] = *counts.lock().unwrap_or_else(|p| p.into_inner());
     let elapsed = started.elapsed();
@@ -264,35 +268,44 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
 }
 
 /// The input's lines from `cursor` on, numbered, each with the offset just
-/// after it. A last line without its newline is not read.
+/// after it. A last line without its newline is not read. A read error
+/// ends the stream and is left in `failed` for the run to report.
 async fn read_lines(
     path: &Path,
     cursor: Cursor,
+    failed: Arc<Mutex<Option<String>>>,
 ) -> Result<impl futures_util::Stream<Item = Line> + Send + 'static, BoxError> {
     let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     file.seek(std::io::SeekFrom::Start(cursor.offset)).await?;
     let reader = BufReader::new(file);
-    Ok(futures_util::stream::unfold(Some((reader, cursor)), |state| async move {
-        let (mut reader, cursor) = state?;
-        let mut text = String::new();
-        match reader.read_line(&mut text).await {
-            Ok(n) if n > 0 && text.ends_with('\n') => {
-                text.pop();
-                let line = Line { number: cursor.line + 1, end: cursor.offset + n as u64, text };
-                let next = Cursor { offset: line.end, line: line.number };
-                Some((line, Some((reader, next))))
-            }
-            Ok(_) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "input read failed");
-                None
+    let name = path.display().to_string();
+    Ok(futures_util::stream::unfold(Some((reader, cursor)), move |state| {
+        let (failed, name) = (Arc::clone(&failed), name.clone());
+        async move {
+            let (mut reader, cursor) = state?;
+            let mut bytes = Vec::new();
+            match reader.read_until(b'\n', &mut bytes).await {
+                Ok(n) if n > 0 && bytes.ends_with(b"\n") => {
+                    bytes.pop();
+                    let (text, invalid_utf8) = match String::from_utf8(bytes) {
+                        Ok(text) => (text, false),
+                        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
+                    };
+                    let line = Line { number: cursor.line + 1, end: cursor.offset + n as u64, text, invalid_utf8 };
+                    let next = Cursor { offset: line.end, line: line.number };
+                    Some((line, Some((reader, next))))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    *failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("reading {name} after line {}: {e}", cursor.line));
+                    None
+                }
             }
         }
     }))
 }
 
-/// Orders that never reached a saga, for the report: the dead-lettered
-/// lines' reasons.
 /// One reason per dead-lettered line (a line dead-lettered twice, by two
 /// workers or by a rerun after a crash, counts once).
 pub async fn dead_letter_reasons(store: &Store) -> Result<Vec<String>, BoxError> {

@@ -148,3 +148,23 @@ fn two_workers_share_one_postgres_database() {
     let report = report(dir.path(), &["--database-url", &url]);
     assert_accounted(&report, 800);
 }
+
+#[test]
+fn an_invalid_utf8_line_is_dead_lettered_and_the_rest_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        weir(dir.path(), &["generate", "orders.jsonl", "--orders", "50", "--tenants", "2", "--faults", "0"])
+            .status
+            .success()
+    );
+    let mut bytes = std::fs::read(dir.path().join("orders.jsonl")).unwrap();
+    let middle = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(24).unwrap().0 + 1;
+    bytes.splice(middle..middle, b"{\"order_id\": \"\xff\xfe\"}\n".iter().copied());
+    std::fs::write(dir.path().join("orders.jsonl"), bytes).unwrap();
+    let out = weir(dir.path(), &["run", "orders.jsonl"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = report(dir.path(), &[]);
+    assert_accounted(&report, 51);
+    let dlq = String::from_utf8_lossy(&weir(dir.path(), &["dlq", "list"]).stdout).to_string();
+    assert!(dlq.contains("line 26") && dlq.contains("not valid UTF-8"), "{dlq}");
+}
