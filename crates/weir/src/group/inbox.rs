@@ -7,11 +7,10 @@
 //! faster than a tokio unbounded channel here, which pays for an atomic
 //! permit count and a wake-up check on every message.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::Context;
 
-use futures_util::task::AtomicWaker;
+use crate::sync::{AtomicBool, AtomicWaker, Mutex};
 
 pub(crate) struct Inbox<T> {
     items: Mutex<Vec<T>>,
@@ -21,7 +20,7 @@ pub(crate) struct Inbox<T> {
 
 impl<T> Inbox<T> {
     pub(crate) fn new() -> Self {
-        Self { items: Mutex::new(Vec::new()), waker: AtomicWaker::new(), closed: AtomicBool::new(false) }
+        Self { items: Mutex::new(Vec::new()), waker: AtomicWaker::default(), closed: AtomicBool::new(false) }
     }
 
     /// Adds `item`, waking the worker if the queue was empty.
@@ -51,5 +50,43 @@ impl<T> Inbox<T> {
         let closed = self.closed.load(Ordering::Acquire);
         std::mem::swap(&mut *self.items.lock().unwrap_or_else(|p| p.into_inner()), into);
         closed
+    }
+}
+
+/// The model of the inbox's hand-off: whatever the interleaving of a
+/// spawner pushing and closing with the worker taking, every item arrives,
+/// the close is seen, and the worker is never left asleep with work queued
+/// (loom reports a deadlock if a wake-up is lost).
+#[cfg(all(test, weir_loom))]
+mod loom_model {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use loom::sync::Arc;
+
+    use super::Inbox;
+
+    #[test]
+    fn no_item_or_close_is_lost() {
+        loom::model(|| {
+            let inbox = Arc::new(Inbox::new());
+            let spawner = {
+                let inbox = Arc::clone(&inbox);
+                loom::thread::spawn(move || {
+                    inbox.push(1);
+                    inbox.push(2);
+                    inbox.close();
+                })
+            };
+            let mut got = Vec::new();
+            loom::future::block_on(poll_fn(|cx| {
+                let mut taken = Vec::new();
+                let closed = inbox.take_all(cx, &mut taken);
+                got.extend(taken);
+                if closed { Poll::Ready(()) } else { Poll::Pending }
+            }));
+            spawner.join().unwrap();
+            assert_eq!(got, [1, 2]);
+        });
     }
 }
