@@ -149,28 +149,13 @@ impl SagaEngine {
     /// # Cancel safety
     /// As [`run`](Self::run).
     pub async fn run_with_id<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<String, SagaError> {
-        let Some(def) = self.inner.definitions.get(definition) else {
-            return Err(SagaError::for_unknown_definition(id, definition));
-        };
-        let input = serde_json::to_value(input).map_err(|e| {
-            SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
-        })?;
+        let (def, mut record) = self.new_record(id, definition, input)?;
         let _slot = self.inner.slots.acquire().await.expect("never closed");
         self.start_heartbeat();
-        let now = now_ms();
-        let record = SagaRecord {
-            id: id.to_owned(),
-            definition: definition.to_owned(),
-            input,
-            status: SagaStatus::Running,
-            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
-            error: None,
-            fence: 1,
-            lease_owner: Some(self.inner.worker.clone()),
-            lease_until: Some(now + self.inner.lease.as_millis() as i64),
-            created_at: now,
-            updated_at: now,
-        };
+        // Started here, so held here from the first write on.
+        record.fence = 1;
+        record.lease_owner = Some(self.inner.worker.clone());
+        record.lease_until = Some(record.created_at + self.inner.lease.as_millis() as i64);
         let store = &self.inner.store;
         if store.write(SagaWrite::Insert(Box::new(record.clone()))).await.map_err(|e| SagaError::store(id, e))? {
             tracing::debug!(saga = %id, definition, "saga started");
@@ -198,26 +183,8 @@ impl SagaEngine {
     /// # Errors
     /// [`SagaError`] for an unknown definition or the store failing.
     pub async fn submit<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<bool, SagaError> {
-        let Some(def) = self.inner.definitions.get(definition) else {
-            return Err(SagaError::for_unknown_definition(id, definition));
-        };
-        let input = serde_json::to_value(input).map_err(|e| {
-            SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
-        })?;
-        let now = now_ms();
-        let record = SagaRecord {
-            id: id.to_owned(),
-            definition: definition.to_owned(),
-            input,
-            status: SagaStatus::Running,
-            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
-            error: None,
-            fence: 0,
-            lease_owner: None,
-            lease_until: None,
-            created_at: now,
-            updated_at: now,
-        };
+        // Unclaimed (fence 0, no lease): the first engine to resume takes it.
+        let (_, record) = self.new_record(id, definition, input)?;
         self.inner.store.write(SagaWrite::Insert(Box::new(record))).await.map_err(|e| SagaError::store(id, e))
     }
 
@@ -255,6 +222,36 @@ impl SagaEngine {
         }
         let report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(report)
+    }
+
+    /// A new, unclaimed record of saga `id`: every step pending.
+    fn new_record<I: Serialize>(
+        &self,
+        id: &str,
+        definition: &str,
+        input: &I,
+    ) -> Result<(&SagaDefinition, SagaRecord), SagaError> {
+        let Some(def) = self.inner.definitions.get(definition) else {
+            return Err(SagaError::for_unknown_definition(id, definition));
+        };
+        let input = serde_json::to_value(input).map_err(|e| {
+            SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
+        })?;
+        let now = now_ms();
+        let record = SagaRecord {
+            id: id.to_owned(),
+            definition: definition.to_owned(),
+            input,
+            status: SagaStatus::Running,
+            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
+            error: None,
+            fence: 0,
+            lease_owner: None,
+            lease_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok((def, record))
     }
 
     async fn drive_claimed(&self, record: SagaRecord) -> Result<String, SagaError> {
