@@ -66,27 +66,14 @@ struct Cli {
 enum Command {
     /// Generates realistic orders (with malformed lines, poison orders, a flaky payment provider and a tenant whose provider is down) and runs the pipeline on them.
     Demo {
-        #[arg(long, default_value_t = 5_000)]
-        orders: u64,
-        #[arg(long, default_value_t = 20)]
-        tenants: u32,
-        /// Share of faulty lines and failing payment calls.
-        #[arg(long, default_value_t = 0.02)]
-        faults: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        input: GenerateArgs,
     },
     /// Writes the demo's generated orders to a file, to run later.
     Generate {
         out: PathBuf,
-        #[arg(long, default_value_t = 5_000)]
-        orders: u64,
-        #[arg(long, default_value_t = 20)]
-        tenants: u32,
-        #[arg(long, default_value_t = 0.02)]
-        faults: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        input: GenerateArgs,
     },
     /// Runs the pipeline on a file of orders (one JSON object per line).
     Run {
@@ -126,6 +113,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The demo's generated input.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct GenerateArgs {
+    #[arg(long, default_value_t = 5_000)]
+    orders: u64,
+    #[arg(long, default_value_t = 20)]
+    tenants: u32,
+    /// Share of faulty lines and failing payment calls.
+    #[arg(long, default_value_t = 0.02)]
+    faults: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl From<GenerateArgs> for Generate {
+    fn from(a: GenerateArgs) -> Self {
+        Generate { orders: a.orders, tenants: a.tenants, faults: a.faults, seed: a.seed }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,8 +239,8 @@ async fn open(cli: &Cli) -> Result<Store, Failure> {
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match &cli.command {
-        Command::Demo { orders, tenants, faults, seed } => {
-            let g = Generate { orders: *orders, tenants: *tenants, faults: *faults, seed: *seed };
+        Command::Demo { input } => {
+            let g = Generate::from(*input);
             let input = std::env::temp_dir().join(format!("weir-demo-{}-{}-{}.jsonl", g.orders, g.tenants, g.seed));
             std::fs::write(&input, orders::generate(g))
                 .map_err(|e| Failure::input(format!("cannot write {}: {e}", input.display())))?;
@@ -258,8 +265,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             };
             run_and_report(&cli, opts).await
         }
-        Command::Generate { out, orders, tenants, faults, seed } => {
-            let g = Generate { orders: *orders, tenants: *tenants, faults: *faults, seed: *seed };
+        Command::Generate { out, input } => {
+            let g = Generate::from(*input);
             std::fs::write(out, orders::generate(g))
                 .map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))?;
             println!("{}: {} orders from {} tenants", out.display(), g.orders, g.tenants);

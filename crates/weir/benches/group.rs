@@ -1,9 +1,7 @@
 //! Spawn + wait of many no-op tasks: weir's Group beside tokio's JoinSet,
 //! plain `tokio::spawn` with awaited handles, and `FuturesUnordered`.
-//! Also: how long `wait` takes to return once one of 10,000 blocked tasks
-//! fails. Run with `cargo bench -p weir --bench group`.
-
-use std::time::{Duration, Instant};
+//! (Cancel latency, as percentiles, is in the `latency` bench.) Run with
+//! `cargo bench -p weir --bench group`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
@@ -98,36 +96,5 @@ fn spawn_wait(c: &mut Criterion) {
     group.finish();
 }
 
-/// 10,000 tasks block until cancelled; one fails. Measures the time from
-/// the failure to `wait` returning.
-async fn cancel_latency() -> Duration {
-    let group: Group<BoxError> = Group::new();
-    for _ in 0..10_000 {
-        group.spawn(std::future::pending()).await;
-    }
-    tokio::task::yield_now().await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
-    group
-        .spawn(async move {
-            let _ = tx.send(Instant::now());
-            Err("boom".into())
-        })
-        .await;
-    let result = group.wait().await;
-    let returned = Instant::now();
-    assert!(result.is_err());
-    returned - rx.await.expect("the failing task ran")
-}
-
-fn cancel(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("cancel_10k_blocked");
-    group.sample_size(20);
-    group.bench_function("weir_group_fail_to_wait_return", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(cancel_latency())).sum())
-    });
-    group.finish();
-}
-
-criterion_group!(benches, spawn_wait, cancel);
+criterion_group!(benches, spawn_wait);
 criterion_main!(benches);
