@@ -108,6 +108,50 @@ async fn without_a_dlq_a_failed_batch_comes_back_in_the_error() {
     assert!(err.to_string().contains("after 3 attempt(s): down"), "{err}");
 }
 
+/// A panic in the flush (in the call or in its future) fails that batch
+/// at once, without a retry; the batch is dead-lettered with the panic's
+/// message and the run goes on. A `Permanent` error is not retried either.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_or_permanent_flush_is_dead_lettered_without_retry_and_the_run_goes_on() {
+    let dlq = MemoryDlq::new();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = calls.clone();
+    let report = seed_batcher()
+        .run(
+            futures_util::stream::iter(0..400u32),
+            move |batch: Vec<u32>| {
+                let first = batch[0];
+                c.lock().unwrap().push(first);
+                if first == 0 {
+                    panic!("flush exploded before its future");
+                }
+                async move {
+                    match first {
+                        100 => panic!("flush exploded inside its future"),
+                        200 => Err(weir::error::Permanent::new("schema rejected")),
+                        _ => Ok(()),
+                    }
+                }
+            },
+            Some(&dlq),
+        )
+        .await
+        .unwrap();
+    assert_eq!(*calls.lock().unwrap(), [0, 100, 200, 300], "nothing was retried");
+    assert_eq!((report.items_flushed, report.items_dead_lettered, report.retries), (100, 300, 0));
+    let parked = dlq.drain().await.unwrap();
+    let reasons: Vec<&str> = parked.iter().map(|e| e.error_chain[0].as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "panicked: flush exploded before its future",
+            "panicked: flush exploded inside its future",
+            "permanent failure: schema rejected"
+        ]
+    );
+    assert!(parked.iter().all(|e| e.attempts == 1 && e.item.len() == 100));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_flush_pushes_back_on_the_producer() {
     let (tx, rx) = tokio::sync::mpsc::channel(10);

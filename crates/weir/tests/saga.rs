@@ -157,6 +157,99 @@ async fn retryable_step_failures_are_retried_and_counted() {
     assert_eq!(store.saga(&id).await.unwrap().unwrap().steps[0].attempts, 3);
 }
 
+/// A panic in a step is a terminal failure (never retried): the completed
+/// steps are compensated and the error names the panic. A panic in a
+/// compensation is a failed compensation: the saga ends `failed`.
+#[tokio::test]
+async fn a_panicking_step_is_compensated_and_a_panicking_compensation_fails_the_saga() {
+    let log = Log::default();
+    let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+    let definition = |name: &str, panic_in_undo: bool| {
+        let (l1, l2, l3) = (l1.clone(), l2.clone(), l3.clone());
+        SagaDefinition::builder(name)
+            .step(
+                "reserve",
+                move |_| {
+                    note(&l1, "reserve");
+                    async { Ok::<_, StepError>(()) }
+                },
+                move |_| {
+                    note(&l2, "release");
+                    assert!(!panic_in_undo, "release exploded");
+                    async { Ok(()) }
+                },
+            )
+            .step_without_compensation("charge", move |_| {
+                note(&l3, "charge");
+                async { panic!("card reader exploded") as Result<(), StepError> }
+            })
+            .build()
+            .unwrap()
+    };
+    let store = Store::memory();
+    let engine = SagaEngine::builder(store.clone())
+        .definition(definition("undo-ok", false))
+        .definition(definition("undo-panics", true))
+        .step_retry(fast_retry(5))
+        .compensation_retry(fast_retry(5))
+        .build()
+        .unwrap();
+
+    let err = engine.run("undo-ok", &()).await.unwrap_err();
+    assert!(err.is_compensated(), "{err}");
+    assert_eq!(err.failed_step(), Some("charge"));
+    let panic = find::<weir::pipeline::ItemPanic>(err.cause().unwrap()).expect("the cause is the panic");
+    assert_eq!(panic.message(), "card reader exploded");
+    assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "release"], "the panic is not retried");
+    let record = store.saga(err.saga_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, SagaStatus::Compensated);
+    assert_eq!(record.steps[1].attempts, 1);
+
+    log.lock().unwrap().clear();
+    let err = engine.run("undo-panics", &()).await.unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    assert!(err.to_string().contains("release exploded"), "{err}");
+    let record = store.saga(err.saga_id()).await.unwrap().unwrap();
+    assert_eq!(record.status, SagaStatus::Failed);
+    assert_eq!(record.steps[0].status, StepStatus::CompensationFailed);
+    assert_eq!(record.steps[0].compensation_attempts, 1, "a panicking compensation is not retried");
+}
+
+/// A step that never returns is bounded by the step timeout: each attempt
+/// times out, is retried, and the saga compensates in the end.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_step_times_out_is_retried_and_compensated() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let definition = SagaDefinition::builder("hangs")
+        .step("first", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+        .step_without_compensation("stuck", move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), StepError>>()
+        })
+        .build()
+        .unwrap();
+    let store = Store::memory();
+    let engine = SagaEngine::builder(store.clone())
+        .definition(definition)
+        .step_retry(fast_retry(3))
+        .step_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = engine.run("hangs", &()).await.unwrap_err();
+    assert!(err.is_compensated(), "{err}");
+    let timed_out = find::<weir::error::TimedOut>(err.cause().unwrap()).expect("the cause is the timeout");
+    assert_eq!(timed_out.after(), Duration::from_secs(5));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(started.elapsed() >= Duration::from_secs(15) && started.elapsed() < Duration::from_secs(16));
+    let record = store.saga(err.saga_id()).await.unwrap().unwrap();
+    assert_eq!(record.steps[0].status, StepStatus::Compensated);
+
+    let zero = SagaEngine::builder(Store::memory()).step_timeout(Duration::ZERO).build().unwrap_err();
+    assert!(zero.to_string().contains("step_timeout"), "{zero}");
+}
+
 #[tokio::test]
 async fn starting_with_a_known_id_is_idempotent() {
     let calls = Arc::new(AtomicU32::new(0));

@@ -18,14 +18,16 @@ mod stream;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 
 pub use self::stream::Batches;
 use crate::dlq::{DeadLetterQueue, Envelope};
-use crate::error::{BoxError, ConfigError, chain};
+use crate::error::{BoxError, ConfigError, Permanent, chain, is};
+use crate::pipeline::ItemPanic;
 use crate::retry::{RetryError, RetryPolicy};
 
 /// What a [`Batcher::run`] did. `items == items_flushed + items_dead_lettered`.
@@ -111,6 +113,10 @@ impl Batcher {
     /// that still fails after its retries goes whole to `dead_letters`, and
     /// the run goes on.
     ///
+    /// A flush error marked [`Permanent`] is not retried. A panic in
+    /// `flush` is caught: the batch fails at once with [`ItemPanic`] (not
+    /// retried) and is dead-lettered like any failed batch.
+    ///
     /// # Errors
     /// [`BatchFailed`] (holding the batch) when a batch fails for good and
     /// there is no dead-letter queue, or the queue fails.
@@ -140,17 +146,28 @@ impl Batcher {
             let first_failure = Cell::new(None);
             let flushed = self
                 .retry
-                .run(|| {
-                    attempts.set(attempts.get() + 1);
-                    let attempt = flush(batch.clone());
-                    let first_failure = &first_failure;
-                    async move {
-                        attempt.await.map_err(|e| {
-                            first_failure.set(first_failure.get().or_else(|| Some(SystemTime::now())));
-                            e.into()
-                        })
-                    }
-                })
+                .run_if(
+                    || {
+                        attempts.set(attempts.get() + 1);
+                        // A panic may come from the call itself or from its future.
+                        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| flush(batch.clone())));
+                        let first_failure = &first_failure;
+                        async move {
+                            let finished = match attempt {
+                                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                                Err(payload) => Err(payload),
+                            };
+                            let outcome = match finished {
+                                Ok(outcome) => outcome.map_err(Into::into),
+                                Err(payload) => Err(BoxError::from(ItemPanic::new(&*payload))),
+                            };
+                            outcome.inspect_err(|_| {
+                                first_failure.set(first_failure.get().or_else(|| Some(SystemTime::now())));
+                            })
+                        }
+                    },
+                    |error: &BoxError| !is::<Permanent>(&**error) && !is::<ItemPanic>(&**error),
+                )
                 .await;
             report.retries += u64::from(attempts.get().saturating_sub(1));
             match flushed {

@@ -6,6 +6,10 @@ use crate::error::{BoxError, Cancelled, ConfigError, Errors, StageError, TaskPan
 /// A stage's function panicked on an item. The panic was caught; the item
 /// failed with this cause (never retried) and the stage's
 /// [`OnError`](super::OnError) policy applies to it.
+///
+/// The same error stands for a panic caught in a saga step (a terminal
+/// step failure: the saga compensates) and in a batcher's flush (the batch
+/// fails without a retry and goes to the dead-letter queue).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("panicked: {message}")]
 pub struct ItemPanic {

@@ -50,6 +50,7 @@ struct Inner {
     definitions: HashMap<String, SagaDefinition>,
     step_retry: RetryPolicy,
     compensation_retry: RetryPolicy,
+    step_timeout: Option<Duration>,
     lease: Duration,
     worker: String,
     slots: Arc<Semaphore>,
@@ -106,6 +107,7 @@ impl SagaEngine {
             definitions: Vec::new(),
             step_retry: RetryPolicy::default(),
             compensation_retry: RetryPolicy::builder().max_attempts(5).build().expect("valid"),
+            step_timeout: None,
             lease: Duration::from_secs(30),
             worker: None,
             max_in_flight: 64,
@@ -267,6 +269,7 @@ impl SagaEngine {
             definition,
             step_retry: &self.inner.step_retry,
             compensation_retry: &self.inner.compensation_retry,
+            step_timeout: self.inner.step_timeout,
         }
     }
 
@@ -315,6 +318,8 @@ fn new_saga_id() -> String {
 /// # Defaults
 /// - steps retried by [`RetryPolicy`]'s defaults (3 attempts);
 /// - compensations retried up to 5 attempts;
+/// - no step timeout (a step that never returns holds its saga, and the
+///   saga's lease, until the engine is dropped);
 /// - leases of 30 s, renewed every 10 s;
 /// - at most 64 sagas in flight;
 /// - worker id `"{hostname or 'host'}-{pid}-{random}"`.
@@ -323,6 +328,7 @@ pub struct SagaEngineBuilder {
     definitions: Vec<SagaDefinition>,
     step_retry: RetryPolicy,
     compensation_retry: RetryPolicy,
+    step_timeout: Option<Duration>,
     lease: Duration,
     worker: Option<String>,
     max_in_flight: usize,
@@ -353,6 +359,17 @@ impl SagaEngineBuilder {
         self
     }
 
+    /// Bounds each attempt of a step or compensation: an attempt still
+    /// running after `timeout` is dropped and fails with
+    /// [`TimedOut`](crate::error::TimedOut), which is retried like any
+    /// retryable failure. Dropping an attempt cancels it at its next
+    /// `.await`; an effect it already sent may still happen, which the
+    /// step's idempotency key covers.
+    pub fn step_timeout(mut self, timeout: Duration) -> Self {
+        self.step_timeout = Some(timeout);
+        self
+    }
+
     /// How long a claim lasts without renewal.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -375,7 +392,7 @@ impl SagaEngineBuilder {
     ///
     /// # Errors
     /// [`ConfigError`] for two definitions with one name, 0 sagas in
-    /// flight, or a lease under 1 s.
+    /// flight, a zero step timeout, or a lease under 1 s.
     pub fn build(self) -> Result<SagaEngine, ConfigError> {
         let mut definitions = HashMap::new();
         for def in self.definitions {
@@ -386,6 +403,9 @@ impl SagaEngineBuilder {
         }
         if self.max_in_flight == 0 {
             return Err(ConfigError::new("saga max_in_flight", 0, "use at least 1"));
+        }
+        if self.step_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new("saga step_timeout", "0s", "use a positive duration, or leave it unset"));
         }
         if self.lease < Duration::from_secs(1) {
             return Err(ConfigError::new(
@@ -404,6 +424,7 @@ impl SagaEngineBuilder {
                 definitions,
                 step_retry: self.step_retry,
                 compensation_retry: self.compensation_retry,
+                step_timeout: self.step_timeout,
                 lease: self.lease,
                 worker,
                 slots: Arc::new(Semaphore::new(self.max_in_flight)),

@@ -2,14 +2,17 @@
 //! or backward through the compensations, writing each transition before
 //! the next begins.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde_json::Value;
 
 use super::definition::StepDef;
 use super::{SagaDefinition, SagaError, StepContext, StepError};
-use crate::error::{BoxError, Errors, Origin};
+use crate::error::{BoxError, Errors, Origin, TimedOut};
+use crate::pipeline::ItemPanic;
 use crate::retry::{Next, RetryPolicy, sleep_unless_cancelled};
 use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
 
@@ -18,6 +21,7 @@ pub(crate) struct Driver<'a> {
     pub(crate) definition: &'a SagaDefinition,
     pub(crate) step_retry: &'a RetryPolicy,
     pub(crate) compensation_retry: &'a RetryPolicy,
+    pub(crate) step_timeout: Option<Duration>,
 }
 
 /// A failure remembered while compensating: the step and the cause.
@@ -191,7 +195,7 @@ impl Driver<'_> {
         let mut rng = fastrand::Rng::new();
         let mut delay = Duration::ZERO;
         for attempt in 1.. {
-            let error = match call(attempt).await {
+            let error = match self.attempt(|| call(attempt)).await {
                 Ok(value) => return (Ok(value), attempt),
                 Err(error) if !error.is_retryable() => return (Err(error), attempt),
                 Err(error) => error,
@@ -203,5 +207,27 @@ impl Driver<'_> {
             sleep_unless_cancelled(None, delay).await;
         }
         unreachable!("attempts are bounded by the policy")
+    }
+
+    /// One attempt, bounded by the step timeout. A panic is caught and
+    /// becomes a terminal failure ([`ItemPanic`]): retrying a bug rarely
+    /// helps, and the saga must still reach an end. A timeout is retryable
+    /// ([`TimedOut`]).
+    async fn attempt<T, Fut>(&self, call: impl FnOnce() -> Fut) -> Result<T, StepError>
+    where
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let panicked = |payload: Box<dyn std::any::Any + Send>| StepError::terminal(ItemPanic::new(&*payload));
+        // A panic may come from the call itself or from its future.
+        let future = std::panic::catch_unwind(AssertUnwindSafe(call)).map_err(panicked)?;
+        let future = AssertUnwindSafe(future).catch_unwind();
+        let outcome = match self.step_timeout {
+            None => future.await,
+            Some(limit) => match tokio::time::timeout(limit, future).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(StepError::retryable(TimedOut::new(limit))),
+            },
+        };
+        outcome.unwrap_or_else(|payload| Err(panicked(payload)))
     }
 }
