@@ -163,7 +163,7 @@ impl FaultInjector {
         match fault {
             None => call().await,
             Some(Fault::Error) => Err(InjectedFault { call: n }.into()),
-            Some(Fault::Panic) => panic!("injected panic on call {n}"),
+            Some(Fault::Panic) => panic!("{INJECTED_PANIC}{n}"),
             Some(Fault::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 call().await
@@ -224,4 +224,37 @@ impl FaultInjectorBuilder {
             injected: Default::default(),
         })
     }
+}
+
+/// The prefix of every injected panic's message.
+const INJECTED_PANIC: &str = "injected panic on call ";
+
+/// Keeps injected panics out of the test output: installs, once per
+/// process, a panic hook that says nothing for a panic injected by a
+/// [`FaultInjector`] and hands every other panic to the hook that was set
+/// before (so a real failure still prints its message and backtrace).
+///
+/// A campaign that injects hundreds of panics otherwise buries its own
+/// report under their messages.
+///
+/// ```
+/// weir::testing::quiet_injected_panics();
+/// let caught = std::panic::catch_unwind(|| panic!("a real bug"));
+/// assert!(caught.is_err()); // printed as usual
+/// ```
+pub fn quiet_injected_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied());
+            if !message.is_some_and(|m| m.starts_with(INJECTED_PANIC)) {
+                previous(info);
+            }
+        }));
+    });
 }

@@ -5,7 +5,8 @@
 //! - [`FaultInjector`]: fails, panics, delays or hangs chosen calls — with a
 //!   probability, on the n-th call, or every k-th — from a seed, so that a
 //!   failing run replays exactly. It counts what it injected, so a test can
-//!   check that every fault was accounted for.
+//!   check that every fault was accounted for. [`quiet_injected_panics`]
+//!   keeps its panics out of the test output.
 //! - [`LeakCheck`]: the runtime's alive tasks before and after (Go's
 //!   `runtime.NumGoroutine()` check), with a message naming what is left.
 //! - [`drain_within`]: cancel, then assert the work finished within a bound,
@@ -14,5 +15,5 @@
 mod faults;
 mod leaks;
 
-pub use self::faults::{Fault, FaultCounts, FaultInjector, FaultInjectorBuilder, InjectedFault};
+pub use self::faults::{Fault, FaultCounts, FaultInjector, FaultInjectorBuilder, InjectedFault, quiet_injected_panics};
 pub use self::leaks::{DrainTooSlow, LeakCheck, Leaked, drain_within};
