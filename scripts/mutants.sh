@@ -35,6 +35,7 @@ for module in "${modules[@]}"; do
   args=()
   for arg in $(tests_for "$module"); do args+=(--cargo-test-arg="$arg"); done
   echo "== mutants of crates/weir/src/$module"
+  mkdir -p "mutants.out/$module"
   CARGO_PROFILE_DEV_DEBUG=0 cargo mutants -p weir --no-default-features --features test-util \
     -f "crates/weir/src/$module/**" "${args[@]}" --timeout 60 --output "mutants.out/$module" || true
   out="mutants.out/$module/mutants.out"

@@ -5,7 +5,6 @@
 
 mod business;
 mod ledger;
-mod orders;
 mod progress;
 mod report;
 mod run;
@@ -18,8 +17,9 @@ use weir::dlq::DeadLetterQueue;
 use weir::error::BoxError;
 use weir::store::{SagaStatus, Store};
 
-use crate::orders::{Generate, Line, down_tenant};
 use crate::run::{LINES_QUEUE, RunOptions};
+use weir_cli::orders::{Generate, Line, down_tenant};
+use weir_cli::{input, orders};
 
 /// Exit codes scripts can rely on.
 mod exit {
@@ -90,6 +90,9 @@ enum Command {
         /// This worker's id (lease owner); stable ids take their sagas back at once after a restart.
         #[arg(long)]
         worker_id: Option<String>,
+        /// The longest input line read whole, in bytes; a longer line is dead-lettered with its length.
+        #[arg(long, default_value_t = input::DEFAULT_MAX_LINE_BYTES, value_parser = positive_usize)]
+        max_line_bytes: usize,
     },
     /// Finishes the sagas an interrupted run left in progress.
     Resume,
@@ -261,6 +264,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 faults: g.faults,
                 down_tenant: Some(down_tenant(g.tenants)),
                 worker_id: None,
+                max_line_bytes: input::DEFAULT_MAX_LINE_BYTES,
                 quiet: cli.quiet,
             };
             run_and_report(&cli, opts).await
@@ -272,7 +276,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             println!("{}: {} orders from {} tenants", out.display(), g.orders, g.tenants);
             Ok(exit::OK)
         }
-        Command::Run { input, workers, faults, down_tenant, worker_id } => {
+        Command::Run { input, workers, faults, down_tenant, worker_id, max_line_bytes } => {
             if !input.is_file() {
                 return Err(Failure::input(format!(
                     "cannot read {}: no such file; pass a file of orders, one JSON object per line",
@@ -286,6 +290,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 faults: *faults,
                 down_tenant: down_tenant.clone(),
                 worker_id: worker_id.clone(),
+                max_line_bytes: *max_line_bytes,
                 quiet: cli.quiet,
             };
             run_and_report(&cli, opts).await
@@ -453,4 +458,13 @@ async fn cursor(cli: &Cli, command: &CursorCommand) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// A count that must be at least 1 (a clap value parser).
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; pass a whole number of bytes")),
+    }
 }

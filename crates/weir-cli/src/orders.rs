@@ -24,6 +24,36 @@ pub struct Line {
     /// The line's bytes were not UTF-8 (`text` is then a lossy copy).
     #[serde(default)]
     pub invalid_utf8: bool,
+    /// The line was longer than the reader's limit: `text` holds only its
+    /// start, and this its full length and the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_limit: Option<OverLimit>,
+}
+
+/// How long a line over the limit was, and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverLimit {
+    /// The line's length in bytes, its newline included.
+    pub bytes: u64,
+    /// The limit it passed (`--max-line-bytes`).
+    pub limit: u64,
+}
+
+impl Line {
+    /// A line as read from the input: `raw` ends at byte offset `end`.
+    pub fn from_raw(raw: crate::input::RawLine, number: u64, end: u64, limit: usize) -> Self {
+        let (text, invalid_utf8) = match String::from_utf8(raw.bytes) {
+            Ok(text) => (text, false),
+            // Over the limit, the cut may fall inside a character: that
+            // alone does not make the line invalid.
+            Err(e) if raw.over_limit => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
+            Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
+        };
+        let over_limit = raw.over_limit.then_some(OverLimit { bytes: raw.len, limit: limit as u64 });
+        // Only a start of a long line is kept in dead letters.
+        let text = if over_limit.is_some() { text.chars().take(200).collect() } else { text };
+        Line { number, end, text, invalid_utf8, over_limit }
+    }
 }
 
 /// Why a line is not a valid order.
@@ -44,6 +74,13 @@ pub enum BadLine {
 /// On the demo's poison SKU `PANIC`, on purpose: the pipeline recovers and
 /// dead-letters the line (seed task 13).
 pub fn parse(line: &Line) -> Result<Order, BadLine> {
+    if let Some(over) = line.over_limit {
+        let reason = format!(
+            "line of {} bytes is over the limit of {} bytes; raise --max-line-bytes to read it",
+            over.bytes, over.limit
+        );
+        return Err(BadLine::Malformed { line: line.number, reason });
+    }
     if line.invalid_utf8 {
         return Err(BadLine::Malformed { line: line.number, reason: "not valid UTF-8".into() });
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
+use tokio::io::{AsyncSeekExt, BufReader};
 use weir::bulkhead::{Bulkhead, KeyedBulkhead};
 use weir::error::BoxError;
 use weir::pipeline::{DeadLetter, DeadLetterSink, Pipeline, Stage};
@@ -24,6 +24,7 @@ use weir::saga::SagaEngine;
 use weir::store::{Store, StoreDlq};
 
 use crate::business::{Payments, order_saga};
+use crate::input::{LineAssembler, read_line};
 use crate::ledger::Ledger;
 use crate::orders::{Line, Order, parse};
 use crate::progress::Progress;
@@ -46,6 +47,8 @@ pub struct RunOptions {
     pub faults: f64,
     pub down_tenant: Option<String>,
     pub worker_id: Option<String>,
+    /// The longest line read whole; see [`crate::input`].
+    pub max_line_bytes: usize,
     pub quiet: bool,
 }
 
@@ -160,7 +163,7 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     let cursor: Cursor = store.cursor(&cursor_key).await?.map(serde_json::from_value).transpose()?.unwrap_or_default();
     let size = tokio::fs::metadata(&opts.input).await.map(|m| m.len()).unwrap_or(0);
     let read_failed = Arc::new(Mutex::new(None));
-    let lines = read_lines(&opts.input, cursor, Arc::clone(&read_failed)).await?;
+    let lines = read_lines(&opts.input, cursor, opts.max_line_bytes, Arc::clone(&read_failed)).await?;
     let mut progress = Progress::new(opts.quiet, size, cursor.offset);
     let watermark = Arc::new(Mutex::new(Watermark { cursor, done: BTreeMap::new() }));
     let dead_lettered = Arc::new(AtomicU64::new(0));
@@ -268,34 +271,32 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
 }
 
 /// The input's lines from `cursor` on, numbered, each with the offset just
-/// after it. A last line without its newline is not read. A read error
-/// ends the stream and is left in `failed` for the run to report.
+/// after it; a line over `max_line_bytes` comes with only its start (see
+/// [`crate::input`]). A last line without its newline is not read. A read
+/// error ends the stream and is left in `failed` for the run to report.
 async fn read_lines(
     path: &Path,
     cursor: Cursor,
+    max_line_bytes: usize,
     failed: Arc<Mutex<Option<String>>>,
 ) -> Result<impl futures_util::Stream<Item = Line> + Send + 'static, BoxError> {
     let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     file.seek(std::io::SeekFrom::Start(cursor.offset)).await?;
     let reader = BufReader::new(file);
     let name = path.display().to_string();
-    Ok(futures_util::stream::unfold(Some((reader, cursor)), move |state| {
+    let assembler = LineAssembler::new(max_line_bytes);
+    Ok(futures_util::stream::unfold(Some((reader, assembler, cursor)), move |state| {
         let (failed, name) = (Arc::clone(&failed), name.clone());
         async move {
-            let (mut reader, cursor) = state?;
-            let mut bytes = Vec::new();
-            match reader.read_until(b'\n', &mut bytes).await {
-                Ok(n) if n > 0 && bytes.ends_with(b"\n") => {
-                    bytes.pop();
-                    let (text, invalid_utf8) = match String::from_utf8(bytes) {
-                        Ok(text) => (text, false),
-                        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
-                    };
-                    let line = Line { number: cursor.line + 1, end: cursor.offset + n as u64, text, invalid_utf8 };
+            let (mut reader, mut assembler, cursor) = state?;
+            match read_line(&mut reader, &mut assembler).await {
+                Ok(Some(raw)) => {
+                    let end = cursor.offset + raw.len;
+                    let line = Line::from_raw(raw, cursor.line + 1, end, max_line_bytes);
                     let next = Cursor { offset: line.end, line: line.number };
-                    Some((line, Some((reader, next))))
+                    Some((line, Some((reader, assembler, next))))
                 }
-                Ok(_) => None,
+                Ok(None) => None,
                 Err(e) => {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(format!("reading {name} after line {}: {e}", cursor.line));

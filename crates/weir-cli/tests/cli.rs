@@ -168,3 +168,35 @@ fn an_invalid_utf8_line_is_dead_lettered_and_the_rest_is_processed() {
     let dlq = String::from_utf8_lossy(&weir(dir.path(), &["dlq", "list"]).stdout).to_string();
     assert!(dlq.contains("line 26") && dlq.contains("not valid UTF-8"), "{dlq}");
 }
+
+/// A line far over the limit (3 MiB, no structure) is never held whole: it
+/// is dead-lettered with its length and the limit, and the lines after it
+/// are processed. `dlq replay` keeps it parked (only its start was kept).
+#[test]
+fn a_huge_line_is_dead_lettered_with_its_length_and_the_rest_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        weir(dir.path(), &["generate", "orders.jsonl", "--orders", "20", "--tenants", "2", "--faults", "0"])
+            .status
+            .success()
+    );
+    let mut bytes = std::fs::read(dir.path().join("orders.jsonl")).unwrap();
+    let middle = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(9).unwrap().0 + 1;
+    let mut huge = vec![b'x'; 3 << 20];
+    huge.push(b'\n');
+    bytes.splice(middle..middle, huge);
+    std::fs::write(dir.path().join("orders.jsonl"), bytes).unwrap();
+    let out = weir(dir.path(), &["run", "orders.jsonl"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_accounted(&report(dir.path(), &[]), 21);
+    let dlq = String::from_utf8_lossy(&weir(dir.path(), &["dlq", "list"]).stdout).to_string();
+    assert!(dlq.contains("line 11") && dlq.contains("line of 3145729 bytes is over the limit of 1048576"), "{dlq}");
+    let replay = weir(dir.path(), &["dlq", "replay"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let dlq = String::from_utf8_lossy(&weir(dir.path(), &["dlq", "list"]).stdout).to_string();
+    assert!(dlq.contains("line 11"), "a cut line is never replayed as if whole: {dlq}");
+
+    // A lower limit is a flag away; 0 is refused at once.
+    let out = weir(dir.path(), &["run", "orders.jsonl", "--max-line-bytes", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
