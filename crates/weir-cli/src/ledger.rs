@@ -122,7 +122,11 @@ impl Ledger {
             .await?
             .rows_affected();
         if new == 0 {
-            return Ok(true); // reserved by an earlier attempt
+            // Reserved by an earlier attempt. End the transaction now: a
+            // dropped one is rolled back only when its connection is next
+            // used, and on SQLite it holds the write lock until then.
+            tx.rollback().await?;
+            return Ok(true);
         }
         let taken = sqlx::query("UPDATE ledger_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1")
             .bind(i64::from(order.qty))

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use weir::error::{Errors, Origin, Skip};
 use weir::pipeline::{OnError, Pipeline, Stage};
+use weir::store::redact_url;
 
 /// What the stage does with one item.
 #[derive(Debug, Clone, Copy)]
@@ -222,5 +223,23 @@ mod batcher_model {
             prop_assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= max));
             prop_assert_eq!(batches.concat(), (0..gaps.len()).collect::<Vec<_>>());
         }
+    }
+}
+
+// The `redact_url` fuzz target's property (fuzz/fuzz_targets/redact_url.rs).
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn a_password_in_a_database_url_is_always_redacted(
+        anything in any::<String>(),
+        password in "[^@/?#&]{1,24}",
+        host in "[a-z0-9.:/]{0,30}",
+    ) {
+        let _ = redact_url(&anything); // never panics
+        let redacted = redact_url(&format!("postgres://user:{password}@{host}"));
+        prop_assert_eq!(redacted, format!("postgres://user:***@{host}"));
+        let redacted = redact_url(&format!("postgres://db.internal/app?sslmode=disable&password={password}"));
+        prop_assert_eq!(redacted, "postgres://db.internal/app?sslmode=disable&password=***");
     }
 }

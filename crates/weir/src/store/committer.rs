@@ -105,12 +105,8 @@ async fn run(
             }
             Err(error) => {
                 // Nothing of the batch committed: every writer gets the cause.
-                let (target, cause) = match &error {
-                    StoreError::Query { target, source } => (target.clone(), source.to_string()),
-                    other => (String::new(), other.to_string()),
-                };
                 for reply in replies.drain(..) {
-                    let _ = reply.send(Err(StoreError::Query { target: target.clone(), source: cause.clone().into() }));
+                    let _ = reply.send(Err(error.copy_for_writer()));
                 }
             }
         }

@@ -56,9 +56,51 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The disk holding the database is full (SQLite's `SQLITE_FULL`,
+    /// PostgreSQL's `disk_full`). The write that failed was rolled back
+    /// whole; what was committed before is kept, and sagas interrupted by it
+    /// resume once there is space.
+    #[error(
+        "the disk holding {target} is full; free space (or move the database), then run again: what was committed is kept and interrupted sagas resume"
+    )]
+    Full {
+        /// The path or redacted URL.
+        target: String,
+    },
     /// The store's writer stopped (the store was dropped or its task failed).
     #[error("the store's writer has stopped")]
     Closed,
+}
+
+impl StoreError {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    /// The error for a failed query on `target`: [`StoreError::Full`] when
+    /// the database says its disk is full, else [`StoreError::Query`].
+    pub(crate) fn from_query(target: &str, error: sqlx::Error) -> Self {
+        if is_disk_full(&error) {
+            return StoreError::Full { target: target.to_owned() };
+        }
+        StoreError::Query { target: target.to_owned(), source: error.into() }
+    }
+
+    /// A copy for each writer of a failed group commit (errors are not
+    /// `Clone`; the cause is kept as text).
+    pub(crate) fn copy_for_writer(&self) -> Self {
+        match self {
+            StoreError::Full { target } => StoreError::Full { target: target.clone() },
+            StoreError::Query { target, source } => {
+                StoreError::Query { target: target.clone(), source: source.to_string().into() }
+            }
+            other => StoreError::Query { target: String::new(), source: other.to_string().into() },
+        }
+    }
+}
+
+/// SQLite's `SQLITE_FULL` (13) or PostgreSQL's `disk_full` (53100).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn is_disk_full(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|e| e.code());
+    matches!(code.as_deref(), Some("13" | "53100"))
 }
 
 /// `url` with any password replaced by `***`, for logs, errors and reports.

@@ -97,7 +97,7 @@ impl Postgres {
     }
 
     fn query_error(&self, e: sqlx::Error) -> StoreError {
-        StoreError::Query { target: self.target.clone(), source: e.into() }
+        StoreError::from_query(&self.target, e)
     }
 
     /// Applies `writes` in one transaction: one commit for all.

@@ -88,10 +88,15 @@ impl Sqlite {
         let q = |e| query_error(&self.target, e);
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(q)?;
         match apply_batch(conn, writes).await {
-            Ok(results) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(q)?;
-                Ok(results)
-            }
+            Ok(results) => match sqlx::query("COMMIT").execute(&mut *conn).await {
+                Ok(_) => Ok(results),
+                Err(e) => {
+                    // A failed COMMIT (a full disk) can leave the transaction
+                    // open, holding the write lock: end it.
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Err(q(e))
+                }
+            },
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 Err(query_error(&self.target, e))
@@ -362,11 +367,14 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 }
 
 fn open_error(target: &str, e: sqlx::Error) -> StoreError {
-    foreign_or(target, e, |target, e| StoreError::Open { target, source: e.into() })
+    foreign_or(target, e, |target, e| match StoreError::from_query(&target, e) {
+        StoreError::Query { target, source } => StoreError::Open { target, source },
+        full => full,
+    })
 }
 
 fn foreign_or_query(target: &str, e: sqlx::Error) -> StoreError {
-    foreign_or(target, e, |target, e| StoreError::Query { target, source: e.into() })
+    foreign_or(target, e, |target, e| StoreError::from_query(&target, e))
 }
 
 fn foreign_or(target: &str, e: sqlx::Error, otherwise: impl FnOnce(String, sqlx::Error) -> StoreError) -> StoreError {
@@ -381,5 +389,5 @@ fn foreign_or(target: &str, e: sqlx::Error, otherwise: impl FnOnce(String, sqlx:
 }
 
 fn query_error(target: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Query { target: target.to_owned(), source: e.into() }
+    StoreError::from_query(target, e)
 }

@@ -1,0 +1,141 @@
+//! The fuzz targets' properties (`fuzz/`), as property tests that run in
+//! CI: the order-line parser and the bounded line reader on any input.
+
+use proptest::prelude::*;
+use weir_cli::input::LineAssembler;
+use weir_cli::orders::{Line, parse};
+
+/// Splits `data` fed in chunks of `chunk` bytes; the lines and whether a
+/// partial line is left.
+fn split(data: &[u8], limit: usize, chunk: usize) -> (Vec<weir_cli::input::RawLine>, bool) {
+    let mut assembler = LineAssembler::new(limit);
+    let mut lines = Vec::new();
+    for piece in data.chunks(chunk) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let (taken, line) = assembler.feed(rest);
+            assert!(taken > 0 && taken <= rest.len(), "progress on every feed");
+            rest = &rest[taken..];
+            lines.extend(line);
+        }
+    }
+    (lines, assembler.has_partial())
+}
+
+/// Bytes that look like input: JSON punctuation, newlines, letters, digits
+/// and invalid UTF-8 are all likely.
+fn input_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b"{}[]\":,\n 0123456789abcdefghijklmnopqrstuvwxyz-_.".to_vec()),
+        1 => any::<u8>(),
+    ];
+    prop::collection::vec(byte, 0..600)
+}
+
+/// A valid order line, then damaged by a few byte edits.
+fn damaged_order() -> impl Strategy<Value = Vec<u8>> {
+    let order = (
+        "[a-z0-9-]{0,12}",
+        "[a-z-]{0,10}",
+        prop::sample::select(vec!["mug", "tee", "limited-print", ""]),
+        prop_oneof![Just("0".to_owned()), Just("-1".to_owned()), Just("4294967296".to_owned()), "[0-9]{1,4}"],
+        prop_oneof![Just("0".to_owned()), Just("1.5".to_owned()), Just("\"12\"".to_owned()), "[0-9]{1,6}"],
+    )
+        .prop_map(|(id, tenant, sku, qty, amount)| {
+            format!(
+                r#"{{"order_id":"{id}","tenant":"{tenant}","sku":"{sku}","qty":{qty},"amount_cents":{amount},"address":"1 Main St"}}"#
+            )
+            .into_bytes()
+        });
+    let edit = (any::<prop::sample::Index>(), any::<u8>(), 0..3u8);
+    (order, prop::collection::vec(edit, 0..4)).prop_map(|(mut line, edits)| {
+        for (at, byte, kind) in edits {
+            let i = at.index(line.len() + 1);
+            match kind {
+                0 => line.insert(i, byte),
+                1 if i < line.len() => {
+                    line.remove(i);
+                }
+                _ if i < line.len() => line[i] = byte,
+                _ => {}
+            }
+        }
+        line.push(b'\n');
+        line
+    })
+}
+
+fn check_parse(data: &[u8], limit: usize) {
+    let (lines, _) = split(data, limit, 64);
+    let mut end = 0;
+    for (i, raw) in lines.into_iter().enumerate() {
+        let number = i as u64 + 1;
+        end += raw.len;
+        let line = Line::from_raw(raw, number, end, limit);
+        if line.text.contains("PANIC") {
+            continue; // the demo's poison SKU panics on purpose
+        }
+        match parse(&line) {
+            Ok(order) => {
+                assert!(!order.order_id.is_empty() && !order.tenant.is_empty(), "{order:?}");
+                assert!(order.qty > 0 && order.amount_cents > 0, "{order:?}");
+                assert!(line.over_limit.is_none() && !line.invalid_utf8);
+            }
+            Err(bad) => {
+                let text = bad.to_string();
+                assert!(text.starts_with(&format!("line {number}: ")), "{text}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_bytes_parse_to_an_order_or_an_error_naming_the_line(data in input_bytes(), limit in 1usize..300) {
+        check_parse(&data, limit);
+    }
+
+    #[test]
+    fn damaged_orders_parse_to_an_order_or_an_error_naming_the_line(
+        lines in prop::collection::vec(damaged_order(), 1..8)
+    ) {
+        check_parse(&lines.concat(), 4096);
+    }
+
+    #[test]
+    fn lines_come_out_whole_in_order_cut_to_the_limit(
+        data in input_bytes(), limit in 1usize..64, chunk in 1usize..40
+    ) {
+        let (lines, partial) = split(&data, limit, chunk);
+        let complete: Vec<&[u8]> = match data.iter().rposition(|&b| b == b'\n') {
+            Some(last) => data[..last].split(|&b| b == b'\n').collect(),
+            None => Vec::new(),
+        };
+        prop_assert_eq!(lines.len(), complete.len());
+        for (line, expected) in lines.iter().zip(&complete) {
+            prop_assert_eq!(line.len, expected.len() as u64 + 1);
+            prop_assert_eq!(line.over_limit, expected.len() > limit);
+            prop_assert_eq!(line.bytes.as_slice(), &expected[..expected.len().min(limit)]);
+        }
+        let tail = data.len() - complete.iter().map(|l| l.len() + 1).sum::<usize>();
+        prop_assert_eq!(partial, tail > 0);
+    }
+}
+
+/// Valid orders survive the trip: written as a line, read back equal.
+#[test]
+fn generated_orders_round_trip() {
+    let text = weir_cli::orders::generate(weir_cli::orders::Generate { orders: 300, tenants: 4, faults: 0.0, seed: 7 });
+    let (lines, partial) = split(text.as_bytes(), 4096, 100);
+    assert!(!partial);
+    assert_eq!(lines.len(), 300);
+    let mut end = 0;
+    for (i, raw) in lines.into_iter().enumerate() {
+        end += raw.len;
+        let line = Line::from_raw(raw, i as u64 + 1, end, 4096);
+        let order = parse(&line).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(serde_json::to_string(&order).unwrap(), line.text);
+    }
+}
