@@ -25,7 +25,7 @@ tests_for() {
   case "$1" in
     group) echo "--lib --test group --test testing" ;;
     retry) echo "--lib --test retry --test properties" ;;
-    breaker) echo "--lib --test breaker --test properties" ;;
+    breaker) echo "--lib --test breaker --test properties --test tower" ;;
     batch) echo "--lib --test batch --test properties" ;;
     *) echo "unknown module $1: use group, retry, breaker or batch" >&2; exit 2 ;;
   esac
@@ -36,7 +36,7 @@ for module in "${modules[@]}"; do
   for arg in $(tests_for "$module"); do args+=(--cargo-test-arg="$arg"); done
   echo "== mutants of crates/weir/src/$module"
   mkdir -p "mutants.out/$module"
-  CARGO_PROFILE_DEV_DEBUG=0 cargo mutants -p weir --no-default-features --features test-util \
+  CARGO_PROFILE_DEV_DEBUG=0 cargo mutants -p weir --no-default-features --features test-util,tower \
     -f "crates/weir/src/$module/**" "${args[@]}" --timeout 60 --output "mutants.out/$module" || true
   out="mutants.out/$module/mutants.out"
   caught=$(wc -l <"$out/caught.txt"); missed=$(wc -l <"$out/missed.txt")

@@ -279,3 +279,82 @@ async fn in_a_pipeline_stage_it_opens_fails_fast_and_recovers() {
     assert_eq!(out.len(), 20, "the probe closed the breaker and everything passed");
     assert_eq!(breaker.state(), State::Closed);
 }
+
+/// With `successes_to_close(2)`, one good probe is not enough: the breaker
+/// stays half-open, admits a second probe, and closes on its success.
+#[tokio::test(start_paused = true)]
+async fn it_closes_only_after_the_required_probe_successes() {
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_for(Duration::from_secs(1))
+        .half_open_probes(1)
+        .successes_to_close(2)
+        .build()
+        .unwrap();
+    let _ = fail(&breaker).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    succeed(&breaker).await.unwrap();
+    assert_eq!(breaker.state(), State::HalfOpen, "one of two successes");
+    succeed(&breaker).await.unwrap();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+/// Results of calls admitted before a reset do not count in the new
+/// failure-rate window.
+#[tokio::test(start_paused = true)]
+async fn stale_results_stay_out_of_the_rate_window() {
+    let breaker =
+        Breaker::builder().no_consecutive_threshold().failure_rate(0.5, WindowKind::Count(8), 4).build().unwrap();
+    let stale: Vec<_> = (0..4).map(|_| breaker.try_acquire().unwrap()).collect();
+    breaker.force_open();
+    breaker.reset();
+    for permit in stale {
+        permit.failure();
+    }
+    let _ = fail(&breaker).await;
+    assert_eq!(breaker.state(), State::Closed, "one counted failure is under the 4-call minimum");
+    assert_eq!(breaker.metrics().openings, 0);
+}
+
+/// The owned permit (what the tower layer holds across `poll_ready` and
+/// `call`) reports like the borrowed one; dropped without a report, it
+/// counts nothing and frees its probe slot.
+#[tokio::test(start_paused = true)]
+async fn owned_permits_report_and_a_dropped_one_counts_nothing() {
+    let breaker = Breaker::builder()
+        .name("owned")
+        .consecutive_failures(2)
+        .open_for(Duration::from_secs(1))
+        .half_open_probes(1)
+        .build()
+        .unwrap();
+    breaker.try_acquire_owned().unwrap().failure();
+    assert_eq!(breaker.metrics().failures, 1);
+    breaker.try_acquire_owned().unwrap().success();
+    breaker.try_acquire_owned().unwrap().failure();
+    assert_eq!(breaker.state(), State::Closed, "the success reset the consecutive count");
+    breaker.try_acquire_owned().unwrap().failure();
+    assert_eq!(breaker.state(), State::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    drop(breaker.try_acquire_owned().unwrap()); // a probe abandoned
+    let probe = breaker.try_acquire_owned().expect("the dropped probe freed its slot");
+    assert!(breaker.try_acquire_owned().is_err(), "one probe at a time");
+    probe.success();
+    assert_eq!(breaker.state(), State::Closed);
+    let m = breaker.metrics();
+    assert_eq!((m.successes, m.failures, m.ignored), (2, 3, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn it_names_itself_and_tells_cancellation_from_failure() {
+    let breaker = Breaker::builder().name("payments").build().unwrap();
+    assert_eq!(breaker.name(), "payments");
+    let debug = format!("{breaker:?}");
+    assert!(debug.contains("payments") && debug.contains("Closed"), "{debug}");
+    let permit = breaker.try_acquire_owned().unwrap();
+    assert!(format!("{permit:?}").contains("payments"), "{permit:?}");
+    permit.success();
+    let io = std::io::Error::other("connection reset");
+    assert!(!is_cancellation(&io), "an ordinary failure is not a cancellation");
+    assert!(is_cancellation(&cancelled_error()));
+}
