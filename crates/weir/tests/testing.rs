@@ -74,6 +74,19 @@ async fn the_leak_check_names_a_leak_and_passes_a_clean_run() {
     check.finish().await.unwrap();
 }
 
+/// A permit kept past its call is named; given back, the check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_check_names_a_bulkhead_slot_still_held() {
+    let bulkhead = weir::bulkhead::Bulkhead::builder().name("tenant-a").limit(2).build().unwrap();
+    let check = LeakCheck::start().watch(&bulkhead);
+    let kept = bulkhead.acquire().await.unwrap();
+    let leak = check.clone().finish().await.unwrap_err();
+    assert_eq!((leak.leaked, leak.held.clone()), (0, vec![("tenant-a".to_owned(), 1)]));
+    assert_eq!(leak.to_string(), "bulkhead `tenant-a` still holds 1 slot(s): a permit was kept past its call");
+    drop(kept);
+    check.finish().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_check_reports_a_stage_that_ignores_cancellation() {
     // A task that blocks its thread ignores cancellation until it returns.

@@ -1,11 +1,12 @@
+use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Tasks were still alive after the work under test ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{leaked} task(s) still alive {waited:?} after the work ended (alive before: {before}, now: {now}): a task was spawned and never joined, or ignores cancellation"
-)]
+use crate::bulkhead::Bulkhead;
+
+/// Tasks were still alive, or slots still held, after the work under test
+/// ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leaked {
     /// Tasks alive beyond the baseline.
     pub leaked: usize,
@@ -15,10 +16,32 @@ pub struct Leaked {
     pub now: usize,
     /// How long the check waited for them to end.
     pub waited: Duration,
+    /// Watched bulkheads that still hold slots: `(name, slots held)`.
+    pub held: Vec<(String, usize)>,
 }
 
+impl fmt::Display for Leaked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.leaked > 0 {
+            write!(
+                f,
+                "{} task(s) still alive {:?} after the work ended (alive before: {}, now: {}): a task was spawned and never joined, or ignores cancellation",
+                self.leaked, self.waited, self.before, self.now
+            )?;
+        }
+        for (i, (name, slots)) in self.held.iter().enumerate() {
+            let sep = if i == 0 && self.leaked == 0 { "" } else { "; " };
+            write!(f, "{sep}bulkhead `{name}` still holds {slots} slot(s): a permit was kept past its call")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Leaked {}
+
 /// Counts the runtime's alive tasks before and after the work under test
-/// (Go's `runtime.NumGoroutine()` check, bonus task 2).
+/// (Go's `runtime.NumGoroutine()` check, bonus task 2), and the slots held
+/// in the bulkheads it [watches](Self::watch).
 ///
 /// # Examples
 /// ```
@@ -33,9 +56,10 @@ pub struct Leaked {
 /// leaked.abort();
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LeakCheck {
     before: usize,
+    watched: Vec<Bulkhead>,
 }
 
 fn alive() -> usize {
@@ -48,24 +72,41 @@ impl LeakCheck {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn start() -> Self {
-        Self { before: alive() }
+        Self { before: alive(), watched: Vec::new() }
+    }
+
+    /// Also checks, at the end, that `bulkhead` holds no slot (every permit
+    /// was given back). For a keyed bulkhead, watch each key's
+    /// [`get`](crate::bulkhead::KeyedBulkhead::get).
+    pub fn watch(mut self, bulkhead: &Bulkhead) -> Self {
+        self.watched.push(bulkhead.clone());
+        self
     }
 
     /// Waits up to 100 ms (real time) for the alive tasks to be back to the
-    /// baseline — an aborted task is released by a runtime thread just after
-    /// its abort — and reports the ones left.
+    /// baseline and the watched bulkheads to be free — an aborted task is
+    /// released by a runtime thread just after its abort — and reports what
+    /// is left.
     ///
     /// # Errors
-    /// [`Leaked`] naming how many tasks outlived the work.
+    /// [`Leaked`] naming how many tasks outlived the work and which
+    /// bulkheads still hold slots.
     pub async fn finish(self) -> Result<(), Leaked> {
         let started = Instant::now();
         loop {
             let now = alive();
-            if now <= self.before {
+            let held: Vec<(String, usize)> = self
+                .watched
+                .iter()
+                .map(|b| (b.name().to_owned(), b.metrics().in_flight))
+                .filter(|(_, slots)| *slots > 0)
+                .collect();
+            if now <= self.before && held.is_empty() {
                 return Ok(());
             }
             if started.elapsed() >= Duration::from_millis(100) {
-                return Err(Leaked { leaked: now - self.before, before: self.before, now, waited: started.elapsed() });
+                let leaked = now.saturating_sub(self.before);
+                return Err(Leaked { leaked, before: self.before, now, waited: started.elapsed(), held });
             }
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_micros(200));

@@ -8,7 +8,8 @@
 //!   check that every fault was accounted for. [`quiet_injected_panics`]
 //!   keeps its panics out of the test output.
 //! - [`LeakCheck`]: the runtime's alive tasks before and after (Go's
-//!   `runtime.NumGoroutine()` check), with a message naming what is left.
+//!   `runtime.NumGoroutine()` check) and the slots still held in watched
+//!   bulkheads, with a message naming what is left.
 //! - [`drain_within`]: cancel, then assert the work finished within a bound,
 //!   reporting the time it took.
 
