@@ -54,14 +54,9 @@ fn fast_retry(attempts: u32) -> RetryPolicy {
         .unwrap()
 }
 
-/// A stage whose every call goes through `faults`.
+/// A stage whose every attempt goes through `faults` (the stage option).
 fn faulty_stage(faults: &Arc<FaultInjector>) -> Stage<u32, impl weir::pipeline::StageFn<u32, Output = u32> + use<>> {
-    let f = faults.clone();
-    Stage::try_map("faulty", move |n: u32| {
-        let f = f.clone();
-        async move { f.call(|| async { Ok::<_, BoxError>(n) }).await }
-    })
-    .timeout(CALL_TIMEOUT)
+    Stage::map("faulty", |n: u32| async move { n }).inject_faults(faults.clone()).timeout(CALL_TIMEOUT)
 }
 
 async fn bounded<T>(run: u64, shape: &str, work: impl Future<Output = T>) -> T {

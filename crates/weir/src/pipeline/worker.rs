@@ -186,13 +186,13 @@ where
                 // An owned copy for the hedge to copy from: the hedge's
                 // future must not borrow the item (which would ask T: Sync).
                 let original = copy(item.as_ref().expect("hedged stages keep the item"));
-                let hedged = hedge.call(move |_| self.stage.f.call(copy(&original)));
+                let hedged = hedge.call(move |_| self.invoke(copy(&original)));
                 // Boxed: the hedge's future is large, and an unboxed variant
                 // would make every item's future (and its moves) that large.
                 Either::Right(Box::pin(async move { hedged.await.map_err(one_error) }))
             }
-            (_, Some(copy)) => Either::Left(self.stage.f.call(copy(item.as_ref().expect("kept for copies")))),
-            (_, None) => Either::Left(self.stage.f.call(item.take().expect("used once without retry or dead letter"))),
+            (_, Some(copy)) => Either::Left(self.invoke(copy(item.as_ref().expect("kept for copies")))),
+            (_, None) => Either::Left(self.invoke(item.take().expect("used once without retry or dead letter"))),
         };
         let call = NoteWaiting { inner: AssertUnwindSafe(call).catch_unwind(), waited }.instrument(span);
         let result = match self.stage.timeout {
@@ -213,6 +213,24 @@ where
     }
 
     /// The wait before the next attempt, or `None` to give up.
+    /// Calls the stage's function on `item` (through the fault injector,
+    /// when the stage has one: each call, hedged ones included).
+    #[cfg(not(feature = "test-util"))]
+    fn invoke(&self, item: T) -> impl std::future::Future<Output = Result<Option<S::Output>, BoxError>> + Send + '_ {
+        self.stage.f.call(item)
+    }
+
+    /// Calls the stage's function on `item` (through the fault injector,
+    /// when the stage has one: each call, hedged ones included).
+    #[cfg(feature = "test-util")]
+    fn invoke(&self, item: T) -> impl std::future::Future<Output = Result<Option<S::Output>, BoxError>> + Send + '_ {
+        let call = self.stage.f.call(item);
+        match &self.stage.faults {
+            Some(faults) => Either::Left(Box::pin(faults.call(|| call))),
+            None => Either::Right(call),
+        }
+    }
+
     fn retry_delay(
         &self,
         error: &BoxError,
