@@ -245,6 +245,39 @@ fn bad_settings_are_configuration_errors() {
     assert!(rate.to_string().contains("(0, 1]"), "{rate}");
     assert!(Breaker::builder().half_open_probes(0).build().is_err());
     assert!(Breaker::builder().open_growth(0.5, Duration::from_secs(1)).build().is_err());
+    // Each bound, just inside and just outside.
+    let rate = |r: f64| Breaker::builder().failure_rate(r, WindowKind::Count(10), 1).build();
+    assert!(rate(0.0).is_err() && rate(1.0).is_ok() && rate(1.0001).is_err());
+    assert!(Breaker::builder().successes_to_close(0).build().is_err());
+    assert!(Breaker::builder().half_open_probes(60_000).successes_to_close(1).build().is_ok());
+    assert!(Breaker::builder().half_open_probes(60_001).successes_to_close(1).build().is_err());
+    assert!(Breaker::builder().successes_to_close(16_000).build().is_ok());
+    assert!(Breaker::builder().successes_to_close(16_001).build().is_err());
+    let builder = Breaker::builder().name("inventory");
+    assert!(format!("{builder:?}").contains("inventory"), "{builder:?}");
+}
+
+/// Opening clears the failure-rate window: the failures that opened the
+/// breaker do not count again once it has closed.
+#[tokio::test(start_paused = true)]
+async fn the_rate_window_starts_empty_after_recovery() {
+    let breaker = Breaker::builder()
+        .no_consecutive_threshold()
+        .failure_rate(0.5, WindowKind::Count(4), 4)
+        .open_for(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let _ = fail(&breaker).await;
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let open = succeed(&breaker).await.unwrap_err();
+    assert_eq!(open.downcast_ref::<CircuitOpen>().unwrap().breaker(), "breaker");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    succeed(&breaker).await.unwrap(); // the probe closes it
+    succeed(&breaker).await.unwrap();
+    let _ = fail(&breaker).await;
+    assert_eq!(breaker.state(), State::Closed, "2 calls since recovery, under the 4-call minimum");
 }
 
 /// Seed task 15 wired into a pipeline stage: the breaker opens after 5
