@@ -147,6 +147,11 @@ fn two_workers_share_one_postgres_database() {
     }
     let report = report(dir.path(), &["--database-url", &url]);
     assert_accounted(&report, 800);
+    let dropped = Command::new("psql")
+        .args([admin.as_str(), "-c", &format!("DROP DATABASE {name} WITH (FORCE)")])
+        .output()
+        .expect("psql");
+    assert!(dropped.status.success(), "{}", String::from_utf8_lossy(&dropped.stderr));
 }
 
 #[test]

@@ -22,8 +22,28 @@ pub async fn postgres_url(test: &str) -> Option<String> {
     };
     use sqlx::Connection;
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect to WEIR_TEST_POSTGRES_URL");
+    drop_leftovers(&mut admin).await;
     let name = format!("weir_test_{}_{:08x}", std::process::id(), fastrand::u32(..));
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
     let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin_url.clone());
     Some(format!("{base}/{name}"))
+}
+
+/// Drops the test databases of earlier test processes that are gone (the
+/// name carries the process id), so runs do not pile databases up. A
+/// database of a live process, this one's included, is left alone.
+#[cfg(feature = "postgres")]
+async fn drop_leftovers(admin: &mut sqlx::PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'weir_test_%'")
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if gone {
+            // Another test process may drop it at the same moment: ignore errors.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *admin).await;
+        }
+    }
 }
