@@ -15,6 +15,12 @@
 //! steps, exactly-once recording) and what a step must do for an
 //! exactly-once effect (use its idempotency key).
 //!
+//! A step that panics fails terminally (its cause is
+//! [`ItemPanic`](crate::pipeline::ItemPanic)) and the saga compensates; a
+//! compensation that panics counts as failed and the saga ends `failed`.
+//! A step that may never return needs
+//! [`step_timeout`](SagaEngineBuilder::step_timeout).
+//!
 //! # Examples
 //! Seed task 11: step 3 fails; steps 2 and 1 are compensated in reverse.
 //! ```
