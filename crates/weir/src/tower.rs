@@ -1,4 +1,4 @@
-//! tower [`Layer`](tower_layer::Layer)s for weir's policies (feature
+//! tower [`Layer`]s for weir's policies (feature
 //! `tower`), so a service stack gets the same breaker, bulkhead and
 //! timeout as plain calls and pipeline stages.
 //!

@@ -10,7 +10,7 @@
 //! - Every stage runs in the run's [`Group`]: the first failure (under
 //!   [`OnError::Fail`]) cancels the others, a panic outside a stage
 //!   function is an error, and nothing outlives the run.
-//! - An item's failure becomes a [`StageError`](crate::error::StageError)
+//! - An item's failure becomes a [`StageError`]
 //!   naming the stage, the item (index, key), the tenant and the attempt.
 //! - Each link holds at most `capacity` items in its queue, plus one chunk
 //!   being filled by the sender and one being worked on by the receiver.
