@@ -1,26 +1,12 @@
-//! The fuzz targets' properties (`fuzz/`), as property tests that run in
-//! CI: the order-line parser and the bounded line reader on any input.
+//! The fuzz targets' properties (`fuzz/`, stated in `parser_properties`),
+//! as property tests that run in CI: the order-line parser and the bounded
+//! line reader on any input.
 
+mod parser_properties;
+
+use parser_properties::{check_lines, check_parse, split};
 use proptest::prelude::*;
-use weir_cli::input::LineAssembler;
 use weir_cli::orders::{Line, parse};
-
-/// Splits `data` fed in chunks of `chunk` bytes; the lines and whether a
-/// partial line is left.
-fn split(data: &[u8], limit: usize, chunk: usize) -> (Vec<weir_cli::input::RawLine>, bool) {
-    let mut assembler = LineAssembler::new(limit);
-    let mut lines = Vec::new();
-    for piece in data.chunks(chunk) {
-        let mut rest = piece;
-        while !rest.is_empty() {
-            let (taken, line) = assembler.feed(rest);
-            assert!(taken > 0 && taken <= rest.len(), "progress on every feed");
-            rest = &rest[taken..];
-            lines.extend(line);
-        }
-    }
-    (lines, assembler.has_partial())
-}
 
 /// Bytes that look like input: JSON punctuation, newlines, letters, digits
 /// and invalid UTF-8 are all likely.
@@ -65,30 +51,6 @@ fn damaged_order() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-fn check_parse(data: &[u8], limit: usize) {
-    let (lines, _) = split(data, limit, 64);
-    let mut end = 0;
-    for (i, raw) in lines.into_iter().enumerate() {
-        let number = i as u64 + 1;
-        end += raw.len;
-        let line = Line::from_raw(raw, number, end, limit);
-        if line.text.contains("PANIC") {
-            continue; // the demo's poison SKU panics on purpose
-        }
-        match parse(&line) {
-            Ok(order) => {
-                assert!(!order.order_id.is_empty() && !order.tenant.is_empty(), "{order:?}");
-                assert!(order.qty > 0 && order.amount_cents > 0, "{order:?}");
-                assert!(line.over_limit.is_none() && !line.invalid_utf8);
-            }
-            Err(bad) => {
-                let text = bad.to_string();
-                assert!(text.starts_with(&format!("line {number}: ")), "{text}");
-            }
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -108,19 +70,7 @@ proptest! {
     fn lines_come_out_whole_in_order_cut_to_the_limit(
         data in input_bytes(), limit in 1usize..64, chunk in 1usize..40
     ) {
-        let (lines, partial) = split(&data, limit, chunk);
-        let complete: Vec<&[u8]> = match data.iter().rposition(|&b| b == b'\n') {
-            Some(last) => data[..last].split(|&b| b == b'\n').collect(),
-            None => Vec::new(),
-        };
-        prop_assert_eq!(lines.len(), complete.len());
-        for (line, expected) in lines.iter().zip(&complete) {
-            prop_assert_eq!(line.len, expected.len() as u64 + 1);
-            prop_assert_eq!(line.over_limit, expected.len() > limit);
-            prop_assert_eq!(line.bytes.as_slice(), &expected[..expected.len().min(limit)]);
-        }
-        let tail = data.len() - complete.iter().map(|l| l.len() + 1).sum::<usize>();
-        prop_assert_eq!(partial, tail > 0);
+        check_lines(&data, limit, chunk);
     }
 }
 
