@@ -99,4 +99,14 @@ mod tests {
         assert_eq!(w.record(false, 10 * second), (2, 1), "the call at 0 s left the window");
         assert_eq!(w.record(false, 30 * second), (1, 0));
     }
+
+    #[test]
+    fn a_call_belongs_to_the_bucket_it_falls_in() {
+        // Buckets of 1 s: a call at 0.9 s is in the bucket starting at 0 s,
+        // which leaves a 10 s window at 10 s, not at 10.9 s.
+        let ms = 1_000_000;
+        let mut w = Window::new(WindowKind::Time(Duration::from_secs(10)));
+        assert_eq!(w.record(true, 900 * ms), (1, 1));
+        assert_eq!(w.record(false, 10_500 * ms), (1, 0), "the bucket of 0.9 s ended at 10 s");
+    }
 }
