@@ -31,7 +31,7 @@ const ITEMS: u32 = 100;
 const BATCHER_ITEMS: u32 = 400;
 /// Bounds every call, so an injected hang ends as a timeout.
 const CALL_TIMEOUT: Duration = Duration::from_millis(20);
-/// Bounds every run: a run still going after it has hung.
+/// Bounds every run: a run still going after this is taken as hung.
 const RUN_BOUND: Duration = Duration::from_secs(10);
 
 /// The run's fault kind (they take turns) and its seeded injector.
@@ -54,7 +54,7 @@ fn fast_retry(attempts: u32) -> RetryPolicy {
         .unwrap()
 }
 
-/// A stage whose every attempt goes through `faults` (the stage option).
+/// A stage whose every call goes through `faults` (the stage option).
 fn faulty_stage(faults: &Arc<FaultInjector>) -> Stage<u32, impl weir::pipeline::StageFn<u32, Output = u32> + use<>> {
     Stage::map("faulty", |n: u32| async move { n }).inject_faults(faults.clone()).timeout(CALL_TIMEOUT)
 }
