@@ -100,6 +100,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn states_print_as_operators_read_them() {
+        let names: Vec<String> =
+            [State::Closed, State::Open, State::HalfOpen, State::ForcedOpen].iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["closed", "open", "half-open", "forced-open"]);
+    }
+
     proptest! {
         #[test]
         fn fields_round_trip(generation: u32, count in 0u32..16_383, probes in 0u32..65_535, state in 0u8..4) {

@@ -101,6 +101,14 @@ mod tests {
     }
 
     #[test]
+    fn calls_in_one_bucket_all_count() {
+        let mut w = Window::new(WindowKind::Time(Duration::from_secs(10)));
+        assert_eq!(w.record(true, 7), (1, 1));
+        assert_eq!(w.record(true, 8), (2, 2));
+        assert_eq!(w.record(false, 9), (3, 2));
+    }
+
+    #[test]
     fn a_call_belongs_to_the_bucket_it_falls_in() {
         // Buckets of 1 s: a call at 0.9 s is in the bucket starting at 0 s,
         // which leaves a 10 s window at 10 s, not at 10.9 s.
