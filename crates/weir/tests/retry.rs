@@ -154,4 +154,7 @@ fn bad_settings_are_configuration_errors_naming_the_setting() {
         .build()
         .unwrap_err();
     assert!(inverted.to_string().contains("raise max_delay"), "{inverted}");
+    let flat = RetryPolicy::builder().initial_delay(Duration::from_secs(1)).max_delay(Duration::from_secs(1)).build();
+    assert!(flat.is_ok(), "a maximum equal to the initial delay is a constant backoff");
+    assert!(RetryPolicy::builder().multiplier(1.0).build().is_ok());
 }

@@ -106,6 +106,14 @@ mod tests {
         }
 
         #[test]
+        fn decorrelated_jitter_reaches_up_to_three_times_the_previous_delay(seed: u64) {
+            let b = backoff(Jitter::Decorrelated, 100, 60_000, 2.0);
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let longest = (0..200).map(|_| b.delay(3, Duration::from_secs(1), &mut rng)).max().unwrap();
+            prop_assert!(longest > Duration::from_secs(2) && longest <= Duration::from_secs(3), "{longest:?}");
+        }
+
+        #[test]
         fn the_ceiling_never_decreases(retry in 1u32..500, initial_ms in 1u64..1000, multiplier in 1.0f64..10.0) {
             let b = backoff(Jitter::None, initial_ms, 60_000, multiplier);
             prop_assert!(b.ceiling(retry) <= b.ceiling(retry + 1));
