@@ -158,3 +158,43 @@ fn bad_settings_are_configuration_errors_naming_the_setting() {
     assert!(flat.is_ok(), "a maximum equal to the initial delay is a constant backoff");
     assert!(RetryPolicy::builder().multiplier(1.0).build().is_ok());
 }
+
+/// Each way of giving up answers exactly one `is_*`, says so in its
+/// message with the attempt count, and keeps the last error as `source()`.
+#[tokio::test(start_paused = true)]
+async fn every_way_of_giving_up_is_told_apart() {
+    let down = || async { Err::<(), _>(std::io::Error::other("down")) };
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let policies = (
+        RetryPolicy::never(),
+        RetryPolicy::builder().max_elapsed(Duration::from_millis(1)).jitter(Jitter::None).build().unwrap(),
+        RetryPolicy::builder().budget(Arc::new(RetryBudget::new(0.0, 0))).build().unwrap(),
+    );
+    let errors = [
+        policies.0.run(down).await.unwrap_err(),
+        exact(3).run_if(down, |_| false).await.unwrap_err(),
+        policies.1.run(down).await.unwrap_err(),
+        policies.2.run(down).await.unwrap_err(),
+        exact(3).run_with(Some(&cancelled), down, |_| true).await.unwrap_err(),
+    ];
+    let messages = [
+        "gave up after 1 attempt: down",
+        "permanent failure on attempt 1: down",
+        "retry time limit reached after 1 attempt: down",
+        "retry budget spent after 1 attempt: down",
+        "cancelled while retrying after 1 attempt: down",
+    ];
+    for (i, (err, message)) in errors.into_iter().zip(messages).enumerate() {
+        let answers =
+            [err.is_exhausted(), err.is_permanent(), err.is_elapsed(), err.is_budget_exhausted(), err.is_cancelled()];
+        let expected: Vec<bool> = (0..5).map(|j| j == i).collect();
+        assert_eq!(answers.to_vec(), expected, "{err}");
+        assert_eq!(err.to_string(), message);
+        assert!(format!("{err:?}").starts_with("RetryError"), "{err:?}");
+        assert_eq!(std::error::Error::source(&err).map(ToString::to_string).as_deref(), Some("down"));
+        assert_eq!(err.into_last().map(|e| e.to_string()).as_deref(), Some("down"));
+    }
+    let twice = exact(2).run(down).await.unwrap_err();
+    assert_eq!(twice.to_string(), "gave up after 2 attempts: down");
+}
