@@ -37,7 +37,7 @@ for module in "${modules[@]}"; do
   echo "== mutants of crates/weir/src/$module"
   mkdir -p "mutants.out/$module"
   CARGO_PROFILE_DEV_DEBUG=0 cargo mutants -p weir --no-default-features --features test-util,tower \
-    -f "crates/weir/src/$module/**" "${args[@]}" --timeout 60 --output "mutants.out/$module" || true
+    -f "crates/weir/src/$module/**" "${args[@]}" --timeout 20 --output "mutants.out/$module" || true
   out="mutants.out/$module/mutants.out"
   caught=$(wc -l <"$out/caught.txt"); missed=$(wc -l <"$out/missed.txt")
   timeout=$(wc -l <"$out/timeout.txt"); unviable=$(wc -l <"$out/unviable.txt")
