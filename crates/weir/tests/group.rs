@@ -159,6 +159,36 @@ async fn try_spawn_hands_the_task_back_when_full() {
     group.wait().await.unwrap();
 }
 
+/// The named variant hands the task back when full too, and a named task's
+/// panic names it.
+#[tokio::test]
+async fn try_spawn_named_hands_back_when_full_and_names_the_task() {
+    let group: Group<BoxError> = Group::builder().limit(1).on_cancel(OnCancel::Cooperate).build().unwrap();
+    let (release, wait_release) = tokio::sync::oneshot::channel::<()>();
+    group
+        .try_spawn_named("reader", async move {
+            let _ = wait_release.await;
+            panic!("bad record")
+        })
+        .unwrap();
+    assert!(group.try_spawn_named("writer", async { Ok(()) }).is_err(), "the one slot is taken");
+    assert!(format!("{group:?}").contains("spawned: 1"), "{group:?}");
+    release.send(()).unwrap();
+    let err = group.wait().await.unwrap_err();
+    let panic = err.downcast_ref::<TaskPanic>().expect("the panic is the error");
+    assert_eq!(panic.task().name(), Some("reader"));
+}
+
+/// A group is stopped as soon as its token is cancelled, by whoever.
+#[tokio::test]
+async fn a_cancelled_token_stops_the_group() {
+    let group: Group<BoxError> = Group::new();
+    assert!(!group.is_stopped());
+    group.token().cancel();
+    assert!(group.is_stopped());
+    group.wait().await.unwrap();
+}
+
 #[test]
 fn a_limit_of_zero_is_a_configuration_error() {
     let err = Group::<BoxError>::builder().limit(0).build().unwrap_err();
