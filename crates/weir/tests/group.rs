@@ -179,6 +179,43 @@ async fn try_spawn_named_hands_back_when_full_and_names_the_task() {
     assert_eq!(panic.task().name(), Some("reader"));
 }
 
+/// The collecting group's own spawn, try_spawn, token and cancel: a
+/// cancel stops the running task (through its token) and the unstarted
+/// work is reported once, next to the errors.
+#[tokio::test]
+async fn collect_group_spawn_try_spawn_token_and_cancel() {
+    let group = Group::<BoxError>::builder().limit(2).on_cancel(OnCancel::Cooperate).build_collect().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let (token, s) = (group.token(), started.clone());
+    group
+        .spawn(async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            token.cancelled().await;
+            Err("first".into())
+        })
+        .await;
+    let (token, s) = (group.token(), started.clone());
+    group
+        .try_spawn(async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            token.cancelled().await;
+            Err("saw the cancel".into())
+        })
+        .unwrap();
+    settle(|| started.load(Ordering::SeqCst) == 2).await;
+    assert!(group.try_spawn(async { Ok(()) }).is_err(), "both slots are taken");
+    assert!(!group.token().is_cancelled());
+    group.cancel();
+    assert!(group.token().is_cancelled());
+    group.spawn(async { Ok(()) }).await; // after the cancel: never starts
+    let errors = group.wait().await.unwrap_err();
+    let mut texts: Vec<String> = errors.errors().map(ToString::to_string).collect();
+    texts.sort();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(texts[0].contains("cancel") || texts[0].contains("did not finish"), "{texts:?}");
+    assert!(texts.contains(&"first".to_owned()) && texts.contains(&"saw the cancel".to_owned()), "{texts:?}");
+}
+
 /// A group is stopped as soon as its token is cancelled, by whoever.
 #[tokio::test]
 async fn a_cancelled_token_stops_the_group() {
