@@ -154,6 +154,7 @@ async fn try_spawn_hands_the_task_back_when_full() {
         .unwrap();
     let full = group.try_spawn(async { Ok(()) }).unwrap_err();
     assert!(full.to_string().contains("every slot"));
+    assert!(format!("{full:?}").starts_with("GroupFull"), "{full:?}");
     release.send(()).unwrap();
     group.spawn(full.into_inner()).await;
     group.wait().await.unwrap();
