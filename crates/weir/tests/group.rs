@@ -233,6 +233,10 @@ fn a_limit_of_zero_is_a_configuration_error() {
     assert_eq!(err.setting(), "group limit");
     assert!(err.to_string().contains("at least 1"), "{err}");
     assert!(Group::<BoxError>::builder().workers(0).build().is_err());
+    // A builder clones with its settings, and shows them.
+    let builder = Group::<BoxError>::builder().limit(3).on_cancel(OnCancel::Cooperate);
+    let copy = format!("{:?}", builder.clone());
+    assert!(copy.contains("limit: Some(3)") && copy.contains("Cooperate"), "{copy}");
 }
 
 #[tokio::test]
