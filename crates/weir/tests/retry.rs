@@ -198,3 +198,13 @@ async fn every_way_of_giving_up_is_told_apart() {
     let twice = exact(2).run(down).await.unwrap_err();
     assert_eq!(twice.to_string(), "gave up after 2 attempts: down");
 }
+
+/// A budget's reserve buys exactly that many retries, one at a time.
+#[tokio::test(start_paused = true)]
+async fn a_budget_reserve_buys_exactly_its_retries() {
+    let budget = Arc::new(RetryBudget::new(0.0, 3));
+    let policy = RetryPolicy::builder().max_attempts(10).jitter(Jitter::None).budget(budget).build().unwrap();
+    let err = policy.run(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
+    assert!(err.is_budget_exhausted());
+    assert_eq!(err.attempts(), 4, "the first call and 3 retries");
+}
