@@ -154,18 +154,22 @@ fn two_workers_share_one_postgres_database() {
     assert!(dropped.status.success(), "{}", String::from_utf8_lossy(&dropped.stderr));
 }
 
+/// Writes `orders.jsonl` in `dir`: `orders` valid generated orders (2
+/// tenants, no faults) with `line` inserted after the first `after`.
+fn orders_with_a_bad_line(dir: &Path, orders: u32, after: usize, line: &[u8]) {
+    let count = orders.to_string();
+    let args = ["generate", "orders.jsonl", "--orders", &count, "--tenants", "2", "--faults", "0"];
+    assert!(weir(dir, &args).status.success());
+    let mut bytes = std::fs::read(dir.join("orders.jsonl")).unwrap();
+    let at = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(after - 1).unwrap().0 + 1;
+    bytes.splice(at..at, line.iter().copied());
+    std::fs::write(dir.join("orders.jsonl"), bytes).unwrap();
+}
+
 #[test]
 fn an_invalid_utf8_line_is_dead_lettered_and_the_rest_is_processed() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        weir(dir.path(), &["generate", "orders.jsonl", "--orders", "50", "--tenants", "2", "--faults", "0"])
-            .status
-            .success()
-    );
-    let mut bytes = std::fs::read(dir.path().join("orders.jsonl")).unwrap();
-    let middle = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(24).unwrap().0 + 1;
-    bytes.splice(middle..middle, b"{\"order_id\": \"\xff\xfe\"}\n".iter().copied());
-    std::fs::write(dir.path().join("orders.jsonl"), bytes).unwrap();
+    orders_with_a_bad_line(dir.path(), 50, 25, b"{\"order_id\": \"\xff\xfe\"}\n");
     let out = weir(dir.path(), &["run", "orders.jsonl"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = report(dir.path(), &[]);
@@ -180,17 +184,9 @@ fn an_invalid_utf8_line_is_dead_lettered_and_the_rest_is_processed() {
 #[test]
 fn a_huge_line_is_dead_lettered_with_its_length_and_the_rest_is_processed() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        weir(dir.path(), &["generate", "orders.jsonl", "--orders", "20", "--tenants", "2", "--faults", "0"])
-            .status
-            .success()
-    );
-    let mut bytes = std::fs::read(dir.path().join("orders.jsonl")).unwrap();
-    let middle = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(9).unwrap().0 + 1;
     let mut huge = vec![b'x'; 3 << 20];
     huge.push(b'\n');
-    bytes.splice(middle..middle, huge);
-    std::fs::write(dir.path().join("orders.jsonl"), bytes).unwrap();
+    orders_with_a_bad_line(dir.path(), 20, 10, &huge);
     let out = weir(dir.path(), &["run", "orders.jsonl"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_accounted(&report(dir.path(), &[]), 21);

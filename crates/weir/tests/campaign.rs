@@ -69,6 +69,12 @@ fn is_injected(err: &(dyn std::error::Error + 'static)) -> bool {
     is::<InjectedFault>(err) || is::<ItemPanic>(err) || is::<TimedOut>(err)
 }
 
+/// Whether an error kept as text (a dead letter's reason, a compensation
+/// error read back from the store) names an injected fault.
+fn names_a_fault(text: &str) -> bool {
+    ["injected", "panicked", "timed out"].iter().any(|k| text.contains(k))
+}
+
 #[derive(Default)]
 struct Tally {
     runs: u64,
@@ -222,8 +228,8 @@ async fn campaign_tenant_bulkheads() {
         assert!(failing(injected) <= stage.retries + stage.dead_lettered, "run {run}: {injected:?} {report}");
         for envelope in &parked {
             let reason = &envelope.error_chain[0];
-            let known = ["injected", "panicked", "timed out", "is full"];
-            assert!(known.iter().any(|k| reason.contains(k)), "run {run}: unexplained dead letter: {reason}");
+            let explained = names_a_fault(reason) || reason.contains("is full");
+            assert!(explained, "run {run}: unexplained dead letter: {reason}");
             full += u64::from(reason.contains("is full"));
         }
         for tenant in 0..4 {
@@ -323,8 +329,7 @@ async fn campaign_batcher() {
         assert!(failing(injected) <= report.retries + report.batches_dead_lettered, "run {run}: {injected:?}");
         for envelope in &parked {
             let reason = &envelope.error_chain[0];
-            let known = ["injected", "panicked", "timed out"];
-            assert!(known.iter().any(|k| reason.contains(k)), "run {run}: unexplained dead letter: {reason}");
+            assert!(names_a_fault(reason), "run {run}: unexplained dead letter: {reason}");
         }
         parked_batches += report.batches_dead_lettered;
     }
@@ -415,8 +420,7 @@ async fn campaign_sagas() {
                     assert_eq!(record.status, SagaStatus::Failed, "run {run} {id}");
                     let compensations = err.compensation_errors().unwrap();
                     // Compensation errors come back from the record, as text.
-                    let known = ["injected", "panicked", "timed out"];
-                    let explained = |e: &BoxError| known.iter().any(|k| e.to_string().contains(k));
+                    let explained = |e: &BoxError| names_a_fault(&e.to_string());
                     assert!(compensations.errors().all(explained), "run {run} {id}: {err}");
                     *ends.entry("failed").or_default() += 1;
                 }
