@@ -68,7 +68,7 @@ async fn a_slow_stream_is_checkpointed_by_time() {
 }
 
 #[tokio::test]
-async fn a_jsonl_file_is_read_by_byte_offset_and_a_partial_line_waits() {
+async fn a_growing_jsonl_file_is_read_by_byte_offset_and_a_partial_line_waits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     std::fs::write(&path, "{\"id\":1}\n{\"id\":2}\n{\"id\":3").unwrap(); // 3 is still being written
@@ -80,12 +80,35 @@ async fn a_jsonl_file_is_read_by_byte_offset_and_a_partial_line_waits() {
         i.lock().unwrap().push(e["id"].as_u64().unwrap());
         async { Ok::<(), BoxError>(()) }
     };
-    let mut source = JsonlFileSource::<serde_json::Value>::new(&path);
+    let mut source = JsonlFileSource::<serde_json::Value>::new(&path).growing();
     consumer.run(&mut source, handler.clone()).await.unwrap();
     assert_eq!(store.cursor("file").await.unwrap(), Some(serde_json::json!(18)));
     std::fs::write(&path, "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n{\"id\":4}\n").unwrap();
     consumer.run(&mut source, handler).await.unwrap();
     assert_eq!(*ids.lock().unwrap(), [1, 2, 3, 4]);
+}
+
+/// A complete file's last line needs no newline: it is read like any other
+/// and the cursor ends at the end of the file (it was dropped before).
+#[tokio::test]
+async fn the_last_line_of_a_complete_file_is_read_without_its_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, "{\"id\":1}\r\n{\"id\":2}").unwrap();
+    let store = Store::memory();
+    let consumer = CursorConsumer::builder(store.clone(), "file").every(1).build().unwrap();
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let i = ids.clone();
+    let handler = move |e: serde_json::Value| {
+        i.lock().unwrap().push(e["id"].as_u64().unwrap());
+        async { Ok::<(), BoxError>(()) }
+    };
+    let report = consumer.run(&mut JsonlFileSource::<serde_json::Value>::new(&path), handler.clone()).await.unwrap();
+    assert_eq!(report.processed, 2);
+    assert_eq!(*ids.lock().unwrap(), [1, 2]);
+    assert_eq!(store.cursor("file").await.unwrap(), Some(serde_json::json!(18)));
+    let again = consumer.run(&mut LineFileSource::new(&path), |_| async { Ok::<(), BoxError>(()) }).await.unwrap();
+    assert_eq!(again.processed, 0, "nothing is read twice");
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
 //! Behaviour of `weir::dlq` (seed task 16).
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::dlq::{DeadLetterQueue, Envelope, MemoryDlq};
 use weir::pipeline::{Pipeline, Stage, StageFn};
 use weir::retry::{Jitter, RetryPolicy};
 
@@ -70,4 +72,51 @@ async fn poison_items_are_parked_with_their_story_and_the_run_goes_on() {
     assert_eq!(replayed, [10, 20, 30, 40, 50]);
     assert_eq!(report.stage("charge").unwrap().dead_lettered, 0);
     assert_eq!(dlq.count().await.unwrap(), 0);
+}
+
+/// Pushes the same keyed letter three times (a crash and two reruns) and an
+/// unkeyed one twice: the keyed one is stored once, with its newest reason
+/// and its first id; unkeyed letters are all kept.
+async fn a_keyed_letter_is_stored_once<Q: DeadLetterQueue<String>>(queue: &Q) -> Vec<Envelope<String>> {
+    let mut ids = Vec::new();
+    for attempt in 1..=3u32 {
+        let mut letter = Envelope::new("not json".to_string(), "parse", attempt);
+        letter.key = Some("orders.jsonl:7".into());
+        letter.error_chain = vec![format!("rejected on run {attempt}")];
+        ids.push(queue.push(letter).await.unwrap());
+    }
+    assert_eq!(ids[0], ids[1], "same key, same letter");
+    assert_eq!(ids[1], ids[2]);
+    for _ in 0..2 {
+        queue.push(Envelope::new("unkeyed".to_string(), "parse", 1)).await.unwrap();
+    }
+    assert_eq!(queue.count().await.unwrap(), 3);
+    let letters = queue.drain().await.unwrap();
+    let keyed: Vec<_> = letters.iter().filter(|l| l.key.is_some()).collect();
+    assert_eq!(keyed.len(), 1, "{letters:?}");
+    assert_eq!(keyed[0].id, ids[0]);
+    assert_eq!(keyed[0].error_chain, ["rejected on run 3"]);
+    assert_eq!(keyed[0].attempts, 3);
+    assert!(keyed[0].first_failure <= keyed[0].last_failure);
+    letters
+}
+
+#[tokio::test]
+async fn every_queue_stores_a_keyed_letter_once() {
+    a_keyed_letter_is_stored_once(&MemoryDlq::new()).await;
+    a_keyed_letter_is_stored_once(&weir::store::Store::memory().dead_letters::<String>("lines")).await;
+    let (store, _dir) = support::stores::sqlite().await;
+    a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
+    // Another queue may hold the same key.
+    let other = store.dead_letters::<String>("other");
+    let mut letter = Envelope::new("x".to_string(), "parse", 1);
+    letter.key = Some("orders.jsonl:7".into());
+    other.push(letter.clone()).await.unwrap();
+    store.dead_letters::<String>("lines").push(letter).await.unwrap();
+    assert_eq!(other.count().await.unwrap(), 1);
+    #[cfg(feature = "postgres")]
+    if let Some(url) = support::stores::postgres_url("every_queue_stores_a_keyed_letter_once").await {
+        let store = weir::store::Store::open(&url).await.unwrap();
+        a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
+    }
 }

@@ -56,19 +56,33 @@ impl<T: Send + 'static> CursorSource for ChannelSource<T> {
     }
 }
 
-/// An append-only file of lines (for example JSON lines, parsed by your
-/// handler so that a malformed line can go to a dead-letter queue). The
-/// position is the byte offset just after a line; a last line without its
-/// newline (still being written) is not read.
+/// A file of lines (for example JSON lines, parsed by your handler so that
+/// a malformed line can go to a dead-letter queue). The position is the
+/// byte offset just after a line.
+///
+/// # Defaults
+/// The file is complete: a last line without its newline is read like any
+/// other (its position is the end of the file), never dropped. For a file
+/// another process is still appending to, [`growing`](Self::growing) makes
+/// such a line wait for its newline instead.
 #[derive(Debug, Clone)]
 pub struct LineFileSource {
     path: PathBuf,
+    growing: bool,
 }
 
 impl LineFileSource {
-    /// Reads the file at `path`.
+    /// Reads the complete file at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self { path: path.into(), growing: false }
+    }
+
+    /// The file is still being appended to: a last line without its newline
+    /// may be half-written, so it is not read (nor consumed) until its
+    /// newline arrives; a later read picks it up whole.
+    pub fn growing(mut self) -> Self {
+        self.growing = true;
+        self
     }
 }
 
@@ -77,7 +91,7 @@ impl CursorSource for LineFileSource {
     type Position = u64;
 
     fn read(&mut self, from: Option<u64>) -> BoxStream<'_, Result<(u64, String), BoxError>> {
-        let path = self.path.clone();
+        let (path, growing) = (self.path.clone(), self.growing);
         let start = from.unwrap_or(0);
         let opened = async move {
             let mut file =
@@ -88,9 +102,9 @@ impl CursorSource for LineFileSource {
             Ok::<_, BoxError>((BufReader::new(file), start, path))
         };
         futures_util::stream::once(opened)
-            .flat_map(|opened| match opened {
+            .flat_map(move |opened| match opened {
                 Err(e) => futures_util::stream::once(std::future::ready(Err(e))).boxed(),
-                Ok((reader, start, path)) => lines_from(reader, start, path).boxed(),
+                Ok((reader, start, path)) => lines_from(reader, start, path, growing).boxed(),
             })
             .boxed()
     }
@@ -100,6 +114,7 @@ fn lines_from(
     reader: BufReader<tokio::fs::File>,
     start: u64,
     path: PathBuf,
+    growing: bool,
 ) -> impl Stream<Item = Result<(u64, String), BoxError>> + Send {
     futures_util::stream::unfold(Some((reader, start)), move |state| {
         let path = path.clone();
@@ -108,11 +123,14 @@ fn lines_from(
             let mut line = String::new();
             match reader.read_line(&mut line).await {
                 Ok(0) => None,
-                // A partial last line: not complete yet, not consumed.
-                Ok(_) if !line.ends_with('\n') => None,
+                // A last line without its newline: half-written in a growing
+                // file (not consumed), the last line of a complete one.
+                Ok(_) if growing && !line.ends_with('\n') => None,
                 Ok(n) => {
                     let next = offset + n as u64;
-                    line.pop();
+                    if line.ends_with('\n') {
+                        line.pop();
+                    }
                     if line.ends_with('\r') {
                         line.pop();
                     }
@@ -134,9 +152,15 @@ pub struct JsonlFileSource<T> {
 }
 
 impl<T> JsonlFileSource<T> {
-    /// Reads the file at `path`.
+    /// Reads the complete file at `path` (see [`LineFileSource`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self { lines: LineFileSource::new(path), item: std::marker::PhantomData }
+    }
+
+    /// The file is still being appended to; see [`LineFileSource::growing`].
+    pub fn growing(mut self) -> Self {
+        self.lines = self.lines.growing();
+        self
     }
 }
 

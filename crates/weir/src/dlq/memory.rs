@@ -68,6 +68,12 @@ impl<T> MemoryDlq<T> {
 impl<T: Send + 'static> DeadLetterQueue<T> for MemoryDlq<T> {
     fn push(&self, mut envelope: Envelope<T>) -> BoxFuture<'_, Result<u64, BoxError>> {
         let mut state = self.lock();
+        let same_key = |e: &&mut Envelope<T>| e.key.is_some() && e.key == envelope.key;
+        if let Some(stored) = state.envelopes.iter_mut().find(same_key) {
+            let (id, first_failure) = (stored.id, stored.first_failure);
+            *stored = Envelope { id, first_failure, ..envelope };
+            return Box::pin(std::future::ready(Ok(id)));
+        }
         envelope.id = state.next_id;
         state.next_id += 1;
         let id = envelope.id;

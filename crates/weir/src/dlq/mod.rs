@@ -89,6 +89,12 @@ impl<T> Envelope<T> {
 /// Stores dead-lettered items.
 pub trait DeadLetterQueue<T>: Send + Sync + 'static {
     /// Stores one envelope; returns its id.
+    ///
+    /// An envelope with a [`key`](Envelope::key) is stored once per key: a
+    /// push with a key already queued (the same input position failing
+    /// again after a restart, or a replayed item failing again) replaces
+    /// that envelope's item, error chain and attempts and keeps its id and
+    /// first failure time. Envelopes without a key are always added.
     fn push(&self, envelope: Envelope<T>) -> BoxFuture<'_, Result<u64, BoxError>>;
     /// How many envelopes are stored.
     fn count(&self) -> BoxFuture<'_, Result<usize, BoxError>>;

@@ -110,6 +110,12 @@ impl Memory {
 
     pub(crate) fn push_dead_letter(&self, row: &DeadLetterRow) -> i64 {
         let mut state = self.lock();
+        let same_key = |r: &&mut DeadLetterRow| r.queue == row.queue && r.key.is_some() && r.key == row.key;
+        if let Some(stored) = state.dead_letters.iter_mut().find(same_key) {
+            let (id, first_failure) = (stored.id, stored.first_failure);
+            *stored = DeadLetterRow { id, first_failure, ..row.clone() };
+            return id;
+        }
         state.next_dead_letter += 1;
         let id = state.next_dead_letter;
         state.dead_letters.push(DeadLetterRow { id, ..row.clone() });

@@ -15,7 +15,7 @@ use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
 use super::{DeadLetterRow, StoreError, WriteResult};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 1;
+const LATEST_SCHEMA: i64 = 2;
 
 pub(crate) struct Sqlite {
     pub(crate) target: String,
@@ -210,7 +210,12 @@ impl Sqlite {
         sqlx::query_scalar(
             "INSERT INTO weir_dead_letters
                (queue, item, error_chain, stage, item_index, item_key, tenant, attempts, first_failure, last_failure)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (queue, item_key) WHERE item_key IS NOT NULL DO UPDATE SET
+               item = excluded.item, error_chain = excluded.error_chain, stage = excluded.stage,
+               item_index = excluded.item_index, tenant = excluded.tenant,
+               attempts = excluded.attempts, last_failure = excluded.last_failure
+             RETURNING id",
         )
         .bind(&row.queue)
         .bind(&row.item)
