@@ -419,3 +419,90 @@ async fn dead_letters_survive_a_reopen_and_replay() {
     assert_eq!(queue.count().await.unwrap(), 0);
     assert!(find::<StoreError>(&StoreError::Closed).is_some());
 }
+
+/// A definition whose one step hangs while `hang` is set.
+fn hanging_saga(hang: Arc<std::sync::atomic::AtomicBool>, runs: Arc<AtomicU32>) -> SagaDefinition {
+    SagaDefinition::builder("order")
+        .step(
+            "charge",
+            move |_| {
+                let (hang, runs) = (hang.clone(), runs.clone());
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    if hang.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, StepError>(())
+                }
+            },
+            |_| async { Ok(()) },
+        )
+        .build()
+        .unwrap()
+}
+
+async fn wait_until_none_active(store: &Store, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let running = store.sagas(Some(SagaStatus::Running), 1000).await.unwrap();
+        if running.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A worker dies holding sagas: a live worker that keeps running takes
+/// them over once their leases expire, without anyone calling `resume`
+/// (before, only a `resume` at start claimed them, and they stayed stuck).
+/// And a saga whose `run` future was dropped is no longer renewed by its
+/// own engine: it expires and is taken over too (the heartbeat renewed
+/// every saga of the owner before, so it stayed stuck while the engine
+/// lived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_worker_takes_over_expired_sagas_while_it_runs() {
+    let (sqlite, _dir) = stores::sqlite().await;
+    for store in [Store::memory(), sqlite] {
+        let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
+        let engine = |worker: &str| {
+            SagaEngine::builder(store.clone())
+                .definition(hanging_saga(hang.clone(), runs.clone()))
+                .lease(Duration::from_secs(1))
+                .worker_id(worker)
+                .build()
+                .unwrap()
+        };
+        let (dying, live) = (engine("dying"), engine("live"));
+        let mut held = Vec::new();
+        for i in 0..5 {
+            let dying = dying.clone();
+            held.push(tokio::spawn(async move { dying.run_with_id(&format!("dead-{i}"), "order", &i).await }));
+        }
+        let orphan = {
+            let live = live.clone();
+            tokio::spawn(async move { live.run_with_id("orphan", "order", &9).await })
+        };
+        while runs.load(Ordering::SeqCst) < 6 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The dying worker stops; the live one drops the future of one run.
+        for task in held {
+            task.abort();
+        }
+        drop(dying);
+        orphan.abort();
+        hang.store(false, Ordering::SeqCst);
+        assert!(
+            wait_until_none_active(&store, Duration::from_secs(10)).await,
+            "{} saga(s) still running on {}",
+            store.sagas(Some(SagaStatus::Running), 100).await.unwrap().len(),
+            store.target()
+        );
+        assert_eq!(live.reclaimed(), 6, "{}", store.target());
+        for saga in store.sagas(None, 100).await.unwrap() {
+            assert_eq!(saga.status, SagaStatus::Completed, "{}", saga.id);
+            assert_eq!(saga.lease_owner.as_deref(), Some("live"), "{}", saga.id);
+        }
+    }
+}

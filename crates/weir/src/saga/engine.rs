@@ -1,13 +1,14 @@
 //! Runs sagas: starts new ones durably, resumes stored ones, keeps the
 //! leases of the ones it holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::run::Driver;
 use super::{SagaDefinition, SagaError};
@@ -25,9 +26,14 @@ use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreEr
 ///   running or compensating and whose lease expired (a crashed worker's),
 ///   and drives each from where it stopped.
 /// - Many engines (processes, machines) can share one PostgreSQL store:
-///   claims skip locked rows, leases are renewed while the engine lives,
-///   and every write carries the claim's fencing token, so a worker that
-///   lost its lease cannot write.
+///   claims skip locked rows, the lease of each saga an engine is driving
+///   is renewed while it drives it, and every write carries the claim's
+///   fencing token, so a worker that lost its lease cannot write.
+/// - While it runs (from its first `run` or `resume` on), an engine keeps
+///   taking over sagas whose lease expired (their worker died or stopped)
+///   with its free slots, every third of the lease, and drives them in the
+///   background: a saga is never left stuck while a live worker could
+///   finish it. See [`SagaEngineBuilder::reclaim_expired`].
 ///
 /// # Guarantees
 /// - A step runs **at least once**: if the process dies after a step's
@@ -43,6 +49,7 @@ use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreEr
 #[derive(Clone)]
 pub struct SagaEngine {
     inner: Arc<Inner>,
+    background: Arc<Background>,
 }
 
 struct Inner {
@@ -55,14 +62,47 @@ struct Inner {
     worker: String,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
-    heartbeat: OnceLock<JoinHandle<()>>,
+    reclaim: bool,
+    /// The sagas this engine is driving now: their leases are renewed.
+    driving: Mutex<HashSet<String>>,
+    /// Sagas taken over in the background since the engine started.
+    reclaimed: AtomicU64,
 }
 
-impl Drop for Inner {
+/// The engine's background work: the heartbeat (which also takes over
+/// expired sagas) and the drives of the sagas it took over. Stopped when
+/// the last handle of the engine is dropped.
+struct Background {
+    heartbeat: OnceLock<JoinHandle<()>>,
+    drives: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
         if let Some(heartbeat) = self.heartbeat.get() {
             heartbeat.abort();
         }
+        self.drives.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
+    }
+}
+
+/// A saga this engine is driving, for as long as the guard lives.
+struct Driving {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl Driving {
+    /// Marks `id` as driven here; `None` if it is already.
+    fn start(inner: &Arc<Inner>, id: &str) -> Option<Self> {
+        let fresh = inner.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+        fresh.then(|| Self { inner: Arc::clone(inner), id: id.to_owned() })
+    }
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.inner.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -111,6 +151,7 @@ impl SagaEngine {
             lease: Duration::from_secs(30),
             worker: None,
             max_in_flight: 64,
+            reclaim: true,
         }
     }
 
@@ -122,6 +163,12 @@ impl SagaEngine {
     /// This worker's id (lease owner).
     pub fn worker_id(&self) -> &str {
         &self.inner.worker
+    }
+
+    /// How many sagas whose lease had expired this engine took over in the
+    /// background since it started (not counting [`resume`](Self::resume)).
+    pub fn reclaimed(&self) -> u64 {
+        self.inner.reclaimed.load(Ordering::Relaxed)
     }
 
     /// Starts a saga of `definition` with `input` and drives it to its end.
@@ -146,7 +193,9 @@ impl SagaEngine {
     /// outcome returned if it ended.
     ///
     /// # Errors
-    /// As [`run`](Self::run); also when another live worker holds the saga.
+    /// As [`run`](Self::run); also when another live worker holds the saga
+    /// ([`SagaError::is_lease_lost`]), this engine included (two calls with
+    /// one id at once: the second does not wait for the first).
     ///
     /// # Cancel safety
     /// As [`run`](Self::run).
@@ -154,6 +203,9 @@ impl SagaEngine {
         let (def, mut record) = self.new_record(id, definition, input)?;
         let _slot = self.inner.slots.acquire().await.expect("never closed");
         self.start_heartbeat();
+        let Some(_driving) = Driving::start(&self.inner, id) else {
+            return Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() }));
+        };
         // Started here, so held here from the first write on.
         record.fence = 1;
         record.lease_owner = Some(self.inner.worker.clone());
@@ -167,7 +219,7 @@ impl SagaEngine {
         let claimed =
             store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?;
         match claimed {
-            Some(record) => self.drive_claimed(record).await,
+            Some(record) => self.inner.drive_claimed(record).await,
             None => {
                 let record = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
                 match record {
@@ -204,17 +256,22 @@ impl SagaEngine {
         // A saga met twice (its definition is unknown, or it could not
         // finish) is left for a later resume rather than looped over.
         loop {
-            let batch = self.inner.store.claim(&self.inner.worker, self.inner.lease, self.inner.max_in_flight).await?;
+            let inner = &self.inner;
+            let batch =
+                inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, Some(&inner.driving_ids())).await?;
             let fresh: Vec<SagaRecord> = batch.into_iter().filter(|r| seen.insert(r.id.clone())).collect();
             if fresh.is_empty() {
                 break;
             }
             let round: Group<BoxError> = Group::new();
             for record in fresh {
-                let (engine, report) = (self.clone(), Arc::clone(&report));
+                // Claimed while this engine started driving it: leave it there.
+                let Some(driving) = Driving::start(inner, &record.id) else { continue };
+                let (inner, report) = (Arc::clone(inner), Arc::clone(&report));
                 round
                     .spawn(async move {
-                        let outcome = engine.drive_claimed(record).await;
+                        let outcome = inner.drive_claimed(record).await;
+                        drop(driving);
                         engine_record(&report, outcome);
                         Ok(())
                     })
@@ -256,8 +313,39 @@ impl SagaEngine {
         Ok((def, record))
     }
 
+    fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
+        self.inner.driver(definition)
+    }
+
+    /// Every third of the lease, while the engine lives: renews the leases
+    /// of the sagas it drives, then takes over expired ones.
+    fn start_heartbeat(&self) {
+        self.background.heartbeat.get_or_init(|| {
+            let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(inner.lease / 3);
+                loop {
+                    tick.tick().await;
+                    let (store, worker) = (&inner.store, &inner.worker);
+                    if let Err(error) = store.heartbeat(worker, &inner.driving_ids(), inner.lease).await {
+                        tracing::warn!(%worker, %error, "could not renew leases");
+                    }
+                    if inner.reclaim {
+                        inner.reclaim_expired(&drives).await;
+                    }
+                }
+            })
+        });
+    }
+}
+
+impl Inner {
+    fn driving_ids(&self) -> Vec<String> {
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
     async fn drive_claimed(&self, record: SagaRecord) -> Result<String, SagaError> {
-        match self.inner.definitions.get(&record.definition) {
+        match self.definitions.get(&record.definition) {
             None => Err(SagaError::for_unknown_definition(&record.id, &record.definition)),
             Some(def) => self.driver(def).drive(record).await,
         }
@@ -265,29 +353,52 @@ impl SagaEngine {
 
     fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
         Driver {
-            store: &self.inner.store,
+            store: &self.store,
             definition,
-            step_retry: &self.inner.step_retry,
-            compensation_retry: &self.inner.compensation_retry,
-            step_timeout: self.inner.step_timeout,
+            step_retry: &self.step_retry,
+            compensation_retry: &self.compensation_retry,
+            step_timeout: self.step_timeout,
         }
     }
 
-    /// Renews this worker's leases every third of the lease, while the
-    /// engine lives.
-    fn start_heartbeat(&self) {
-        self.inner.heartbeat.get_or_init(|| {
-            let (store, worker, lease) = (self.inner.store.clone(), self.inner.worker.clone(), self.inner.lease);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(lease / 3);
-                loop {
-                    tick.tick().await;
-                    if let Err(error) = store.heartbeat(&worker, lease).await {
-                        tracing::warn!(%worker, %error, "could not renew leases");
-                    }
+    /// Claims as many expired sagas as there are free slots and drives each
+    /// in `drives`. A saga whose definition this engine lacks is released
+    /// again at once (its lease expires) for an engine that has it.
+    async fn reclaim_expired(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>) {
+        // Finished drives are reaped here, so the set stays small.
+        while drives.lock().unwrap_or_else(|p| p.into_inner()).try_join_next().is_some() {}
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        // Only expired ones: a saga this engine drives has a live lease, so
+        // no claim here can race a drive that is just starting.
+        let claimed = match self.store.claim(&self.worker, self.lease, free, None).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(worker = %self.worker, %error, "could not take over expired sagas");
+                return;
+            }
+        };
+        for record in claimed {
+            if !self.definitions.contains_key(&record.definition) {
+                continue;
+            }
+            let Some(driving) = Driving::start(self, &record.id) else { continue };
+            self.reclaimed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
+            let inner = Arc::clone(self);
+            drives.lock().unwrap_or_else(|p| p.into_inner()).spawn(async move {
+                let _slot = inner.slots.acquire().await.expect("never closed");
+                let id = record.id.clone();
+                if let Err(error) = inner.drive_claimed(record).await
+                    && !(error.is_compensated() || error.is_failed())
+                {
+                    tracing::warn!(saga = %id, %error, "a saga taken over did not finish");
                 }
-            })
-        });
+                drop(driving);
+            });
+        }
     }
 }
 
@@ -321,6 +432,7 @@ fn new_saga_id() -> String {
 /// - no step timeout (a step that never returns holds its saga, and the
 ///   saga's lease, until the engine is dropped);
 /// - leases of 30 s, renewed every 10 s;
+/// - expired sagas taken over every 10 s while the engine runs;
 /// - at most 64 sagas in flight;
 /// - worker id `"{hostname or 'host'}-{pid}-{random}"`.
 pub struct SagaEngineBuilder {
@@ -332,6 +444,7 @@ pub struct SagaEngineBuilder {
     lease: Duration,
     worker: Option<String>,
     max_in_flight: usize,
+    reclaim: bool,
 }
 
 impl std::fmt::Debug for SagaEngineBuilder {
@@ -388,6 +501,16 @@ impl SagaEngineBuilder {
         self
     }
 
+    /// Whether the running engine takes over, with its free slots, sagas
+    /// whose lease expired (a worker died, or stopped renewing): checked
+    /// every third of the lease. On by default; turn it off for an engine
+    /// that only drives the sagas it starts (others then wait for an
+    /// explicit [`resume`](SagaEngine::resume)).
+    pub fn reclaim_expired(mut self, on: bool) -> Self {
+        self.reclaim = on;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -419,6 +542,7 @@ impl SagaEngineBuilder {
             format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
         });
         Ok(SagaEngine {
+            background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
             inner: Arc::new(Inner {
                 store: self.store,
                 definitions,
@@ -429,7 +553,9 @@ impl SagaEngineBuilder {
                 worker,
                 slots: Arc::new(Semaphore::new(self.max_in_flight)),
                 max_in_flight: self.max_in_flight,
-                heartbeat: OnceLock::new(),
+                reclaim: self.reclaim,
+                driving: Mutex::default(),
+                reclaimed: AtomicU64::new(0),
             }),
         })
     }

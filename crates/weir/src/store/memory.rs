@@ -51,10 +51,21 @@ impl Memory {
         }
     }
 
-    pub(crate) fn claim(&self, owner: &str, lease_until: i64, now: i64, limit: usize) -> Vec<SagaRecord> {
+    pub(crate) fn claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        limit: usize,
+        take_own: bool,
+        driving: &[String],
+    ) -> Vec<SagaRecord> {
         let mut state = self.lock();
-        let mut claimable: Vec<&mut SagaRecord> =
-            state.sagas.values_mut().filter(|s| claimable(s, owner, now)).collect();
+        let takeable = |s: &&mut SagaRecord| {
+            let expired = s.status.is_active() && s.lease_until.is_none_or(|until| until < now);
+            (expired || (take_own && claimable(s, owner, now))) && !driving.contains(&s.id)
+        };
+        let mut claimable: Vec<&mut SagaRecord> = state.sagas.values_mut().filter(takeable).collect();
         claimable.sort_by_key(|s| s.created_at);
         claimable
             .into_iter()
@@ -77,10 +88,13 @@ impl Memory {
         Some(saga.clone())
     }
 
-    pub(crate) fn heartbeat(&self, owner: &str, lease_until: i64) -> u64 {
+    pub(crate) fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> u64 {
         let mut state = self.lock();
         let mut n = 0;
-        for s in state.sagas.values_mut().filter(|s| s.status.is_active() && s.lease_owner.as_deref() == Some(owner)) {
+        let renewed = |s: &&mut SagaRecord| {
+            s.status.is_active() && s.lease_owner.as_deref() == Some(owner) && sagas.contains(&s.id)
+        };
+        for s in state.sagas.values_mut().filter(renewed) {
             s.lease_until = Some(lease_until);
             n += 1;
         }

@@ -235,35 +235,43 @@ impl Store {
     }
 
     /// Claims up to `limit` active sagas whose lease expired (or that never
-    /// had one, or that `owner` itself holds: a restarted worker with a
-    /// stable id takes its sagas back at once) for `owner`, bumping each
-    /// one's fence.
+    /// had one) for `owner`, bumping each one's fence. With `own`, also the
+    /// sagas `owner` itself holds but is not driving (a restarted worker
+    /// with a stable id takes its sagas back at once): `own` lists the ones
+    /// it is driving, which are left alone.
     pub(crate) async fn claim(
         &self,
         owner: &str,
         lease: Duration,
         limit: usize,
+        own: Option<&[String]>,
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
+        let (take_own, driving) = (own.is_some(), own.unwrap_or_default());
         match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.claim(owner, until, now, limit)),
+            Backend::Memory(m) => Ok(m.claim(owner, until, now, limit, take_own, driving)),
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.claim(owner, until, now, limit as i64).await,
+            Backend::Sqlite(s) => s.claim(owner, until, now, limit as i64, take_own, driving).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.claim(owner, until, now, limit as i64).await,
+            Backend::Postgres(p) => p.claim(owner, until, now, limit as i64, take_own, driving).await,
         }
     }
 
-    /// Extends the leases `owner` holds.
-    pub(crate) async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64, StoreError> {
+    /// Extends the leases of the sagas `owner` is driving (`sagas`); a saga
+    /// it holds but no longer drives (its future was dropped) is left to
+    /// expire, so that any worker can take it over.
+    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease: Duration) -> Result<u64, StoreError> {
+        if sagas.is_empty() {
+            return Ok(0);
+        }
         let until = now_ms() + lease.as_millis() as i64;
         match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.heartbeat(owner, until)),
+            Backend::Memory(m) => Ok(m.heartbeat(owner, sagas, until)),
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.heartbeat(owner, until).await,
+            Backend::Sqlite(s) => s.heartbeat(owner, sagas, until).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.heartbeat(owner, until).await,
+            Backend::Postgres(p) => p.heartbeat(owner, sagas, until).await,
         }
     }
 

@@ -125,12 +125,15 @@ impl Postgres {
         lease_until: i64,
         now: i64,
         limit: i64,
+        take_own: bool,
+        driving: &[String],
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let rows = sqlx::query(
             "UPDATE weir_sagas SET lease_owner = $1, lease_until = $2, fence = fence + 1
              WHERE id IN (SELECT id FROM weir_sagas
                           WHERE status IN ('running', 'compensating')
-                            AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
+                            AND (lease_until IS NULL OR lease_until < $3 OR ($6::boolean AND lease_owner = $1))
+                            AND NOT (id = ANY($5))
                           ORDER BY created_at LIMIT $4
                           FOR UPDATE SKIP LOCKED)
              RETURNING *",
@@ -139,6 +142,8 @@ impl Postgres {
         .bind(lease_until)
         .bind(now)
         .bind(limit)
+        .bind(driving)
+        .bind(take_own)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.query_error(e))?;
@@ -168,12 +173,14 @@ impl Postgres {
         row.map(|r| self.decode_saga(&r)).transpose()
     }
 
-    pub(crate) async fn heartbeat(&self, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
         sqlx::query(
-            "UPDATE weir_sagas SET lease_until = $1 WHERE lease_owner = $2 AND status IN ('running', 'compensating')",
+            "UPDATE weir_sagas SET lease_until = $1
+             WHERE lease_owner = $2 AND status IN ('running', 'compensating') AND id = ANY($3)",
         )
         .bind(lease_until)
         .bind(owner)
+        .bind(sagas)
         .execute(&self.pool)
         .await
         .map(|r| r.rows_affected())

@@ -110,12 +110,16 @@ impl Sqlite {
         lease_until: i64,
         now: i64,
         limit: i64,
+        take_own: bool,
+        driving: &[String],
     ) -> Result<Vec<SagaRecord>, StoreError> {
+        let driving = serde_json::to_string(driving).expect("strings serialize");
         let rows = sqlx::query(
             "UPDATE weir_sagas SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
              WHERE id IN (SELECT id FROM weir_sagas
                           WHERE status IN ('running', 'compensating')
-                            AND (lease_until IS NULL OR lease_until < ?3 OR lease_owner = ?1)
+                            AND (lease_until IS NULL OR lease_until < ?3 OR (?6 AND lease_owner = ?1))
+                            AND id NOT IN (SELECT value FROM json_each(?5))
                           ORDER BY created_at LIMIT ?4)
              RETURNING *",
         )
@@ -123,6 +127,8 @@ impl Sqlite {
         .bind(lease_until)
         .bind(now)
         .bind(limit)
+        .bind(driving)
+        .bind(take_own)
         .fetch_all(&self.readers)
         .await
         .map_err(|e| query_error(&self.target, e))?;
@@ -152,12 +158,15 @@ impl Sqlite {
         row.map(|r| decode_saga(&self.target, &r)).transpose()
     }
 
-    pub(crate) async fn heartbeat(&self, owner: &str, lease_until: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
         sqlx::query(
-            "UPDATE weir_sagas SET lease_until = ?1 WHERE lease_owner = ?2 AND status IN ('running', 'compensating')",
+            "UPDATE weir_sagas SET lease_until = ?1
+             WHERE lease_owner = ?2 AND status IN ('running', 'compensating')
+               AND id IN (SELECT value FROM json_each(?3))",
         )
         .bind(lease_until)
         .bind(owner)
+        .bind(serde_json::to_string(sagas).expect("strings serialize"))
         .execute(&self.readers)
         .await
         .map(|r| r.rows_affected())
