@@ -50,21 +50,31 @@ impl LineAssembler {
         self.bytes.extend_from_slice(&content[..content.len().min(room)]);
         self.len += taken as u64;
         let Some(_) = line_end else { return (taken, None) };
-        let mut bytes = std::mem::take(&mut self.bytes);
-        let over_limit = bytes.len() > self.limit;
-        bytes.truncate(self.limit);
-        let line = RawLine { bytes, len: std::mem::take(&mut self.len), over_limit };
-        (taken, Some(line))
+        (taken, self.finish())
     }
 
     /// Whether part of a line (without its newline yet) is held.
     pub fn has_partial(&self) -> bool {
         self.len > 0
     }
+
+    /// Ends the input: the part of a line held (the bytes after the last
+    /// newline) is the last line, read like any other. `None` if nothing is
+    /// held.
+    pub fn finish(&mut self) -> Option<RawLine> {
+        if !self.has_partial() {
+            return None;
+        }
+        let mut bytes = std::mem::take(&mut self.bytes);
+        let over_limit = bytes.len() > self.limit;
+        bytes.truncate(self.limit);
+        Some(RawLine { bytes, len: std::mem::take(&mut self.len), over_limit })
+    }
 }
 
-/// Reads the next complete line from `reader`. A last line without its
-/// newline is not returned (it may still be being written): `Ok(None)`.
+/// Reads the next line from `reader`. At the end of the input, the bytes
+/// after the last newline are the last line (a file need not end with a
+/// newline); `Ok(None)` after that.
 ///
 /// # Errors
 /// The reader's I/O error.
@@ -78,7 +88,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok(None);
+            return Ok(assembler.finish());
         }
         let (taken, line) = assembler.feed(chunk);
         reader.consume(taken);
@@ -127,12 +137,17 @@ mod tests {
         }
     }
 
+    /// The bytes after the last newline are a line too (they were dropped).
     #[tokio::test]
-    async fn read_line_reads_complete_lines_only() {
-        let mut reader = tokio::io::BufReader::with_capacity(3, &b"one\ntwo\nthr"[..]);
-        let mut assembler = LineAssembler::new(100);
+    async fn read_line_reads_a_last_line_without_its_newline() {
+        let mut reader = tokio::io::BufReader::with_capacity(3, &b"one\ntwo\nthree"[..]);
+        let mut assembler = LineAssembler::new(4);
         assert_eq!(read_line(&mut reader, &mut assembler).await.unwrap().unwrap().bytes, b"one");
         assert_eq!(read_line(&mut reader, &mut assembler).await.unwrap().unwrap().bytes, b"two");
+        let last = read_line(&mut reader, &mut assembler).await.unwrap().unwrap();
+        assert_eq!(last, RawLine { bytes: b"thre".to_vec(), len: 5, over_limit: true });
         assert_eq!(read_line(&mut reader, &mut assembler).await.unwrap(), None);
+        let mut empty = &b""[..];
+        assert_eq!(read_line(&mut empty, &mut LineAssembler::new(4)).await.unwrap(), None);
     }
 }

@@ -18,12 +18,16 @@ pub struct Ledger {
     pool: AnyPool,
 }
 
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS ledger_stock (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_reservations (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, sku TEXT NOT NULL, qty BIGINT NOT NULL, released BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_charges (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, tenant TEXT NOT NULL, amount BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_refunds (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, amount BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_shipments (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, cancelled BIGINT NOT NULL)",
+    // The pipeline's intake (see `crate::intake`): the line each order id
+    // came from, and lines that repeated an order.
+    "CREATE TABLE IF NOT EXISTS weir_cli_order_lines (order_id TEXT PRIMARY KEY, input TEXT NOT NULL, line BIGINT NOT NULL, content TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS weir_cli_duplicates (input TEXT NOT NULL, line BIGINT NOT NULL, order_id TEXT NOT NULL, tenant TEXT NOT NULL, first_input TEXT NOT NULL, first_line BIGINT NOT NULL, PRIMARY KEY (input, line))",
 ];
 
 /// What the ledger says about a run, checked against the sagas.
@@ -51,15 +55,28 @@ impl Invariants {
         self.in_progress == 0
     }
 
-    pub fn hold(&self) -> bool {
-        (!self.settled() || self.charged_cents == self.completed_cents)
-            && self.negative_stock.is_empty()
-            && self.unrefunded_compensated.is_empty()
-            && self.charged_twice.is_empty()
+    /// Whether the charges match the completed orders; `None` while not
+    /// settled (a saga in progress may be between its charge and its end).
+    pub fn sums_match(&self) -> Option<bool> {
+        self.settled().then_some(self.charged_cents == self.completed_cents)
+    }
+
+    /// Whether an invariant that holds at every moment is broken, or the
+    /// sums differ once settled.
+    pub fn violated(&self) -> bool {
+        self.sums_match() == Some(false)
+            || !self.negative_stock.is_empty()
+            || !self.unrefunded_compensated.is_empty()
+            || !self.charged_twice.is_empty()
     }
 }
 
 impl Ledger {
+    /// The connection pool (the intake's tables live beside the ledger's).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn connect(url: &str) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");

@@ -1,185 +1,67 @@
-//! The `weir` command: the integration pipeline of seed task 20 (orders
-//! from many tenants through fan-out parsing, per-tenant bulkheads and a
-//! durable reserve → charge → ship saga) on real input, and operator
-//! commands for the state a run leaves in its database.
+//! The `weir` command: the integration pipeline (orders from many tenants
+//! through fan-out parsing, per-tenant bulkheads and a durable reserve →
+//! charge → ship saga) on real input, and operator commands for the state
+//! a run leaves in its database.
 
+mod args;
 mod business;
+mod cursor;
+mod environment;
+mod intake;
 mod ledger;
 mod progress;
+mod replay;
 mod report;
 mod run;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use weir::dlq::DeadLetterQueue;
+use clap::Parser;
 use weir::error::BoxError;
-use weir::store::{SagaStatus, Store};
+use weir::store::Store;
 
-use crate::run::{LINES_QUEUE, RunOptions};
+use crate::args::{Cli, Command, CursorCommand, DbArgs, DlqCommand, GenerateArgs, SagasCommand};
+use crate::environment::{Environment, EnvironmentError, Given};
+use crate::report::Judgement;
+use crate::run::{Ending, LINES_QUEUE, RunOptions};
 use weir_cli::orders::{Generate, Line, down_tenant};
 use weir_cli::{input, orders};
 
 /// Exit codes scripts can rely on.
-mod exit {
+pub mod exit {
     /// The command did what was asked (a run may still have dead-lettered
     /// or compensated orders: they are reported, not lost).
     pub const OK: u8 = 0;
     /// An unexpected failure.
     pub const FAILED: u8 = 1;
-    /// Bad usage (from the argument parser).
-    #[allow(dead_code)]
+    /// Bad usage: an unknown option, a value out of range, an unsupported
+    /// database URL.
     pub const USAGE: u8 = 2;
-    /// Bad input or database: missing file, unreachable or foreign database.
+    /// Bad input or database: missing file, unreachable, foreign, missing
+    /// or busy database.
     pub const INPUT: u8 = 3;
-    /// The run finished but a ledger invariant does not hold.
+    /// A ledger invariant does not hold, or a line read is unaccounted for.
     pub const INVARIANT: u8 = 4;
-}
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "Concurrent pipelines whose errors propagate correctly.",
-    after_help = "\
-Exit codes: 0 done; 1 unexpected failure; 2 bad usage; 3 bad input or database; 4 a ledger invariant does not hold."
-)]
-struct Cli {
-    /// The SQLite file holding the state.
-    #[arg(long, global = true, default_value = "weir.db", conflicts_with = "database_url")]
-    db: PathBuf,
-    /// A PostgreSQL URL instead of the SQLite file (several `weir run` share its work).
-    #[arg(long, global = true, env = "WEIR_DATABASE_URL")]
-    database_url: Option<String>,
-    /// No progress output.
-    #[arg(long, short, global = true)]
-    quiet: bool,
-    /// How long to keep trying to reach a PostgreSQL server, in seconds.
-    #[arg(long, global = true, default_value_t = 30)]
-    connect_timeout: u64,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Generates realistic orders (with malformed lines, poison orders, a flaky payment provider and a tenant whose provider is down) and runs the pipeline on them.
-    Demo {
-        #[command(flatten)]
-        input: GenerateArgs,
-    },
-    /// Writes the demo's generated orders to a file, to run later.
-    Generate {
-        out: PathBuf,
-        #[command(flatten)]
-        input: GenerateArgs,
-    },
-    /// Runs the pipeline on a file of orders (one JSON object per line).
-    Run {
-        input: PathBuf,
-        /// Parse workers.
-        #[arg(long, default_value_t = 4)]
-        workers: usize,
-        /// Share of payment calls that fail transiently (a simulated provider).
-        #[arg(long, default_value_t = 0.0)]
-        faults: f64,
-        /// A tenant whose payment provider is down (simulated).
-        #[arg(long)]
-        down_tenant: Option<String>,
-        /// This worker's id (lease owner); stable ids take their sagas back at once after a restart.
-        #[arg(long)]
-        worker_id: Option<String>,
-        /// The longest input line read whole, in bytes; a longer line is dead-lettered with its length.
-        #[arg(long, default_value_t = input::DEFAULT_MAX_LINE_BYTES, value_parser = positive_usize)]
-        max_line_bytes: usize,
-    },
-    /// Finishes the sagas an interrupted run left in progress.
-    Resume,
-    /// Sagas in the database.
-    Sagas {
-        #[command(subcommand)]
-        command: SagasCommand,
-    },
-    /// Input lines in the dead-letter queue.
-    Dlq {
-        #[command(subcommand)]
-        command: DlqCommand,
-    },
-    /// The input cursor of a file.
-    Cursor {
-        #[command(subcommand)]
-        command: CursorCommand,
-    },
-    /// The report of what the database holds.
-    Report {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// The demo's generated input.
-#[derive(Debug, Clone, Copy, clap::Args)]
-struct GenerateArgs {
-    #[arg(long, default_value_t = 5_000)]
-    orders: u64,
-    #[arg(long, default_value_t = 20)]
-    tenants: u32,
-    /// Share of faulty lines and failing payment calls.
-    #[arg(long, default_value_t = 0.02)]
-    faults: f64,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-}
-
-impl From<GenerateArgs> for Generate {
-    fn from(a: GenerateArgs) -> Self {
-        Generate { orders: a.orders, tenants: a.tenants, faults: a.faults, seed: a.seed }
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum SagasCommand {
-    List {
-        /// running, compensating, completed, compensated or failed.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    Show {
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DlqCommand {
-    List {
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
-    Show {
-        id: u64,
-    },
-    /// Takes every line out and runs the ones that now parse through the order saga; the others go back.
-    Replay,
-}
-
-#[derive(Debug, Subcommand)]
-enum CursorCommand {
-    Show { input: PathBuf },
-    Reset { input: PathBuf },
+    /// Nothing is broken but sagas are still in progress: not settled yet.
+    pub const NOT_SETTLED: u8 = 5;
+    /// Stopped by SIGINT or SIGTERM; the next run resumes.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// An error for the person at the terminal: one line, and an exit code.
-struct Failure {
+pub struct Failure {
     code: u8,
     message: String,
 }
 
 impl Failure {
-    fn input(message: impl std::fmt::Display) -> Self {
+    pub fn input(message: impl std::fmt::Display) -> Self {
         Self { code: exit::INPUT, message: message.to_string() }
+    }
+
+    pub fn usage(message: impl std::fmt::Display) -> Self {
+        Self { code: exit::USAGE, message: message.to_string() }
     }
 }
 
@@ -189,25 +71,37 @@ impl From<BoxError> for Failure {
     }
 }
 
+impl From<EnvironmentError> for Failure {
+    fn from(e: EnvironmentError) -> Self {
+        match e {
+            EnvironmentError::Mismatch { .. } => Failure::usage(e),
+            _ => Failure::input(e),
+        }
+    }
+}
+
 /// The name of the runtime's threads, where pipeline stages run.
-const RUNTIME_THREAD: &str = "weir-worker";
+pub const RUNTIME_THREAD: &str = "weir-worker";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.quiet { "error" } else { "warn,weir=error" };
+    // Library logs (sqlx's slow-statement notes included) are not for the
+    // person running the command unless asked for with WEIR_LOG; they are
+    // printed above the progress bars, never over them.
+    let filter = if cli.quiet { "error" } else { "warn,weir=error,sqlx=error" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(progress::LogWriter)
         .init();
-    // Panics inside pipeline stages (on runtime worker threads) are
-    // recovered and dead-lettered with their message: log them at debug
+    // Panics inside pipeline stages and replays (on runtime worker threads)
+    // are recovered and dead-lettered with their message: log them at debug
     // instead of printing each one. Anywhere else a panic is a bug: print it.
     std::panic::set_hook(Box::new(|info| {
         if std::thread::current().name() == Some(RUNTIME_THREAD) {
-            tracing::debug!(%info, "panic recovered by the pipeline");
+            tracing::debug!(%info, "panic recovered");
         } else {
             eprintln!("weir: internal error: {info}");
         }
@@ -226,107 +120,208 @@ fn main() -> ExitCode {
     }
 }
 
-fn location(cli: &Cli) -> String {
-    cli.database_url.clone().unwrap_or_else(|| cli.db.display().to_string())
+/// Where the state lives.
+#[derive(Debug, Clone)]
+enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
 }
 
-async fn open(cli: &Cli) -> Result<Store, Failure> {
-    let location = location(cli);
-    let opened = if location.starts_with("postgres") {
-        Store::postgres_with_retry(&location, std::time::Duration::from_secs(cli.connect_timeout)).await
-    } else {
-        Store::open(&location).await
-    };
-    opened.map_err(Failure::input)
-}
+impl Location {
+    /// The location from the options: `--db` wins; then `--database-url`
+    /// (or `WEIR_DATABASE_URL`), which must be a PostgreSQL URL; then
+    /// `weir.db`. Nothing is created here.
+    fn from_args(db: &DbArgs) -> Result<Self, Failure> {
+        if let Some(path) = &db.db {
+            return Ok(Location::Sqlite(path.clone()));
+        }
+        let Some(url) = &db.database_url else { return Ok(Location::Sqlite("weir.db".into())) };
+        const ACCEPTED: &str = "weir accepts postgres:// and postgresql:// URLs, or --db FILE for SQLite";
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(Failure::usage(format!("--database-url is not a URL; {ACCEPTED}")));
+        };
+        if !matches!(scheme, "postgres" | "postgresql") {
+            let scheme: String = scheme.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
+            return Err(Failure::usage(format!("--database-url has the scheme `{scheme}`, which weir does not support; {ACCEPTED}")));
+        }
+        if rest.is_empty() || rest.starts_with('/') && rest.len() == 1 {
+            return Err(Failure::usage(format!("--database-url names no server; {ACCEPTED}")));
+        }
+        Ok(Location::Postgres(url.clone()))
+    }
 
-async fn dispatch(cli: Cli) -> Result<u8, Failure> {
-    match &cli.command {
-        Command::Demo { input } => {
-            let g = Generate::from(*input);
-            let input = std::env::temp_dir().join(format!("weir-demo-{}-{}-{}.jsonl", g.orders, g.tenants, g.seed));
-            std::fs::write(&input, orders::generate(g))
-                .map_err(|e| Failure::input(format!("cannot write {}: {e}", input.display())))?;
-            if !cli.quiet {
-                eprintln!(
-                    "weir demo: {} orders from {} tenants in {} ({} of the provider calls fail, {} is down)",
-                    g.orders,
-                    g.tenants,
-                    input.display(),
-                    g.faults,
-                    down_tenant(g.tenants)
-                );
+    /// The path or URL (with its password: for connecting only).
+    fn raw(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => url.clone(),
+        }
+    }
+
+    /// Opens the store, creating a SQLite file if missing.
+    async fn open(&self, db: &DbArgs) -> Result<Store, Failure> {
+        let opened = match self {
+            Location::Postgres(url) => {
+                Store::postgres_with_retry(url, std::time::Duration::from_secs(db.connect_timeout)).await
             }
-            let opts = RunOptions {
-                input,
-                location: location(&cli),
-                workers: 4,
-                faults: g.faults,
-                down_tenant: Some(down_tenant(g.tenants)),
-                worker_id: None,
-                max_line_bytes: input::DEFAULT_MAX_LINE_BYTES,
-                quiet: cli.quiet,
-            };
-            run_and_report(&cli, opts).await
+            Location::Sqlite(path) => Store::open(&path.display().to_string()).await,
+        };
+        opened.map_err(Failure::input)
+    }
+
+    /// Opens the store for reading: a SQLite file must exist already.
+    async fn open_existing(&self, db: &DbArgs) -> Result<Store, Failure> {
+        if let Location::Sqlite(path) = self
+            && !path.exists()
+        {
+            return Err(Failure::input(format!(
+                "no database at {}: nothing has run there; pass --db with the file a run used, or run `weir run` first",
+                path.display()
+            )));
         }
-        Command::Generate { out, input } => {
-            let g = Generate::from(*input);
-            std::fs::write(out, orders::generate(g))
-                .map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))?;
-            println!("{}: {} orders from {} tenants", out.display(), g.orders, g.tenants);
-            Ok(exit::OK)
-        }
-        Command::Run { input, workers, faults, down_tenant, worker_id, max_line_bytes } => {
-            if !input.is_file() {
-                return Err(Failure::input(format!(
-                    "cannot read {}: no such file; pass a file of orders, one JSON object per line",
-                    input.display()
-                )));
+        self.open(db).await
+    }
+
+    /// One process at a time writes a SQLite database: holds its lock file
+    /// (`<db>.lock`) until the process ends. PostgreSQL needs none.
+    fn lock(&self) -> Result<Option<std::fs::File>, Failure> {
+        let Location::Sqlite(path) = self else { return Ok(None) };
+        let lock_path = format!("{}.lock", path.display());
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Failure::input(format!("cannot open the lock file {lock_path}: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => {
+                use std::io::Write;
+                file.set_len(0).ok();
+                let _ = write!(file, "{}", std::process::id());
+                Ok(Some(file))
             }
-            let opts = RunOptions {
-                input: input.clone(),
-                location: location(&cli),
-                workers: *workers,
-                faults: *faults,
-                down_tenant: down_tenant.clone(),
-                worker_id: worker_id.clone(),
-                max_line_bytes: *max_line_bytes,
-                quiet: cli.quiet,
-            };
-            run_and_report(&cli, opts).await
-        }
-        Command::Resume => {
-            let store = open(&cli).await?;
-            let ledger = ledger::Ledger::connect(&run::any_url(&location(&cli))).await?;
-            let engine = weir::saga::SagaEngine::builder(store)
-                .definition(business::order_saga(ledger, business::Payments::new(0.0, None)))
-                .build()
-                .map_err(|e| Failure::from(Box::new(e) as BoxError))?;
-            let report = engine.resume().await.map_err(Failure::input)?;
-            println!(
-                "resumed {}: {} completed, {} compensated, {} failed",
-                report.resumed, report.completed, report.compensated, report.failed
-            );
-            Ok(exit::OK)
-        }
-        Command::Sagas { command } => sagas(&cli, command).await,
-        Command::Dlq { command } => dlq(&cli, command).await,
-        Command::Cursor { command } => cursor(&cli, command).await,
-        Command::Report { json } => {
-            let store = open(&cli).await?;
-            let report = report::build(&store, &location(&cli)).await?;
-            print_report(&report, *json);
-            Ok(if report.invariants_hold { exit::OK } else { exit::INVARIANT })
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                let holder = if holder.trim().is_empty() { String::new() } else { format!(" (pid {})", holder.trim()) };
+                Err(Failure::input(format!(
+                    "another weir process{holder} is working on {}; wait for it to end, or use PostgreSQL (--database-url) for several workers at once",
+                    path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Failure::input(format!("cannot lock {lock_path}: {e}")))
+            }
         }
     }
 }
 
-async fn run_and_report(cli: &Cli, opts: RunOptions) -> Result<u8, Failure> {
-    let store = open(cli).await?;
-    run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
+async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Demo { db, input } => {
+            let g = Generate::from(input);
+            let path = std::env::temp_dir().join(format!("weir-demo-{}-{}-{}.jsonl", g.orders, g.tenants, g.seed));
+            std::fs::write(&path, orders::generate(g))
+                .map_err(|e| Failure::input(format!("cannot write {}: {e}", path.display())))?;
+            if !quiet {
+                eprintln!(
+                    "weir demo: {} orders from {} tenants in {} ({} of the provider calls fail, {} is down)",
+                    g.orders,
+                    g.tenants,
+                    path.display(),
+                    g.faults,
+                    down_tenant(g.tenants)
+                );
+            }
+            let given = Given { faults: Some(g.faults), down_tenant: Some(down_tenant(g.tenants)) };
+            run_and_report(&db, path, 4, given, None, input::DEFAULT_MAX_LINE_BYTES, quiet).await
+        }
+        Command::Generate { out, input } => {
+            let g = Generate::from(input);
+            std::fs::write(&out, orders::generate(g))
+                .map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))?;
+            println!("{}: {} orders from {} tenants", out.display(), g.orders, g.tenants);
+            Ok(exit::OK)
+        }
+        Command::Run { db, input, workers, faults, down_tenant, worker_id, max_line_bytes } => {
+            check_input(&input)?;
+            let given = Given { faults, down_tenant };
+            run_and_report(&db, input, workers, given, worker_id, max_line_bytes, quiet).await
+        }
+        Command::Resume { db } => {
+            let location = Location::from_args(&db)?;
+            let _lock = location.lock()?;
+            let store = location.open_existing(&db).await?;
+            let environment = environment::load(&store).await?.unwrap_or_default();
+            let (engine, _, _) = run::engine(&store, &location.raw(), &environment, None).await?;
+            let report = engine.resume().await.map_err(Failure::input)?;
+            println!(
+                "resumed {} ({environment}): {} completed, {} compensated, {} failed",
+                report.resumed, report.completed, report.compensated, report.failed
+            );
+            Ok(exit::OK)
+        }
+        Command::Sagas { db, command } => sagas(&db, command).await,
+        Command::Dlq { db, command } => dlq(&db, command, quiet).await,
+        Command::Cursor { db, command } => cursor(&db, command).await,
+        Command::Report { db, json } => {
+            let location = Location::from_args(&db)?;
+            let store = location.open_existing(&db).await?;
+            let report = report::build(&store, &location.raw()).await?;
+            print_report(&report, json);
+            Ok(report.judgement.exit_code())
+        }
+    }
+}
+
+/// The input must be a readable file.
+fn check_input(input: &Path) -> Result<(), Failure> {
+    let hint = "pass a file of orders, one JSON object per line";
+    match std::fs::metadata(input) {
+        Ok(m) if m.is_dir() => Err(Failure::input(format!("cannot read {}: it is a directory; {hint}", input.display()))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Failure::input(format!("cannot read {}: no such file; {hint}", input.display())))
+        }
+        Err(e) => Err(Failure::input(format!("cannot read {}: {e}", input.display()))),
+    }
+}
+
+async fn run_and_report(
+    db: &DbArgs,
+    input: std::path::PathBuf,
+    workers: usize,
+    given: Given,
+    worker_id: Option<String>,
+    max_line_bytes: usize,
+    quiet: bool,
+) -> Result<u8, Failure> {
+    let location = Location::from_args(db)?;
+    let _lock = location.lock()?;
+    let store = location.open(db).await?;
+    let environment: Environment = environment::settle(&store, given).await?;
+    let opts = RunOptions {
+        input,
+        location: location.raw(),
+        workers,
+        environment,
+        worker_id,
+        max_line_bytes,
+        quiet,
+    };
+    let figures =
+        run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
+    if figures.ending == Ending::Aborted {
+        eprintln!("weir: stopped at once; the sagas in flight and the rest of the input resume on the next run");
+        return Ok(exit::INTERRUPTED);
+    }
     let report = report::build(&store, &opts.location).await?;
     print_report(&report, false);
-    Ok(if report.invariants_hold { exit::OK } else { exit::INVARIANT })
+    if figures.ending == Ending::Drained {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(report.judgement.exit_code())
 }
 
 fn print_report(report: &report::Report, json: bool) {
@@ -335,26 +330,29 @@ fn print_report(report: &report::Report, json: bool) {
     } else {
         report::print(report);
     }
+    if report.judgement == Judgement::Violated {
+        eprintln!("weir: an invariant does not hold (see the report)");
+    }
 }
 
-async fn sagas(cli: &Cli, command: &SagasCommand) -> Result<u8, Failure> {
-    let store = open(cli).await?;
+async fn sagas(db: &DbArgs, command: SagasCommand) -> Result<u8, Failure> {
+    let location = Location::from_args(db)?;
+    let store = location.open_existing(db).await?;
     match command {
         SagasCommand::List { status, limit } => {
-            let status = match status {
-                None => None,
-                Some(s) => Some(SagaStatus::parse(s).ok_or_else(|| {
-                    Failure::input(format!(
-                        "unknown status {s:?}; use running, compensating, completed, compensated or failed"
-                    ))
-                })?),
-            };
-            for saga in store.sagas(status, *limit).await.map_err(Failure::input)? {
-                println!("{}  {:<12}  {}", saga.id, saga.status, saga.error.unwrap_or_default());
+            let status = status.map(args::StatusArg::status);
+            let mut sagas = store.sagas(status, limit + 1).await.map_err(Failure::input)?;
+            let more = sagas.len() > limit;
+            sagas.truncate(limit);
+            for saga in &sagas {
+                println!("{}  {:<12}  {}", saga.id, saga.status, saga.error.clone().unwrap_or_default());
+            }
+            if more {
+                println!("(the first {limit} shown; more exist: pass --limit N to see more)");
             }
         }
         SagasCommand::Show { id } => {
-            let Some(saga) = store.saga(id).await.map_err(Failure::input)? else {
+            let Some(saga) = store.saga(&id).await.map_err(Failure::input)? else {
                 return Err(Failure::input(format!("no saga {id} in {}", store.target())));
             };
             println!("saga {} ({}): {}", saga.id, saga.definition, saga.status);
@@ -377,12 +375,18 @@ async fn sagas(cli: &Cli, command: &SagasCommand) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-async fn dlq(cli: &Cli, command: &DlqCommand) -> Result<u8, Failure> {
-    let store = open(cli).await?;
+async fn dlq(db: &DbArgs, command: DlqCommand, quiet: bool) -> Result<u8, Failure> {
+    let location = Location::from_args(db)?;
+    let _lock = match command {
+        DlqCommand::Replay => location.lock()?,
+        _ => None,
+    };
+    let store = location.open_existing(db).await?;
     let queue = store.dead_letters::<Line>(LINES_QUEUE);
     match command {
         DlqCommand::List { limit } => {
-            for e in queue.list().await.map_err(Failure::input)?.into_iter().take(*limit) {
+            let all = queue.list().await.map_err(Failure::input)?;
+            for e in all.iter().take(limit) {
                 println!(
                     "#{:<6} line {:<7} {}",
                     e.id,
@@ -390,15 +394,22 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> Result<u8, Failure> {
                     e.error_chain.last().cloned().unwrap_or_default()
                 );
             }
+            if all.len() > limit {
+                println!("(the first {limit} of {} shown: pass --limit N to see more)", all.len());
+            }
         }
         DlqCommand::Show { id } => {
             let all = queue.list().await.map_err(Failure::input)?;
-            let Some(e) = all.iter().find(|e| e.id == *id) else {
-                return Err(Failure::input(format!("no dead letter #{id}")));
+            let Some(e) = all.iter().find(|e| e.id == id) else {
+                return Err(Failure::input(format!("no dead letter #{id}; `weir dlq list` shows the ones there are")));
             };
             println!(
-                "dead letter #{} from stage `{}`, line {}, {} attempt(s)",
-                e.id, e.stage, e.item.number, e.attempts
+                "dead letter #{} from stage `{}`, line {}{}, {} attempt(s)",
+                e.id,
+                e.stage,
+                e.item.number,
+                if e.item.input.is_empty() { String::new() } else { format!(" of {}", e.item.input) },
+                e.attempts
             );
             println!("line: {}", e.item.text);
             for (i, cause) in e.error_chain.iter().enumerate() {
@@ -406,65 +417,54 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> Result<u8, Failure> {
             }
         }
         DlqCommand::Replay => {
-            // Lines that parse now go through the saga; the others go back.
-            let ledger = ledger::Ledger::connect(&run::any_url(&location(cli))).await?;
-            let engine = weir::saga::SagaEngine::builder(store.clone())
-                .definition(business::order_saga(ledger, business::Payments::new(0.0, None)))
-                .build()
-                .map_err(|e| Failure::from(Box::new(e) as BoxError))?;
-            let parked = queue.drain().await.map_err(|e| Failure::input(e.to_string()))?;
-            let (mut completed, mut rolled_back, mut again) = (0, 0, 0);
-            for envelope in parked {
-                let line = envelope.item.clone();
-                match std::panic::catch_unwind(|| orders::parse(&line)) {
-                    Ok(Ok(order)) => match engine.run_with_id(&order.order_id, "order", &order).await {
-                        Ok(_) => completed += 1,
-                        Err(e) if e.is_compensated() || e.is_failed() => rolled_back += 1,
-                        Err(e) => {
-                            queue.push(envelope).await.map_err(|e| Failure::input(e.to_string()))?;
-                            return Err(Failure::input(format!("replay stopped, the line is back in the queue: {e}")));
-                        }
-                    },
-                    _ => {
-                        queue.push(envelope).await.map_err(|e| Failure::input(e.to_string()))?;
-                        again += 1;
+            let environment = environment::load(&store).await?.unwrap_or_default();
+            let (engine, ledger, _) = run::engine(&store, &location.raw(), &environment, None).await?;
+            let tally = replay::replay(&queue, &engine, ledger.pool(), quiet).await?;
+            println!("{tally}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn cursor(db: &DbArgs, command: CursorCommand) -> Result<u8, Failure> {
+    let location = Location::from_args(db)?;
+    match command {
+        CursorCommand::Show { input } => {
+            let store = location.open_existing(db).await?;
+            let cursor = run::load_cursor(&store, &input).await?;
+            if cursor == cursor::Cursor::default() {
+                println!("{}: not read yet", input.display());
+            } else {
+                println!(
+                    "{}: {} line(s) handled; the next run reads from line {} (byte {}){}",
+                    input.display(),
+                    cursor.handled_lines(),
+                    cursor.line + 1,
+                    cursor.offset,
+                    if cursor.handled.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", skipping {} line(s) handled after it", cursor.handled_lines() - cursor.line)
                     }
-                }
+                );
             }
+        }
+        CursorCommand::Reset { input } => {
+            let _lock = location.lock()?;
+            let store = location.open_existing(db).await?;
+            let start = serde_json::to_value(cursor::Cursor::default()).map_err(|e| Failure::from(Box::new(e) as BoxError))?;
+            store.save_cursor(&run::cursor_key(&input), &start).await.map_err(Failure::input)?;
             println!(
-                "replayed: {completed} order(s) completed, {rolled_back} rolled back; {again} line(s) still fail and are back in the queue"
+                "{}: cursor reset to the start (the next run reads every line again; orders already run are not run twice)",
+                input.display()
             );
         }
     }
     Ok(exit::OK)
 }
 
-async fn cursor(cli: &Cli, command: &CursorCommand) -> Result<u8, Failure> {
-    let store = open(cli).await?;
-    let key = |input: &PathBuf| {
-        format!("weir-cli:input:{}", std::fs::canonicalize(input).unwrap_or_else(|_| input.clone()).display())
-    };
-    match command {
-        CursorCommand::Show { input } => match store.cursor(&key(input)).await.map_err(Failure::input)? {
-            Some(position) => println!("{}: {position}", input.display()),
-            None => println!("{}: not read yet", input.display()),
-        },
-        CursorCommand::Reset { input } => {
-            store
-                .save_cursor(&key(input), &serde_json::json!({"offset": 0, "line": 0}))
-                .await
-                .map_err(Failure::input)?;
-            println!("{}: cursor reset to the start", input.display());
-        }
-    }
-    Ok(exit::OK)
-}
-
-/// A count that must be at least 1 (a clap value parser).
-fn positive_usize(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("{e}; pass a whole number of bytes")),
+impl From<GenerateArgs> for Generate {
+    fn from(a: GenerateArgs) -> Self {
+        Generate { orders: a.orders, tenants: a.tenants, faults: a.faults, seed: a.seed }
     }
 }

@@ -28,6 +28,10 @@ pub struct Line {
     /// start, and this its full length and the limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_limit: Option<OverLimit>,
+    /// The input file it came from (its canonical path); empty where
+    /// unknown (lines parked before inputs were named).
+    #[serde(default)]
+    pub input: String,
 }
 
 /// How long a line over the limit was, and the limit.
@@ -52,7 +56,7 @@ impl Line {
         let over_limit = raw.over_limit.then_some(OverLimit { bytes: raw.len, limit: limit as u64 });
         // Only a start of a long line is kept in dead letters.
         let text = if over_limit.is_some() { text.chars().take(200).collect() } else { text };
-        Line { number, end, text, invalid_utf8, over_limit }
+        Line { number, end, text, invalid_utf8, over_limit, input: String::new() }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The report of what a database holds: per tenant, the orders completed,
-//! compensated, failed and dead-lettered; the top error reasons; the
-//! ledger invariants; the last run's figures.
+//! compensated, failed, duplicated and dead-lettered; the input lines read
+//! against the lines accounted for; the top error reasons; the ledger
+//! invariants; one judgement; the last run's figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -10,9 +11,11 @@ use sqlx::Row;
 use weir::error::BoxError;
 use weir::store::Store;
 
+use crate::cursor::Cursor;
+use crate::intake;
 use crate::ledger::{Invariants, Ledger};
 use crate::orders::Order;
-use crate::run::{LAST_RUN, RunFigures, any_url, dead_letter_reasons};
+use crate::run::{Ending, INPUT_CURSOR, LAST_RUN, RunFigures, any_url, dead_letter_reasons};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct TenantRow {
@@ -20,7 +23,51 @@ pub struct TenantRow {
     pub compensated: u64,
     pub failed: u64,
     pub in_progress: u64,
+    /// Lines that repeated an earlier line's order, identical.
+    pub duplicates: u64,
     pub dead_lettered: u64,
+}
+
+impl TenantRow {
+    /// Lines this row accounts for: each line ends in exactly one column.
+    pub fn lines(&self) -> u64 {
+        self.completed + self.compensated + self.failed + self.in_progress + self.duplicates + self.dead_lettered
+    }
+
+    fn add(&self, t: &TenantRow) -> TenantRow {
+        TenantRow {
+            completed: self.completed + t.completed,
+            compensated: self.compensated + t.compensated,
+            failed: self.failed + t.failed,
+            in_progress: self.in_progress + t.in_progress,
+            duplicates: self.duplicates + t.duplicates,
+            dead_lettered: self.dead_lettered + t.dead_lettered,
+        }
+    }
+}
+
+/// What the report concludes, the same in text, JSON and exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Judgement {
+    /// Every invariant holds and nothing is in progress (exit 0).
+    Holds,
+    /// An invariant is broken, or a line read is not accounted for (exit 4).
+    Violated,
+    /// Nothing is broken, but sagas are still in progress, so the sums
+    /// cannot be judged yet (exit 5).
+    NotSettled,
+}
+
+impl Judgement {
+    /// The exit code scripts see.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Judgement::Holds => 0,
+            Judgement::Violated => 4,
+            Judgement::NotSettled => 5,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -28,9 +75,13 @@ pub struct Report {
     pub database: String,
     pub tenants: BTreeMap<String, TenantRow>,
     pub totals: TenantRow,
+    /// Input lines handled, per the saved cursors of every input.
+    pub lines_handled: u64,
+    /// Lines the totals account for (their sum).
+    pub lines_accounted: u64,
     pub top_errors: Vec<(String, u64)>,
     pub invariants: Invariants,
-    pub invariants_hold: bool,
+    pub judgement: Judgement,
     pub last_run: Option<RunFigures>,
 }
 
@@ -39,8 +90,7 @@ const REJECTED: &str = "(rejected lines)";
 
 pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
     let ledger = Ledger::connect(&any_url(location)).await?;
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&any_url(location)).await?;
+    let pool = ledger.pool().clone();
     let mut tenants: BTreeMap<String, TenantRow> = BTreeMap::new();
     let mut errors: HashMap<String, u64> = HashMap::new();
     let (mut completed, mut compensated) = (BTreeMap::new(), HashSet::new());
@@ -66,31 +116,57 @@ pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
             *errors.entry(normalize(&error)).or_default() += 1;
         }
     }
+    drop(rows);
+    for (tenant, n) in intake::duplicates_per_tenant(&pool).await? {
+        tenants.entry(tenant).or_default().duplicates += n;
+    }
     for reason in dead_letter_reasons(store).await? {
         tenants.entry(REJECTED.to_owned()).or_default().dead_lettered += 1;
         *errors.entry(normalize(&reason)).or_default() += 1;
     }
-    let totals = tenants.values().fold(TenantRow::default(), |a, t| TenantRow {
-        completed: a.completed + t.completed,
-        compensated: a.compensated + t.compensated,
-        failed: a.failed + t.failed,
-        in_progress: a.in_progress + t.in_progress,
-        dead_lettered: a.dead_lettered + t.dead_lettered,
-    });
+    let totals = tenants.values().fold(TenantRow::default(), |a, t| a.add(t));
     let mut top_errors: Vec<(String, u64)> = errors.into_iter().collect();
     top_errors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     top_errors.truncate(8);
     let invariants = ledger.check(&completed, &compensated, totals.in_progress).await?;
     let last_run = store.cursor(LAST_RUN).await?.map(serde_json::from_value).transpose()?;
+    let lines_handled = lines_handled(&pool).await?;
+    let lines_accounted = totals.lines();
+    // A line the cursor passed but no column holds would be lost. More
+    // lines accounted than handled is fine: lines in flight when a run
+    // stopped are re-read, and deduplicated, by the next.
+    let judgement = if invariants.violated() || lines_accounted < lines_handled {
+        Judgement::Violated
+    } else if !invariants.settled() {
+        Judgement::NotSettled
+    } else {
+        Judgement::Holds
+    };
     Ok(Report {
         database: store.target(),
         tenants,
         totals,
+        lines_handled,
+        lines_accounted,
         top_errors,
-        invariants_hold: invariants.hold(),
+        judgement,
         invariants,
         last_run,
     })
+}
+
+/// Lines handled in every input, per their saved cursors.
+async fn lines_handled(pool: &sqlx::AnyPool) -> Result<u64, BoxError> {
+    let rows = sqlx::query("SELECT position FROM weir_cursors WHERE name LIKE $1")
+        .bind(format!("{INPUT_CURSOR}%"))
+        .fetch_all(pool)
+        .await?;
+    let mut lines = 0;
+    for row in rows {
+        let cursor: Cursor = serde_json::from_str(&row.try_get::<String, _>(0)?)?;
+        lines += cursor.handled_lines();
+    }
+    Ok(lines)
 }
 
 /// An error message without its ids and numbers, so that alike errors
@@ -116,15 +192,25 @@ fn normalize(error: &str) -> String {
 pub fn print(report: &Report) {
     println!("weir report — {}", report.database);
     if let Some(run) = &report.last_run {
+        let ending = match run.ending {
+            Ending::Finished => "",
+            Ending::Drained => " (stopped by a signal after the orders in flight finished; rerun to go on)",
+            Ending::Aborted => " (stopped at once by a second signal; rerun to go on)",
+        };
         println!(
-            "last run: {} lines of {} in {:.2} s ({:.0} orders/s); {:.0} % of the time committing ({} transactions); resumed {} saga(s) left by an earlier run",
+            "last run: {} lines of {} in {:.2} s ({:.0} lines/s), {} skipped as handled before{ending}",
             run.lines_read,
             run.input,
             run.elapsed_ms as f64 / 1000.0,
             run.orders_per_second,
+            run.lines_skipped,
+        );
+        println!(
+            "          {:.0} % of the time committing ({} transactions); {} saga(s) resumed at start, {} taken over from stopped workers",
             run.commit_share * 100.0,
             run.transactions,
-            run.resumed
+            run.resumed,
+            run.taken_over
         );
         if run.breaker_openings.is_empty() {
             println!("payment breakers: none opened");
@@ -135,36 +221,52 @@ pub fn print(report: &Report) {
     }
     println!();
     println!(
-        "{:<18} {:>10} {:>12} {:>8} {:>12} {:>14}",
-        "tenant", "completed", "compensated", "failed", "in progress", "dead-lettered"
+        "{:<18} {:>10} {:>12} {:>8} {:>12} {:>11} {:>14}",
+        "tenant", "completed", "compensated", "failed", "in progress", "duplicates", "dead-lettered"
     );
-    for (tenant, t) in &report.tenants {
+    let row = |name: &str, t: &TenantRow| {
         println!(
-            "{tenant:<18} {:>10} {:>12} {:>8} {:>12} {:>14}",
-            t.completed, t.compensated, t.failed, t.in_progress, t.dead_lettered
+            "{name:<18} {:>10} {:>12} {:>8} {:>12} {:>11} {:>14}",
+            t.completed, t.compensated, t.failed, t.in_progress, t.duplicates, t.dead_lettered
         );
+    };
+    for (tenant, t) in &report.tenants {
+        row(tenant, t);
     }
-    let t = &report.totals;
-    println!(
-        "{:<18} {:>10} {:>12} {:>8} {:>12} {:>14}",
-        "total", t.completed, t.compensated, t.failed, t.in_progress, t.dead_lettered
-    );
+    row("total", &report.totals);
     println!();
     println!("top error reasons:");
     for (reason, n) in &report.top_errors {
         println!("  {n:>7}  {reason}");
     }
     println!();
-    let i = &report.invariants;
     let mark = |ok: bool| if ok { "ok" } else { "VIOLATED" };
-    println!("ledger invariants:");
+    let (handled, accounted) = (report.lines_handled, report.lines_accounted);
     println!(
-        "  charges not refunded = completed orders: {} ({} = {} cents)",
-        mark(i.charged_cents == i.completed_cents),
-        i.charged_cents,
-        i.completed_cents
+        "input lines: {handled} handled, {accounted} accounted for: {}",
+        if accounted >= handled { "ok" } else { "VIOLATED (a handled line is in no column)" }
     );
+    let i = &report.invariants;
+    println!("ledger invariants:");
+    let (a, b) = (i.charged_cents, i.completed_cents);
+    match i.sums_match() {
+        Some(true) => println!("  charges not refunded = completed orders: ok ({a} = {b} cents)"),
+        Some(false) => println!("  charges not refunded = completed orders: VIOLATED ({a} ≠ {b} cents)"),
+        None => println!(
+            "  charges not refunded = completed orders: not settled, {} saga(s) in progress ({a} and {b} cents so far)",
+            i.in_progress
+        ),
+    }
     println!("  no stock below zero: {}", mark(i.negative_stock.is_empty()));
     println!("  every compensated order refunded: {}", mark(i.unrefunded_compensated.is_empty()));
     println!("  no order charged twice: {}", mark(i.charged_twice.is_empty()));
+    println!();
+    match report.judgement {
+        Judgement::Holds => println!("judgement: every invariant holds"),
+        Judgement::Violated => println!("judgement: VIOLATED (exit 4)"),
+        Judgement::NotSettled => println!(
+            "judgement: not settled (exit 5): {} saga(s) in progress; wait for the workers running, or run `weir resume`, then `weir report`",
+            i.in_progress
+        ),
+    }
 }

@@ -1,30 +1,37 @@
-//! `weir run`: the integration pipeline (seed task 20) on an input file.
+//! `weir run`: the integration pipeline on an input file.
 //!
 //! ```text
-//! lines ─▶ parse (fan-out; bad lines and panics → dead letters) ─▶ saga per order
-//!          (per-tenant bulkhead; reserve → charge [breaker, retry] → ship) ─▶ tally
+//! lines ─▶ parse (fan-out; bad lines and panics → dead letters) ─▶ claim the order id for the line
+//!          (duplicates counted, conflicts dead-lettered) ─▶ saga per order (per-tenant bulkhead;
+//!          reserve → charge [breaker, retry] → ship) ─▶ tally
 //! ```
-//! The input is read from a saved cursor (byte offset); the cursor only
-//! moves past a line once it is fully handled (its saga ended, or it is in
-//! the dead-letter queue), so a rerun after a crash resumes without loss.
+//! The input is read from a saved [`Cursor`]: a line counts as handled once
+//! its saga ended, it was counted as a duplicate, or it is in the
+//! dead-letter queue, and a rerun after a crash skips the handled lines.
+//! Dead letters are keyed by input and line, so a line re-read after a
+//! crash is parked once. The first SIGINT or SIGTERM drains (no new lines;
+//! the orders in flight finish), a second aborts; both save the cursor.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncSeekExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 use weir::bulkhead::{Bulkhead, KeyedBulkhead};
+use weir::dlq::{DeadLetterQueue, Envelope};
 use weir::error::BoxError;
-use weir::pipeline::{DeadLetter, DeadLetterSink, Pipeline, Stage};
+use weir::pipeline::{Control, DeadLetter, DeadLetterSink, Pipeline, Stage};
 use weir::saga::SagaEngine;
-use weir::store::{Store, StoreDlq};
+use weir::store::{SagaStatus, Store, StoreDlq};
 
 use crate::business::{Payments, order_saga};
+use crate::cursor::{Cursor, Watermark};
+use crate::environment::Environment;
 use crate::input::{LineAssembler, read_line};
+use crate::intake::{self, Claim};
 use crate::ledger::Ledger;
 use crate::orders::{Line, Order, parse};
 use crate::progress::Progress;
@@ -33,10 +40,19 @@ use crate::progress::Progress;
 /// never takes the whole pipeline.
 pub const PER_TENANT: usize = 32;
 
+/// Sagas in flight at once.
+const SAGAS_IN_FLIGHT: usize = 512;
+
 /// The dead-letter queue of input lines.
 pub const LINES_QUEUE: &str = "weir-cli:lines";
 /// Where the last run's figures are kept (as a cursor entry).
 pub const LAST_RUN: &str = "weir-cli:last-run";
+/// The prefix of the cursor entry of each input file.
+pub const INPUT_CURSOR: &str = "weir-cli:input:";
+
+/// How long a saga lease lasts without renewal; a dead worker's sagas are
+/// taken over after it.
+const LEASE: Duration = Duration::from_secs(10);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -44,85 +60,55 @@ pub struct RunOptions {
     pub input: PathBuf,
     pub location: String,
     pub workers: usize,
-    pub faults: f64,
-    pub down_tenant: Option<String>,
+    pub environment: Environment,
     pub worker_id: Option<String>,
     /// The longest line read whole; see [`crate::input`].
     pub max_line_bytes: usize,
     pub quiet: bool,
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    /// The whole input was handled.
+    #[default]
+    Finished,
+    /// Stopped by a signal after the orders in flight finished.
+    Drained,
+    /// Stopped at once by a second signal.
+    Aborted,
+}
+
 /// Figures of one run, kept in the store for `weir report`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunFigures {
     pub input: String,
+    /// Lines read this run, the skipped ones included.
     pub lines_read: u64,
+    /// Lines skipped: handled by an earlier run.
+    #[serde(default)]
+    pub lines_skipped: u64,
     pub completed: u64,
     pub compensated: u64,
     pub failed: u64,
+    #[serde(default)]
+    pub duplicates: u64,
     pub dead_lettered: u64,
+    /// Orders another live worker was driving.
+    #[serde(default)]
+    pub elsewhere: u64,
     pub resumed: u64,
+    /// Sagas of dead workers taken over while running.
+    #[serde(default)]
+    pub taken_over: u64,
     pub elapsed_ms: u64,
     pub orders_per_second: f64,
     pub commit_share: f64,
     pub transactions: u64,
     pub breaker_openings: Vec<(String, u64)>,
-}
-
-/// Where the input stands: byte offset and line number of the first line
-/// not fully handled.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-struct Cursor {
-    offset: u64,
-    line: u64,
-}
-
-/// Lines handled out of order; the cursor moves over the contiguous ones.
-#[derive(Debug, Default)]
-struct Watermark {
-    cursor: Cursor,
-    done: BTreeMap<u64, u64>,
-}
-
-impl Watermark {
-    fn finish(&mut self, line: u64, end: u64) {
-        self.done.insert(line, end);
-        while let Some(end) = self.done.remove(&(self.cursor.line + 1)) {
-            self.cursor = Cursor { offset: end, line: self.cursor.line + 1 };
-        }
-    }
-}
-
-/// The dead-letter sink of the parse stage: stores the line durably, then
-/// counts it as handled.
-struct LineDeadLetters {
-    queue: StoreDlq<Line>,
-    watermark: Arc<Mutex<Watermark>>,
-    count: Arc<AtomicU64>,
-}
-
-impl DeadLetterSink<Line> for LineDeadLetters {
-    fn dead_letter(&self, letter: DeadLetter<Line>) -> BoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(async move {
-            let (number, end) = (letter.item.number, letter.item.end);
-            tracing::warn!(line = number, error = %letter.error, "line dead-lettered");
-            self.queue.dead_letter(letter).await?;
-            self.count.fetch_add(1, Ordering::Relaxed);
-            self.watermark.lock().unwrap_or_else(|p| p.into_inner()).finish(number, end);
-            Ok(())
-        })
-    }
-}
-
-/// How an order ended.
-#[derive(Debug)]
-enum Outcome {
-    Completed,
-    Compensated,
-    Failed,
-    /// Another live worker holds the saga (several `weir run` share a
-    /// PostgreSQL database); it finishes it.
-    Elsewhere,
+    #[serde(default)]
+    pub ending: Ending,
 }
 
 /// The SQLite path or PostgreSQL URL as sqlx's `Any` driver wants it.
@@ -130,42 +116,160 @@ pub fn any_url(location: &str) -> String {
     if location.starts_with("postgres") { location.to_owned() } else { format!("sqlite://{location}") }
 }
 
-fn cursor_name(input: &Path) -> String {
-    let canonical = std::fs::canonicalize(input).unwrap_or_else(|_| input.to_path_buf());
-    format!("weir-cli:input:{}", canonical.display())
+/// The name an input goes by in cursors, claims and dead-letter keys: its
+/// canonical path.
+pub fn input_name(input: &Path) -> String {
+    std::fs::canonicalize(input).unwrap_or_else(|_| input.to_path_buf()).display().to_string()
 }
 
-/// Runs the pipeline on `opts.input` to its end.
-pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError> {
-    let started = Instant::now();
-    let commits_before = store.commit_stats();
-    let ledger = Ledger::connect(&any_url(&opts.location))
+/// The cursor entry of `input`.
+pub fn cursor_key(input: &Path) -> String {
+    format!("{INPUT_CURSOR}{}", input_name(input))
+}
+
+/// The dead-letter key of a line: one letter per input position.
+pub fn letter_key(line: &Line) -> String {
+    format!("{}:{}", line.input, line.number)
+}
+
+/// The saved cursor of `input` (the start if none).
+///
+/// # Errors
+/// The store failing, or an unreadable cursor.
+pub async fn load_cursor(store: &Store, input: &Path) -> Result<Cursor, BoxError> {
+    Ok(store.cursor(&cursor_key(input)).await?.map(serde_json::from_value).transpose()?.unwrap_or_default())
+}
+
+/// Parks lines in the dead-letter queue, once per input position, and
+/// counts them as handled.
+struct LineDeadLetters {
+    queue: StoreDlq<Line>,
+    watermark: Arc<Mutex<Watermark>>,
+    count: Arc<AtomicU64>,
+}
+
+impl LineDeadLetters {
+    async fn park(&self, mut envelope: Envelope<Line>) -> Result<(), BoxError> {
+        let (number, end) = (envelope.item.number, envelope.item.end);
+        envelope.key = Some(letter_key(&envelope.item));
+        tracing::warn!(line = number, error = ?envelope.error_chain.last(), "line dead-lettered");
+        self.queue.push(envelope).await?;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.watermark.lock().unwrap_or_else(|p| p.into_inner()).finish(number, end);
+        Ok(())
+    }
+}
+
+impl DeadLetterSink<Line> for LineDeadLetters {
+    fn dead_letter(&self, letter: DeadLetter<Line>) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(self.park(Envelope::from_dead_letter(letter)))
+    }
+}
+
+/// How a line ended.
+#[derive(Debug)]
+enum Outcome {
+    Completed,
+    Compensated,
+    Failed,
+    /// The same order as an earlier line (counted, not run again).
+    Duplicate,
+    /// Dead-lettered after parsing (a conflicting duplicate).
+    DeadLettered,
+    /// Another live worker holds the saga (several `weir run` share a
+    /// PostgreSQL database); it finishes it.
+    Elsewhere,
+}
+
+/// What the signal watcher saw: nothing, one signal (drain), two (abort).
+#[derive(Debug, Default, Clone)]
+struct Signals(Arc<AtomicU8>);
+
+impl Signals {
+    fn seen(&self) -> u8 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Drains on the first SIGINT/SIGTERM, aborts on the second.
+    fn watch(&self, control: Control, quiet: bool) -> tokio::task::JoinHandle<()> {
+        let seen = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            for n in 1..=2u8 {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                seen.store(n, Ordering::SeqCst);
+                if n == 1 {
+                    control.drain();
+                    if !quiet {
+                        eprintln!("weir: stopping: no new lines are read, the orders in flight finish (again to stop at once)");
+                    }
+                } else {
+                    control.abort();
+                    if !quiet {
+                        eprintln!("weir: stopping at once; the next run resumes where this one stopped");
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Builds the saga engine of a database: the order saga in `environment`.
+///
+/// # Errors
+/// The ledger's database failing.
+pub async fn engine(
+    store: &Store,
+    location: &str,
+    environment: &Environment,
+    worker_id: Option<&str>,
+) -> Result<(SagaEngine, Ledger, Payments), BoxError> {
+    let ledger = Ledger::connect(&any_url(location))
         .await
         .map_err(|e| format!("cannot open the ledger in {}: {e}", store.target()))?;
     ledger.seed_stock().await?;
-    let payments = Payments::new(opts.faults, opts.down_tenant.clone());
+    let payments = Payments::new(environment.faults, environment.down_tenant.clone());
     let mut engine = SagaEngine::builder(store.clone())
-        .definition(order_saga(ledger, payments.clone()))
-        .max_in_flight(512)
-        .lease(Duration::from_secs(10));
-    // On SQLite one process works at a time: a stable id lets a rerun take
-    // back at once the sagas a killed run held. On PostgreSQL each process
-    // gets its own id unless told otherwise.
-    match (&opts.worker_id, opts.location.starts_with("postgres")) {
-        (Some(id), _) => engine = engine.worker_id(id.clone()),
+        .definition(order_saga(ledger.clone(), payments.clone()))
+        .max_in_flight(SAGAS_IN_FLIGHT)
+        .lease(LEASE);
+    // On SQLite one process works at a time (a lock file sees to it): a
+    // stable id lets a rerun take back at once the sagas a killed run held.
+    // On PostgreSQL each process gets its own id unless told otherwise.
+    match (worker_id, location.starts_with("postgres")) {
+        (Some(id), _) => engine = engine.worker_id(id),
         (None, false) => engine = engine.worker_id("weir-local"),
         (None, true) => {}
     }
-    let engine = engine.build()?;
+    Ok((engine.build()?, ledger, payments))
+}
+
+/// Runs the pipeline on `opts.input` to its end (or to a signal).
+///
+/// # Errors
+/// The store or the ledger failing, or the input unreadable.
+pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError> {
+    let started = Instant::now();
+    let commits_before = store.commit_stats();
+    let (engine, ledger, payments) = engine(&store, &opts.location, &opts.environment, opts.worker_id.as_deref()).await?;
     let resumed = engine.resume().await?;
 
-    let cursor_key = cursor_name(&opts.input);
-    let cursor: Cursor = store.cursor(&cursor_key).await?.map(serde_json::from_value).transpose()?.unwrap_or_default();
-    let size = tokio::fs::metadata(&opts.input).await.map(|m| m.len()).unwrap_or(0);
+    let key = cursor_key(&opts.input);
+    let input = input_name(&opts.input);
+    let saved = load_cursor(&store, &opts.input).await?;
+    let total_lines = count_lines(&opts.input).await?;
     let read_failed = Arc::new(Mutex::new(None));
-    let lines = read_lines(&opts.input, cursor, opts.max_line_bytes, Arc::clone(&read_failed)).await?;
-    let mut progress = Progress::new(opts.quiet, size, cursor.offset);
-    let watermark = Arc::new(Mutex::new(Watermark { cursor, done: BTreeMap::new() }));
+    let lines = read_lines(&opts.input, &input, &saved, opts.max_line_bytes, Arc::clone(&read_failed)).await?;
+    let mut progress = Progress::new(opts.quiet, total_lines, saved.line);
+    let watermark = Arc::new(Mutex::new(Watermark::new(&saved)));
     let dead_lettered = Arc::new(AtomicU64::new(0));
     let dead_letters = Arc::new(LineDeadLetters {
         queue: store.dead_letters(LINES_QUEUE),
@@ -178,9 +282,25 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     let sagas = progress.counter("orders done");
     let read = progress.counter("lines read");
     progress.start_logging();
+    // Lines an earlier run handled are skipped here, and passed to the
+    // watermark so that it moves over them.
+    let skipped = Arc::new(AtomicU64::new(0));
+    let (skip_mark, skip_count, skip_read) = (Arc::clone(&watermark), Arc::clone(&skipped), read.clone());
+    let lines = futures_util::StreamExt::filter(lines, move |line: &Line| {
+        skip_read.add(1);
+        let handled = saved.is_handled(line.number);
+        if handled {
+            skip_count.fetch_add(1, Ordering::Relaxed);
+            skip_mark.lock().unwrap_or_else(|p| p.into_inner()).finish(line.number, line.end);
+        }
+        std::future::ready(!handled)
+    });
+    let pool = ledger.pool().clone();
+    let conflicts = Arc::clone(&dead_letters);
+    let stage_engine = engine.clone();
     let pipeline = Pipeline::builder()
         .capacity(512)
-        .from_stream(futures_util::StreamExt::inspect(lines, move |line: &Line| read.add(line.end)))
+        .from_stream(lines)
         .stage(
             Stage::try_map("parse", move |line: Line| {
                 let parsed = parsed.clone();
@@ -190,36 +310,49 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
                     Ok::<_, BoxError>((line, order))
                 }
             })
-            .workers(opts.workers.max(1))
-            .key(|line: &Line| format!("line {}", line.number))
+            .workers(opts.workers)
+            .key(letter_key)
             .dead_letter(dead_letters),
         )
         .stage(
             Stage::try_map("saga", move |(line, order): (Line, Order)| {
-                let engine = engine.clone();
+                let (engine, pool, conflicts) = (stage_engine.clone(), pool.clone(), Arc::clone(&conflicts));
                 async move {
-                    let outcome = match engine.run_with_id(&order.order_id, "order", &order).await {
-                        Ok(_) => Outcome::Completed,
-                        Err(e) if e.is_compensated() => Outcome::Compensated,
-                        Err(e) if e.is_failed() => Outcome::Failed,
-                        Err(e) if e.is_lease_lost() => Outcome::Elsewhere,
-                        Err(e) => return Err(e),
+                    let outcome = match intake::claim(&pool, &line.input, line.number, &order).await? {
+                        Claim::Mine => run_saga(&engine, &order).await?,
+                        Claim::Duplicate { first } => {
+                            intake::record_duplicate(&pool, &line.input, line.number, &order, &first).await?;
+                            Outcome::Duplicate
+                        }
+                        Claim::Conflict { first } => {
+                            let reason = format!(
+                                "line {}: order {} conflicts with {first}: same order_id, different content",
+                                line.number, order.order_id
+                            );
+                            let mut envelope = Envelope::new(line.clone(), "saga", 1);
+                            envelope.error_chain = vec![reason];
+                            envelope.tenant = Some(order.tenant.clone());
+                            conflicts.park(envelope).await?;
+                            Outcome::DeadLettered
+                        }
                     };
-                    Ok((line, outcome))
+                    Ok::<_, BoxError>((line, outcome))
                 }
             })
-            .workers(512)
+            .workers(SAGAS_IN_FLIGHT)
             .tenant(|(_, order): &(Line, Order)| order.tenant.clone())
             .bulkhead_per_tenant(per_tenant),
         );
-    let counts = Arc::new(Mutex::new([0u64; 3]));
+    let signals = Signals::default();
+    let watcher = signals.watch(pipeline.control(), opts.quiet);
+    let counts = Arc::new(Mutex::new([0u64; 5]));
     let (tally, mark) = (Arc::clone(&counts), Arc::clone(&watermark));
-    let (saver_store, saver_mark, saver_key) = (store.clone(), Arc::clone(&watermark), cursor_key.clone());
+    let (saver_store, saver_mark, saver_key) = (store.clone(), Arc::clone(&watermark), key.clone());
     let saver = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            let cursor = saver_mark.lock().unwrap_or_else(|p| p.into_inner()).cursor;
+            let cursor = saver_mark.lock().unwrap_or_else(|p| p.into_inner()).cursor();
             let _ = saver_store.save_cursor(&saver_key, &serde_json::to_value(cursor).expect("serializes")).await;
         }
     });
@@ -229,7 +362,9 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
                 Outcome::Completed => Some(0),
                 Outcome::Compensated => Some(1),
                 Outcome::Failed => Some(2),
-                Outcome::Elsewhere => None,
+                Outcome::Duplicate => Some(3),
+                Outcome::Elsewhere => Some(4),
+                Outcome::DeadLettered => None,
             };
             if let Some(slot) = slot {
                 tally.lock().unwrap_or_else(|p| p.into_inner())[slot] += 1;
@@ -240,66 +375,159 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
         })
         .await;
     saver.abort();
-    let final_cursor = watermark.lock().unwrap_or_else(|p| p.into_inner()).cursor;
-    store.save_cursor(&cursor_key, &serde_json::to_value(final_cursor)?).await?;
+    let final_cursor = watermark.lock().unwrap_or_else(|p| p.into_inner()).cursor();
+    store.save_cursor(&key, &serde_json::to_value(final_cursor)?).await?;
+    let ending = match signals.seen() {
+        0 => Ending::Finished,
+        1 => Ending::Drained,
+        _ => Ending::Aborted,
+    };
+    if ending == Ending::Finished {
+        settle(&store, &engine, &signals, &progress).await?;
+    }
+    watcher.abort();
     progress.finish();
-    let report = report?;
+    if ending != Ending::Aborted {
+        report?;
+    }
     if let Some(error) = read_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(error.into());
     }
 
-    let [completed, compensated, failed] = *counts.lock().unwrap_or_else(|p| p.into_inner());
+    let [completed, compensated, failed, duplicates, elsewhere] = *counts.lock().unwrap_or_else(|p| p.into_inner());
     let elapsed = started.elapsed();
     let commits = store.commit_stats();
     let busy = commits.busy.saturating_sub(commits_before.busy);
+    let lines_read = read.value();
     let figures = RunFigures {
         input: opts.input.display().to_string(),
-        lines_read: report.source_emitted,
+        lines_read,
+        lines_skipped: skipped.load(Ordering::Relaxed),
         completed,
         compensated,
         failed,
+        duplicates,
         dead_lettered: dead_lettered.load(Ordering::Relaxed),
+        elsewhere,
         resumed: resumed.resumed,
+        taken_over: engine.reclaimed(),
         elapsed_ms: elapsed.as_millis() as u64,
-        orders_per_second: report.source_emitted as f64 / elapsed.as_secs_f64().max(1e-9),
+        orders_per_second: lines_read as f64 / elapsed.as_secs_f64().max(1e-9),
         commit_share: busy.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
         transactions: commits.transactions - commits_before.transactions,
         breaker_openings: payments.openings(),
+        ending,
     };
     store.save_cursor(LAST_RUN, &serde_json::to_value(&figures)?).await?;
     Ok(figures)
 }
 
+/// Runs the saga of `order` (its id is the saga's id).
+async fn run_saga(engine: &SagaEngine, order: &Order) -> Result<Outcome, BoxError> {
+    Ok(match engine.run_with_id(&order.order_id, "order", order).await {
+        Ok(_) => Outcome::Completed,
+        Err(e) if e.is_compensated() => Outcome::Compensated,
+        Err(e) if e.is_failed() => Outcome::Failed,
+        Err(e) if e.is_lease_lost() => Outcome::Elsewhere,
+        Err(e) => return Err(e.into()),
+    })
+}
+
+/// After the input: the run does not end while a saga it could finish is
+/// stuck. It finishes the sagas whose worker died (their lease expired:
+/// the engine takes them over) and waits for those it drives; it stops
+/// waiting for a saga held by another worker once that worker is seen
+/// renewing its lease (it is alive and finishes it). A signal ends it.
+async fn settle(store: &Store, engine: &SagaEngine, signals: &Signals, progress: &Progress) -> Result<(), BoxError> {
+    let mut first_lease: std::collections::HashMap<String, Option<i64>> = Default::default();
+    // Sagas this engine cannot finish (no definition, the store failing
+    // on them): reported by `resume`, not waited for.
+    let mut unfinishable = std::collections::HashSet::new();
+    let mut said = false;
+    while signals.seen() == 0 {
+        let resumed = engine.resume().await?;
+        unfinishable.extend(resumed.unknown_definitions.into_iter().map(|(id, _)| id));
+        unfinishable.extend(resumed.errors.iter().map(|e| e.saga_id().to_owned()));
+        let mut waiting = 0;
+        for status in [SagaStatus::Running, SagaStatus::Compensating] {
+            for saga in store.sagas(Some(status), usize::MAX >> 1).await? {
+                if unfinishable.contains(&saga.id) {
+                    continue;
+                }
+                if saga.lease_owner.as_deref() == Some(engine.worker_id()) {
+                    waiting += 1;
+                    continue;
+                }
+                let first = *first_lease.entry(saga.id.clone()).or_insert(saga.lease_until);
+                let renewed = matches!((first, saga.lease_until), (Some(a), Some(b)) if b > a);
+                if !renewed {
+                    waiting += 1;
+                }
+            }
+        }
+        if waiting == 0 {
+            return Ok(());
+        }
+        if !said {
+            progress.note(&format!("waiting for {waiting} saga(s) left by other workers or still in flight"));
+            said = true;
+        }
+        tokio::time::sleep(LEASE / 5).await;
+    }
+    Ok(())
+}
+
+/// Counts the lines of `path` (a last line without its newline included),
+/// for the progress bar's length and its ETA.
+async fn count_lines(path: &Path) -> Result<u64, BoxError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut buffer = vec![0u8; 1 << 16];
+    let (mut lines, mut last) = (0u64, b'\n');
+    loop {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buffer[n - 1];
+    }
+    Ok(lines + u64::from(last != b'\n'))
+}
+
 /// The input's lines from `cursor` on, numbered, each with the offset just
 /// after it; a line over `max_line_bytes` comes with only its start (see
-/// [`crate::input`]). A last line without its newline is not read. A read
-/// error ends the stream and is left in `failed` for the run to report.
+/// [`crate::input`]). The bytes after the last newline are the last line.
+/// A read error ends the stream and is left in `failed` for the run to
+/// report.
 async fn read_lines(
     path: &Path,
-    cursor: Cursor,
+    input: &str,
+    cursor: &Cursor,
     max_line_bytes: usize,
     failed: Arc<Mutex<Option<String>>>,
 ) -> Result<impl futures_util::Stream<Item = Line> + Send + 'static, BoxError> {
     let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     file.seek(std::io::SeekFrom::Start(cursor.offset)).await?;
     let reader = BufReader::new(file);
-    let name = path.display().to_string();
+    let (name, input) = (path.display().to_string(), input.to_owned());
     let assembler = LineAssembler::new(max_line_bytes);
-    Ok(futures_util::stream::unfold(Some((reader, assembler, cursor)), move |state| {
-        let (failed, name) = (Arc::clone(&failed), name.clone());
+    let start = (cursor.offset, cursor.line);
+    Ok(futures_util::stream::unfold(Some((reader, assembler, start)), move |state| {
+        let (failed, name, input) = (Arc::clone(&failed), name.clone(), input.clone());
         async move {
-            let (mut reader, mut assembler, cursor) = state?;
+            let (mut reader, mut assembler, (offset, number)) = state?;
             match read_line(&mut reader, &mut assembler).await {
                 Ok(Some(raw)) => {
-                    let end = cursor.offset + raw.len;
-                    let line = Line::from_raw(raw, cursor.line + 1, end, max_line_bytes);
-                    let next = Cursor { offset: line.end, line: line.number };
+                    let end = offset + raw.len;
+                    let mut line = Line::from_raw(raw, number + 1, end, max_line_bytes);
+                    line.input = input;
+                    let next = (line.end, line.number);
                     Some((line, Some((reader, assembler, next))))
                 }
                 Ok(None) => None,
                 Err(e) => {
                     *failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(format!("reading {name} after line {}: {e}", cursor.line));
+                        Some(format!("reading {name} after line {number}: {e}"));
                     None
                 }
             }
@@ -307,13 +535,14 @@ async fn read_lines(
     }))
 }
 
-/// One reason per dead-lettered line (a line dead-lettered twice, by two
-/// workers or by a rerun after a crash, counts once).
+/// One reason per dead-lettered input position (older copies of one line,
+/// stored before dead letters were keyed, count once).
 pub async fn dead_letter_reasons(store: &Store) -> Result<Vec<String>, BoxError> {
     let parked = store.dead_letters::<Line>(LINES_QUEUE).list().await?;
-    let mut by_line = BTreeMap::new();
+    let mut by_line = std::collections::BTreeMap::new();
     for e in parked {
-        by_line.entry(e.item.number).or_insert_with(|| e.error_chain.last().cloned().unwrap_or_default());
+        let key = e.key.clone().unwrap_or_else(|| letter_key(&e.item));
+        by_line.entry(key).or_insert_with(|| e.error_chain.last().cloned().unwrap_or_default());
     }
     Ok(by_line.into_values().collect())
 }

@@ -107,6 +107,17 @@ async fn every_queue_stores_a_keyed_letter_once() {
     a_keyed_letter_is_stored_once(&weir::store::Store::memory().dead_letters::<String>("lines")).await;
     let (store, _dir) = support::stores::sqlite().await;
     a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
+    // Removing by id takes exactly those out (a replay removes what went
+    // through and keeps the rest).
+    let queue = store.dead_letters::<String>("lines");
+    let ids: Vec<u64> = futures_util::future::join_all((0..3).map(|i| queue.push(Envelope::new(format!("l{i}"), "parse", 1))))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    queue.remove(&[ids[0], ids[2], 999]).await.unwrap();
+    assert_eq!(queue.list().await.unwrap().iter().map(|e| e.item.as_str()).collect::<Vec<_>>(), ["l1"]);
+    queue.drain().await.unwrap();
     // Another queue may hold the same key.
     let other = store.dead_letters::<String>("other");
     let mut letter = Envelope::new("x".to_string(), "parse", 1);

@@ -97,6 +97,18 @@ impl<T: DeserializeOwned> StoreDlq<T> {
         self.rows().await?.into_iter().map(|row| self.decode(row)).collect()
     }
 
+    /// Takes the envelopes with these ids out of the queue (ids not queued
+    /// are ignored): after replaying some letters one by one, the ones that
+    /// went through are removed and the rest stay, so a crash midway loses
+    /// none.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        self.delete(&ids).await
+    }
+
     fn decode(&self, row: DeadLetterRow) -> Result<Envelope<T>, StoreError> {
         let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
             target: self.store.target(),

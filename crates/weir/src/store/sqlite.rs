@@ -250,13 +250,11 @@ impl Sqlite {
         rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| query_error(&self.target, e))
     }
 
-    /// Deletes the listed dead letters (ids assigned in commit order, so
-    /// "up to the largest listed" is exactly those).
+    /// Deletes the listed dead letters.
     pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {
-        let Some(max) = ids.iter().max() else { return Ok(()) };
-        sqlx::query("DELETE FROM weir_dead_letters WHERE queue = ?1 AND id <= ?2")
+        sqlx::query("DELETE FROM weir_dead_letters WHERE queue = ?1 AND id IN (SELECT value FROM json_each(?2))")
             .bind(queue)
-            .bind(max)
+            .bind(serde_json::to_string(ids).expect("numbers serialize"))
             .execute(&self.readers)
             .await
             .map(drop)
