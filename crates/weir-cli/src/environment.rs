@@ -58,7 +58,9 @@ pub enum EnvironmentError {
 /// The store failing, or an unreadable entry.
 pub async fn load(store: &Store) -> Result<Option<Environment>, EnvironmentError> {
     let Some(value) = store.cursor(KEY).await? else { return Ok(None) };
-    serde_json::from_value(value).map(Some).map_err(|source| EnvironmentError::Corrupt { location: store.target(), source })
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|source| EnvironmentError::Corrupt { location: store.target(), source })
 }
 
 /// The environment a run uses: the stored one (which the options given must

@@ -8,6 +8,8 @@
 //! counted as such) or a *conflict* (different content: dead-lettered with
 //! a reason naming both lines).
 
+use std::collections::HashMap;
+
 use sqlx::{AnyPool, Row};
 
 use crate::ledger::Error;
@@ -35,6 +37,35 @@ pub struct LineRef {
 impl std::fmt::Display for LineRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "line {} of {}", self.line, self.input)
+    }
+}
+
+/// The order ids seen so far in this run, in input order: lines are
+/// parsed in parallel but come here in order, so within a run the first
+/// line with an id is the one that keeps it, whatever line finishes
+/// parsing first. (Across runs and workers the database decides.) Holds
+/// each order's id and canonical JSON: about 200 bytes per order.
+#[derive(Debug, Default)]
+pub struct SeenInRun {
+    first: HashMap<String, (u64, String)>,
+}
+
+impl SeenInRun {
+    /// `None` if `line` is the first in this run with `order`'s id;
+    /// otherwise how it compares with the first one.
+    pub fn check(&mut self, input: &str, line: u64, order: &Order) -> Option<Claim> {
+        let content = serde_json::to_string(order).expect("an order serializes");
+        match self.first.get(&order.order_id) {
+            None => {
+                self.first.insert(order.order_id.clone(), (line, content));
+                None
+            }
+            Some((first, _)) if *first == line => None,
+            Some((first, stored)) => {
+                let first = LineRef { input: input.to_owned(), line: *first };
+                Some(if *stored == content { Claim::Duplicate { first } } else { Claim::Conflict { first } })
+            }
+        }
     }
 }
 
@@ -72,7 +103,13 @@ pub async fn claim(pool: &AnyPool, input: &str, line: u64, order: &Order) -> Res
 ///
 /// # Errors
 /// The database failing.
-pub async fn record_duplicate(pool: &AnyPool, input: &str, line: u64, order: &Order, first: &LineRef) -> Result<(), Error> {
+pub async fn record_duplicate(
+    pool: &AnyPool,
+    input: &str,
+    line: u64,
+    order: &Order,
+    first: &LineRef,
+) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO weir_cli_duplicates (input, line, order_id, tenant, first_input, first_line) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (input, line) DO NOTHING",
     )

@@ -142,7 +142,9 @@ impl Location {
         };
         if !matches!(scheme, "postgres" | "postgresql") {
             let scheme: String = scheme.chars().filter(char::is_ascii_alphanumeric).take(20).collect();
-            return Err(Failure::usage(format!("--database-url has the scheme `{scheme}`, which weir does not support; {ACCEPTED}")));
+            return Err(Failure::usage(format!(
+                "--database-url has the scheme `{scheme}`, which weir does not support; {ACCEPTED}"
+            )));
         }
         if rest.is_empty() || rest.starts_with('/') && rest.len() == 1 {
             return Err(Failure::usage(format!("--database-url names no server; {ACCEPTED}")));
@@ -169,17 +171,29 @@ impl Location {
         opened.map_err(Failure::input)
     }
 
-    /// Opens the store for reading: a SQLite file must exist already.
-    async fn open_existing(&self, db: &DbArgs) -> Result<Store, Failure> {
-        if let Location::Sqlite(path) = self
-            && !path.exists()
-        {
-            return Err(Failure::input(format!(
+    /// A SQLite file must exist already (for commands that never create
+    /// one); a PostgreSQL database is the server's to have.
+    fn require_existing(&self) -> Result<(), Failure> {
+        match self {
+            Location::Sqlite(path) if !path.exists() => Err(Failure::input(format!(
                 "no database at {}: nothing has run there; pass --db with the file a run used, or run `weir run` first",
                 path.display()
-            )));
+            ))),
+            _ => Ok(()),
         }
+    }
+
+    /// Opens the store of a command that never creates one.
+    async fn open_existing(&self, db: &DbArgs) -> Result<Store, Failure> {
+        self.require_existing()?;
         self.open(db).await
+    }
+
+    /// Locks (see [`lock`](Self::lock)) and opens an existing store.
+    async fn lock_existing(&self, db: &DbArgs) -> Result<(Option<std::fs::File>, Store), Failure> {
+        self.require_existing()?;
+        let lock = self.lock()?;
+        Ok((lock, self.open(db).await?))
     }
 
     /// One process at a time writes a SQLite database: holds its lock file
@@ -209,9 +223,7 @@ impl Location {
                     path.display()
                 )))
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(Failure::input(format!("cannot lock {lock_path}: {e}")))
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(Failure::input(format!("cannot lock {lock_path}: {e}"))),
         }
     }
 }
@@ -251,8 +263,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Resume { db } => {
             let location = Location::from_args(&db)?;
-            let _lock = location.lock()?;
-            let store = location.open_existing(&db).await?;
+            let (_lock, store) = location.lock_existing(&db).await?;
             let environment = environment::load(&store).await?.unwrap_or_default();
             let (engine, _, _) = run::engine(&store, &location.raw(), &environment, None).await?;
             let report = engine.resume().await.map_err(Failure::input)?;
@@ -279,7 +290,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
 fn check_input(input: &Path) -> Result<(), Failure> {
     let hint = "pass a file of orders, one JSON object per line";
     match std::fs::metadata(input) {
-        Ok(m) if m.is_dir() => Err(Failure::input(format!("cannot read {}: it is a directory; {hint}", input.display()))),
+        Ok(m) if m.is_dir() => {
+            Err(Failure::input(format!("cannot read {}: it is a directory; {hint}", input.display())))
+        }
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(Failure::input(format!("cannot read {}: no such file; {hint}", input.display())))
@@ -301,17 +314,8 @@ async fn run_and_report(
     let _lock = location.lock()?;
     let store = location.open(db).await?;
     let environment: Environment = environment::settle(&store, given).await?;
-    let opts = RunOptions {
-        input,
-        location: location.raw(),
-        workers,
-        environment,
-        worker_id,
-        max_line_bytes,
-        quiet,
-    };
-    let figures =
-        run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
+    let opts = RunOptions { input, location: location.raw(), workers, environment, worker_id, max_line_bytes, quiet };
+    let figures = run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
     if figures.ending == Ending::Aborted {
         eprintln!("weir: stopped at once; the sagas in flight and the rest of the input resume on the next run");
         return Ok(exit::INTERRUPTED);
@@ -377,11 +381,10 @@ async fn sagas(db: &DbArgs, command: SagasCommand) -> Result<u8, Failure> {
 
 async fn dlq(db: &DbArgs, command: DlqCommand, quiet: bool) -> Result<u8, Failure> {
     let location = Location::from_args(db)?;
-    let _lock = match command {
-        DlqCommand::Replay => location.lock()?,
-        _ => None,
+    let (_lock, store) = match command {
+        DlqCommand::Replay => location.lock_existing(db).await?,
+        _ => (None, location.open_existing(db).await?),
     };
-    let store = location.open_existing(db).await?;
     let queue = store.dead_letters::<Line>(LINES_QUEUE);
     match command {
         DlqCommand::List { limit } => {
@@ -450,9 +453,9 @@ async fn cursor(db: &DbArgs, command: CursorCommand) -> Result<u8, Failure> {
             }
         }
         CursorCommand::Reset { input } => {
-            let _lock = location.lock()?;
-            let store = location.open_existing(db).await?;
-            let start = serde_json::to_value(cursor::Cursor::default()).map_err(|e| Failure::from(Box::new(e) as BoxError))?;
+            let (_lock, store) = location.lock_existing(db).await?;
+            let start =
+                serde_json::to_value(cursor::Cursor::default()).map_err(|e| Failure::from(Box::new(e) as BoxError))?;
             store.save_cursor(&run::cursor_key(&input), &start).await.map_err(Failure::input)?;
             println!(
                 "{}: cursor reset to the start (the next run reads every line again; orders already run are not run twice)",

@@ -95,15 +95,7 @@ impl Progress {
     pub fn new(quiet: bool, total: u64, start: u64) -> Self {
         let multi = (!quiet && std::io::stderr().is_terminal()).then(MultiProgress::new);
         *BARS.lock().unwrap_or_else(|p| p.into_inner()) = multi.clone();
-        Self {
-            multi,
-            total,
-            start,
-            started: Instant::now(),
-            logger: None,
-            counters: Mutex::new(Vec::new()),
-            quiet,
-        }
+        Self { multi, total, start, started: Instant::now(), logger: None, counters: Mutex::new(Vec::new()), quiet }
     }
 
     /// A counter named `name`; "lines read" is the one with a length (the

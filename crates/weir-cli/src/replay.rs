@@ -43,10 +43,17 @@ impl std::fmt::Display for Tally {
 ///
 /// # Errors
 /// The store failing (letters not yet handled stay queued).
-pub async fn replay(queue: &StoreDlq<Line>, engine: &SagaEngine, pool: &AnyPool, quiet: bool) -> Result<Tally, Failure> {
+pub async fn replay(
+    queue: &StoreDlq<Line>,
+    engine: &SagaEngine,
+    pool: &AnyPool,
+    quiet: bool,
+) -> Result<Tally, Failure> {
     let mut tally = Tally::default();
     let mut done = Vec::new();
-    let store_failure = |e: &dyn std::fmt::Display| Failure::input(format!("replay stopped; the lines not replayed stay in the queue: {e}"));
+    let store_failure = |e: &dyn std::fmt::Display| {
+        Failure::input(format!("replay stopped; the lines not replayed stay in the queue: {e}"))
+    };
     for envelope in queue.list().await.map_err(|e| store_failure(&e))? {
         match retry_line(&envelope.item, engine, pool).await {
             Ok(Replayed::Completed) => tally.completed += 1,
@@ -116,7 +123,9 @@ async fn retry_line(line: &Line, engine: &SagaEngine, pool: &AnyPool) -> Result<
     Ok(match engine.run_with_id(&order.order_id, "order", &order).await {
         Ok(_) => Replayed::Completed,
         Err(e) if e.is_compensated() || e.is_failed() => Replayed::RolledBack,
-        Err(e) if e.is_lease_lost() => Replayed::Fails(format!("another live worker is running order {}; replay later", order.order_id)),
+        Err(e) if e.is_lease_lost() => {
+            Replayed::Fails(format!("another live worker is running order {}; replay later", order.order_id))
+        }
         Err(e) => return Err(e.into()),
     })
 }

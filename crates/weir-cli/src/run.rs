@@ -209,7 +209,9 @@ impl Signals {
                 if n == 1 {
                     control.drain();
                     if !quiet {
-                        eprintln!("weir: stopping: no new lines are read, the orders in flight finish (again to stop at once)");
+                        eprintln!(
+                            "weir: stopping: no new lines are read, the orders in flight finish (again to stop at once)"
+                        );
                     }
                 } else {
                     control.abort();
@@ -259,7 +261,8 @@ pub async fn engine(
 pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError> {
     let started = Instant::now();
     let commits_before = store.commit_stats();
-    let (engine, ledger, payments) = engine(&store, &opts.location, &opts.environment, opts.worker_id.as_deref()).await?;
+    let (engine, ledger, payments) =
+        engine(&store, &opts.location, &opts.environment, opts.worker_id.as_deref()).await?;
     let resumed = engine.resume().await?;
 
     let key = cursor_key(&opts.input);
@@ -298,6 +301,7 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     let pool = ledger.pool().clone();
     let conflicts = Arc::clone(&dead_letters);
     let stage_engine = engine.clone();
+    let seen = Mutex::new(intake::SeenInRun::default());
     let pipeline = Pipeline::builder()
         .capacity(512)
         .from_stream(lines)
@@ -311,14 +315,23 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
                 }
             })
             .workers(opts.workers)
+            .ordered()
             .key(letter_key)
             .dead_letter(dead_letters),
         )
+        .stage(Stage::map("intake", move |(line, order): (Line, Order)| {
+            let earlier = seen.lock().unwrap_or_else(|p| p.into_inner()).check(&line.input, line.number, &order);
+            std::future::ready((line, order, earlier))
+        }))
         .stage(
-            Stage::try_map("saga", move |(line, order): (Line, Order)| {
+            Stage::try_map("saga", move |(line, order, earlier): (Line, Order, Option<Claim>)| {
                 let (engine, pool, conflicts) = (stage_engine.clone(), pool.clone(), Arc::clone(&conflicts));
                 async move {
-                    let outcome = match intake::claim(&pool, &line.input, line.number, &order).await? {
+                    let claim = match earlier {
+                        Some(claim) => claim,
+                        None => intake::claim(&pool, &line.input, line.number, &order).await?,
+                    };
+                    let outcome = match claim {
                         Claim::Mine => run_saga(&engine, &order).await?,
                         Claim::Duplicate { first } => {
                             intake::record_duplicate(&pool, &line.input, line.number, &order, &first).await?;
@@ -340,7 +353,7 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
                 }
             })
             .workers(SAGAS_IN_FLIGHT)
-            .tenant(|(_, order): &(Line, Order)| order.tenant.clone())
+            .tenant(|(_, order, _): &(Line, Order, Option<Claim>)| order.tenant.clone())
             .bulkhead_per_tenant(per_tenant),
         );
     let signals = Signals::default();

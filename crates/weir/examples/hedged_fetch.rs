@@ -27,8 +27,8 @@ async fn replica(
     let (addr, server) = serve(move |_path| {
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
         async move {
-            let delay = Duration::from_millis(if n % slow_every == 0 { slow } else { fast });
-            let status = if n % fail_every == 0 { 503 } else { 200 };
+            let delay = Duration::from_millis(if n.is_multiple_of(slow_every) { slow } else { fast });
+            let status = if n.is_multiple_of(fail_every) { 503 } else { 200 };
             Reply { delay, status, body: "quote: 42".into() }
         }
     })

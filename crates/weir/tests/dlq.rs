@@ -27,7 +27,7 @@ fn retry3() -> RetryPolicy {
 fn charge(broken: Arc<AtomicBool>) -> Stage<u32, impl StageFn<u32, Output = u32>> {
     Stage::try_map("charge", move |n: u32| {
         let broken = broken.load(Ordering::SeqCst);
-        async move { if broken && n % 10 == 0 { Err(Rejected(n)) } else { Ok(n) } }
+        async move { if broken && n.is_multiple_of(10) { Err(Rejected(n)) } else { Ok(n) } }
     })
     .tenant(|n| format!("tenant-{}", n % 3))
     .key(|n| format!("order-{n}"))
@@ -110,11 +110,12 @@ async fn every_queue_stores_a_keyed_letter_once() {
     // Removing by id takes exactly those out (a replay removes what went
     // through and keeps the rest).
     let queue = store.dead_letters::<String>("lines");
-    let ids: Vec<u64> = futures_util::future::join_all((0..3).map(|i| queue.push(Envelope::new(format!("l{i}"), "parse", 1))))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let ids: Vec<u64> =
+        futures_util::future::join_all((0..3).map(|i| queue.push(Envelope::new(format!("l{i}"), "parse", 1))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
     queue.remove(&[ids[0], ids[2], 999]).await.unwrap();
     assert_eq!(queue.list().await.unwrap().iter().map(|e| e.item.as_str()).collect::<Vec<_>>(), ["l1"]);
     queue.drain().await.unwrap();

@@ -322,7 +322,7 @@ async fn poison_items_go_to_the_dead_letter_sink_after_their_retries() {
     let sink = Arc::new(VecSink::default());
     let (out, report) = Pipeline::from_iter(0..50u32)
         .stage(
-            Stage::try_map("charge", |n: u32| async move { if n % 7 == 0 { Err("poison") } else { Ok(n) } })
+            Stage::try_map("charge", |n: u32| async move { if n.is_multiple_of(7) { Err("poison") } else { Ok(n) } })
                 .retry(fast_retry(3))
                 .dead_letter(sink.clone()),
         )

@@ -160,10 +160,10 @@ impl BreakerBuilder {
                 "set consecutive_failures or failure_rate, or the breaker never opens",
             ));
         }
-        if let Some(r) = s.rate {
-            if !(r.rate > 0.0 && r.rate <= 1.0) {
-                return Err(ConfigError::new("breaker failure_rate", r.rate, "use a share in (0, 1], e.g. 0.5"));
-            }
+        if let Some(r) = s.rate
+            && !(r.rate > 0.0 && r.rate <= 1.0)
+        {
+            return Err(ConfigError::new("breaker failure_rate", r.rate, "use a share in (0, 1], e.g. 0.5"));
         }
         if s.probes == 0 || s.successes_to_close == 0 || s.probes > 60_000 || s.successes_to_close > 16_000 {
             return Err(ConfigError::new(
@@ -172,14 +172,10 @@ impl BreakerBuilder {
                 "use between 1 and 60000 probes and 1 to 16000 successes, or the breaker never closes",
             ));
         }
-        if let Some((factor, _)) = s.open_growth {
-            if !(factor.is_finite() && factor >= 1.0) {
-                return Err(ConfigError::new(
-                    "breaker open_growth factor",
-                    factor,
-                    "use a finite factor of at least 1.0",
-                ));
-            }
+        if let Some((factor, _)) = s.open_growth
+            && !(factor.is_finite() && factor >= 1.0)
+        {
+            return Err(ConfigError::new("breaker open_growth factor", factor, "use a finite factor of at least 1.0"));
         }
         Ok(Breaker::from_settings(self.0))
     }

@@ -253,10 +253,10 @@ impl HedgeBuilder {
         if self.max_attempts == 0 {
             return Err(ConfigError::new("hedge max_attempts", 0, "the first request is an attempt; use at least 1"));
         }
-        if let HedgeDelay::Percentile { percentile, .. } = self.delay {
-            if !(percentile > 0.0 && percentile < 1.0) {
-                return Err(ConfigError::new("hedge percentile", percentile, "use a share in (0, 1), e.g. 0.95"));
-            }
+        if let HedgeDelay::Percentile { percentile, .. } = self.delay
+            && !(percentile > 0.0 && percentile < 1.0)
+        {
+            return Err(ConfigError::new("hedge percentile", percentile, "use a share in (0, 1), e.g. 0.95"));
         }
         if !(self.max_extra_load.is_finite() && self.max_extra_load >= 0.0) {
             return Err(ConfigError::new(

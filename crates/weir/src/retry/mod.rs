@@ -102,15 +102,15 @@ impl RetryPolicy {
             return Next::GiveUp(GiveUp::Exhausted);
         }
         let delay = self.backoff.delay(attempt, previous, rng);
-        if let Some(limit) = self.max_elapsed {
-            if started.elapsed() + delay > limit {
-                return Next::GiveUp(GiveUp::Elapsed);
-            }
+        if let Some(limit) = self.max_elapsed
+            && started.elapsed() + delay > limit
+        {
+            return Next::GiveUp(GiveUp::Elapsed);
         }
-        if let Some(budget) = &self.budget {
-            if !budget.try_withdraw() {
-                return Next::GiveUp(GiveUp::Budget);
-            }
+        if let Some(budget) = &self.budget
+            && !budget.try_withdraw()
+        {
+            return Next::GiveUp(GiveUp::Budget);
         }
         Next::RetryAfter(delay)
     }

@@ -127,7 +127,7 @@ impl FaultInjector {
         let strike = match self.when {
             When::Probability(p) => self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64() < p,
             When::Nth(n) => call == n,
-            When::Every(k) => call % k == 0,
+            When::Every(k) => call.is_multiple_of(k),
         };
         if !strike {
             return (call, None);
