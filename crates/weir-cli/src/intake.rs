@@ -75,7 +75,7 @@ impl SeenInRun {
 /// The database failing.
 pub async fn claim(pool: &AnyPool, input: &str, line: u64, order: &Order) -> Result<Claim, Error> {
     let content = serde_json::to_string(order)?;
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO weir_cli_order_lines (order_id, input, line, content) VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(&order.order_id)
@@ -83,7 +83,11 @@ pub async fn claim(pool: &AnyPool, input: &str, line: u64, order: &Order) -> Res
     .bind(line as i64)
     .bind(&content)
     .execute(pool)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Mine);
+    }
     let row = sqlx::query("SELECT input, line, content FROM weir_cli_order_lines WHERE order_id = $1")
         .bind(&order.order_id)
         .fetch_one(pool)

@@ -13,28 +13,29 @@
 //! the orders in flight finish), a second aborts; both save the cursor.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, BufReader};
 use weir::bulkhead::{Bulkhead, KeyedBulkhead};
 use weir::dlq::{DeadLetterQueue, Envelope};
 use weir::error::BoxError;
-use weir::pipeline::{Control, DeadLetter, DeadLetterSink, Pipeline, Stage};
+use weir::pipeline::{DeadLetter, DeadLetterSink, Pipeline, Stage};
 use weir::saga::SagaEngine;
-use weir::store::{SagaStatus, Store, StoreDlq};
+use weir::store::{Store, StoreDlq};
 
 use crate::business::{Payments, order_saga};
 use crate::cursor::{Cursor, Watermark};
 use crate::environment::Environment;
-use crate::input::{LineAssembler, read_line};
 use crate::intake::{self, Claim};
 use crate::ledger::Ledger;
 use crate::orders::{Line, Order, parse};
 use crate::progress::Progress;
+use crate::reader::{count_lines, read_lines};
+use crate::settle::settle;
+use crate::signals::Signals;
 
 /// Orders of one tenant in flight at once: one tenant's flood or outage
 /// never takes the whole pipeline.
@@ -52,7 +53,7 @@ pub const INPUT_CURSOR: &str = "weir-cli:input:";
 
 /// How long a saga lease lasts without renewal; a dead worker's sagas are
 /// taken over after it.
-const LEASE: Duration = Duration::from_secs(10);
+pub const LEASE: Duration = Duration::from_secs(10);
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -179,49 +180,6 @@ enum Outcome {
     /// Another live worker holds the saga (several `weir run` share a
     /// PostgreSQL database); it finishes it.
     Elsewhere,
-}
-
-/// What the signal watcher saw: nothing, one signal (drain), two (abort).
-#[derive(Debug, Default, Clone)]
-struct Signals(Arc<AtomicU8>);
-
-impl Signals {
-    fn seen(&self) -> u8 {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Drains on the first SIGINT/SIGTERM, aborts on the second.
-    fn watch(&self, control: Control, quiet: bool) -> tokio::task::JoinHandle<()> {
-        let seen = Arc::clone(&self.0);
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut interrupt), Ok(mut terminate)) =
-                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            else {
-                return;
-            };
-            for n in 1..=2u8 {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
-                }
-                seen.store(n, Ordering::SeqCst);
-                if n == 1 {
-                    control.drain();
-                    if !quiet {
-                        eprintln!(
-                            "weir: stopping: no new lines are read, the orders in flight finish (again to stop at once)"
-                        );
-                    }
-                } else {
-                    control.abort();
-                    if !quiet {
-                        eprintln!("weir: stopping at once; the next run resumes where this one stopped");
-                    }
-                }
-            }
-        })
-    }
 }
 
 /// Builds the saga engine of a database: the order saga in `environment`.
@@ -444,108 +402,6 @@ async fn run_saga(engine: &SagaEngine, order: &Order) -> Result<Outcome, BoxErro
         Err(e) if e.is_lease_lost() => Outcome::Elsewhere,
         Err(e) => return Err(e.into()),
     })
-}
-
-/// After the input: the run does not end while a saga it could finish is
-/// stuck. It finishes the sagas whose worker died (their lease expired:
-/// the engine takes them over) and waits for those it drives; it stops
-/// waiting for a saga held by another worker once that worker is seen
-/// renewing its lease (it is alive and finishes it). A signal ends it.
-async fn settle(store: &Store, engine: &SagaEngine, signals: &Signals, progress: &Progress) -> Result<(), BoxError> {
-    let mut first_lease: std::collections::HashMap<String, Option<i64>> = Default::default();
-    // Sagas this engine cannot finish (no definition, the store failing
-    // on them): reported by `resume`, not waited for.
-    let mut unfinishable = std::collections::HashSet::new();
-    let mut said = false;
-    while signals.seen() == 0 {
-        let resumed = engine.resume().await?;
-        unfinishable.extend(resumed.unknown_definitions.into_iter().map(|(id, _)| id));
-        unfinishable.extend(resumed.errors.iter().map(|e| e.saga_id().to_owned()));
-        let mut waiting = 0;
-        for status in [SagaStatus::Running, SagaStatus::Compensating] {
-            for saga in store.sagas(Some(status), usize::MAX >> 1).await? {
-                if unfinishable.contains(&saga.id) {
-                    continue;
-                }
-                if saga.lease_owner.as_deref() == Some(engine.worker_id()) {
-                    waiting += 1;
-                    continue;
-                }
-                let first = *first_lease.entry(saga.id.clone()).or_insert(saga.lease_until);
-                let renewed = matches!((first, saga.lease_until), (Some(a), Some(b)) if b > a);
-                if !renewed {
-                    waiting += 1;
-                }
-            }
-        }
-        if waiting == 0 {
-            return Ok(());
-        }
-        if !said {
-            progress.note(&format!("waiting for {waiting} saga(s) left by other workers or still in flight"));
-            said = true;
-        }
-        tokio::time::sleep(LEASE / 5).await;
-    }
-    Ok(())
-}
-
-/// Counts the lines of `path` (a last line without its newline included),
-/// for the progress bar's length and its ETA.
-async fn count_lines(path: &Path) -> Result<u64, BoxError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut buffer = vec![0u8; 1 << 16];
-    let (mut lines, mut last) = (0u64, b'\n');
-    loop {
-        let n = file.read(&mut buffer).await?;
-        if n == 0 {
-            break;
-        }
-        lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = buffer[n - 1];
-    }
-    Ok(lines + u64::from(last != b'\n'))
-}
-
-/// The input's lines from `cursor` on, numbered, each with the offset just
-/// after it; a line over `max_line_bytes` comes with only its start (see
-/// [`crate::input`]). The bytes after the last newline are the last line.
-/// A read error ends the stream and is left in `failed` for the run to
-/// report.
-async fn read_lines(
-    path: &Path,
-    input: &str,
-    cursor: &Cursor,
-    max_line_bytes: usize,
-    failed: Arc<Mutex<Option<String>>>,
-) -> Result<impl futures_util::Stream<Item = Line> + Send + 'static, BoxError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    file.seek(std::io::SeekFrom::Start(cursor.offset)).await?;
-    let reader = BufReader::new(file);
-    let (name, input) = (path.display().to_string(), input.to_owned());
-    let assembler = LineAssembler::new(max_line_bytes);
-    let start = (cursor.offset, cursor.line);
-    Ok(futures_util::stream::unfold(Some((reader, assembler, start)), move |state| {
-        let (failed, name, input) = (Arc::clone(&failed), name.clone(), input.clone());
-        async move {
-            let (mut reader, mut assembler, (offset, number)) = state?;
-            match read_line(&mut reader, &mut assembler).await {
-                Ok(Some(raw)) => {
-                    let end = offset + raw.len;
-                    let mut line = Line::from_raw(raw, number + 1, end, max_line_bytes);
-                    line.input = input;
-                    let next = (line.end, line.number);
-                    Some((line, Some((reader, assembler, next))))
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(format!("reading {name} after line {number}: {e}"));
-                    None
-                }
-            }
-        }
-    }))
 }
 
 /// One reason per dead-lettered input position (older copies of one line,

@@ -67,6 +67,19 @@ async fn a_slow_stream_is_checkpointed_by_time() {
     assert!(report.checkpoints >= 3, "every second while events flow: {report:?}");
 }
 
+type Ids = Arc<Mutex<Vec<u64>>>;
+
+/// A handler that notes each JSON event's `id`, and what it noted.
+fn id_collector() -> (Ids, impl Fn(serde_json::Value) -> std::future::Ready<Result<(), BoxError>> + Clone) {
+    let ids = Ids::default();
+    let noted = ids.clone();
+    let handler = move |e: serde_json::Value| {
+        noted.lock().unwrap().push(e["id"].as_u64().unwrap());
+        std::future::ready(Ok::<(), BoxError>(()))
+    };
+    (ids, handler)
+}
+
 #[tokio::test]
 async fn a_growing_jsonl_file_is_read_by_byte_offset_and_a_partial_line_waits() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,12 +87,7 @@ async fn a_growing_jsonl_file_is_read_by_byte_offset_and_a_partial_line_waits() 
     std::fs::write(&path, "{\"id\":1}\n{\"id\":2}\n{\"id\":3").unwrap(); // 3 is still being written
     let store = Store::memory();
     let consumer = CursorConsumer::builder(store.clone(), "file").every(1).build().unwrap();
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let i = ids.clone();
-    let handler = move |e: serde_json::Value| {
-        i.lock().unwrap().push(e["id"].as_u64().unwrap());
-        async { Ok::<(), BoxError>(()) }
-    };
+    let (ids, handler) = id_collector();
     let mut source = JsonlFileSource::<serde_json::Value>::new(&path).growing();
     consumer.run(&mut source, handler.clone()).await.unwrap();
     assert_eq!(store.cursor("file").await.unwrap(), Some(serde_json::json!(18)));
@@ -97,12 +105,7 @@ async fn the_last_line_of_a_complete_file_is_read_without_its_newline() {
     std::fs::write(&path, "{\"id\":1}\r\n{\"id\":2}").unwrap();
     let store = Store::memory();
     let consumer = CursorConsumer::builder(store.clone(), "file").every(1).build().unwrap();
-    let ids = Arc::new(Mutex::new(Vec::new()));
-    let i = ids.clone();
-    let handler = move |e: serde_json::Value| {
-        i.lock().unwrap().push(e["id"].as_u64().unwrap());
-        async { Ok::<(), BoxError>(()) }
-    };
+    let (ids, handler) = id_collector();
     let report = consumer.run(&mut JsonlFileSource::<serde_json::Value>::new(&path), handler.clone()).await.unwrap();
     assert_eq!(report.processed, 2);
     assert_eq!(*ids.lock().unwrap(), [1, 2]);

@@ -24,6 +24,7 @@ pub(crate) fn split(writes: &[SagaWrite]) -> (Vec<&SagaRecord>, Vec<Update<'_>>)
             SagaWrite::Update { id, fence, status, steps_json, error } => {
                 updates.push(Update { id, fence: *fence, status: *status, steps_json, error: error.as_deref() })
             }
+            SagaWrite::Cursor { .. } => {}
         }
     }
     // The same lock order in every process: two committers writing
@@ -31,6 +32,18 @@ pub(crate) fn split(writes: &[SagaWrite]) -> (Vec<&SagaRecord>, Vec<Update<'_>>)
     inserts.sort_by(|a, b| a.id.cmp(&b.id));
     updates.sort_by(|a, b| a.id.cmp(b.id));
     (inserts, updates)
+}
+
+/// The cursor positions of a batch, one per cursor: the last queued wins
+/// (a batch may hold several saves of one cursor), sorted by name.
+pub(crate) fn cursors(writes: &[SagaWrite]) -> Vec<(&str, &str, i64)> {
+    let mut latest = std::collections::BTreeMap::new();
+    for write in writes {
+        if let SagaWrite::Cursor { name, position, at } = write {
+            latest.insert(name.as_str(), (position.as_str(), *at));
+        }
+    }
+    latest.into_iter().map(|(name, (position, at))| (name, position, at)).collect()
 }
 
 /// Each write's result, given the ids the statements reported as written.
@@ -44,6 +57,7 @@ pub(crate) fn results(writes: &[SagaWrite], written: &HashSet<String>) -> Vec<Wr
             SagaWrite::Insert(_) => WriteResult::Exists,
             SagaWrite::Update { id, .. } if written.contains(id) => WriteResult::Applied,
             SagaWrite::Update { .. } => WriteResult::LeaseLost,
+            SagaWrite::Cursor { .. } => WriteResult::Applied,
         })
         .collect()
 }

@@ -48,6 +48,10 @@ impl Memory {
                 }
                 WriteResult::Applied
             }
+            SagaWrite::Cursor { name, position, .. } => {
+                state.cursors.insert(name.clone(), position.clone());
+                WriteResult::Applied
+            }
         }
     }
 

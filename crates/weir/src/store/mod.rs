@@ -202,6 +202,7 @@ impl Store {
         let id = match &write {
             SagaWrite::Insert(r) => r.id.clone(),
             SagaWrite::Update { id, .. } => id.clone(),
+            SagaWrite::Cursor { name, .. } => name.clone(),
         };
         let result = match (&*self.inner.backend, &self.inner.committer) {
             (Backend::Memory(m), _) => m.apply(&write),
@@ -334,10 +335,8 @@ impl Store {
                 m.save_cursor(name, &raw);
                 Ok(())
             }
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.save_cursor(name, &raw, now_ms()).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.save_cursor(name, &raw, now_ms()).await,
+            // Through the group committer: one writer, no lock waits.
+            _ => self.write(SagaWrite::Cursor { name: name.to_owned(), position: raw, at: now_ms() }).await.map(drop),
         }
     }
 

@@ -216,20 +216,6 @@ impl Postgres {
             .map_err(|e| self.query_error(e))
     }
 
-    pub(crate) async fn save_cursor(&self, name: &str, position: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO weir_cursors (name, position, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(position)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(|e| self.query_error(e))
-    }
-
     pub(crate) async fn push_dead_letter(&self, row: &DeadLetterRow) -> Result<i64, StoreError> {
         sqlx::query_scalar(
             "INSERT INTO weir_dead_letters
@@ -360,6 +346,17 @@ async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Ve
             ") AS v (id, fence, status, steps, error, done) WHERE s.id = v.id AND s.fence = v.fence RETURNING s.id",
         );
         done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    for (name, position, at) in super::batch::cursors(writes) {
+        sqlx::query(
+            "INSERT INTO weir_cursors (name, position, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(super::batch::results(writes, &done))
 }

@@ -141,6 +141,10 @@ pub(crate) enum SagaWrite {
     Insert(Box<SagaRecord>),
     /// A new state for a saga this worker holds with `fence`.
     Update { id: String, fence: i64, status: SagaStatus, steps_json: String, error: Option<String> },
+    /// A cursor's new position (JSON), saved at `at` (ms). It rides in the
+    /// group commit so that, on SQLite, it never waits for the write lock
+    /// behind a stream of saga commits (it could wait there for seconds).
+    Cursor { name: String, position: String, at: i64 },
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -201,20 +201,6 @@ impl Sqlite {
             .map_err(|e| query_error(&self.target, e))
     }
 
-    pub(crate) async fn save_cursor(&self, name: &str, position: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO weir_cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(position)
-        .bind(now)
-        .execute(&self.readers)
-        .await
-        .map(drop)
-        .map_err(|e| query_error(&self.target, e))
-    }
-
     pub(crate) async fn push_dead_letter(&self, row: &DeadLetterRow) -> Result<i64, StoreError> {
         sqlx::query_scalar(
             "INSERT INTO weir_dead_letters
@@ -316,6 +302,17 @@ async fn apply_batch(conn: &mut SqliteConnection, writes: &[SagaWrite]) -> Resul
              FROM v WHERE weir_sagas.id = v.id AND weir_sagas.fence = v.fence RETURNING weir_sagas.id",
         );
         done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    for (name, position, at) in super::batch::cursors(writes) {
+        sqlx::query(
+            "INSERT INTO weir_cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(super::batch::results(writes, &done))
 }

@@ -1,0 +1,60 @@
+//! The end of a run: no saga it could finish is left behind.
+
+use std::collections::{HashMap, HashSet};
+
+use weir::error::BoxError;
+use weir::saga::SagaEngine;
+use weir::store::{SagaStatus, Store};
+
+use crate::progress::Progress;
+use crate::run::LEASE;
+use crate::signals::Signals;
+
+/// After the input: the run does not end while a saga it could finish is
+/// stuck. It finishes the sagas whose worker died (their lease expired:
+/// the engine takes them over) and waits for those it drives; it stops
+/// waiting for a saga held by another worker once that worker is seen
+/// renewing its lease (it is alive and finishes it). A signal ends it.
+pub async fn settle(
+    store: &Store,
+    engine: &SagaEngine,
+    signals: &Signals,
+    progress: &Progress,
+) -> Result<(), BoxError> {
+    let mut first_lease: HashMap<String, Option<i64>> = HashMap::new();
+    // Sagas this engine cannot finish (no definition, the store failing
+    // on them): reported by `resume`, not waited for.
+    let mut unfinishable = HashSet::new();
+    let mut said = false;
+    while signals.seen() == 0 {
+        let resumed = engine.resume().await?;
+        unfinishable.extend(resumed.unknown_definitions.into_iter().map(|(id, _)| id));
+        unfinishable.extend(resumed.errors.iter().map(|e| e.saga_id().to_owned()));
+        let mut waiting = 0;
+        for status in [SagaStatus::Running, SagaStatus::Compensating] {
+            for saga in store.sagas(Some(status), usize::MAX >> 1).await? {
+                if unfinishable.contains(&saga.id) {
+                    continue;
+                }
+                if saga.lease_owner.as_deref() == Some(engine.worker_id()) {
+                    waiting += 1;
+                    continue;
+                }
+                let first = *first_lease.entry(saga.id.clone()).or_insert(saga.lease_until);
+                let renewed = matches!((first, saga.lease_until), (Some(a), Some(b)) if b > a);
+                if !renewed {
+                    waiting += 1;
+                }
+            }
+        }
+        if waiting == 0 {
+            return Ok(());
+        }
+        if !said {
+            progress.note(&format!("waiting for {waiting} saga(s) left by other workers or still in flight"));
+            said = true;
+        }
+        tokio::time::sleep(LEASE / 5).await;
+    }
+    Ok(())
+}
