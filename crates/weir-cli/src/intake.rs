@@ -1,37 +1,37 @@
-//! Which input line an order belongs to.
+//! Which input line an order belongs to, and how a parsed line starts its
+//! saga.
 //!
-//! An order id is the saga's id, so two lines with one order id would be
-//! one saga and the second line would vanish into the first. Each order id
-//! is claimed by the first line that carries it (by input file and line
-//! number, kept in the database so that reruns and other workers agree). A
-//! later line with the same id is an *identical duplicate* (same order:
-//! counted as such) or a *conflict* (different content: dead-lettered with
-//! a reason naming both lines).
+//! An order id is the saga's id, so two lines with one order id must never
+//! become one saga with the second line gone. The saga's input is the order
+//! *and the line it came from*; the engine refuses to start an existing id
+//! with another input, so a second line with the same id is told apart
+//! atomically, across reruns and workers, with no write of its own: it is
+//! an *identical duplicate* (same order: counted as such) or a *conflict*
+//! (other content: dead-lettered with a reason naming both lines). Within
+//! one run, lines are parsed in parallel, so [`SeenInRun`] decides in input
+//! order which line is first.
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
+use weir::error::BoxError;
+use weir::saga::SagaEngine;
 
 use crate::ledger::Error;
-use crate::orders::Order;
-
-/// Where a line stands with its order id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// This line carries the order (first seen here, or seen here before a
-    /// restart): run its saga.
-    Mine,
-    /// An earlier line carried the same order, identical.
-    Duplicate { first: LineRef },
-    /// An earlier line carried the same order id with other content.
-    Conflict { first: LineRef },
-}
+use crate::orders::{Line, Order};
 
 /// A line of an input file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineRef {
     pub input: String,
     pub line: u64,
+}
+
+impl LineRef {
+    pub fn of(line: &Line) -> Self {
+        Self { input: line.input.clone(), line: line.number }
+    }
 }
 
 impl std::fmt::Display for LineRef {
@@ -40,11 +40,26 @@ impl std::fmt::Display for LineRef {
     }
 }
 
-/// The order ids seen so far in this run, in input order: lines are
-/// parsed in parallel but come here in order, so within a run the first
-/// line with an id is the one that keeps it, whatever line finishes
-/// parsing first. (Across runs and workers the database decides.) Holds
-/// each order's id and canonical JSON: about 200 bytes per order.
+/// A saga's input: the order, and the line that carried it. The saga's
+/// steps read it as an [`Order`] (the extra field is ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderFromLine {
+    #[serde(flatten)]
+    pub order: Order,
+    pub from: LineRef,
+}
+
+/// A line that repeats an earlier line's order id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repeat {
+    /// The same order, identical.
+    Duplicate { first: LineRef },
+    /// The same id with other content.
+    Conflict { first: LineRef },
+}
+
+/// The order ids seen so far in this run, in input order, with each
+/// order's canonical JSON (about 200 bytes per order).
 #[derive(Debug, Default)]
 pub struct SeenInRun {
     first: HashMap<String, (u64, String)>,
@@ -53,72 +68,96 @@ pub struct SeenInRun {
 impl SeenInRun {
     /// `None` if `line` is the first in this run with `order`'s id;
     /// otherwise how it compares with the first one.
-    pub fn check(&mut self, input: &str, line: u64, order: &Order) -> Option<Claim> {
+    pub fn check(&mut self, line: &Line, order: &Order) -> Option<Repeat> {
         let content = serde_json::to_string(order).expect("an order serializes");
         match self.first.get(&order.order_id) {
             None => {
-                self.first.insert(order.order_id.clone(), (line, content));
+                self.first.insert(order.order_id.clone(), (line.number, content));
                 None
             }
-            Some((first, _)) if *first == line => None,
+            Some((first, _)) if *first == line.number => None,
             Some((first, stored)) => {
-                let first = LineRef { input: input.to_owned(), line: *first };
-                Some(if *stored == content { Claim::Duplicate { first } } else { Claim::Conflict { first } })
+                let first = LineRef { input: line.input.clone(), line: *first };
+                Some(if *stored == content { Repeat::Duplicate { first } } else { Repeat::Conflict { first } })
             }
         }
     }
 }
 
-/// Claims `order`'s id for `line` of `input`, or says which line has it.
+/// How a parsed line ended.
+#[derive(Debug)]
+pub enum Started {
+    Completed,
+    Compensated,
+    Failed,
+    /// Counted as a duplicate of an earlier line.
+    Duplicate,
+    /// A conflicting duplicate: the reason names both lines.
+    Conflict(String),
+    /// Another live worker is driving the saga (several `weir run` share
+    /// a PostgreSQL database); it finishes it.
+    Elsewhere,
+}
+
+/// Runs `line`'s order as a saga, unless the line repeats an earlier one
+/// (`earlier`, from [`SeenInRun`], or as the stored saga says).
 ///
 /// # Errors
-/// The database failing.
-pub async fn claim(pool: &AnyPool, input: &str, line: u64, order: &Order) -> Result<Claim, Error> {
-    let content = serde_json::to_string(order)?;
-    let inserted = sqlx::query(
-        "INSERT INTO weir_cli_order_lines (order_id, input, line, content) VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(&order.order_id)
-    .bind(input)
-    .bind(line as i64)
-    .bind(&content)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Claim::Mine);
-    }
-    let row = sqlx::query("SELECT input, line, content FROM weir_cli_order_lines WHERE order_id = $1")
-        .bind(&order.order_id)
-        .fetch_one(pool)
-        .await?;
-    let first = LineRef { input: row.try_get(0)?, line: row.try_get::<i64, _>(1)? as u64 };
-    let stored: String = row.try_get(2)?;
-    Ok(if first.input == input && first.line == line {
-        Claim::Mine
-    } else if stored == content {
-        Claim::Duplicate { first }
-    } else {
-        Claim::Conflict { first }
+/// The store or the ledger failing.
+pub async fn start(
+    engine: &SagaEngine,
+    pool: &AnyPool,
+    line: &Line,
+    order: Order,
+    earlier: Option<Repeat>,
+) -> Result<Started, BoxError> {
+    let input = OrderFromLine { order, from: LineRef::of(line) };
+    let repeat = match earlier {
+        Some(repeat) => repeat,
+        None => match engine.run_with_id(&input.order.order_id, "order", &input).await {
+            Ok(_) => return Ok(Started::Completed),
+            Err(e) if e.is_compensated() => return Ok(Started::Compensated),
+            Err(e) if e.is_failed() => return Ok(Started::Failed),
+            Err(e) if e.is_lease_lost() => return Ok(Started::Elsewhere),
+            Err(e) => match e.conflicting_input() {
+                Some(stored) => compare(stored, &input.order).map_err(|err| {
+                    format!("line {}: the stored saga {} is unreadable: {err}", line.number, input.order.order_id)
+                })?,
+                None => return Err(e.into()),
+            },
+        },
+    };
+    Ok(match repeat {
+        Repeat::Duplicate { first } => {
+            record_duplicate(pool, line, &input.order, &first).await?;
+            Started::Duplicate
+        }
+        Repeat::Conflict { first } => Started::Conflict(format!(
+            "line {}: order {} conflicts with {first}: same order_id, different content",
+            line.number, input.order.order_id
+        )),
     })
 }
 
-/// Records that `line` of `input` repeated `first` (once per line).
+/// How our order compares with the stored saga's input.
+fn compare(stored: &serde_json::Value, ours: &Order) -> Result<Repeat, serde_json::Error> {
+    let theirs: Order = serde_json::from_value(stored.clone())?;
+    // Sagas started before inputs named their line have no `from`.
+    let first = serde_json::from_value(stored["from"].clone())
+        .unwrap_or_else(|_| LineRef { input: "an earlier run".into(), line: 0 });
+    Ok(if theirs == *ours { Repeat::Duplicate { first } } else { Repeat::Conflict { first } })
+}
+
+/// Records that `line` repeated `first` (once per line).
 ///
 /// # Errors
 /// The database failing.
-pub async fn record_duplicate(
-    pool: &AnyPool,
-    input: &str,
-    line: u64,
-    order: &Order,
-    first: &LineRef,
-) -> Result<(), Error> {
+async fn record_duplicate(pool: &AnyPool, line: &Line, order: &Order, first: &LineRef) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO weir_cli_duplicates (input, line, order_id, tenant, first_input, first_line) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (input, line) DO NOTHING",
     )
-    .bind(input)
-    .bind(line as i64)
+    .bind(&line.input)
+    .bind(line.number as i64)
     .bind(&order.order_id)
     .bind(&order.tenant)
     .bind(&first.input)

@@ -18,15 +18,14 @@ pub struct Ledger {
     pool: AnyPool,
 }
 
-const SCHEMA: [&str; 7] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS ledger_stock (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_reservations (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, sku TEXT NOT NULL, qty BIGINT NOT NULL, released BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_charges (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, tenant TEXT NOT NULL, amount BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_refunds (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, amount BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ledger_shipments (key TEXT PRIMARY KEY, order_id TEXT NOT NULL, cancelled BIGINT NOT NULL)",
-    // The pipeline's intake (see `crate::intake`): the line each order id
-    // came from, and lines that repeated an order.
-    "CREATE TABLE IF NOT EXISTS weir_cli_order_lines (order_id TEXT PRIMARY KEY, input TEXT NOT NULL, line BIGINT NOT NULL, content TEXT NOT NULL)",
+    // The pipeline's intake (see `crate::intake`): lines that repeated an
+    // earlier line's order.
     "CREATE TABLE IF NOT EXISTS weir_cli_duplicates (input TEXT NOT NULL, line BIGINT NOT NULL, order_id TEXT NOT NULL, tenant TEXT NOT NULL, first_input TEXT NOT NULL, first_line BIGINT NOT NULL, PRIMARY KEY (input, line))",
 ];
 

@@ -13,7 +13,7 @@ use weir::saga::SagaEngine;
 use weir::store::StoreDlq;
 
 use crate::Failure;
-use crate::intake::{self, Claim};
+use crate::intake::{self, Started};
 use crate::orders::{Line, parse};
 
 /// What a replay did.
@@ -107,26 +107,12 @@ async fn retry_line(line: &Line, engine: &SagaEngine, pool: &AnyPool) -> Result<
         }
         Err(join) => return Err(join.into()),
     };
-    match intake::claim(pool, &line.input, line.number, &order).await? {
-        Claim::Mine => {}
-        Claim::Duplicate { first } => {
-            intake::record_duplicate(pool, &line.input, line.number, &order, &first).await?;
-            return Ok(Replayed::Duplicate);
-        }
-        Claim::Conflict { first } => {
-            return Ok(Replayed::Fails(format!(
-                "line {}: order {} conflicts with {first}: same order_id, different content",
-                line.number, order.order_id
-            )));
-        }
-    }
-    Ok(match engine.run_with_id(&order.order_id, "order", &order).await {
-        Ok(_) => Replayed::Completed,
-        Err(e) if e.is_compensated() || e.is_failed() => Replayed::RolledBack,
-        Err(e) if e.is_lease_lost() => {
-            Replayed::Fails(format!("another live worker is running order {}; replay later", order.order_id))
-        }
-        Err(e) => return Err(e.into()),
+    Ok(match intake::start(engine, pool, line, order, None).await? {
+        Started::Completed => Replayed::Completed,
+        Started::Compensated | Started::Failed => Replayed::RolledBack,
+        Started::Duplicate => Replayed::Duplicate,
+        Started::Conflict(reason) => Replayed::Fails(reason),
+        Started::Elsewhere => Replayed::Fails("another live worker is running this order; replay later".into()),
     })
 }
 

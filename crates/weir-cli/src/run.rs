@@ -29,7 +29,7 @@ use weir::store::{Store, StoreDlq};
 use crate::business::{Payments, order_saga};
 use crate::cursor::{Cursor, Watermark};
 use crate::environment::Environment;
-use crate::intake::{self, Claim};
+use crate::intake::{self, Repeat, Started};
 use crate::ledger::Ledger;
 use crate::orders::{Line, Order, parse};
 use crate::progress::Progress;
@@ -278,31 +278,22 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
             .dead_letter(dead_letters),
         )
         .stage(Stage::map("intake", move |(line, order): (Line, Order)| {
-            let earlier = seen.lock().unwrap_or_else(|p| p.into_inner()).check(&line.input, line.number, &order);
+            let earlier = seen.lock().unwrap_or_else(|p| p.into_inner()).check(&line, &order);
             std::future::ready((line, order, earlier))
         }))
         .stage(
-            Stage::try_map("saga", move |(line, order, earlier): (Line, Order, Option<Claim>)| {
+            Stage::try_map("saga", move |(line, order, earlier): (Line, Order, Option<Repeat>)| {
                 let (engine, pool, conflicts) = (stage_engine.clone(), pool.clone(), Arc::clone(&conflicts));
                 async move {
-                    let claim = match earlier {
-                        Some(claim) => claim,
-                        None => intake::claim(&pool, &line.input, line.number, &order).await?,
-                    };
-                    let outcome = match claim {
-                        Claim::Mine => run_saga(&engine, &order).await?,
-                        Claim::Duplicate { first } => {
-                            intake::record_duplicate(&pool, &line.input, line.number, &order, &first).await?;
-                            Outcome::Duplicate
-                        }
-                        Claim::Conflict { first } => {
-                            let reason = format!(
-                                "line {}: order {} conflicts with {first}: same order_id, different content",
-                                line.number, order.order_id
-                            );
+                    let outcome = match intake::start(&engine, &pool, &line, order, earlier).await? {
+                        Started::Completed => Outcome::Completed,
+                        Started::Compensated => Outcome::Compensated,
+                        Started::Failed => Outcome::Failed,
+                        Started::Duplicate => Outcome::Duplicate,
+                        Started::Elsewhere => Outcome::Elsewhere,
+                        Started::Conflict(reason) => {
                             let mut envelope = Envelope::new(line.clone(), "saga", 1);
                             envelope.error_chain = vec![reason];
-                            envelope.tenant = Some(order.tenant.clone());
                             conflicts.park(envelope).await?;
                             Outcome::DeadLettered
                         }
@@ -311,7 +302,7 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
                 }
             })
             .workers(SAGAS_IN_FLIGHT)
-            .tenant(|(_, order, _): &(Line, Order, Option<Claim>)| order.tenant.clone())
+            .tenant(|(_, order, _): &(Line, Order, Option<Repeat>)| order.tenant.clone())
             .bulkhead_per_tenant(per_tenant),
         );
     let signals = Signals::default();
@@ -391,17 +382,6 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
     };
     store.save_cursor(LAST_RUN, &serde_json::to_value(&figures)?).await?;
     Ok(figures)
-}
-
-/// Runs the saga of `order` (its id is the saga's id).
-async fn run_saga(engine: &SagaEngine, order: &Order) -> Result<Outcome, BoxError> {
-    Ok(match engine.run_with_id(&order.order_id, "order", order).await {
-        Ok(_) => Outcome::Completed,
-        Err(e) if e.is_compensated() => Outcome::Compensated,
-        Err(e) if e.is_failed() => Outcome::Failed,
-        Err(e) if e.is_lease_lost() => Outcome::Elsewhere,
-        Err(e) => return Err(e.into()),
-    })
 }
 
 /// One reason per dead-lettered input position (older copies of one line,

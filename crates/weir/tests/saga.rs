@@ -267,6 +267,34 @@ async fn starting_with_a_known_id_is_idempotent() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "the second start found it completed");
 }
 
+/// A second start of one id with another input is refused, never merged
+/// into the first (before, it returned the first saga's outcome as its own).
+#[tokio::test]
+async fn starting_a_known_id_with_another_input_is_a_conflict() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let once = SagaDefinition::builder("once")
+        .step_without_compensation("effect", move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, StepError>(()) }
+        })
+        .build()
+        .unwrap();
+    let (sqlite, _dir) = stores::sqlite().await;
+    for store in [Store::memory(), sqlite] {
+        calls.store(0, Ordering::SeqCst);
+        let engine = SagaEngine::builder(store.clone()).definition(once.clone()).build().unwrap();
+        let first = Order { id: 9, cents: 500 };
+        engine.run_with_id("order-9", "once", &first).await.unwrap();
+        let err = engine.run_with_id("order-9", "once", &Order { id: 9, cents: 600 }).await.unwrap_err();
+        assert_eq!(err.conflicting_input(), Some(&serde_json::to_value(&first).unwrap()), "{err}");
+        assert!(err.to_string().contains("exists with another input"), "{err}");
+        assert!(!err.is_compensated() && !err.is_failed() && !err.is_lease_lost());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing ran for the conflicting start");
+        assert_eq!(store.saga("order-9").await.unwrap().unwrap().input, serde_json::to_value(&first).unwrap());
+    }
+}
+
 /// Seed task 12 within one test: the process "dies" inside step 2 (the
 /// task driving the saga is aborted); a new engine on the same SQLite file
 /// resumes it: step 1 is not run again (its transition was durable), step

@@ -15,7 +15,7 @@ use super::{SagaDefinition, SagaError};
 use crate::error::{BoxError, ConfigError};
 use crate::group::Group;
 use crate::retry::RetryPolicy;
-use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
+use crate::store::{ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
 
 /// Runs sagas against a [`Store`] (seed tasks 11 and 12).
 ///
@@ -63,6 +63,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     max_in_flight: usize,
     reclaim: bool,
+    /// The names of `definitions`, for claims.
+    definition_names: Vec<String>,
     /// The sagas this engine is driving now: their leases are renewed.
     driving: Mutex<HashSet<String>>,
     /// Sagas taken over in the background since the engine started.
@@ -188,14 +190,17 @@ impl SagaEngine {
     }
 
     /// Like [`run`](Self::run) with a caller-chosen id, so that starting is
-    /// idempotent: if saga `id` exists, it is not started again but driven
-    /// on if it is still active and not held by a live worker, and its
-    /// outcome returned if it ended.
+    /// idempotent: if saga `id` exists with the same definition and input,
+    /// it is not started again but driven on if it is still active and not
+    /// held by a live worker, and its outcome returned if it ended.
     ///
     /// # Errors
     /// As [`run`](Self::run); also when another live worker holds the saga
     /// ([`SagaError::is_lease_lost`]), this engine included (two calls with
-    /// one id at once: the second does not wait for the first).
+    /// one id at once: the second does not wait for the first); and when
+    /// saga `id` exists with another definition or input
+    /// ([`SagaError::conflicting_input`]): a conflicting request is never
+    /// merged into the first, and nothing runs.
     ///
     /// # Cancel safety
     /// As [`run`](Self::run).
@@ -215,7 +220,15 @@ impl SagaEngine {
             tracing::debug!(saga = %id, definition, "saga started");
             return self.driver(def).drive(record).await;
         }
-        // It exists: drive it on if it is ours to take, or report how it ended.
+        // It exists: with another input it is another request under the same
+        // id (refused); else drive it on if it is ours to take, or report how
+        // it ended.
+        let stored = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
+        if let Some(stored) = stored
+            && (stored.input != record.input || stored.definition != record.definition)
+        {
+            return Err(SagaError::input_conflict(id, stored.input));
+        }
         let claimed =
             store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?;
         match claimed {
@@ -257,8 +270,11 @@ impl SagaEngine {
         // finish) is left for a later resume rather than looped over.
         loop {
             let inner = &self.inner;
-            let batch =
-                inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, Some(&inner.driving_ids())).await?;
+            let batch = {
+                let driving = inner.driving_ids();
+                let scope = ClaimScope { own: Some(&driving), definitions: None };
+                inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, scope).await?
+            };
             let fresh: Vec<SagaRecord> = batch.into_iter().filter(|r| seen.insert(r.id.clone())).collect();
             if fresh.is_empty() {
                 break;
@@ -362,8 +378,7 @@ impl Inner {
     }
 
     /// Claims as many expired sagas as there are free slots and drives each
-    /// in `drives`. A saga whose definition this engine lacks is released
-    /// again at once (its lease expires) for an engine that has it.
+    /// in `drives`.
     async fn reclaim_expired(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>) {
         // Finished drives are reaped here, so the set stays small.
         while drives.lock().unwrap_or_else(|p| p.into_inner()).try_join_next().is_some() {}
@@ -371,9 +386,11 @@ impl Inner {
         if free == 0 {
             return;
         }
-        // Only expired ones: a saga this engine drives has a live lease, so
-        // no claim here can race a drive that is just starting.
-        let claimed = match self.store.claim(&self.worker, self.lease, free, None).await {
+        // Only expired ones (a saga this engine drives has a live lease, so
+        // no claim here can race a drive that is just starting), and only of
+        // definitions it has (another engine may have the others).
+        let scope = ClaimScope { own: None, definitions: Some(&self.definition_names) };
+        let claimed = match self.store.claim(&self.worker, self.lease, free, scope).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(worker = %self.worker, %error, "could not take over expired sagas");
@@ -381,9 +398,6 @@ impl Inner {
             }
         };
         for record in claimed {
-            if !self.definitions.contains_key(&record.definition) {
-                continue;
-            }
             let Some(driving) = Driving::start(self, &record.id) else { continue };
             self.reclaimed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
@@ -541,6 +555,7 @@ impl SagaEngineBuilder {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
             format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
         });
+        let definition_names = definitions.keys().cloned().collect();
         Ok(SagaEngine {
             background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
             inner: Arc::new(Inner {
@@ -554,6 +569,7 @@ impl SagaEngineBuilder {
                 slots: Arc::new(Semaphore::new(self.max_in_flight)),
                 max_in_flight: self.max_in_flight,
                 reclaim: self.reclaim,
+                definition_names,
                 driving: Mutex::default(),
                 reclaimed: AtomicU64::new(0),
             }),

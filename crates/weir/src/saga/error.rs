@@ -13,6 +13,8 @@ enum Kind {
     Store(StoreError),
     /// No definition of that name is registered.
     UnknownDefinition(String),
+    /// A saga with that id exists with another input (or definition).
+    InputConflict { stored: Box<serde_json::Value> },
 }
 
 /// A saga did not complete. Says which saga, why, and what was undone.
@@ -43,6 +45,21 @@ impl SagaError {
 
     pub(crate) fn for_unknown_definition(saga: &str, definition: &str) -> Self {
         Self { saga: saga.to_owned(), kind: Kind::UnknownDefinition(definition.to_owned()) }
+    }
+
+    pub(crate) fn input_conflict(saga: &str, stored: serde_json::Value) -> Self {
+        Self { saga: saga.to_owned(), kind: Kind::InputConflict { stored: Box::new(stored) } }
+    }
+
+    /// The stored input, when [`run_with_id`](super::SagaEngine::run_with_id)
+    /// found saga `id` started with another input: a second request with
+    /// the same id and other content, never merged into the first. Nothing
+    /// was run.
+    pub fn conflicting_input(&self) -> Option<&serde_json::Value> {
+        match &self.kind {
+            Kind::InputConflict { stored } => Some(stored),
+            _ => None,
+        }
     }
 
     /// The saga's id.
@@ -126,6 +143,11 @@ impl fmt::Display for SagaError {
                 "saga {} uses definition `{name}`, which is not registered; it is kept as it is: register the definition and resume",
                 self.saga
             ),
+            Kind::InputConflict { .. } => write!(
+                f,
+                "saga {} exists with another input; an id is started once, with one input: use a new id for other content",
+                self.saga
+            ),
         }
     }
 }
@@ -135,7 +157,7 @@ impl std::error::Error for SagaError {
         match &self.kind {
             Kind::Compensated { cause, .. } | Kind::Failed { cause, .. } => Some(&**cause),
             Kind::Store(e) => Some(e),
-            Kind::UnknownDefinition(_) => None,
+            Kind::UnknownDefinition(_) | Kind::InputConflict { .. } => None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::ClaimScope;
 use super::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
 use super::{DeadLetterRow, WriteResult};
 
@@ -61,13 +62,14 @@ impl Memory {
         lease_until: i64,
         now: i64,
         limit: usize,
-        take_own: bool,
-        driving: &[String],
+        scope: &ClaimScope<'_>,
     ) -> Vec<SagaRecord> {
         let mut state = self.lock();
         let takeable = |s: &&mut SagaRecord| {
             let expired = s.status.is_active() && s.lease_until.is_none_or(|until| until < now);
-            (expired || (take_own && claimable(s, owner, now))) && !driving.contains(&s.id)
+            let own = scope.own.is_some_and(|driving| claimable(s, owner, now) && !driving.contains(&s.id));
+            let known = scope.definitions.is_none_or(|names| names.contains(&s.definition));
+            (expired || own) && known && !scope.own.is_some_and(|driving| driving.contains(&s.id))
         };
         let mut claimable: Vec<&mut SagaRecord> = state.sagas.values_mut().filter(takeable).collect();
         claimable.sort_by_key(|s| s.created_at);

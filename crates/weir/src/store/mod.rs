@@ -108,6 +108,17 @@ pub(crate) struct DeadLetterRow {
     pub(crate) last_failure: i64,
 }
 
+/// Which sagas a claim may take, besides expired and unleased ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClaimScope<'a> {
+    /// Also those the claimer itself holds but is not driving (a restarted
+    /// worker with a stable id takes its sagas back at once); the list is
+    /// the ones it is driving, which are left alone.
+    pub(crate) own: Option<&'a [String]>,
+    /// Only sagas of these definitions (`None`: any).
+    pub(crate) definitions: Option<&'a [String]>,
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("target", &self.target()).finish()
@@ -236,26 +247,22 @@ impl Store {
     }
 
     /// Claims up to `limit` active sagas whose lease expired (or that never
-    /// had one) for `owner`, bumping each one's fence. With `own`, also the
-    /// sagas `owner` itself holds but is not driving (a restarted worker
-    /// with a stable id takes its sagas back at once): `own` lists the ones
-    /// it is driving, which are left alone.
+    /// had one), within `scope`, for `owner`, bumping each one's fence.
     pub(crate) async fn claim(
         &self,
         owner: &str,
         lease: Duration,
         limit: usize,
-        own: Option<&[String]>,
+        scope: ClaimScope<'_>,
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        let (take_own, driving) = (own.is_some(), own.unwrap_or_default());
         match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.claim(owner, until, now, limit, take_own, driving)),
+            Backend::Memory(m) => Ok(m.claim(owner, until, now, limit, &scope)),
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.claim(owner, until, now, limit as i64, take_own, driving).await,
+            Backend::Sqlite(s) => s.claim(owner, until, now, limit as i64, &scope).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.claim(owner, until, now, limit as i64, take_own, driving).await,
+            Backend::Postgres(p) => p.claim(owner, until, now, limit as i64, &scope).await,
         }
     }
 

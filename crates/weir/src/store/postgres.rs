@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{ConnectOptions, QueryBuilder, Row};
 
 use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord, now_ms};
-use super::{DeadLetterRow, StoreError, WriteResult, redact_url};
+use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
 
 /// The newest schema version this build knows.
 const LATEST_SCHEMA: i64 = 2;
@@ -125,8 +125,7 @@ impl Postgres {
         lease_until: i64,
         now: i64,
         limit: i64,
-        take_own: bool,
-        driving: &[String],
+        scope: &ClaimScope<'_>,
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let rows = sqlx::query(
             "UPDATE weir_sagas SET lease_owner = $1, lease_until = $2, fence = fence + 1
@@ -134,6 +133,7 @@ impl Postgres {
                           WHERE status IN ('running', 'compensating')
                             AND (lease_until IS NULL OR lease_until < $3 OR ($6::boolean AND lease_owner = $1))
                             AND NOT (id = ANY($5))
+                            AND ($7::text[] IS NULL OR definition = ANY($7))
                           ORDER BY created_at LIMIT $4
                           FOR UPDATE SKIP LOCKED)
              RETURNING *",
@@ -142,8 +142,9 @@ impl Postgres {
         .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .bind(driving)
-        .bind(take_own)
+        .bind(scope.own.unwrap_or_default())
+        .bind(scope.own.is_some())
+        .bind(scope.definitions)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.query_error(e))?;

@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, QueryBuilder, Row};
 
 use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
-use super::{DeadLetterRow, StoreError, WriteResult};
+use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
 
 /// The newest schema version this build knows.
 const LATEST_SCHEMA: i64 = 2;
@@ -110,16 +110,16 @@ impl Sqlite {
         lease_until: i64,
         now: i64,
         limit: i64,
-        take_own: bool,
-        driving: &[String],
+        scope: &ClaimScope<'_>,
     ) -> Result<Vec<SagaRecord>, StoreError> {
-        let driving = serde_json::to_string(driving).expect("strings serialize");
+        let json = |names: &[String]| serde_json::to_string(names).expect("strings serialize");
         let rows = sqlx::query(
             "UPDATE weir_sagas SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
              WHERE id IN (SELECT id FROM weir_sagas
                           WHERE status IN ('running', 'compensating')
                             AND (lease_until IS NULL OR lease_until < ?3 OR (?6 AND lease_owner = ?1))
                             AND id NOT IN (SELECT value FROM json_each(?5))
+                            AND (?7 IS NULL OR definition IN (SELECT value FROM json_each(?7)))
                           ORDER BY created_at LIMIT ?4)
              RETURNING *",
         )
@@ -127,8 +127,9 @@ impl Sqlite {
         .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .bind(driving)
-        .bind(take_own)
+        .bind(json(scope.own.unwrap_or_default()))
+        .bind(scope.own.is_some())
+        .bind(scope.definitions.map(json))
         .fetch_all(&self.readers)
         .await
         .map_err(|e| query_error(&self.target, e))?;
