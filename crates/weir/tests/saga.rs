@@ -534,3 +534,32 @@ async fn a_live_worker_takes_over_expired_sagas_while_it_runs() {
         }
     }
 }
+
+/// A budgeted step retry pays into its budget with each first attempt, so
+/// a step that fails once is retried on a budget with no reserve (before,
+/// saga steps never deposited: they could only spend the reserve, and this
+/// saga was compensated).
+#[tokio::test(start_paused = true)]
+async fn a_saga_step_retry_pays_into_its_budget() {
+    let budget = Arc::new(weir::retry::RetryBudget::new(1.0, 0));
+    let policy = RetryPolicy::builder()
+        .max_attempts(3)
+        .initial_delay(Duration::from_millis(1))
+        .jitter(Jitter::None)
+        .budget(budget.clone())
+        .build()
+        .unwrap();
+    let failures = Arc::new(AtomicU32::new(0));
+    let f = failures.clone();
+    let flaky = SagaDefinition::builder("flaky")
+        .step_without_compensation("call", move |_| {
+            let first = f.fetch_add(1, Ordering::SeqCst) == 0;
+            async move { if first { Err(StepError::retryable("timed out")) } else { Ok(()) } }
+        })
+        .build()
+        .unwrap();
+    let engine = SagaEngine::builder(Store::memory()).definition(flaky).step_retry(policy).build().unwrap();
+    engine.run("flaky", &()).await.expect("the retry was paid for by the first attempt");
+    assert_eq!(failures.load(Ordering::SeqCst), 2, "one failure, one retry");
+    assert!(!budget.try_withdraw(), "the one deposit bought exactly the one retry");
+}

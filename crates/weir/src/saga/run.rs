@@ -194,6 +194,9 @@ impl Driver<'_> {
         let started = tokio::time::Instant::now();
         let mut rng = fastrand::Rng::new();
         let mut delay = Duration::ZERO;
+        // A first attempt pays into the policy's retry budget, as with
+        // every other use of a retry policy (it never did here).
+        policy.record_call();
         for attempt in 1.. {
             let error = match self.attempt(|| call(attempt)).await {
                 Ok(value) => return (Ok(value), attempt),
