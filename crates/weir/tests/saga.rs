@@ -250,8 +250,8 @@ async fn a_hanging_step_times_out_is_retried_and_compensated() {
     assert!(zero.to_string().contains("step_timeout"), "{zero}");
 }
 
-#[tokio::test]
-async fn starting_with_a_known_id_is_idempotent() {
+/// A one-step definition `once` and how often its step ran.
+fn counting_saga() -> (Arc<AtomicU32>, SagaDefinition) {
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
     let once = SagaDefinition::builder("once")
@@ -261,6 +261,12 @@ async fn starting_with_a_known_id_is_idempotent() {
         })
         .build()
         .unwrap();
+    (calls, once)
+}
+
+#[tokio::test]
+async fn starting_with_a_known_id_is_idempotent() {
+    let (calls, once) = counting_saga();
     let engine = SagaEngine::builder(Store::memory()).definition(once).build().unwrap();
     assert_eq!(engine.run_with_id("order-9", "once", &()).await.unwrap(), "order-9");
     assert_eq!(engine.run_with_id("order-9", "once", &()).await.unwrap(), "order-9");
@@ -271,15 +277,7 @@ async fn starting_with_a_known_id_is_idempotent() {
 /// into the first (before, it returned the first saga's outcome as its own).
 #[tokio::test]
 async fn starting_a_known_id_with_another_input_is_a_conflict() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let once = SagaDefinition::builder("once")
-        .step_without_compensation("effect", move |_| {
-            c.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, StepError>(()) }
-        })
-        .build()
-        .unwrap();
+    let (calls, once) = counting_saga();
     let (sqlite, _dir) = stores::sqlite().await;
     for store in [Store::memory(), sqlite] {
         calls.store(0, Ordering::SeqCst);
