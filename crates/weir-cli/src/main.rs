@@ -164,8 +164,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let (engine, _, _) = run::engine(&store, &location.raw(), &environment, None).await?;
             let report = engine.resume().await.map_err(Failure::input)?;
             println!(
-                "resumed {} ({environment}): {} completed, {} compensated, {} failed",
-                report.resumed, report.completed, report.compensated, report.failed
+                "resumed {} ({environment}): {} completed, {} compensated, {} failed; {} more taken over meanwhile",
+                report.resumed,
+                report.completed,
+                report.compensated,
+                report.failed,
+                engine.reclaimed()
             );
             Ok(exit::OK)
         }

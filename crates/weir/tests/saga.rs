@@ -458,6 +458,7 @@ fn hanging_saga(hang: Arc<std::sync::atomic::AtomicBool>, runs: Arc<AtomicU32>) 
                     if hang.load(Ordering::SeqCst) {
                         std::future::pending::<()>().await;
                     }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     Ok::<_, StepError>(())
                 }
             },
@@ -560,4 +561,41 @@ async fn a_saga_step_retry_pays_into_its_budget() {
     engine.run("flaky", &()).await.expect("the retry was paid for by the first attempt");
     assert_eq!(failures.load(Ordering::SeqCst), 2, "one failure, one retry");
     assert!(!budget.try_withdraw(), "the one deposit bought exactly the one retry");
+}
+
+/// `resume` returns only once the sagas its engine's heartbeat took over
+/// meanwhile have ended too (before, a `weir resume` process could exit
+/// with them cut off mid-way, left in progress under its lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_waits_for_the_sagas_taken_over_in_the_background() {
+    let store = Store::memory();
+    let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
+    let engine = |worker: &str| {
+        SagaEngine::builder(store.clone())
+            .definition(hanging_saga(hang.clone(), runs.clone()))
+            .lease(Duration::from_secs(1))
+            .worker_id(worker)
+            .build()
+            .unwrap()
+    };
+    let dying = engine("dying");
+    let held: Vec<_> = (0..5)
+        .map(|i| {
+            let dying = dying.clone();
+            tokio::spawn(async move { dying.run_with_id(&format!("left-{i}"), "order", &i).await })
+        })
+        .collect();
+    while runs.load(Ordering::SeqCst) < 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held.iter().for_each(|t| t.abort());
+    drop(dying);
+    hang.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the leases expire
+    let live = engine("live");
+    live.run_with_id("quick", "order", &9).await.unwrap(); // its heartbeat takes the five over
+    live.resume().await.unwrap();
+    let left = store.sagas(Some(SagaStatus::Running), 100).await.unwrap();
+    assert!(left.is_empty(), "still running after resume: {:?}", left.iter().map(|s| &s.id).collect::<Vec<_>>());
+    assert_eq!(store.sagas(Some(SagaStatus::Completed), 100).await.unwrap().len(), 6);
 }

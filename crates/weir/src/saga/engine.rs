@@ -69,6 +69,27 @@ struct Inner {
     driving: Mutex<HashSet<String>>,
     /// Sagas taken over in the background since the engine started.
     reclaimed: AtomicU64,
+    /// Background drives not finished yet, and a wake-up when none is.
+    background_running: AtomicU64,
+    background_idle: tokio::sync::Notify,
+}
+
+/// One background drive, counted while it lives (aborted ones included).
+struct BackgroundDrive(Arc<Inner>);
+
+impl BackgroundDrive {
+    fn start(inner: &Arc<Inner>) -> Self {
+        inner.background_running.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(inner))
+    }
+}
+
+impl Drop for BackgroundDrive {
+    fn drop(&mut self) {
+        if self.0.background_running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.background_idle.notify_waiters();
+        }
+    }
 }
 
 /// The engine's background work: the heartbeat (which also takes over
@@ -257,6 +278,9 @@ impl SagaEngine {
 
     /// Claims and drives every stored saga that is still active and not
     /// held by a live worker, until none is left; returns what happened.
+    /// Sagas the engine's background take-over started meanwhile are
+    /// driven to their end too before it returns (they are counted by
+    /// [`reclaimed`](Self::reclaimed), not in the report).
     ///
     /// # Errors
     /// [`StoreError`] if claiming fails (sagas already claimed are driven
@@ -295,6 +319,10 @@ impl SagaEngine {
             }
             round.wait().await.map_err(|e| StoreError::Query { target: self.inner.store.target(), source: e })?;
         }
+        // The heartbeat may have taken some over meanwhile: they end too
+        // before `resume` returns (a process that exits after `resume` would
+        // otherwise cut them off mid-way).
+        self.inner.background_idle().await;
         let report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(report)
     }
@@ -356,6 +384,17 @@ impl SagaEngine {
 }
 
 impl Inner {
+    /// Waits until no background drive is running.
+    async fn background_idle(&self) {
+        loop {
+            let idle = self.background_idle.notified();
+            if self.background_running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
     fn driving_ids(&self) -> Vec<String> {
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
@@ -402,7 +441,9 @@ impl Inner {
             self.reclaimed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
             let inner = Arc::clone(self);
+            let counted = BackgroundDrive::start(self);
             drives.lock().unwrap_or_else(|p| p.into_inner()).spawn(async move {
+                let _counted = counted;
                 let _slot = inner.slots.acquire().await.expect("never closed");
                 let id = record.id.clone();
                 if let Err(error) = inner.drive_claimed(record).await
@@ -572,6 +613,8 @@ impl SagaEngineBuilder {
                 definition_names,
                 driving: Mutex::default(),
                 reclaimed: AtomicU64::new(0),
+                background_running: AtomicU64::new(0),
+                background_idle: tokio::sync::Notify::new(),
             }),
         })
     }
