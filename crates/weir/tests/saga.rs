@@ -468,6 +468,21 @@ fn hanging_saga(hang: Arc<std::sync::atomic::AtomicBool>, runs: Arc<AtomicU32>) 
         .unwrap()
 }
 
+/// An engine of worker `worker` running [`hanging_saga`] with 1 s leases.
+fn short_lease_engine(
+    store: &Store,
+    hang: &Arc<std::sync::atomic::AtomicBool>,
+    runs: &Arc<AtomicU32>,
+    worker: &str,
+) -> SagaEngine {
+    SagaEngine::builder(store.clone())
+        .definition(hanging_saga(hang.clone(), runs.clone()))
+        .lease(Duration::from_secs(1))
+        .worker_id(worker)
+        .build()
+        .unwrap()
+}
+
 async fn wait_until_none_active(store: &Store, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     while tokio::time::Instant::now() < deadline {
@@ -492,14 +507,7 @@ async fn a_live_worker_takes_over_expired_sagas_while_it_runs() {
     let (sqlite, _dir) = stores::sqlite().await;
     for store in [Store::memory(), sqlite] {
         let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
-        let engine = |worker: &str| {
-            SagaEngine::builder(store.clone())
-                .definition(hanging_saga(hang.clone(), runs.clone()))
-                .lease(Duration::from_secs(1))
-                .worker_id(worker)
-                .build()
-                .unwrap()
-        };
+        let engine = |worker: &str| short_lease_engine(&store, &hang, &runs, worker);
         let (dying, live) = (engine("dying"), engine("live"));
         let mut held = Vec::new();
         for i in 0..5 {
@@ -570,14 +578,7 @@ async fn a_saga_step_retry_pays_into_its_budget() {
 async fn resume_waits_for_the_sagas_taken_over_in_the_background() {
     let store = Store::memory();
     let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
-    let engine = |worker: &str| {
-        SagaEngine::builder(store.clone())
-            .definition(hanging_saga(hang.clone(), runs.clone()))
-            .lease(Duration::from_secs(1))
-            .worker_id(worker)
-            .build()
-            .unwrap()
-    };
+    let engine = |worker: &str| short_lease_engine(&store, &hang, &runs, worker);
     let dying = engine("dying");
     let held: Vec<_> = (0..5)
         .map(|i| {
