@@ -600,3 +600,44 @@ async fn resume_waits_for_the_sagas_taken_over_in_the_background() {
     assert!(left.is_empty(), "still running after resume: {:?}", left.iter().map(|s| &s.id).collect::<Vec<_>>());
     assert_eq!(store.sagas(Some(SagaStatus::Completed), 100).await.unwrap().len(), 6);
 }
+
+/// `resume` and the engine's own background take-over never claim the
+/// same saga twice: the heartbeat's first tick (at the start of `resume`)
+/// claims expired sagas while `resume` claims too, and before, `resume`'s
+/// claim took the heartbeat's fresh claims again as "its own, not driven":
+/// the second claim's fence made the first drive's writes stale, and those
+/// sagas were left in progress (a `weir resume` found by CI: 58 of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_and_the_background_take_over_never_claim_one_saga_twice() {
+    let (sqlite, _dir) = stores::sqlite().await;
+    for store in [sqlite, Store::memory()] {
+        let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
+        let dying = short_lease_engine(&store, &hang, &runs, "dying");
+        let held: Vec<_> = (0..40)
+            .map(|i| {
+                let dying = dying.clone();
+                tokio::spawn(async move { dying.run_with_id(&format!("left-{i}"), "order", &i).await })
+            })
+            .collect();
+        while runs.load(Ordering::SeqCst) < 40 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        held.iter().for_each(|t| t.abort());
+        drop(dying);
+        hang.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1200)).await; // the leases expire
+        let live = short_lease_engine(&store, &hang, &runs, "live");
+        let report = live.resume().await.unwrap();
+        let left = store.sagas(Some(SagaStatus::Running), 100).await.unwrap();
+        assert!(
+            left.is_empty(),
+            "{} still running after resume on {} ({report:?}, {} taken over in the background)",
+            left.len(),
+            store.target(),
+            live.reclaimed()
+        );
+        assert_eq!(report.lease_lost, 0, "{report:?}");
+        assert_eq!(report.resumed + live.reclaimed(), 40, "each saga driven once: {report:?}");
+        assert_eq!(store.sagas(Some(SagaStatus::Completed), 100).await.unwrap().len(), 40);
+    }
+}

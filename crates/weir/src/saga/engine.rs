@@ -67,6 +67,14 @@ struct Inner {
     definition_names: Vec<String>,
     /// The sagas this engine is driving now: their leases are renewed.
     driving: Mutex<HashSet<String>>,
+    /// Held across each claim and the registration of what it claimed in
+    /// `driving`: a claim that takes this worker's own sagas ([`resume`]'s)
+    /// must not see one that another claim of this engine (the heartbeat's
+    /// take-over) just took but has not registered yet, or it claims it a
+    /// second time and the first drive's fence goes stale.
+    ///
+    /// [`resume`]: SagaEngine::resume
+    claiming: tokio::sync::Mutex<()>,
     /// Sagas taken over in the background since the engine started.
     reclaimed: AtomicU64,
     /// Background drives not finished yet, and a wake-up when none is.
@@ -250,8 +258,10 @@ impl SagaEngine {
         {
             return Err(SagaError::input_conflict(id, stored.input));
         }
-        let claimed =
-            store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?;
+        let claimed = {
+            let _claiming = self.inner.claiming.lock().await;
+            store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?
+        };
         match claimed {
             Some(record) => self.inner.drive_claimed(record).await,
             None => {
@@ -294,19 +304,20 @@ impl SagaEngine {
         // finish) is left for a later resume rather than looped over.
         loop {
             let inner = &self.inner;
-            let batch = {
+            let claimed = {
+                let _claiming = inner.claiming.lock().await;
                 let driving = inner.driving_ids();
                 let scope = ClaimScope { own: Some(&driving), definitions: None };
-                inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, scope).await?
+                let batch = inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, scope).await?;
+                // Claimed while this engine started driving it: leave it there.
+                let fresh = batch.into_iter().filter(|r| seen.insert(r.id.clone()));
+                fresh.filter_map(|r| Some((Driving::start(inner, &r.id)?, r))).collect::<Vec<_>>()
             };
-            let fresh: Vec<SagaRecord> = batch.into_iter().filter(|r| seen.insert(r.id.clone())).collect();
-            if fresh.is_empty() {
+            if claimed.is_empty() {
                 break;
             }
             let round: Group<BoxError> = Group::new();
-            for record in fresh {
-                // Claimed while this engine started driving it: leave it there.
-                let Some(driving) = Driving::start(inner, &record.id) else { continue };
+            for (driving, record) in claimed {
                 let (inner, report) = (Arc::clone(inner), Arc::clone(&report));
                 round
                     .spawn(async move {
@@ -429,6 +440,10 @@ impl Inner {
         // no claim here can race a drive that is just starting), and only of
         // definitions it has (another engine may have the others).
         let scope = ClaimScope { own: None, definitions: Some(&self.definition_names) };
+        // Counted from the claim on, so that `resume` waiting for the
+        // background to be idle cannot miss a claim under way.
+        let _claim_counted = BackgroundDrive::start(self);
+        let _claiming = self.claiming.lock().await;
         let claimed = match self.store.claim(&self.worker, self.lease, free, scope).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -612,6 +627,7 @@ impl SagaEngineBuilder {
                 reclaim: self.reclaim,
                 definition_names,
                 driving: Mutex::default(),
+                claiming: tokio::sync::Mutex::default(),
                 reclaimed: AtomicU64::new(0),
                 background_running: AtomicU64::new(0),
                 background_idle: tokio::sync::Notify::new(),
