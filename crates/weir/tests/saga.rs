@@ -423,6 +423,28 @@ async fn the_sqlite_file_is_private_and_foreign_or_newer_files_are_refused() {
     assert!(err.to_string().contains("upgrade weir"));
 }
 
+/// Many openers of one new SQLite file at once (processes starting
+/// together) all get a migrated store: the migration runs once, under the
+/// file's write lock (before, two migrated at once and one failed with
+/// "table already exists").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_opens_of_one_sqlite_file_all_succeed() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.db").to_str().unwrap().to_owned();
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { Store::open(&path).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open.await.unwrap().expect("every concurrent first open succeeds");
+            assert!(store.sagas(None, 1).await.unwrap().is_empty());
+        }
+    }
+}
+
 #[tokio::test]
 async fn dead_letters_survive_a_reopen_and_replay() {
     use weir::dlq::{DeadLetterQueue, Envelope};

@@ -11,10 +11,6 @@ fn signal(child: &Child, name: &str) {
 /// Waits until the run has handled some lines (its cursor moved), so the
 /// signal lands mid-run.
 fn wait_until_started(dir: &Path) {
-    // Not before the run has created and migrated its database: a reader
-    // opening a brand-new file migrates it too, and two first migrations
-    // at once can fail one of them.
-    std::thread::sleep(Duration::from_millis(500));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let shown = stdout(&weir(dir, &["cursor", "show", "orders.jsonl"]));

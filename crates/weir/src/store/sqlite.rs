@@ -9,7 +9,10 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+
+use crate::error::find;
+use crate::retry::RetryPolicy;
 
 use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
@@ -34,24 +37,53 @@ impl Sqlite {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .disable_statement_logging();
+        // Openers of one new file at once (processes starting together)
+        // contend for the switch to WAL, which SQLite answers with "database
+        // is locked" without waiting out the busy timeout: retried.
+        let busy = RetryPolicy::builder()
+            .max_attempts(1000)
+            .initial_delay(Duration::from_millis(10))
+            .max_delay(Duration::from_millis(200))
+            .max_elapsed(Duration::from_secs(30))
+            .build()
+            .expect("valid");
+        let open = || Self::connect_and_migrate(target.clone(), options.clone());
+        busy.run_if(open, is_busy).await.map_err(|e| e.into_last().expect("an attempt ran"))
+    }
+
+    async fn connect_and_migrate(target: String, options: SqliteConnectOptions) -> Result<Self, StoreError> {
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
             .await
             .map_err(|e| open_error(&target, e))?;
         let store = Self { target, readers, options };
-        store.check_schema().await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&store.readers)
-            .await
-            .map_err(|e| StoreError::Open { target: store.target.clone(), source: e.into() })?;
+        store.migrate().await?;
         Ok(store)
     }
 
+    /// Checks the schema and migrates it, holding the file's write lock
+    /// from the check to the last migration: openers of one new file at
+    /// once (processes starting together) migrate it one after another,
+    /// and each later one finds it done. sqlx's SQLite migrator takes no
+    /// lock of its own; its deferred transactions upgraded to writes at
+    /// once fail with "database is locked".
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let open = |e: sqlx::Error| open_error(&self.target, e);
+        let mut conn = self.readers.acquire().await.map_err(open)?;
+        let mut locked = (*conn).begin_with("BEGIN IMMEDIATE").await.map_err(|e| foreign_or_query(&self.target, e))?;
+        self.check_schema(&mut locked).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run_direct(&mut *locked)
+            .await
+            .map_err(|e| StoreError::Open { target: self.target.clone(), source: e.into() })?;
+        locked.commit().await.map_err(open)
+    }
+
     /// Refuses a file that is not weir's, or was written by a newer weir.
-    async fn check_schema(&self) -> Result<(), StoreError> {
+    async fn check_schema(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
         let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .fetch_all(&self.readers)
+            .fetch_all(&mut *conn)
             .await
             .map_err(|e| foreign_or_query(&self.target, e))?;
         if tables.is_empty() {
@@ -64,7 +96,7 @@ impl Sqlite {
             });
         }
         let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(&self.readers)
+            .fetch_one(&mut *conn)
             .await
             .map_err(|e| query_error(&self.target, e))?;
         match found {
@@ -374,6 +406,13 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// SQLite's "database is locked" or "table is locked": another connection
+/// holds a lock its busy handler did not wait out.
+fn is_busy(error: &StoreError) -> bool {
+    let code = find::<sqlx::Error>(error).and_then(|e| e.as_database_error()).and_then(|e| e.code());
+    matches!(code.as_deref(), Some("5" | "6"))
 }
 
 fn open_error(target: &str, e: sqlx::Error) -> StoreError {
