@@ -1,11 +1,11 @@
 //! Seed task 13: a stage panics on one item; the panic becomes that item's
 //! error (the process does not crash), the other items flow on, and a
-//! panicking task of a `Group` becomes a `TaskPanic` error that cancels
+//! panicking task of a `Group` becomes a `Panicked` error that cancels
 //! its siblings, which exit cleanly.
 
-use weir::error::{BoxError, TaskPanic, find};
+use weir::error::{BoxError, Panicked, find};
 use weir::group::Group;
-use weir::pipeline::{ItemPanic, OnError, Pipeline, Stage};
+use weir::pipeline::{OnError, Pipeline, Stage};
 
 #[tokio::main]
 async fn main() {
@@ -34,7 +34,7 @@ async fn main() {
         .await
         .unwrap_err();
     println!("{err}");
-    assert!(find::<ItemPanic>(&err).is_some());
+    assert!(find::<Panicked>(&err).is_some());
 
     // In a group: the panic is an error naming the task.
     let group: Group<BoxError> = Group::new();
@@ -48,6 +48,6 @@ async fn main() {
     group.spawn_named("parser", async { panic!("unexpected byte 0xff") }).await;
     let err = group.wait().await.unwrap_err();
     println!("group: {err}");
-    let panic = err.downcast_ref::<TaskPanic>().expect("a TaskPanic");
-    assert_eq!(panic.task().name(), Some("parser"));
+    let panic = err.downcast_ref::<Panicked>().expect("a Panicked");
+    assert_eq!(panic.task().unwrap().name(), Some("parser"));
 }

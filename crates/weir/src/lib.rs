@@ -23,7 +23,7 @@
 //! no task is alive. Within a stage, each item goes through, in order:
 //!
 //! 1. the per-attempt **timeout** (a [`TimedOut`](error::TimedOut) error);
-//! 2. **panic capture** (an [`ItemPanic`](pipeline::ItemPanic) error);
+//! 2. **panic capture** (a [`Panicked`](error::Panicked) error);
 //! 3. the **retry** policy, for errors that are transient (not
 //!    [`Permanent`](error::Permanent), not a panic);
 //! 4. the **failure policy**: fail the run, skip the item, collect the

@@ -47,6 +47,12 @@ impl Timeout {
         Ok(Self { after })
     }
 
+    /// A timeout of `after` whose owner validates it at build time (a
+    /// stage, a saga engine), so the error names that setting.
+    pub(crate) fn unvalidated(after: Duration) -> Self {
+        Self { after }
+    }
+
     /// The duration.
     pub fn after(&self) -> Duration {
         self.after
@@ -65,12 +71,19 @@ impl Timeout {
         Fut: Future<Output = Result<T, E>>,
         E: From<TimedOut>,
     {
-        match tokio::time::timeout(self.after, call()).await {
-            Ok(result) => result,
-            Err(_) => {
+        match self.bound(call()).await {
+            Some(result) => result,
+            None => {
                 tracing::debug!(after = ?self.after, "call timed out");
                 Err(TimedOut::new(self.after).into())
             }
         }
+    }
+
+    /// Waits for `future` at most the timeout; `None` (the future dropped)
+    /// past it. The one place weir bounds a wait: calls, a bulkhead's
+    /// queue, a drain check.
+    pub(crate) async fn bound<F: Future>(&self, future: F) -> Option<F::Output> {
+        tokio::time::timeout(self.after, future).await.ok()
     }
 }

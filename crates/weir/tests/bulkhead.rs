@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use weir::bulkhead::{Bulkhead, BulkheadFull, KeyedBulkhead, run_per_tenant};
-use weir::error::{BoxError, TaskPanic};
+use weir::error::{BoxError, Panicked};
 
 #[tokio::test]
 async fn a_bulkhead_bounds_calls_in_flight() {
@@ -131,7 +131,7 @@ async fn per_tenant_failures_panics_and_hangs_stay_with_their_tenant() {
     assert_eq!(outcomes["c-fails"].error.as_ref().unwrap().to_string(), "c failed");
     assert!(outcomes["c-fails"].completed < 10);
     let panic = outcomes["d-panics"].error.as_ref().unwrap();
-    assert!(panic.downcast_ref::<TaskPanic>().is_some(), "{panic}");
+    assert!(panic.downcast_ref::<Panicked>().is_some(), "{panic}");
 }
 
 #[tokio::test]

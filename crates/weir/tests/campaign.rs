@@ -17,9 +17,10 @@ use weir::batch::Batcher;
 use weir::breaker::{Breaker, CircuitOpen};
 use weir::bulkhead::{Bulkhead, KeyedBulkhead};
 use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::error::Panicked;
 use weir::error::{BoxError, TimedOut, is};
 use weir::hedge::{Hedge, HedgeDelay};
-use weir::pipeline::{ItemPanic, OnError, Pipeline, PipelineError, Stage};
+use weir::pipeline::{OnError, Pipeline, PipelineError, Stage};
 use weir::retry::{Jitter, RetryPolicy};
 use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
 use weir::store::{SagaStatus, StepStatus, Store};
@@ -66,7 +67,7 @@ async fn bounded<T>(run: u64, shape: &str, work: impl Future<Output = T>) -> T {
 /// Whether an error is one of the injected faults (or the timeout that
 /// ended an injected hang).
 fn is_injected(err: &(dyn std::error::Error + 'static)) -> bool {
-    is::<InjectedFault>(err) || is::<ItemPanic>(err) || is::<TimedOut>(err)
+    is::<InjectedFault>(err) || is::<Panicked>(err) || is::<TimedOut>(err)
 }
 
 /// Whether an error kept as text (a dead letter's reason, a compensation
@@ -172,7 +173,7 @@ async fn campaign_breaker() {
         };
         let count = |p: fn(&(dyn std::error::Error + 'static)) -> bool| errors.iter().filter(|e| p(**e)).count() as u64;
         assert_eq!(count(is::<InjectedFault>), injected.errors, "run {run}");
-        assert_eq!(count(is::<ItemPanic>), injected.panics, "run {run}");
+        assert_eq!(count(is::<Panicked>), injected.panics, "run {run}");
         assert!(count(is::<TimedOut>) >= injected.hangs, "run {run}: a hang is missing");
         assert_eq!(count(is::<CircuitOpen>), metrics.rejections, "run {run}: rejections counted once");
         assert_eq!(injected.calls + metrics.rejections, u64::from(ITEMS), "run {run}: every item called or rejected");

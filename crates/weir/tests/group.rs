@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use weir::error::{Cancelled, DeadlineExceeded, TaskPanic, is};
+use weir::error::{Cancelled, DeadlineExceeded, Panicked, is};
 use weir::group::{Group, OnCancel, OnPanic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -176,8 +176,8 @@ async fn try_spawn_named_hands_back_when_full_and_names_the_task() {
     assert!(format!("{group:?}").contains("spawned: 1"), "{group:?}");
     release.send(()).unwrap();
     let err = group.wait().await.unwrap_err();
-    let panic = err.downcast_ref::<TaskPanic>().expect("the panic is the error");
-    assert_eq!(panic.task().name(), Some("reader"));
+    let panic = err.downcast_ref::<Panicked>().expect("the panic is the error");
+    assert_eq!(panic.task().unwrap().name(), Some("reader"));
 }
 
 /// The collecting group's own spawn, try_spawn, token and cancel: a
@@ -268,10 +268,10 @@ async fn a_panic_becomes_an_error_naming_the_task() {
     group.spawn(async { Ok(()) }).await;
     group.spawn_named("parser", async { panic!("bad byte at 7") }).await;
     let err = group.wait().await.unwrap_err();
-    let panic = err.downcast_ref::<TaskPanic>().expect("a TaskPanic");
+    let panic = err.downcast_ref::<Panicked>().expect("a Panicked");
     assert_eq!(panic.message(), "bad byte at 7");
-    assert_eq!(panic.task().name(), Some("parser"));
-    assert_eq!(panic.task().index(), 1);
+    assert_eq!(panic.task().unwrap().name(), Some("parser"));
+    assert_eq!(panic.task().unwrap().index(), 1);
     assert_eq!(err.to_string(), "task 1 (parser) panicked: bad byte at 7");
 }
 
@@ -481,7 +481,7 @@ async fn stress_1000_groups_with_random_failures_and_panics() {
         }
         match group.wait().await {
             Ok(()) => ok += 1,
-            Err(e) if e.downcast_ref::<TaskPanic>().is_some() => panicked += 1,
+            Err(e) if e.downcast_ref::<Panicked>().is_some() => panicked += 1,
             Err(e) => {
                 assert_eq!(e.to_string(), "injected");
                 failed += 1;

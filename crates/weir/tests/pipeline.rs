@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use weir::error::Panicked;
 use weir::error::{BoxError, DeadlineExceeded, Skip, StageError, TimedOut, find, is};
-use weir::pipeline::{DeadLetter, DeadLetterSink, ItemPanic, OnError, Pipeline, Stage};
+use weir::pipeline::{DeadLetter, DeadLetterSink, OnError, Pipeline, Stage};
 use weir::retry::{Jitter, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +277,7 @@ async fn a_panic_in_a_stage_fails_that_item_and_names_it() {
         .collect()
         .await
         .unwrap_err();
-    let panic = find::<ItemPanic>(&err).expect("the panic in the chain");
+    let panic = find::<Panicked>(&err).expect("the panic in the chain");
     assert_eq!(panic.message(), "cannot handle 4");
     assert_eq!(err.stage_error().unwrap().item().index(), Some(4));
 }
@@ -449,6 +450,15 @@ async fn bad_settings_are_reported_before_anything_runs() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("stage `none`"), "{err}");
+    // A zero per-attempt timeout would fail every item: refused before any
+    // runs (before, every item failed with "timed out after 0ns").
+    let err = Pipeline::from_iter([1])
+        .stage(Stage::map("instant", |n: i32| async move { n }).timeout(Duration::ZERO))
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(err.config_error().map(|e| e.setting()), Some("stage timeout"), "{err}");
+    assert!(err.to_string().contains("stage `instant`"), "{err}");
 }
 
 #[tokio::test]

@@ -198,7 +198,7 @@ async fn a_panicking_step_is_compensated_and_a_panicking_compensation_fails_the_
     let err = engine.run("undo-ok", &()).await.unwrap_err();
     assert!(err.is_compensated(), "{err}");
     assert_eq!(err.failed_step(), Some("charge"));
-    let panic = find::<weir::pipeline::ItemPanic>(err.cause().unwrap()).expect("the cause is the panic");
+    let panic = find::<weir::error::Panicked>(err.cause().unwrap()).expect("the cause is the panic");
     assert_eq!(panic.message(), "card reader exploded");
     assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "release"], "the panic is not retried");
     let record = store.saga(err.saga_id()).await.unwrap().unwrap();

@@ -18,16 +18,14 @@ mod stream;
 
 use std::cell::Cell;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 
 pub use self::stream::Batches;
 use crate::dlq::{DeadLetterQueue, Envelope};
-use crate::error::{BoxError, ConfigError, Permanent, chain, is};
-use crate::pipeline::ItemPanic;
+use crate::error::{BoxError, ConfigError, Panicked, Permanent, catch_call_panic, catch_panic, chain, is};
 use crate::retry::{RetryError, RetryPolicy};
 
 /// What a [`Batcher::run`] did. `items == items_flushed + items_dead_lettered`.
@@ -114,7 +112,7 @@ impl Batcher {
     /// the run goes on.
     ///
     /// A flush error marked [`Permanent`] is not retried. A panic in
-    /// `flush` is caught: the batch fails at once with [`ItemPanic`] (not
+    /// `flush` is caught: the batch fails at once with [`Panicked`] (not
     /// retried) and is dead-lettered like any failed batch.
     ///
     /// # Errors
@@ -150,23 +148,23 @@ impl Batcher {
                     || {
                         attempts.set(attempts.get() + 1);
                         // A panic may come from the call itself or from its future.
-                        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| flush(batch.clone())));
+                        let attempt = catch_call_panic(|| flush(batch.clone()));
                         let first_failure = &first_failure;
                         async move {
                             let finished = match attempt {
-                                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                                Ok(future) => catch_panic(future).await,
                                 Err(payload) => Err(payload),
                             };
                             let outcome = match finished {
                                 Ok(outcome) => outcome.map_err(Into::into),
-                                Err(payload) => Err(BoxError::from(ItemPanic::new(&*payload))),
+                                Err(payload) => Err(BoxError::from(Panicked::new(payload))),
                             };
                             outcome.inspect_err(|_| {
                                 first_failure.set(first_failure.get().or_else(|| Some(SystemTime::now())));
                             })
                         }
                     },
-                    |error: &BoxError| !is::<Permanent>(&**error) && !is::<ItemPanic>(&**error),
+                    |error: &BoxError| !is::<Permanent>(&**error) && !is::<Panicked>(&**error),
                 )
                 .await;
             report.retries += u64::from(attempts.get().saturating_sub(1));

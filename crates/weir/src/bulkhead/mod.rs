@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use self::keyed::KeyedBulkhead;
 pub use self::tenants::{TenantOutcome, run_per_tenant};
 use crate::error::ConfigError;
+use crate::timeout::Timeout;
 
 /// Every slot of a bulkhead was taken for longer than its maximum wait.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,7 +112,8 @@ impl Bulkhead {
             Err(_) => match inner.max_wait {
                 Some(wait) if wait.is_zero() => None,
                 Some(wait) => {
-                    tokio::time::timeout(wait, Arc::clone(&inner.slots).acquire_owned()).await.ok().and_then(Result::ok)
+                    let queued = Arc::clone(&inner.slots).acquire_owned();
+                    Timeout::unvalidated(wait).bound(queued).await.and_then(Result::ok)
                 }
                 None => Arc::clone(&inner.slots).acquire_owned().await.ok(),
             },

@@ -1,6 +1,4 @@
-use std::any::Any;
 use std::fmt;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Identifies a task of a group: its spawn order (0, 1, 2, …) and, when
@@ -35,73 +33,6 @@ impl fmt::Display for TaskId {
         }
     }
 }
-
-/// A task panicked; weir caught the panic and made it this error.
-///
-/// It says which task panicked and keeps the panic's message (when the
-/// payload was a string, as with `panic!("…")`). The original payload is
-/// kept too: [`TaskPanic::resume`] re-raises it.
-pub struct TaskPanic {
-    task: TaskId,
-    message: String,
-    // Mutex only to make the error `Sync` (the payload is `Send` only), so
-    // it fits in `Box<dyn Error + Send + Sync>` and `anyhow::Error`.
-    payload: Mutex<Option<Box<dyn Any + Send>>>,
-}
-
-impl TaskPanic {
-    pub(crate) fn new(task: TaskId, payload: Box<dyn Any + Send>) -> Self {
-        let message = panic_message(&*payload);
-        Self { task, message, payload: Mutex::new(Some(payload)) }
-    }
-
-    /// The task that panicked.
-    pub fn task(&self) -> &TaskId {
-        &self.task
-    }
-
-    /// The panic message, or `"<non-string panic payload>"`.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// Re-raises the original panic on this thread.
-    ///
-    /// # Panics
-    /// Always: that is its job. If the payload was already taken, panics
-    /// with the message instead.
-    pub fn resume(self) -> ! {
-        let payload = self.payload.into_inner().unwrap_or_else(|p| p.into_inner());
-        match payload {
-            Some(payload) => std::panic::resume_unwind(payload),
-            None => panic!("{}", self.message),
-        }
-    }
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
-    }
-}
-
-impl fmt::Debug for TaskPanic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskPanic").field("task", &self.task).field("message", &self.message).finish()
-    }
-}
-
-impl fmt::Display for TaskPanic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} panicked: {}", self.task, self.message)
-    }
-}
-
-impl std::error::Error for TaskPanic {}
 
 /// Why work was stopped before it finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

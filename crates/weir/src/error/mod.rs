@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | [`StageError`] | an item failed in a pipeline stage: stage, item, tenant, attempt, cause |
 //! | [`Errors`] | every error of a run that kept going (Go's `errors.Join`), each with its origin |
-//! | [`TaskPanic`] | a task panicked; the message and which task |
+//! | [`Panicked`] | code run by weir panicked (a task, an item, a step, a flush); the message, and which task |
 //! | [`Cancelled`] | work was stopped before it finished: by a deadline, a parent, or a caller |
 //! | [`DeadlineExceeded`] | the deadline of a group or pipeline passed (found inside [`Cancelled`]) |
 //! | [`TimedOut`] | one attempt of a stage ran past its per-attempt timeout |
@@ -23,13 +23,15 @@ mod aggregate;
 mod chain;
 mod interrupt;
 mod markers;
+mod panic;
 mod stage;
 
 pub use aggregate::{Errors, Origin};
 pub use chain::{chain, find, is};
-pub(crate) use interrupt::panic_message as interrupt_panic_message;
-pub use interrupt::{CancelReason, Cancelled, DeadlineExceeded, TaskId, TaskPanic, TimedOut};
+pub use interrupt::{CancelReason, Cancelled, DeadlineExceeded, TaskId, TimedOut};
 pub use markers::{Permanent, Skip};
+pub use panic::Panicked;
+pub(crate) use panic::{CatchPanic, catch_call_panic, catch_panic};
 pub use stage::{ItemRef, StageError};
 
 /// A boxed error that can cross threads: the type-erased error of pipeline

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 /// - no concurrency limit;
 /// - no deadline;
 /// - a fresh cancellation token (no parent);
-/// - [`OnPanic::Capture`]: a panic becomes a [`TaskPanic`](crate::error::TaskPanic) error;
+/// - [`OnPanic::Capture`]: a panic becomes a [`Panicked`](crate::error::Panicked) error;
 /// - [`OnCancel::Abort`]: cancellation drops running tasks at their next `.await`;
 /// - one worker per tokio runtime thread.
 ///

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{CancelReason, Cancelled, Errors, Origin, TaskId, TaskPanic};
+use crate::error::{CancelReason, Cancelled, Errors, Origin, Panicked, TaskId};
 
 /// What a group does with a task's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub(crate) enum Mode {
 /// panic inside a tokio task is already caught by the runtime, so letting it
 /// "crash the program" is not on offer anyway; the choice is only between
 /// handing it back as a value or re-raising it in the caller. weir hands it
-/// back as a [`TaskPanic`] error by default because a pipeline is the place
+/// back as a [`Panicked`] error by default because a pipeline is the place
 /// where one poison item must not take down every tenant: the panic cancels
 /// the group like any error, names the task, keeps the message, and is
 /// counted. A program that treats panics as bugs to die on opts into
@@ -37,7 +37,7 @@ pub(crate) enum Mode {
 /// the caller's task after every other task was stopped and joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnPanic {
-    /// The panic becomes a [`TaskPanic`] error, converted into the group's
+    /// The panic becomes a [`Panicked`] error, converted into the group's
     /// error type. The default.
     #[default]
     Capture,
@@ -83,7 +83,7 @@ pub(crate) struct Core<E> {
 
 struct Outcome<E> {
     errors: Errors<E>,
-    panic: Option<TaskPanic>,
+    panic: Option<Panicked>,
 }
 
 pub(crate) struct Settings {
@@ -147,18 +147,18 @@ impl<E> Core<E> {
     /// Records the end of a task that ran.
     pub(crate) fn finish(&self, task: impl FnOnce() -> TaskId, result: TaskResult<E>)
     where
-        E: From<TaskPanic>,
+        E: From<Panicked>,
     {
         self.end_one();
         match result {
             TaskResult::Ok => {}
             TaskResult::Err(error) => self.keep_error(task, error),
             TaskResult::Panic(payload) => {
-                let panic = TaskPanic::new(task(), payload);
-                tracing::error!(task = %panic.task(), message = panic.message(), "task panicked");
+                let task = task();
+                let panic = Panicked::in_task(task.clone(), payload);
+                tracing::error!(%task, message = panic.message(), "task panicked");
                 match self.on_panic {
                     OnPanic::Capture => {
-                        let task = panic.task().clone();
                         self.keep_error(|| task, E::from(panic));
                     }
                     OnPanic::Resume => self.keep_panic(panic),
@@ -184,7 +184,7 @@ impl<E> Core<E> {
         }
     }
 
-    fn keep_panic(&self, panic: TaskPanic) {
+    fn keep_panic(&self, panic: Panicked) {
         self.lock_outcome().panic.get_or_insert(panic);
         self.stop(CancelReason::Token);
     }
@@ -211,7 +211,7 @@ impl<E> Core<E> {
     /// The group's result once every task ended or was dropped: its errors
     /// (with a [`Cancelled`] entry when spawned work did not finish), or the
     /// panic to re-raise.
-    pub(crate) fn take_outcome(&self, spawned: u64) -> Result<Errors<E>, TaskPanic>
+    pub(crate) fn take_outcome(&self, spawned: u64) -> Result<Errors<E>, Panicked>
     where
         E: From<Cancelled>,
     {

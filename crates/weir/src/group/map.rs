@@ -2,11 +2,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::Group;
-use crate::error::{Cancelled, TaskPanic};
+use crate::error::{Cancelled, Panicked};
 
 impl<E> Group<E>
 where
-    E: From<TaskPanic> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Send + 'static,
 {
     /// Runs `f` on every item in this group and returns the results in
     /// input order; the first error cancels the rest (seed task 3).

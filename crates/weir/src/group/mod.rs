@@ -10,7 +10,7 @@
 //!
 //! Tasks return `Result<(), E>` with your error type `E`, which comes back
 //! from [`Group::wait`] unchanged. When weir itself has to report a failure
-//! it converts a [`TaskPanic`] or a [`Cancelled`] into `E`, so `E` must
+//! it converts a [`Panicked`] or a [`Cancelled`] into `E`, so `E` must
 //! implement `From` for both; `anyhow::Error` and
 //! `Box<dyn Error + Send + Sync>` already do, and an error enum needs two
 //! `#[from]` variants.
@@ -59,7 +59,7 @@ use self::core::{Core, Settings};
 pub use self::core::{OnCancel, OnPanic};
 use self::spawner::Spawner;
 use self::task::Job;
-use crate::error::{CancelReason, Cancelled, Errors, TaskPanic};
+use crate::error::{CancelReason, Cancelled, Errors, Panicked};
 
 /// Runs tasks together; the first error cancels the rest (an errgroup).
 ///
@@ -188,7 +188,7 @@ impl<E> Group<E> {
 
 impl<E> Group<E>
 where
-    E: From<TaskPanic> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Send + 'static,
 {
     /// Spawns `task` in the group, first waiting for a free slot if the
     /// group has a limit (Go's blocking `Go`).
@@ -443,7 +443,7 @@ impl<E> CollectGroup<E> {
 
 impl<E> CollectGroup<E>
 where
-    E: From<TaskPanic> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Send + 'static,
 {
     /// Spawns `task`; see [`Group::spawn`].
     ///

@@ -9,7 +9,7 @@ use super::core::Core;
 use super::inbox::Inbox;
 use super::task::Job;
 use super::worker::Worker;
-use crate::error::TaskPanic;
+use crate::error::Panicked;
 
 pub(crate) struct Spawner<E> {
     inboxes: Vec<Arc<Inbox<Job<E>>>>,
@@ -17,7 +17,7 @@ pub(crate) struct Spawner<E> {
     workers: Vec<JoinHandle<()>>,
 }
 
-impl<E: From<TaskPanic> + Send + 'static> Spawner<E> {
+impl<E: From<Panicked> + Send + 'static> Spawner<E> {
     /// Spawns `count` workers on the current tokio runtime.
     ///
     /// # Panics

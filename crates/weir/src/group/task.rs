@@ -3,16 +3,12 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use futures_util::FutureExt;
-use futures_util::future::CatchUnwind;
-
 use super::core::{Core, TaskResult};
-use crate::error::TaskId;
+use crate::error::{CatchPanic, TaskId, catch_panic};
 
 /// The caller's future, boxed since tasks differ in type.
 pub(crate) type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
@@ -41,7 +37,7 @@ impl<E> Ended<E> {
 pin_project_lite::pin_project! {
     pub(crate) struct Task<E> {
         #[pin]
-        future: CatchUnwind<AssertUnwindSafe<BoxFuture<E>>>,
+        future: CatchPanic<BoxFuture<E>>,
         // The worker's own handle on the group: cloned on the worker's
         // thread, so spawning does not bounce a shared counter between
         // threads.
@@ -54,11 +50,7 @@ pin_project_lite::pin_project! {
 
 impl<E> Task<E> {
     pub(crate) fn new(job: Job<E>, core: Arc<Core<E>>) -> Self {
-        // AssertUnwindSafe: a panicking task's state is dropped, never
-        // observed again; what it shared with others is the caller's choice,
-        // as with `std::thread::spawn`.
-        let future = AssertUnwindSafe(job.future).catch_unwind();
-        Self { future, core, index: job.index, name: job.name, started: false }
+        Self { future: catch_panic(job.future), core, index: job.index, name: job.name, started: false }
     }
 }
 

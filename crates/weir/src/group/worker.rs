@@ -26,7 +26,7 @@ use futures_util::stream::FuturesUnordered;
 use super::core::Core;
 use super::inbox::Inbox;
 use super::task::{Job, Task};
-use crate::error::TaskPanic;
+use crate::error::Panicked;
 
 pub(crate) struct Worker<E> {
     core: Arc<Core<E>>,
@@ -53,7 +53,7 @@ impl<E> Worker<E> {
     }
 }
 
-impl<E: From<TaskPanic>> Future for Worker<E> {
+impl<E: From<Panicked>> Future for Worker<E> {
     type Output = ();
 
     /// Ends when the group closed the inbox and every task ended.

@@ -1,42 +1,18 @@
 use std::fmt;
 
 use super::Report;
-use crate::error::{BoxError, Cancelled, ConfigError, Errors, StageError, TaskPanic};
-
-/// A stage's function panicked on an item. The panic was caught; the item
-/// failed with this cause (never retried) and the stage's
-/// [`OnError`](super::OnError) policy applies to it.
-///
-/// The same error stands for a panic caught in a saga step (a terminal
-/// step failure: the saga compensates) and in a batcher's flush (the batch
-/// fails without a retry and goes to the dead-letter queue).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("panicked: {message}")]
-pub struct ItemPanic {
-    message: String,
-}
-
-impl ItemPanic {
-    pub(crate) fn new(payload: &(dyn std::any::Any + Send)) -> Self {
-        Self { message: crate::error::interrupt_panic_message(payload) }
-    }
-
-    /// The panic message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
+use crate::error::{BoxError, Cancelled, ConfigError, Errors, Panicked, StageError};
 
 /// Why a pipeline task stopped the run; the error type of its group.
 #[derive(Debug)]
 pub(crate) enum Fault {
     Stage(StageError),
-    Panic(TaskPanic),
+    Panic(Panicked),
     Cancelled(Cancelled),
 }
 
-impl From<TaskPanic> for Fault {
-    fn from(panic: TaskPanic) -> Self {
+impl From<Panicked> for Fault {
+    fn from(panic: Panicked) -> Self {
         Fault::Panic(panic)
     }
 }
@@ -53,7 +29,7 @@ enum Kind {
     Stage(StageError),
     Collected(Errors<StageError>),
     Sink(BoxError),
-    Panic(TaskPanic),
+    Panic(Panicked),
     Cancelled(Cancelled),
 }
 

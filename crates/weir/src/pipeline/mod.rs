@@ -66,7 +66,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::error::Fault;
-pub use self::error::{ItemPanic, PipelineError};
+pub use self::error::PipelineError;
 use self::link::{ChunkSize, Input, Sizing};
 use self::report::Counters;
 pub use self::report::{Report, StageReport};
@@ -260,6 +260,13 @@ impl<T: Send + 'static> Pipeline<T> {
                 "stage workers",
                 format!("0 for stage `{}`", stage.name),
                 "a stage with no worker would never take an item; use at least 1",
+            ));
+        }
+        if stage.timeout.is_some_and(|t| t.after().is_zero()) && self.setup.config_error.is_none() {
+            self.setup.config_error = Some(ConfigError::new(
+                "stage timeout",
+                format!("0s for stage `{}`", stage.name),
+                "a zero timeout fails every attempt; use a positive duration, or none",
             ));
         }
         let workers = stage.workers.max(1);

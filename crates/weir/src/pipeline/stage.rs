@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 
+use crate::timeout::Timeout;
+
 use crate::breaker::Breaker;
 use crate::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::error::{BoxError, StageError};
@@ -156,7 +158,7 @@ pub struct Stage<T, S> {
     pub(crate) ordered: bool,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) transient: Option<Classifier>,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) timeout: Option<Timeout>,
     pub(crate) policy: Policy<T>,
     /// Set by the settings that need the item after an attempt (retry,
     /// dead letter), which is why they ask for `T: Clone`.
@@ -263,7 +265,7 @@ impl<T, S> Stage<T, S> {
     /// Bounds each attempt; an attempt that runs longer fails with
     /// [`TimedOut`](crate::error::TimedOut), which is transient.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout = Some(Timeout::unvalidated(timeout));
         self
     }
 

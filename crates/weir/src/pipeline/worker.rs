@@ -1,22 +1,20 @@
 //! One worker of a stage: takes chunks, runs the stage's function on each
 //! item under its policy, sends the results on.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
 use futures_util::future::Either;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::error::{Fault, ItemPanic};
+use super::error::Fault;
 use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
 use super::stage::{DeadLetter, Isolation, OnError, Policy, Stage, StageFn};
 use crate::breaker::CircuitOpen;
-use crate::error::{BoxError, Errors, Origin, Permanent, Skip, StageError, TimedOut, is};
+use crate::error::{BoxError, Errors, Origin, Panicked, Permanent, Skip, StageError, catch_panic, is};
 use crate::retry::Next;
 
 /// What every worker of one stage shares.
@@ -194,15 +192,13 @@ where
             (_, Some(copy)) => Either::Left(self.invoke(copy(item.as_ref().expect("kept for copies")))),
             (_, None) => Either::Left(self.invoke(item.take().expect("used once without retry or dead letter"))),
         };
-        let call = NoteWaiting { inner: AssertUnwindSafe(call).catch_unwind(), waited }.instrument(span);
-        let result = match self.stage.timeout {
+        let call = NoteWaiting { inner: catch_panic(call), waited }.instrument(span);
+        let call =
+            async move { call.await.unwrap_or_else(|payload| Err(Box::new(Panicked::new(payload)) as BoxError)) };
+        let result = match &self.stage.timeout {
             None => call.await,
-            Some(limit) => match tokio::time::timeout(limit, call).await {
-                Ok(result) => result,
-                Err(_) => Ok(Err(Box::new(TimedOut::new(limit)) as BoxError)),
-            },
+            Some(timeout) => timeout.call(|| call).await,
         };
-        let result = result.unwrap_or_else(|payload| Err(Box::new(ItemPanic::new(&*payload))));
         if let Some(permit) = permit {
             match &result {
                 Err(error) if !is::<Skip>(&**error) => permit.failure(),
@@ -242,7 +238,7 @@ where
         let retry = self.stage.retry.as_ref()?;
         let transient = match &self.stage.transient {
             Some(is_transient) => is_transient(error),
-            None => !is::<Permanent>(&**error) && !is::<ItemPanic>(&**error) && !is::<CircuitOpen>(&**error),
+            None => !is::<Permanent>(&**error) && !is::<Panicked>(&**error) && !is::<CircuitOpen>(&**error),
         };
         match retry.next(attempt, previous, started, rng) {
             Next::RetryAfter(wait) if transient => Some(wait),

@@ -16,6 +16,7 @@ use crate::error::{BoxError, ConfigError};
 use crate::group::Group;
 use crate::retry::RetryPolicy;
 use crate::store::{ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
+use crate::timeout::Timeout;
 
 /// Runs sagas against a [`Store`] (seed tasks 11 and 12).
 ///
@@ -57,7 +58,7 @@ struct Inner {
     definitions: HashMap<String, SagaDefinition>,
     step_retry: RetryPolicy,
     compensation_retry: RetryPolicy,
-    step_timeout: Option<Duration>,
+    step_timeout: Option<Timeout>,
     lease: Duration,
     worker: String,
     slots: Arc<Semaphore>,
@@ -619,7 +620,7 @@ impl SagaEngineBuilder {
                 definitions,
                 step_retry: self.step_retry,
                 compensation_retry: self.compensation_retry,
-                step_timeout: self.step_timeout,
+                step_timeout: self.step_timeout.map(Timeout::unvalidated),
                 lease: self.lease,
                 worker,
                 slots: Arc::new(Semaphore::new(self.max_in_flight)),

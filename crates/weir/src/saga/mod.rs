@@ -16,7 +16,7 @@
 //! exactly-once effect (use its idempotency key).
 //!
 //! A step that panics fails terminally (its cause is
-//! [`ItemPanic`](crate::pipeline::ItemPanic)) and the saga compensates; a
+//! [`Panicked`](crate::error::Panicked)) and the saga compensates; a
 //! compensation that panics counts as failed and the saga ends `failed`.
 //! A step that may never return needs
 //! [`step_timeout`](SagaEngineBuilder::step_timeout).

@@ -2,26 +2,24 @@
 //! or backward through the compensations, writing each transition before
 //! the next begins.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use serde_json::Value;
 
 use super::definition::StepDef;
 use super::{SagaDefinition, SagaError, StepContext, StepError};
-use crate::error::{BoxError, Errors, Origin, TimedOut};
-use crate::pipeline::ItemPanic;
+use crate::error::{BoxError, Errors, Origin, Panicked, catch_panic};
 use crate::retry::{Next, RetryPolicy, sleep_unless_cancelled};
 use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
+use crate::timeout::Timeout;
 
 pub(crate) struct Driver<'a> {
     pub(crate) store: &'a Store,
     pub(crate) definition: &'a SagaDefinition,
     pub(crate) step_retry: &'a RetryPolicy,
     pub(crate) compensation_retry: &'a RetryPolicy,
-    pub(crate) step_timeout: Option<Duration>,
+    pub(crate) step_timeout: Option<Timeout>,
 }
 
 /// A failure remembered while compensating: the step and the cause.
@@ -213,24 +211,20 @@ impl Driver<'_> {
     }
 
     /// One attempt, bounded by the step timeout. A panic is caught and
-    /// becomes a terminal failure ([`ItemPanic`]): retrying a bug rarely
+    /// becomes a terminal failure ([`Panicked`]): retrying a bug rarely
     /// helps, and the saga must still reach an end. A timeout is retryable
     /// ([`TimedOut`]).
     async fn attempt<T, Fut>(&self, call: impl FnOnce() -> Fut) -> Result<T, StepError>
     where
         Fut: Future<Output = Result<T, StepError>>,
     {
-        let panicked = |payload: Box<dyn std::any::Any + Send>| StepError::terminal(ItemPanic::new(&*payload));
         // A panic may come from the call itself or from its future.
-        let future = std::panic::catch_unwind(AssertUnwindSafe(call)).map_err(panicked)?;
-        let future = AssertUnwindSafe(future).catch_unwind();
-        let outcome = match self.step_timeout {
+        let future = catch_panic(async move { call().await });
+        let future =
+            async move { future.await.unwrap_or_else(|payload| Err(StepError::terminal(Panicked::new(payload)))) };
+        match &self.step_timeout {
             None => future.await,
-            Some(limit) => match tokio::time::timeout(limit, future).await {
-                Ok(outcome) => outcome,
-                Err(_) => return Err(StepError::retryable(TimedOut::new(limit))),
-            },
-        };
-        outcome.unwrap_or_else(|payload| Err(panicked(payload)))
+            Some(timeout) => timeout.call(|| future).await,
+        }
     }
 }

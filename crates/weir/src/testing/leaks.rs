@@ -162,11 +162,11 @@ pub async fn drain_within<T>(
     }
     let started = Instant::now();
     cancel();
-    match tokio::time::timeout(bound, finished).await {
-        Ok(_) => {
+    match crate::timeout::Timeout::unvalidated(bound).bound(finished).await {
+        Some(_) => {
             let took = started.elapsed();
             if took <= bound { Ok(took) } else { Err(DrainTooSlow { bound, took }) }
         }
-        Err(_) => Err(DrainTooSlow { bound, took: started.elapsed().max(bound) }),
+        None => Err(DrainTooSlow { bound, took: started.elapsed().max(bound) }),
     }
 }
