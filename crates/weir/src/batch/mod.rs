@@ -25,8 +25,8 @@ use futures_util::{Stream, StreamExt};
 
 pub use self::stream::Batches;
 use crate::dlq::{DeadLetterQueue, Envelope};
-use crate::error::{BoxError, ConfigError, Panicked, Permanent, catch_call_panic, catch_panic, chain, is};
-use crate::retry::{RetryError, RetryPolicy};
+use crate::error::{BoxError, ConfigError, Panicked, catch_call_panic, catch_panic, chain};
+use crate::retry::{RetryError, RetryPolicy, is_transient};
 
 /// What a [`Batcher::run`] did. `items == items_flushed + items_dead_lettered`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl Batcher {
                             })
                         }
                     },
-                    |error: &BoxError| !is::<Permanent>(&**error) && !is::<Panicked>(&**error),
+                    |error: &BoxError| is_transient(&**error),
                 )
                 .await;
             report.retries += u64::from(attempts.get().saturating_sub(1));

@@ -1,21 +1,20 @@
 //! One worker of a stage: takes chunks, runs the stage's function on each
 //! item under its policy, sends the results on.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures_util::future::Either;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::error::Fault;
 use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
 use super::stage::{DeadLetter, Isolation, OnError, Policy, Stage, StageFn};
-use crate::breaker::CircuitOpen;
-use crate::error::{BoxError, Errors, Origin, Panicked, Permanent, Skip, StageError, catch_panic, is};
-use crate::retry::Next;
+use crate::error::{BoxError, Errors, Origin, Panicked, Skip, StageError, catch_panic, is};
+use crate::retry::is_transient;
 
 /// What every worker of one stage shares.
 pub(crate) struct StageShared<T, S> {
@@ -54,10 +53,9 @@ where
     ) -> Result<(), Fault> {
         let ordered = self.stage.ordered && self.stage.workers > 1;
         let mut out = Vec::with_capacity(self.out_chunk.get());
-        let mut rng = fastrand::Rng::new();
         while let Some(chunk) = input.recv().await {
             let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
-            let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered, &mut rng).await;
+            let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered).await;
             self.counters.add(&tally);
             if !processed? {
                 return Ok(()); // downstream is gone: the run is stopping
@@ -80,10 +78,9 @@ where
         tally: &mut Tally,
         output: &mpsc::Sender<Chunk<S::Output>>,
         ordered: bool,
-        rng: &mut fastrand::Rng,
     ) -> Result<bool, Fault> {
         for (index, item) in items {
-            match self.process(index, item, tally, rng).await {
+            match self.process(index, item, tally).await {
                 Outcome::Emit(value, waited) => {
                     tally.emitted += 1;
                     out.push((index, value));
@@ -114,52 +111,74 @@ where
     }
 
     /// Runs one item through its attempts and the failure policy.
-    async fn process(&self, index: u64, item: T, tally: &mut Tally, rng: &mut fastrand::Rng) -> Outcome<S::Output> {
+    async fn process(&self, index: u64, item: T, tally: &mut Tally) -> Outcome<S::Output> {
         let stage = &self.stage;
         let labels = (stage.key.as_ref().map(|k| k(&item)), stage.tenant.as_ref().map(|t| t(&item)));
-        let mut item = Some(item);
-        let (mut attempt, mut delay, started) = (1u32, Duration::ZERO, Instant::now());
+        let tenant = labels.1.as_deref();
+        let waited = AtomicBool::new(false);
         let mut first_failure = None;
-        if let Some(retry) = &stage.retry {
-            retry.record_call();
-        }
-        loop {
-            let mut waited = false;
-            let error = match self.attempt(index, labels.1.as_deref(), attempt, &mut item, &mut waited).await {
-                Ok(Some(value)) => return Outcome::Emit(value, waited || attempt > 1),
-                Ok(None) => return Outcome::Filtered,
-                Err(error) if is::<Skip>(&*error) => {
-                    tracing::trace!(stage = %stage.name, item = index, "item skipped");
-                    return Outcome::Skipped;
-                }
-                Err(error) => error,
-            };
-            let failed_at = SystemTime::now();
-            first_failure.get_or_insert(failed_at);
-            if let Some(wait) = self.retry_delay(&error, attempt, delay, started, rng) {
-                tracing::debug!(stage = %stage.name, item = index, tenant = labels.1.as_deref(), attempt, error = %error, ?wait, "retrying item");
-                tally.retries += 1;
-                tokio::time::sleep(wait).await;
-                (attempt, delay) = (attempt + 1, wait);
-                continue;
+        let mut item = Some(item);
+        let (result, attempts) = match &stage.retry {
+            // No retry: one attempt, and the item moves into it unless the
+            // stage keeps it (a dead letter, a hedge).
+            None => {
+                let source = match stage.copy {
+                    Some(copy) => copy(item.as_ref().expect("kept for copies")),
+                    None => item.take().expect("used once"),
+                };
+                (self.attempt(index, tenant, 1, source, &waited).await, 1)
             }
-            let error = stage_error(&stage.name, error, index, attempt, labels);
-            let times = (first_failure.unwrap_or(failed_at), failed_at);
-            return self.after_failure(item, error, times).await;
-        }
+            // Each attempt gets a copy (a stage with a retry policy keeps
+            // the item).
+            Some(retry) => {
+                let copy = stage.copy.expect("a stage with a retry policy copies its item");
+                // Held as `&mut`, not `&`: the retry future then needs only
+                // `T: Send`, not `T: Sync`.
+                let kept = &mut item;
+                let waited = &waited;
+                let mut retries = 0;
+                let result = retry
+                    .drive(
+                        None,
+                        move |attempt| self.attempt(index, tenant, attempt, copy(kept.as_ref().expect("kept")), waited),
+                        |error: &BoxError| self.is_transient(error),
+                        |error, attempt, wait| {
+                            tracing::debug!(stage = %stage.name, item = index, tenant, attempt, error = %error, ?wait, "retrying item");
+                            first_failure.get_or_insert_with(SystemTime::now);
+                            retries += 1;
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.into_last().expect("a failed attempt keeps its error"));
+                tally.retries += u64::from(retries);
+                (result, retries + 1)
+            }
+        };
+        let error = match result {
+            Ok(Some(value)) => return Outcome::Emit(value, waited.into_inner() || attempts > 1),
+            Ok(None) => return Outcome::Filtered,
+            Err(error) if is::<Skip>(&*error) => {
+                tracing::trace!(stage = %stage.name, item = index, "item skipped");
+                return Outcome::Skipped;
+            }
+            Err(error) => error,
+        };
+        let failed_at = SystemTime::now();
+        let error = stage_error(&stage.name, error, index, attempts, labels);
+        let times = (first_failure.unwrap_or(failed_at), failed_at);
+        self.after_failure(item, error, times).await
     }
 
-    /// One attempt: the stage function under its timeout, panics caught.
-    /// Sets `waited` if the function had to wait (returned `Pending`).
-    /// Takes the item from `item`, or a copy of it when the stage needs it
-    /// again (retry, dead letter, hedge).
+    /// One attempt on `item`: the stage function under its timeout, panics
+    /// caught. Sets `waited` if the function had to wait (returned
+    /// `Pending`).
     async fn attempt(
         &self,
         index: u64,
         tenant: Option<&str>,
         attempt: u32,
-        item: &mut Option<T>,
-        waited: &mut bool,
+        item: T,
+        waited: &AtomicBool,
     ) -> Result<Option<S::Output>, BoxError> {
         let _slot = match &self.stage.bulkhead {
             None => None,
@@ -181,16 +200,14 @@ where
         };
         let call = match (&self.stage.hedge, self.stage.copy) {
             (Some(hedge), Some(copy)) => {
-                // An owned copy for the hedge to copy from: the hedge's
-                // future must not borrow the item (which would ask T: Sync).
-                let original = copy(item.as_ref().expect("hedged stages keep the item"));
-                let hedged = hedge.call(move |_| self.invoke(copy(&original)));
+                // The hedge copies from its own item: its future must not
+                // borrow the caller's (which would ask T: Sync).
+                let hedged = hedge.call(move |_| self.invoke(copy(&item)));
                 // Boxed: the hedge's future is large, and an unboxed variant
                 // would make every item's future (and its moves) that large.
                 Either::Right(Box::pin(async move { hedged.await.map_err(one_error) }))
             }
-            (_, Some(copy)) => Either::Left(self.invoke(copy(item.as_ref().expect("kept for copies")))),
-            (_, None) => Either::Left(self.invoke(item.take().expect("used once without retry or dead letter"))),
+            _ => Either::Left(self.invoke(item)),
         };
         let call = NoteWaiting { inner: catch_panic(call), waited }.instrument(span);
         let call =
@@ -208,7 +225,6 @@ where
         result
     }
 
-    /// The wait before the next attempt, or `None` to give up.
     /// Calls the stage's function on `item` (through the fault injector,
     /// when the stage has one: each call, hedged ones included).
     #[cfg(not(feature = "test-util"))]
@@ -227,22 +243,12 @@ where
         }
     }
 
-    fn retry_delay(
-        &self,
-        error: &BoxError,
-        attempt: u32,
-        previous: Duration,
-        started: Instant,
-        rng: &mut fastrand::Rng,
-    ) -> Option<Duration> {
-        let retry = self.stage.retry.as_ref()?;
-        let transient = match &self.stage.transient {
+    /// Whether a failed attempt may be retried: the stage's own rule, or
+    /// weir's one [classification](crate::retry::is_transient).
+    fn is_transient(&self, error: &BoxError) -> bool {
+        match &self.stage.transient {
             Some(is_transient) => is_transient(error),
-            None => !is::<Permanent>(&**error) && !is::<Panicked>(&**error) && !is::<CircuitOpen>(&**error),
-        };
-        match retry.next(attempt, previous, started, rng) {
-            Next::RetryAfter(wait) if transient => Some(wait),
-            _ => None,
+            None => is_transient(&**error),
         }
     }
 
@@ -326,7 +332,7 @@ pin_project_lite::pin_project! {
     struct NoteWaiting<'a, F> {
         #[pin]
         inner: F,
-        waited: &'a mut bool,
+        waited: &'a AtomicBool,
     }
 }
 
@@ -337,7 +343,7 @@ impl<F: std::future::Future> std::future::Future for NoteWaiting<'_, F> {
         let this = self.project();
         let poll = this.inner.poll(cx);
         if poll.is_pending() {
-            **this.waited = true;
+            this.waited.store(true, Ordering::Relaxed);
         }
         poll
     }

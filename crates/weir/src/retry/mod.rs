@@ -28,7 +28,8 @@ pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::RetryBudget;
 use self::error::GiveUp;
 pub use self::error::RetryError;
-use crate::error::ConfigError;
+use crate::breaker::CircuitOpen;
+use crate::error::{ConfigError, Panicked, Permanent, Skip, is};
 
 /// When and how often to retry.
 ///
@@ -69,6 +70,31 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self { backoff: Backoff::default(), max_attempts: 3, max_elapsed: None, budget: None }
     }
+}
+
+/// Whether retrying `error` can help: the one classification of weir's
+/// retries (pipeline stages without their own
+/// [`retry_if`](crate::pipeline::Stage::retry_if), saga steps, batch
+/// flushes).
+///
+/// Everything is transient except, anywhere in its `source()` chain, a
+/// [`Permanent`] marker (the caller said so), a [`Panicked`] (a bug, not a
+/// blip), a [`CircuitOpen`] (the breaker refuses calls until it half-opens:
+/// waiting a backoff step at it only spends attempts) and a [`Skip`] (not
+/// a failure).
+///
+/// # Examples
+/// ```
+/// use weir::error::{BoxError, Permanent};
+/// use weir::retry::is_transient;
+///
+/// let blip: BoxError = "connection reset".into();
+/// let bad: BoxError = Permanent::new("no such account").into();
+/// assert!(is_transient(&*blip));
+/// assert!(!is_transient(&*bad));
+/// ```
+pub fn is_transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    !(is::<Permanent>(error) || is::<Panicked>(error) || is::<CircuitOpen>(error) || is::<Skip>(error))
 }
 
 /// What to do after a failed attempt.
@@ -173,6 +199,26 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.drive(token, |_| op(), is_transient, |_, _, _| {}).await
+    }
+
+    /// The retry loop, the only one in weir: every caller (this wrapper,
+    /// pipeline stages, saga steps and compensations, batch flushes, store
+    /// connections) goes through it, so each pays into the budget and
+    /// obeys the same limits. `op` gets the attempt number (from 1);
+    /// `on_retry` hears each failure that will be retried, with its attempt
+    /// and the wait before the next.
+    pub(crate) async fn drive<T, E, F, Fut>(
+        &self,
+        token: Option<&CancellationToken>,
+        mut op: F,
+        is_transient: impl Fn(&E) -> bool,
+        mut on_retry: impl FnMut(&E, u32, Duration),
+    ) -> Result<T, RetryError<E>>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         // The clock and the random source are only needed once a call
         // fails (and the clock only with a time limit): the success path
         // reads neither.
@@ -181,7 +227,7 @@ impl RetryPolicy {
         let mut delay = Duration::ZERO;
         self.record_call();
         for attempt in 1.. {
-            let error = match op().await {
+            let error = match op(attempt).await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
@@ -194,6 +240,7 @@ impl RetryPolicy {
                 Next::GiveUp(why) => return Err(RetryError::new(why, attempt, Some(error))),
             };
             tracing::debug!(attempt, ?delay, "retrying");
+            on_retry(&error, attempt, delay);
             if !sleep_unless_cancelled(token, delay).await {
                 return Err(RetryError::new(GiveUp::Cancelled, attempt, Some(error)));
             }

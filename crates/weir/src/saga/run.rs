@@ -2,15 +2,15 @@
 //! or backward through the compensations, writing each transition before
 //! the next begins.
 
+use std::any::Any;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::definition::StepDef;
 use super::{SagaDefinition, SagaError, StepContext, StepError};
-use crate::error::{BoxError, Errors, Origin, Panicked, catch_panic};
-use crate::retry::{Next, RetryPolicy, sleep_unless_cancelled};
+use crate::error::{BoxError, Errors, Origin, Panicked, catch_call_panic, catch_panic};
+use crate::retry::RetryPolicy;
 use crate::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
 use crate::timeout::Timeout;
 
@@ -187,41 +187,35 @@ impl Driver<'_> {
     async fn attempts<T, F, Fut>(&self, policy: &RetryPolicy, mut call: F) -> (Result<T, StepError>, u32)
     where
         F: FnMut(u32) -> Fut,
-        Fut: std::future::Future<Output = Result<T, StepError>>,
+        Fut: Future<Output = Result<T, StepError>>,
     {
-        let started = tokio::time::Instant::now();
-        let mut rng = fastrand::Rng::new();
-        let mut delay = Duration::ZERO;
-        // A first attempt pays into the policy's retry budget, as with
-        // every other use of a retry policy (it never did here).
-        policy.record_call();
-        for attempt in 1.. {
-            let error = match self.attempt(|| call(attempt)).await {
-                Ok(value) => return (Ok(value), attempt),
-                Err(error) if !error.is_retryable() => return (Err(error), attempt),
-                Err(error) => error,
-            };
-            delay = match policy.next(attempt, delay, started, &mut rng) {
-                Next::RetryAfter(delay) => delay,
-                Next::GiveUp(_) => return (Err(error), attempt),
-            };
-            sleep_unless_cancelled(None, delay).await;
-        }
-        unreachable!("attempts are bounded by the policy")
+        let mut retries = 0;
+        let result = policy
+            .drive(
+                None,
+                |attempt| self.attempt(catch_call_panic(|| call(attempt))),
+                StepError::is_retryable,
+                |_, _, _| retries += 1,
+            )
+            .await;
+        (result.map_err(|e| e.into_last().expect("a failed attempt keeps its error")), retries + 1)
     }
 
-    /// One attempt, bounded by the step timeout. A panic is caught and
-    /// becomes a terminal failure ([`Panicked`]): retrying a bug rarely
-    /// helps, and the saga must still reach an end. A timeout is retryable
-    /// ([`TimedOut`]).
-    async fn attempt<T, Fut>(&self, call: impl FnOnce() -> Fut) -> Result<T, StepError>
+    /// One attempt (the future `call` made, or its panic), bounded by the
+    /// step timeout. A panic is caught and becomes a terminal failure
+    /// ([`Panicked`]): retrying a bug rarely helps, and the saga must still
+    /// reach an end. A timeout is retryable ([`TimedOut`](crate::error::TimedOut)).
+    async fn attempt<T, Fut>(&self, call: Result<Fut, Box<dyn Any + Send>>) -> Result<T, StepError>
     where
         Fut: Future<Output = Result<T, StepError>>,
     {
-        // A panic may come from the call itself or from its future.
-        let future = catch_panic(async move { call().await });
-        let future =
-            async move { future.await.unwrap_or_else(|payload| Err(StepError::terminal(Panicked::new(payload)))) };
+        let panicked = |payload| StepError::terminal(Panicked::new(payload));
+        let future = async move {
+            match call {
+                Ok(future) => catch_panic(future).await.unwrap_or_else(|payload| Err(panicked(payload))),
+                Err(payload) => Err(panicked(payload)),
+            }
+        };
         match &self.step_timeout {
             None => future.await,
             Some(timeout) => timeout.call(|| future).await,

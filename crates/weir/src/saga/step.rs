@@ -93,9 +93,13 @@ impl StepError {
         Self { retryable: false, source: cause.into() }
     }
 
-    /// Whether the engine retries it.
+    /// Whether the engine retries it: made retryable, and its cause is
+    /// [transient](crate::retry::is_transient) (a panic, a [`Permanent`]
+    /// marker or an open circuit inside is not).
+    ///
+    /// [`Permanent`]: crate::error::Permanent
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        self.retryable && crate::retry::is_transient(&*self.source)
     }
 
     /// The cause.

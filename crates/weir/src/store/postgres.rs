@@ -10,6 +10,7 @@ use sqlx::{ConnectOptions, QueryBuilder, Row};
 
 use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord, now_ms};
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
+use crate::retry::{Jitter, RetryPolicy};
 
 /// The newest schema version this build knows.
 const LATEST_SCHEMA: i64 = 2;
@@ -28,26 +29,28 @@ impl Postgres {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() })?
             .disable_statement_logging();
-        let deadline = tokio::time::Instant::now() + max_wait;
-        let mut delay = Duration::from_millis(100);
-        let pool = loop {
-            match PgPoolOptions::new()
+        // Backoff from 100 ms, doubling to 5 s, for as long as `max_wait`.
+        let unreachable = RetryPolicy::builder()
+            .max_attempts(u32::MAX)
+            .initial_delay(Duration::from_millis(100))
+            .max_delay(Duration::from_secs(5))
+            .jitter(Jitter::None)
+            .max_elapsed(max_wait)
+            .build()
+            .expect("valid");
+        let connect = |_| {
+            PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(max_wait.clamp(Duration::from_secs(1), Duration::from_secs(10)))
                 .connect_with(options.clone())
-                .await
-            {
-                Ok(pool) => break pool,
-                Err(e) if tokio::time::Instant::now() + delay < deadline && is_transient(&e) => {
-                    tracing::warn!(database = %target, error = %redact(&target, url, e), ?delay, "database unreachable; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    return Err(StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() });
-                }
-            }
         };
+        let warn = |e: &sqlx::Error, _, delay| {
+            tracing::warn!(database = %target, error = %redact(&target, url, e), ?delay, "database unreachable; retrying");
+        };
+        let pool = unreachable.drive(None, connect, is_transient, warn).await.map_err(|e| {
+            let e = e.into_last().expect("a failed attempt keeps its error");
+            StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() }
+        })?;
         let store = Self { target, pool, options };
         store.check_schema().await?;
         sqlx::migrate!("./migrations/postgres")
