@@ -52,7 +52,7 @@ async fn main() {
         .await
         .expect("poison messages do not stop the run");
     println!("handled {:?}\n{report}", handled);
-    for e in dlq.list() {
+    for e in dlq.list().await.unwrap() {
         println!(
             "parked #{}: {} tenant={} attempts={} chain={:?} failing for {:?}",
             e.id,

@@ -48,7 +48,7 @@ async fn poison_items_are_parked_with_their_story_and_the_run_goes_on() {
     assert_eq!((stage.received, stage.emitted, stage.dead_lettered, stage.retries), (50, 45, 5, 10));
     assert!(report.is_balanced());
 
-    let letters = dlq.list();
+    let letters = dlq.list().await.unwrap();
     assert_eq!(letters.iter().map(|e| e.item).collect::<Vec<_>>(), [10, 20, 30, 40, 50]);
     let first = &letters[0];
     assert_eq!(first.id, 1);
@@ -131,4 +131,37 @@ async fn every_queue_stores_a_keyed_letter_once() {
         let store = weir::store::Store::open(&url).await.unwrap();
         a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
     }
+}
+
+/// Replays through the one trait: an item that goes through leaves the
+/// queue, one that fails again stays (keyed: in place, same id; unkeyed:
+/// once), with the new reason and one more attempt.
+async fn replay_keeps_what_fails_again<Q: DeadLetterQueue<String>>(queue: &Q) {
+    let mut keyed = Envelope::new("bad-keyed".to_string(), "parse", 3);
+    keyed.key = Some("orders.jsonl:9".into());
+    let keyed_id = queue.push(keyed).await.unwrap();
+    for item in ["good", "bad-unkeyed"] {
+        queue.push(Envelope::new(item.to_string(), "parse", 3)).await.unwrap();
+    }
+    let report = queue
+        .replay(|item: String| async move {
+            if item.starts_with("bad") { Err(weir::error::BoxError::from(format!("{item} again"))) } else { Ok(()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.replayed, report.failed), (1, 2));
+    let mut left = queue.list().await.unwrap();
+    left.sort_by(|a, b| a.item.cmp(&b.item));
+    assert_eq!(left.iter().map(|e| e.item.as_str()).collect::<Vec<_>>(), ["bad-keyed", "bad-unkeyed"]);
+    assert_eq!(left[0].id, keyed_id, "a keyed letter keeps its id");
+    assert!(left.iter().all(|e| e.attempts == 4), "{left:?}");
+    assert_eq!(left[1].error_chain, ["bad-unkeyed again"]);
+    queue.drain().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_queue_replays_and_keeps_what_fails_again() {
+    replay_keeps_what_fails_again(&MemoryDlq::new()).await;
+    let (store, _dir) = support::stores::sqlite().await;
+    replay_keeps_what_fails_again(&store.dead_letters::<String>("lines")).await;
 }

@@ -55,17 +55,9 @@ impl<T> MemoryDlq<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// A copy of every envelope, oldest first, leaving them queued.
-    pub fn list(&self) -> Vec<Envelope<T>>
-    where
-        T: Clone,
-    {
-        self.lock().envelopes.iter().cloned().collect()
-    }
 }
 
-impl<T: Send + 'static> DeadLetterQueue<T> for MemoryDlq<T> {
+impl<T: Clone + Send + 'static> DeadLetterQueue<T> for MemoryDlq<T> {
     fn push(&self, mut envelope: Envelope<T>) -> BoxFuture<'_, Result<u64, BoxError>> {
         let mut state = self.lock();
         let same_key = |e: &&mut Envelope<T>| e.key.is_some() && e.key == envelope.key;
@@ -89,5 +81,15 @@ impl<T: Send + 'static> DeadLetterQueue<T> for MemoryDlq<T> {
     fn drain(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>> {
         let all = self.lock().envelopes.drain(..).collect();
         Box::pin(std::future::ready(Ok(all)))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>> {
+        let all = self.lock().envelopes.iter().cloned().collect();
+        Box::pin(std::future::ready(Ok(all)))
+    }
+
+    fn remove<'a>(&'a self, ids: &'a [u64]) -> BoxFuture<'a, Result<(), BoxError>> {
+        self.lock().envelopes.retain(|e| !ids.contains(&e.id));
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -14,8 +14,10 @@
 
 mod memory;
 
+use std::future::Future;
 use std::time::SystemTime;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 pub use self::memory::MemoryDlq;
@@ -86,7 +88,11 @@ impl<T> Envelope<T> {
     }
 }
 
-/// Stores dead-lettered items.
+/// Stores dead-lettered items: the one dead-letter trait, implemented by
+/// [`MemoryDlq`] and the store's durable queue
+/// ([`StoreDlq`](crate::store::StoreDlq)). Every queue is a pipeline
+/// [`DeadLetterSink`] (a blanket impl), and can be listed, drained and
+/// [replayed](Self::replay).
 pub trait DeadLetterQueue<T>: Send + Sync + 'static {
     /// Stores one envelope; returns its id.
     ///
@@ -100,10 +106,94 @@ pub trait DeadLetterQueue<T>: Send + Sync + 'static {
     fn count(&self) -> BoxFuture<'_, Result<usize, BoxError>>;
     /// Takes every envelope out, oldest first.
     fn drain(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>>;
+    /// A copy of every envelope, oldest first, leaving them queued.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>>;
+    /// Takes the envelopes with these ids out (ids not queued are ignored).
+    fn remove<'a>(&'a self, ids: &'a [u64]) -> BoxFuture<'a, Result<(), BoxError>>;
+
+    /// Gives each queued item to `retry`, oldest first: one that goes
+    /// through is removed, one that fails again stays queued with the new
+    /// error and one more attempt. Letters are removed one by one, so a
+    /// crash midway replays only the ones not removed yet (at least once).
+    ///
+    /// # Errors
+    /// The queue failing; the items `retry` fails are counted in the
+    /// report, not errors.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::dlq::{DeadLetterQueue, Envelope, MemoryDlq};
+    /// use weir::error::BoxError;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let dlq = MemoryDlq::new();
+    /// for n in [1, -2, 3] {
+    ///     dlq.push(Envelope::new(n, "check", 3)).await.unwrap();
+    /// }
+    /// let report = dlq
+    ///     .replay(|n: i32| async move { if n > 0 { Ok(()) } else { Err(BoxError::from("still negative")) } })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!((report.replayed, report.failed), (2, 1));
+    /// let left = dlq.list().await.unwrap();
+    /// assert_eq!((left[0].item, left[0].attempts), (-2, 4));
+    /// assert_eq!(left[0].error_chain, ["still negative"]);
+    /// # }
+    /// ```
+    fn replay<F, Fut>(&self, mut retry: F) -> impl Future<Output = Result<ReplayReport, BoxError>> + Send
+    where
+        Self: Sized,
+        T: Clone + Send,
+        F: FnMut(T) -> Fut + Send,
+        Fut: Future<Output = Result<(), BoxError>> + Send,
+    {
+        async move {
+            let mut report = ReplayReport::default();
+            for letter in self.list().await? {
+                match retry(letter.item.clone()).await {
+                    Ok(()) => {
+                        self.remove(&[letter.id]).await?;
+                        report.replayed += 1;
+                    }
+                    Err(error) => {
+                        let again = Envelope {
+                            error_chain: chain(&*error).map(ToString::to_string).collect(),
+                            attempts: letter.attempts + 1,
+                            last_failure: SystemTime::now(),
+                            ..letter
+                        };
+                        // Keyed: the push replaces it in place. Unkeyed: a
+                        // new envelope, then the old one goes.
+                        let old = again.id;
+                        if again.key.is_some() {
+                            self.push(again).await?;
+                        } else {
+                            self.push(Envelope { id: 0, ..again }).await?;
+                            self.remove(&[old]).await?;
+                        }
+                        report.failed += 1;
+                    }
+                }
+            }
+            Ok(report)
+        }
+    }
 }
 
-impl<T: Send + 'static> DeadLetterSink<T> for MemoryDlq<T> {
+/// What [`DeadLetterQueue::replay`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Items that went through and were removed.
+    pub replayed: u64,
+    /// Items that failed again and stay queued.
+    pub failed: u64,
+}
+
+/// Every dead-letter queue is a pipeline sink.
+impl<T, Q: DeadLetterQueue<T>> DeadLetterSink<T> for Q {
     fn dead_letter(&self, letter: DeadLetter<T>) -> BoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(async move { self.push(Envelope::from_dead_letter(letter)).await.map(drop) })
+        self.push(Envelope::from_dead_letter(letter)).map(|id| id.map(drop)).boxed()
     }
 }

@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 use super::{Backend, DeadLetterRow, Store, StoreError};
 use crate::dlq::{DeadLetterQueue, Envelope};
 use crate::error::BoxError;
-use crate::pipeline::{DeadLetter, DeadLetterSink};
 
 /// A dead-letter queue in a [`Store`]: a poison item survives a crash and
 /// can be listed, drained and replayed later, from another process too.
@@ -184,13 +183,12 @@ where
             Ok(envelopes)
         })
     }
-}
 
-impl<T> DeadLetterSink<T> for StoreDlq<T>
-where
-    T: Serialize + DeserializeOwned + Send + 'static,
-{
-    fn dead_letter(&self, letter: DeadLetter<T>) -> BoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(async move { self.push(Envelope::from_dead_letter(letter)).await.map(drop) })
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>> {
+        Box::pin(async move { Ok(StoreDlq::list(self).await?) })
+    }
+
+    fn remove<'a>(&'a self, ids: &'a [u64]) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { Ok(StoreDlq::remove(self, ids).await?) })
     }
 }
