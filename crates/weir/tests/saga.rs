@@ -593,6 +593,27 @@ async fn a_saga_step_retry_pays_into_its_budget() {
     assert!(!budget.try_withdraw(), "the one deposit bought exactly the one retry");
 }
 
+/// A worker "dying" starts `n` sagas `left-{i}` of [`hanging_saga`] and
+/// dies inside their first step; returns once their leases expired, with
+/// the step no longer hanging.
+async fn leave_expired_sagas(store: &Store, hang: &Arc<std::sync::atomic::AtomicBool>, runs: &Arc<AtomicU32>, n: u32) {
+    let dying = short_lease_engine(store, hang, runs, "dying");
+    let before = runs.load(Ordering::SeqCst);
+    let held: Vec<_> = (0..n)
+        .map(|i| {
+            let dying = dying.clone();
+            tokio::spawn(async move { dying.run_with_id(&format!("left-{i}"), "order", &i).await })
+        })
+        .collect();
+    while runs.load(Ordering::SeqCst) < before + n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    held.iter().for_each(|t| t.abort());
+    drop(dying);
+    hang.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the leases expire
+}
+
 /// `resume` returns only once the sagas its engine's heartbeat took over
 /// meanwhile have ended too (before, a `weir resume` process could exit
 /// with them cut off mid-way, left in progress under its lease).
@@ -601,20 +622,7 @@ async fn resume_waits_for_the_sagas_taken_over_in_the_background() {
     let store = Store::memory();
     let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
     let engine = |worker: &str| short_lease_engine(&store, &hang, &runs, worker);
-    let dying = engine("dying");
-    let held: Vec<_> = (0..5)
-        .map(|i| {
-            let dying = dying.clone();
-            tokio::spawn(async move { dying.run_with_id(&format!("left-{i}"), "order", &i).await })
-        })
-        .collect();
-    while runs.load(Ordering::SeqCst) < 5 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    held.iter().for_each(|t| t.abort());
-    drop(dying);
-    hang.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1200)).await; // the leases expire
+    leave_expired_sagas(&store, &hang, &runs, 5).await;
     let live = engine("live");
     live.run_with_id("quick", "order", &9).await.unwrap(); // its heartbeat takes the five over
     live.resume().await.unwrap();
@@ -634,20 +642,7 @@ async fn resume_and_the_background_take_over_never_claim_one_saga_twice() {
     let (sqlite, _dir) = stores::sqlite().await;
     for store in [sqlite, Store::memory()] {
         let (hang, runs) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
-        let dying = short_lease_engine(&store, &hang, &runs, "dying");
-        let held: Vec<_> = (0..40)
-            .map(|i| {
-                let dying = dying.clone();
-                tokio::spawn(async move { dying.run_with_id(&format!("left-{i}"), "order", &i).await })
-            })
-            .collect();
-        while runs.load(Ordering::SeqCst) < 40 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        held.iter().for_each(|t| t.abort());
-        drop(dying);
-        hang.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(1200)).await; // the leases expire
+        leave_expired_sagas(&store, &hang, &runs, 40).await;
         let live = short_lease_engine(&store, &hang, &runs, "live");
         let report = live.resume().await.unwrap();
         let left = store.sagas(Some(SagaStatus::Running), 100).await.unwrap();
