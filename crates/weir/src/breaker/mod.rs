@@ -52,24 +52,28 @@
 //! ```
 
 mod builder;
+mod call;
 mod error;
+mod machine;
 mod metrics;
+mod permit;
 mod state;
 mod window;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub use self::builder::BreakerBuilder;
 use self::builder::Settings;
+pub use self::call::Call;
+use self::call::CallState;
 pub use self::error::CircuitOpen;
 use self::metrics::Striped;
+pub use self::permit::{OwnedPermit, Permit};
 pub use self::state::State;
 use self::state::Word;
 use self::window::Window;
@@ -272,327 +276,9 @@ fn count_every_error<E>(_: &E) -> bool {
     true
 }
 
-pin_project_lite::pin_project! {
-    /// The future of [`Breaker::call`]: admits the call on first poll,
-    /// runs it, reports its outcome.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Call<'a, F, Fut, P> {
-        inner: &'a Inner,
-        #[pin]
-        state: CallState<F, Fut>,
-        is_failure: P,
-        permit: Option<(u32, bool)>,
-    }
-
-    impl<F, Fut, P> PinnedDrop for Call<'_, F, Fut, P> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // Dropped while the call ran: cancelled, so not counted.
-            if let Some((generation, probe)) = this.permit.take() {
-                drop(Permit { inner: this.inner, generation, probe, done: false });
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = CallStateProj]
-    enum CallState<F, Fut> {
-        /// Not yet admitted.
-        Start { call: Option<F> },
-        /// Admitted and running.
-        Running { #[pin] future: Fut },
-    }
-}
-
-impl<T, E, F, Fut, P> Future for Call<'_, F, Fut, P>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-    E: From<CircuitOpen>,
-    P: Fn(&E) -> bool,
-{
-    type Output = Result<T, E>;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let mut this = self.project();
-        if let CallStateProj::Start { call } = this.state.as_mut().project() {
-            let call = call.take().expect("polled after admission");
-            *this.permit = Some(this.inner.try_acquire()?);
-            this.state.set(CallState::Running { future: call() });
-        }
-        let CallStateProj::Running { future } = this.state.project() else { unreachable!("admitted above") };
-        let result = ready!(future.poll(cx));
-        let (generation, probe) = this.permit.take().expect("admitted calls hold a permit");
-        match &result {
-            Err(error) if (this.is_failure)(error) => this.inner.on_failure(generation, probe),
-            _ => this.inner.on_success(generation, probe),
-        }
-        Poll::Ready(result)
-    }
-}
-
 /// Whether `err` is a cancellation or deadline (weir's [`Cancelled`] or
 /// [`DeadlineExceeded`] in its chain): use with [`Breaker::call_if`] so
 /// cancelled work does not trip the breaker.
 pub fn is_cancellation(err: &(dyn std::error::Error + 'static)) -> bool {
     is::<Cancelled>(err) || is::<DeadlineExceeded>(err)
-}
-
-/// Leave to make one call through a [`Breaker`]; report how it went.
-#[derive(Debug)]
-#[must_use = "a permit dropped without a report is ignored"]
-pub struct Permit<'a> {
-    inner: &'a Inner,
-    generation: u32,
-    probe: bool,
-    done: bool,
-}
-
-impl Permit<'_> {
-    /// The call succeeded.
-    #[inline]
-    pub fn success(mut self) {
-        self.done = true;
-        self.inner.on_success(self.generation, self.probe);
-    }
-
-    /// The call failed.
-    #[inline]
-    pub fn failure(mut self) {
-        self.done = true;
-        self.inner.on_failure(self.generation, self.probe);
-    }
-}
-
-impl Drop for Permit<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        if !self.done {
-            self.inner.ignored.fetch_add(1, Ordering::Relaxed);
-            if self.probe {
-                self.inner.release_probe(self.generation);
-            }
-        }
-    }
-}
-
-/// A [`Permit`] that owns a handle on its breaker.
-#[derive(Debug)]
-#[must_use = "a permit dropped without a report is ignored"]
-pub struct OwnedPermit {
-    inner: Arc<Inner>,
-    generation: u32,
-    probe: bool,
-    done: bool,
-}
-
-impl OwnedPermit {
-    /// The call succeeded.
-    pub fn success(mut self) {
-        self.done = true;
-        self.inner.on_success(self.generation, self.probe);
-    }
-
-    /// The call failed.
-    pub fn failure(mut self) {
-        self.done = true;
-        self.inner.on_failure(self.generation, self.probe);
-    }
-}
-
-impl Drop for OwnedPermit {
-    fn drop(&mut self) {
-        if !self.done {
-            drop(Permit { inner: &self.inner, generation: self.generation, probe: self.probe, done: false });
-        }
-    }
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Breaker").field("name", &self.settings.name).finish_non_exhaustive()
-    }
-}
-
-impl Inner {
-    #[inline]
-    fn load(&self) -> Word {
-        Word(self.word.load(Ordering::Acquire))
-    }
-
-    fn swap(&self, from: Word, to: Word) -> bool {
-        self.word.compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire).is_ok()
-    }
-
-    fn now(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    /// `(generation, is_probe)` of an admitted call.
-    #[inline]
-    fn try_acquire(&self) -> Result<(u32, bool), CircuitOpen> {
-        loop {
-            let word = self.load();
-            match word.state() {
-                State::Closed => return Ok((word.generation(), false)),
-                State::Open => {
-                    let (now, until) = (self.now(), self.open_until.load(Ordering::Acquire));
-                    if now < until {
-                        return Err(self.reject(Some(Duration::from_nanos(until - now))));
-                    }
-                    if self.swap(word, word.next(State::HalfOpen)) {
-                        self.changed(State::Open, State::HalfOpen);
-                    }
-                }
-                State::HalfOpen if word.probes() < self.settings.probes => {
-                    if self.swap(word, word.with_probes(word.probes() + 1)) {
-                        return Ok((word.generation(), true));
-                    }
-                }
-                State::HalfOpen | State::ForcedOpen => return Err(self.reject(None)),
-            }
-        }
-    }
-
-    fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
-        self.rejections.add(1);
-        tracing::debug!(breaker = %self.settings.name, "call rejected: circuit open");
-        CircuitOpen::new(self.settings.name.clone(), retry_after)
-    }
-
-    #[inline]
-    fn on_success(&self, generation: u32, probe: bool) {
-        self.successes.add(1);
-        let rate_trip = self.record_in_window(generation, false);
-        loop {
-            let word = self.load();
-            if word.generation() != generation {
-                return;
-            }
-            let next = match word.state() {
-                State::Closed if rate_trip => return self.open(word),
-                State::Closed if word.count() == 0 => return,
-                State::Closed => word.with_count(0),
-                State::HalfOpen if probe && word.count() + 1 >= self.settings.successes_to_close => {
-                    word.next(State::Closed)
-                }
-                State::HalfOpen if probe => {
-                    word.with_count(word.count() + 1).with_probes(word.probes().saturating_sub(1))
-                }
-                _ => return,
-            };
-            if self.swap(word, next) {
-                if next.state() == State::Closed && word.state() == State::HalfOpen {
-                    self.reopenings.store(0, Ordering::Relaxed);
-                    self.clear_window();
-                    self.changed(State::HalfOpen, State::Closed);
-                }
-                return;
-            }
-        }
-    }
-
-    fn on_failure(&self, generation: u32, probe: bool) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        let rate_trip = self.record_in_window(generation, true);
-        loop {
-            let word = self.load();
-            if word.generation() != generation {
-                return;
-            }
-            match word.state() {
-                State::Closed => {
-                    let failures = word.count() + 1;
-                    let consecutive_trip = self.settings.consecutive_failures.is_some_and(|n| failures >= n);
-                    if consecutive_trip || rate_trip {
-                        return self.open(word);
-                    }
-                    if self.swap(word, word.with_count(failures)) {
-                        return;
-                    }
-                }
-                State::HalfOpen if probe => return self.open(word),
-                _ => return,
-            }
-        }
-    }
-
-    /// Records a closed-state outcome in the rate window; whether the rate
-    /// threshold is now reached.
-    #[inline]
-    fn record_in_window(&self, generation: u32, failed: bool) -> bool {
-        let (Some(window), Some(rate)) = (&self.window, self.settings.rate) else { return false };
-        let word = self.load();
-        if word.state() != State::Closed || word.generation() != generation {
-            return false;
-        }
-        let (calls, failures) = window.lock().unwrap_or_else(|p| p.into_inner()).record(failed, self.now());
-        calls >= rate.min_calls.max(1) && f64::from(failures) >= rate.rate * f64::from(calls)
-    }
-
-    fn clear_window(&self) {
-        if let Some(window) = &self.window {
-            window.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        }
-    }
-
-    /// Opens from `word` (closed or half-open), unless another change won.
-    fn open(&self, word: Word) {
-        let reopenings = self.reopenings.load(Ordering::Relaxed);
-        let duration = match self.settings.open_growth {
-            Some((factor, max)) => self.settings.open_for.mul_f64(factor.powi(reopenings.min(64) as i32)).min(max),
-            None => self.settings.open_for,
-        };
-        // Published by the swap below: a caller that sees Open reads this.
-        self.open_until.store(self.now() + duration.as_nanos() as u64, Ordering::Release);
-        if self.swap(word, word.next(State::Open)) {
-            self.reopenings.fetch_add(1, Ordering::Relaxed);
-            self.openings.fetch_add(1, Ordering::Relaxed);
-            self.clear_window();
-            self.changed(word.state(), State::Open);
-        } else {
-            // Someone else changed the state first; decide again from it.
-            let now = self.load();
-            if now.generation() == word.generation() {
-                match now.state() {
-                    State::Closed | State::HalfOpen => self.open(now),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    fn release_probe(&self, generation: u32) {
-        loop {
-            let word = self.load();
-            if word.generation() != generation || word.state() != State::HalfOpen {
-                return;
-            }
-            if self.swap(word, word.with_probes(word.probes().saturating_sub(1))) {
-                return;
-            }
-        }
-    }
-
-    fn transition_to(&self, state: State) {
-        loop {
-            let word = self.load();
-            if self.swap(word, word.next(state)) {
-                if word.state() != state {
-                    self.changed(word.state(), state);
-                }
-                return;
-            }
-        }
-    }
-
-    fn changed(&self, from: State, to: State) {
-        tracing::info!(breaker = %self.settings.name, %from, %to, "breaker state change");
-        let change = StateChange { breaker: self.settings.name.clone(), from, to };
-        for listener in &self.settings.listeners {
-            listener(&change);
-        }
-    }
 }
