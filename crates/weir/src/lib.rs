@@ -66,6 +66,7 @@ pub mod error;
 pub mod group;
 pub mod hedge;
 pub mod pipeline;
+pub mod rate;
 pub mod retry;
 pub mod saga;
 // Without a database feature only the memory store remains; the shared

@@ -1,0 +1,52 @@
+//! The generic cell rate algorithm on `tokio::time`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// One budget: the theoretical arrival time of the next call.
+#[derive(Debug)]
+pub(crate) struct Gcra {
+    /// Time between two calls at the steady rate.
+    interval: Duration,
+    /// How early a call may come: `interval × (burst − 1)`.
+    tolerance: Duration,
+    pub(crate) max_wait: Option<Duration>,
+    next: Mutex<Option<Instant>>,
+}
+
+impl Gcra {
+    pub(crate) fn new(interval: Duration, burst: u32, max_wait: Option<Duration>) -> Self {
+        Self { interval, tolerance: interval * (burst - 1), max_wait, next: Mutex::new(None) }
+    }
+
+    /// Reserves the next slot if it is at most `max_wait` away (`None`: any
+    /// wait); returns the wait, or how long until a slot is free.
+    pub(crate) fn reserve(&self, max_wait: Option<Duration>) -> Result<Duration, Duration> {
+        let now = Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let due = next.map_or(now, |n| n.max(now));
+        let allowed_at = due.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        let wait = allowed_at - now;
+        if max_wait.is_some_and(|limit| wait > limit) {
+            return Err(wait);
+        }
+        *next = Some(due + self.interval);
+        Ok(wait)
+    }
+
+    /// Whether the budget is full again (no call would wait for it): a
+    /// keyed limiter may forget it.
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|n| n <= now)
+    }
+
+    pub(crate) fn settings(&self) -> (Duration, Duration, Option<Duration>) {
+        (self.interval, self.tolerance, self.max_wait)
+    }
+
+    pub(crate) fn with_settings((interval, tolerance, max_wait): (Duration, Duration, Option<Duration>)) -> Self {
+        Self { interval, tolerance, max_wait, next: Mutex::new(None) }
+    }
+}
