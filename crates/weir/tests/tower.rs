@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
 use weir::breaker::{Breaker, CircuitOpen, State};
 use weir::bulkhead::{Bulkhead, BulkheadFull};
 use weir::error::{BoxError, TimedOut, is};
@@ -44,4 +44,28 @@ async fn the_bulkhead_layer_rejects_when_full_and_the_timeout_layer_bounds_calls
     assert!(is::<BulkheadFull>(&*rejected), "{rejected}");
     let timed_out = first.await.unwrap().unwrap_err();
     assert!(is::<TimedOut>(&*timed_out), "{timed_out}");
+}
+
+/// The rate limit layer holds callers back in `poll_ready` (backpressure
+/// through `ServiceBuilder`), and refuses at once past its maximum wait.
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_layer_paces_in_poll_ready_and_refuses_past_its_wait() {
+    use weir::rate::{RateLimited, RateLimiter};
+    use weir::tower::RateLimitLayer;
+    let limiter = RateLimiter::builder().rate(4, Duration::from_secs(1)).build().unwrap();
+    let mut service = tower::ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter))
+        .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    let started = tokio::time::Instant::now();
+    for n in 0..4 {
+        let ready = service.ready().await.unwrap();
+        assert_eq!(ready.call(n).await.unwrap(), n);
+    }
+    assert_eq!(started.elapsed(), Duration::from_millis(750), "0, 250, 500, 750 ms");
+
+    let strict = RateLimiter::builder().rate(1, Duration::from_secs(1)).max_wait(Duration::ZERO).build().unwrap();
+    let service = RateLimitLayer::new(strict).layer(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    assert_eq!(service.clone().oneshot(1).await.unwrap(), 1);
+    let err = service.clone().oneshot(2).await.unwrap_err();
+    assert!(is::<RateLimited>(&*err), "{err}");
 }

@@ -111,7 +111,7 @@ impl RateLimiter {
     /// handing it back: the limiter never lets more through than its rate,
     /// at the cost of one unused slot.
     pub async fn acquire(&self) -> Result<(), RateLimited> {
-        let wait = self.gcra.reserve(self.gcra.max_wait).map_err(|retry_after| self.limited(retry_after))?;
+        let wait = self.reserve()?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -134,6 +134,12 @@ impl RateLimiter {
     {
         self.acquire().await?;
         call().await
+    }
+
+    /// Reserves the next slot (at most the maximum wait away); returns how
+    /// long until it is due.
+    pub(crate) fn reserve(&self) -> Result<Duration, RateLimited> {
+        self.gcra.reserve(self.gcra.max_wait).map_err(|retry_after| self.limited(retry_after))
     }
 
     fn limited(&self, retry_after: Duration) -> RateLimited {

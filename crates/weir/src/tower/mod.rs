@@ -6,8 +6,10 @@
 //! error, or weir's [`CircuitOpen`], [`BulkheadFull`], [`TimedOut`], all
 //! findable with [`find`](crate::error::find).
 //!
+//! [`RateLimitLayer`] reserves its slot in `poll_ready` (backpressure).
+//!
 //! Order them as the policies compose (outermost first): retry, breaker,
-//! bulkhead, timeout:
+//! rate limit, bulkhead, timeout:
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,6 +40,9 @@ use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 use tower_service::Service;
 
+mod rate;
+
+pub use self::rate::{RateLimitLayer, RateLimitService};
 use crate::breaker::{Breaker, OwnedPermit};
 use crate::bulkhead::Bulkhead;
 use crate::error::BoxError;
