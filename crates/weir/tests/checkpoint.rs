@@ -134,6 +134,34 @@ async fn a_malformed_json_line_is_named_by_file_and_byte() {
     assert!(missing.to_string().contains("cannot open"), "{missing}");
 }
 
+/// A line longer than the limit ends the read with an error naming the
+/// file, the byte and the fix, after the lines before it; it is never read
+/// into memory whole (before, `lines_from` had no limit: a file without
+/// newlines was one line as large as the file). Lines of exactly the limit
+/// pass, with `\n` or `\r\n`.
+#[tokio::test]
+async fn a_line_longer_than_the_limit_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.txt");
+    let (fits, too_long) = ("a".repeat(16), "b".repeat(17));
+    std::fs::write(&path, format!("{fits}\n{fits}\r\n{too_long}\nafter\n")).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let consumer = CursorConsumer::builder(Store::memory(), "long").every(1).build().unwrap();
+    let s = seen.clone();
+    let err = consumer
+        .run(&mut LineFileSource::new(&path).max_line_bytes(16), move |line: String| {
+            s.lock().unwrap().push(line.len());
+            async { Ok::<(), BoxError>(()) }
+        })
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("long.txt at byte 35: line longer than 16 bytes; raise max_line_bytes"), "{text}");
+    assert_eq!(*seen.lock().unwrap(), [16, 16], "the lines before it were handled");
+    let all = consumer.run(&mut LineFileSource::new(&path), |_| async { Ok::<(), BoxError>(()) }).await.unwrap();
+    assert_eq!(all.processed, 2, "with the default limit the rest reads on");
+}
+
 #[tokio::test]
 async fn an_outbox_table_is_read_by_increasing_id_in_pages() {
     let dir = tempfile::tempdir().unwrap();

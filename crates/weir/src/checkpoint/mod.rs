@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::outbox::OutboxSource;
-pub use self::source::{ChannelSource, CursorSource, Events, JsonlFileSource, LineFileSource};
+pub use self::source::{ChannelSource, CursorSource, DEFAULT_MAX_LINE_BYTES, Events, JsonlFileSource, LineFileSource};
 use crate::error::{BoxError, ConfigError};
 use crate::store::{Store, StoreError};
 

@@ -6,7 +6,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, BufReader};
 
 use crate::error::BoxError;
 
@@ -61,20 +61,39 @@ impl<T: Send + 'static> CursorSource for ChannelSource<T> {
 /// byte offset just after a line.
 ///
 /// # Defaults
-/// The file is complete: a last line without its newline is read like any
-/// other (its position is the end of the file), never dropped. For a file
-/// another process is still appending to, [`growing`](Self::growing) makes
-/// such a line wait for its newline instead.
+/// - The file is complete: a last line without its newline is read like
+///   any other (its position is the end of the file), never dropped. For a
+///   file another process is still appending to, [`growing`](Self::growing)
+///   makes such a line wait for its newline instead.
+/// - Lines of at most 1 MiB ([`DEFAULT_MAX_LINE_BYTES`]): a longer one ends
+///   the read with an error naming the file, its byte offset and the
+///   limit, instead of reading it into memory whole (a file without
+///   newlines would otherwise be read in one piece).
+///
+/// Lines are framed here rather than by `tokio-util`'s `LinesCodec`: the
+/// cursor needs each line's exact end offset (`\n` or `\r\n`), which
+/// the codec's strings do not tell, and a growing file's last partial line
+/// must stay unconsumed.
 #[derive(Debug, Clone)]
 pub struct LineFileSource {
     path: PathBuf,
     growing: bool,
+    max_line_bytes: usize,
 }
+
+/// The longest line a [`LineFileSource`] reads by default: 1 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
 impl LineFileSource {
     /// Reads the complete file at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), growing: false }
+        Self { path: path.into(), growing: false, max_line_bytes: DEFAULT_MAX_LINE_BYTES }
+    }
+
+    /// The longest line read, newline excluded; a longer one is an error.
+    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
     }
 
     /// The file is still being appended to: a last line without its newline
@@ -91,7 +110,7 @@ impl CursorSource for LineFileSource {
     type Position = u64;
 
     fn read(&mut self, from: Option<u64>) -> BoxStream<'_, Result<(u64, String), BoxError>> {
-        let (path, growing) = (self.path.clone(), self.growing);
+        let (path, growing, max) = (self.path.clone(), self.growing, self.max_line_bytes);
         let start = from.unwrap_or(0);
         let opened = async move {
             let mut file =
@@ -104,7 +123,7 @@ impl CursorSource for LineFileSource {
         futures_util::stream::once(opened)
             .flat_map(move |opened| match opened {
                 Err(e) => futures_util::stream::once(std::future::ready(Err(e))).boxed(),
-                Ok((reader, start, path)) => lines_from(reader, start, path, growing).boxed(),
+                Ok((reader, start, path)) => lines_from(reader, start, path, growing, max).boxed(),
             })
             .boxed()
     }
@@ -115,14 +134,25 @@ fn lines_from(
     start: u64,
     path: PathBuf,
     growing: bool,
+    max: usize,
 ) -> impl Stream<Item = Result<(u64, String), BoxError>> + Send {
     futures_util::stream::unfold(Some((reader, start)), move |state| {
         let path = path.clone();
         async move {
             let (mut reader, offset) = state?;
             let mut line = String::new();
-            match reader.read_line(&mut line).await {
+            // At most the limit, its `\r\n` and one byte more: enough to
+            // tell a line that is too long.
+            let mut bounded = (&mut reader).take(max as u64 + 3);
+            match bounded.read_line(&mut line).await {
                 Ok(0) => None,
+                Ok(_) if line.trim_end_matches(['\n', '\r']).len() > max => {
+                    let error = format!(
+                        "{} at byte {offset}: line longer than {max} bytes; raise max_line_bytes, or split the line",
+                        path.display()
+                    );
+                    Some((Err(error.into()), None))
+                }
                 // A last line without its newline: half-written in a growing
                 // file (not consumed), the last line of a complete one.
                 Ok(_) if growing && !line.ends_with('\n') => None,
