@@ -168,8 +168,6 @@ pub struct Stage<T, S> {
     pub(crate) breaker: Option<Breaker>,
     pub(crate) bulkhead: Option<Isolation>,
     pub(crate) hedge: Option<Hedge>,
-    #[cfg(feature = "test-util")]
-    pub(crate) faults: Option<Arc<crate::testing::FaultInjector>>,
 }
 
 /// How a stage bounds its calls in flight.
@@ -243,8 +241,28 @@ impl<T, S> Stage<T, S> {
             breaker: None,
             bulkhead: None,
             hedge: None,
-            #[cfg(feature = "test-util")]
-            faults: None,
+        }
+    }
+
+    /// The same stage around another function (the testing kit's fault
+    /// injection wraps the stage's own this way).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+    pub(crate) fn map_fn<S2>(self, wrap: impl FnOnce(S) -> S2) -> Stage<T, S2> {
+        Stage {
+            name: self.name,
+            f: wrap(self.f),
+            workers: self.workers,
+            ordered: self.ordered,
+            retry: self.retry,
+            transient: self.transient,
+            timeout: self.timeout,
+            policy: self.policy,
+            copy: self.copy,
+            key: self.key,
+            tenant: self.tenant,
+            breaker: self.breaker,
+            bulkhead: self.bulkhead,
+            hedge: self.hedge,
         }
     }
 
@@ -326,34 +344,6 @@ impl<T, S> Stage<T, S> {
     /// [`run_per_tenant`](crate::bulkhead::run_per_tenant).
     pub fn bulkhead_per_tenant(mut self, bulkheads: KeyedBulkhead<String>) -> Self {
         self.bulkhead = Some(Isolation::PerTenant(bulkheads));
-        self
-    }
-
-    /// Sends every attempt through `faults` first (feature `test-util`):
-    /// an injected error or panic fails the attempt as the function's own
-    /// would (caught, retried, dead-lettered by the stage's policies), a
-    /// delay slows it, a hang holds it until the stage's timeout or
-    /// cancellation. For fault campaigns on a real pipeline.
-    ///
-    /// # Examples
-    /// ```
-    /// use std::sync::Arc;
-    /// use weir::pipeline::{OnError, Pipeline, Stage};
-    /// use weir::testing::{Fault, FaultInjector};
-    ///
-    /// # #[tokio::main]
-    /// # async fn main() {
-    /// let faults = Arc::new(FaultInjector::builder().nth(3, Fault::Error).build().unwrap());
-    /// let stage = Stage::map("double", |n: u32| async move { n * 2 }).inject_faults(faults.clone()).on_error(OnError::Skip);
-    /// let (out, report) = Pipeline::from_iter(1..=5u32).stage(stage).collect().await.unwrap();
-    /// assert_eq!(out, [2, 4, 8, 10]);
-    /// assert_eq!((report.stage("double").unwrap().skipped, faults.counts().errors), (1, 1));
-    /// # }
-    /// ```
-    #[cfg(feature = "test-util")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
-    pub fn inject_faults(mut self, faults: Arc<crate::testing::FaultInjector>) -> Self {
-        self.faults = Some(faults);
         self
     }
 }

@@ -225,22 +225,10 @@ where
         result
     }
 
-    /// Calls the stage's function on `item` (through the fault injector,
-    /// when the stage has one: each call, hedged ones included).
-    #[cfg(not(feature = "test-util"))]
+    /// Calls the stage's function on `item` (each call, hedged ones
+    /// included).
     fn invoke(&self, item: T) -> impl std::future::Future<Output = Result<Option<S::Output>, BoxError>> + Send + '_ {
         self.stage.f.call(item)
-    }
-
-    /// Calls the stage's function on `item` (through the fault injector,
-    /// when the stage has one: each call, hedged ones included).
-    #[cfg(feature = "test-util")]
-    fn invoke(&self, item: T) -> impl std::future::Future<Output = Result<Option<S::Output>, BoxError>> + Send + '_ {
-        let call = self.stage.f.call(item);
-        match &self.stage.faults {
-            Some(faults) => Either::Left(Box::pin(faults.call(|| call))),
-            None => Either::Right(call),
-        }
     }
 
     /// Whether a failed attempt may be retried: the stage's own rule, or

@@ -15,6 +15,8 @@
 
 mod faults;
 mod leaks;
+mod stage;
 
 pub use self::faults::{Fault, FaultCounts, FaultInjector, FaultInjectorBuilder, InjectedFault, quiet_injected_panics};
 pub use self::leaks::{DrainTooSlow, LeakCheck, Leaked, drain_within};
+pub use self::stage::Faulty;
