@@ -13,6 +13,7 @@
 //! | [`Group::map`](group::Group::map) | an ordered, limited parallel map whose first error cancels the rest |
 //! | [`pipeline::Pipeline`] | a source → named stages → sink over bounded channels, with workers per stage, retries, timeouts, skip / collect / dead-letter policies and a report that accounts for every item |
 //! | [`retry::RetryPolicy`] | backoff with jitter, attempt and time limits, permanent errors, a retry budget; as a wrapper or a stage setting |
+//! | [`rate::RateLimiter`] | at most n calls per period with a burst, for one dependency or per key; waits or refuses with when to try again |
 //! | [`error`] | errors that say where they came from ([`StageError`](error::StageError)), an aggregate that keeps them all ([`Errors`](error::Errors)), and [`find`](error::find) / [`is`](error::is) to walk chains |
 //!
 //! # How the parts compose
