@@ -115,6 +115,9 @@ pub trait DeadLetterQueue<T>: Send + Sync + 'static {
     /// through is removed, one that fails again stays queued with the new
     /// error and one more attempt. Letters are removed one by one, so a
     /// crash midway replays only the ones not removed yet (at least once).
+    /// An unkeyed letter that fails again is stored anew before the old one
+    /// is removed: a crash between the two leaves it twice, never lost (give
+    /// letters a key to have them replaced in place).
     ///
     /// # Errors
     /// The queue failing; the items `retry` fails are counted in the

@@ -5,20 +5,26 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// A limiter's settings, shared by every budget of a keyed limiter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// Time between two calls at the steady rate.
+    pub(crate) interval: Duration,
+    /// How early a call may come: `interval × (burst − 1)`.
+    pub(crate) tolerance: Duration,
+    pub(crate) max_wait: Option<Duration>,
+}
+
 /// One budget: the theoretical arrival time of the next call.
 #[derive(Debug)]
 pub(crate) struct Gcra {
-    /// Time between two calls at the steady rate.
-    interval: Duration,
-    /// How early a call may come: `interval × (burst − 1)`.
-    tolerance: Duration,
-    pub(crate) max_wait: Option<Duration>,
+    pub(crate) pace: Pace,
     next: Mutex<Option<Instant>>,
 }
 
 impl Gcra {
-    pub(crate) fn new(interval: Duration, burst: u32, max_wait: Option<Duration>) -> Self {
-        Self { interval, tolerance: interval * (burst - 1), max_wait, next: Mutex::new(None) }
+    pub(crate) fn new(pace: Pace) -> Self {
+        Self { pace, next: Mutex::new(None) }
     }
 
     /// Reserves the next slot if it is at most `max_wait` away (`None`: any
@@ -27,12 +33,12 @@ impl Gcra {
         let now = Instant::now();
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let due = next.map_or(now, |n| n.max(now));
-        let allowed_at = due.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        let allowed_at = due.checked_sub(self.pace.tolerance).unwrap_or(now).max(now);
         let wait = allowed_at - now;
         if max_wait.is_some_and(|limit| wait > limit) {
             return Err(wait);
         }
-        *next = Some(due + self.interval);
+        *next = Some(due + self.pace.interval);
         Ok(wait)
     }
 
@@ -40,13 +46,5 @@ impl Gcra {
     /// keyed limiter may forget it.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         self.next.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|n| n <= now)
-    }
-
-    pub(crate) fn settings(&self) -> (Duration, Duration, Option<Duration>) {
-        (self.interval, self.tolerance, self.max_wait)
-    }
-
-    pub(crate) fn with_settings((interval, tolerance, max_wait): (Duration, Duration, Option<Duration>)) -> Self {
-        Self { interval, tolerance, max_wait, next: Mutex::new(None) }
     }
 }

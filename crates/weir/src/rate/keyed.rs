@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::gcra::Gcra;
+use super::gcra::{Gcra, Pace};
 use super::{RateLimited, RateLimiter};
 
 /// One [`RateLimiter`] budget per key (a tenant, a host), created on first
@@ -29,26 +29,38 @@ use super::{RateLimited, RateLimiter};
 /// ```
 #[derive(Debug)]
 pub struct KeyedRateLimiter<K> {
-    template: Gcra,
+    pace: Pace,
     budgets: Mutex<Budgets<K>>,
 }
 
 #[derive(Debug)]
 struct Budgets<K> {
-    by_key: HashMap<K, Arc<Gcra>>,
+    /// Each key's limiter (named after the key once, when it is created).
+    by_key: HashMap<K, RateLimiter>,
     swept_at_len: usize,
 }
 
 impl<K> KeyedRateLimiter<K> {
-    pub(super) fn new(template: Gcra) -> Self {
-        Self { template, budgets: Mutex::new(Budgets { by_key: HashMap::new(), swept_at_len: 64 }) }
+    pub(super) fn new(pace: Pace) -> Self {
+        Self { pace, budgets: Mutex::new(Budgets { by_key: HashMap::new(), swept_at_len: 64 }) }
     }
 }
 
 impl<K: Hash + Eq + Clone + ToString> KeyedRateLimiter<K> {
-    /// The limiter of `key`.
+    /// The limiter of `key` (a handle on its budget: clones share it).
     pub fn limiter(&self, key: &K) -> RateLimiter {
-        RateLimiter { name: Arc::from(key.to_string()), gcra: self.budget(key) }
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(limiter) = budgets.by_key.get(key) {
+            return limiter.clone();
+        }
+        if budgets.by_key.len() >= budgets.swept_at_len {
+            let now = Instant::now();
+            budgets.by_key.retain(|_, l| Arc::strong_count(&l.gcra) > 1 || !l.gcra.is_idle(now));
+            budgets.swept_at_len = (budgets.by_key.len() * 2).max(64);
+        }
+        let limiter = RateLimiter { name: Arc::from(key.to_string()), gcra: Arc::new(Gcra::new(self.pace)) };
+        budgets.by_key.insert(key.clone(), limiter.clone());
+        limiter
     }
 
     /// Takes a slot of `key`'s budget now.
@@ -75,20 +87,5 @@ impl<K: Hash + Eq + Clone + ToString> KeyedRateLimiter<K> {
     /// How many keys have a budget in memory.
     pub fn keys(&self) -> usize {
         self.budgets.lock().unwrap_or_else(|p| p.into_inner()).by_key.len()
-    }
-
-    fn budget(&self, key: &K) -> Arc<Gcra> {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(budget) = budgets.by_key.get(key) {
-            return Arc::clone(budget);
-        }
-        if budgets.by_key.len() >= budgets.swept_at_len {
-            let now = Instant::now();
-            budgets.by_key.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle(now));
-            budgets.swept_at_len = (budgets.by_key.len() * 2).max(64);
-        }
-        let budget = Arc::new(Gcra::with_settings(self.template.settings()));
-        budgets.by_key.insert(key.clone(), Arc::clone(&budget));
-        budget
     }
 }

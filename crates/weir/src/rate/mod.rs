@@ -49,7 +49,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::gcra::Gcra;
+use self::gcra::{Gcra, Pace};
 pub use self::keyed::KeyedRateLimiter;
 use crate::error::ConfigError;
 
@@ -139,7 +139,7 @@ impl RateLimiter {
     /// Reserves the next slot (at most the maximum wait away); returns how
     /// long until it is due.
     pub(crate) fn reserve(&self) -> Result<Duration, RateLimited> {
-        self.gcra.reserve(self.gcra.max_wait).map_err(|retry_after| self.limited(retry_after))
+        self.gcra.reserve(self.gcra.pace.max_wait).map_err(|retry_after| self.limited(retry_after))
     }
 
     fn limited(&self, retry_after: Duration) -> RateLimited {
@@ -196,7 +196,7 @@ impl RateLimiterBuilder {
     /// [`ConfigError`] without a rate, for a rate of 0 calls or over a zero
     /// period, or a burst of 0.
     pub fn build(self) -> Result<RateLimiter, ConfigError> {
-        let gcra = self.gcra()?;
+        let gcra = Gcra::new(self.pace()?);
         Ok(RateLimiter { name: Arc::from(self.name.as_deref().unwrap_or("rate")), gcra: Arc::new(gcra) })
     }
 
@@ -205,10 +205,10 @@ impl RateLimiterBuilder {
     /// # Errors
     /// As [`build`](Self::build).
     pub fn build_keyed<K>(self) -> Result<KeyedRateLimiter<K>, ConfigError> {
-        Ok(KeyedRateLimiter::new(self.gcra()?))
+        Ok(KeyedRateLimiter::new(self.pace()?))
     }
 
-    fn gcra(&self) -> Result<Gcra, ConfigError> {
+    fn pace(&self) -> Result<Pace, ConfigError> {
         let Some((calls, per)) = self.rate else {
             return Err(ConfigError::new("rate limit", "unset", "set .rate(calls, per)"));
         };
@@ -223,6 +223,7 @@ impl RateLimiterBuilder {
         if burst == 0 {
             return Err(ConfigError::new("rate limit burst", 0, "use at least 1 (calls evenly spaced)"));
         }
-        Ok(Gcra::new(per / calls, burst, self.max_wait))
+        let interval = per / calls;
+        Ok(Pace { interval, tolerance: interval * (burst - 1), max_wait: self.max_wait })
     }
 }
