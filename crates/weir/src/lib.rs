@@ -67,6 +67,7 @@ pub mod error;
 pub mod group;
 pub mod hedge;
 pub mod pipeline;
+pub mod policy;
 pub mod rate;
 pub mod retry;
 pub mod saga;

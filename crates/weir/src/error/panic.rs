@@ -124,6 +124,11 @@ impl<F: Future> Future for CatchPanic<F> {
     }
 }
 
+/// Awaits `call`, a panic in it becoming a [`Panicked`] error.
+pub(crate) async fn guarded<T>(call: impl Future<Output = Result<T, super::BoxError>>) -> Result<T, super::BoxError> {
+    catch_panic(call).await.unwrap_or_else(|payload| Err(Box::new(Panicked::new(payload))))
+}
+
 /// Runs `call` at once, turning its panic into `Err(payload)`: for a call
 /// that makes a future (then [`catch_panic`] the future), where the future
 /// must not borrow what the call borrows.

@@ -262,7 +262,7 @@ impl<T: Send + 'static> Pipeline<T> {
                 "a stage with no worker would never take an item; use at least 1",
             ));
         }
-        if stage.timeout.is_some_and(|t| t.after().is_zero()) && self.setup.config_error.is_none() {
+        if stage.policies.timeout().is_some_and(|t| t.after().is_zero()) && self.setup.config_error.is_none() {
             self.setup.config_error = Some(ConfigError::new(
                 "stage timeout",
                 format!("0s for stage `{}`", stage.name),

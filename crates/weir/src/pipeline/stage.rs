@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 
-use crate::timeout::Timeout;
-
 use crate::breaker::Breaker;
 use crate::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::error::{BoxError, StageError};
 use crate::hedge::Hedge;
+use crate::policy::{Stack, StackBuilder};
+use crate::rate::{KeyedRateLimiter, RateLimiter};
 use crate::retry::RetryPolicy;
 
 /// The function of a stage, called once per item (per attempt).
@@ -132,7 +132,7 @@ type Labeller<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// # Defaults
 /// - 1 worker;
 /// - unordered (with 1 worker, order is kept anyway);
-/// - no retry, no per-attempt timeout;
+/// - no policy (no retry, no timeout: an empty [`Stack`]);
 /// - [`OnError::Fail`];
 /// - items named by their index only (no key, no tenant).
 ///
@@ -156,27 +156,15 @@ pub struct Stage<T, S> {
     pub(crate) f: S,
     pub(crate) workers: usize,
     pub(crate) ordered: bool,
-    pub(crate) retry: Option<RetryPolicy>,
+    /// Every attempt's policies, keyed by the item's tenant.
+    pub(crate) policies: Stack,
     pub(crate) transient: Option<Classifier>,
-    pub(crate) timeout: Option<Timeout>,
     pub(crate) policy: Policy<T>,
     /// Set by the settings that need the item after an attempt (retry,
-    /// dead letter), which is why they ask for `T: Clone`.
+    /// hedge, dead letter), which is why they ask for `T: Clone`.
     pub(crate) copy: Option<fn(&T) -> T>,
     pub(crate) key: Option<Labeller<T>>,
     pub(crate) tenant: Option<Labeller<T>>,
-    pub(crate) breaker: Option<Breaker>,
-    pub(crate) bulkhead: Option<Isolation>,
-    pub(crate) hedge: Option<Hedge>,
-}
-
-/// How a stage bounds its calls in flight.
-#[derive(Debug, Clone)]
-pub(crate) enum Isolation {
-    /// One bulkhead for every item.
-    Shared(Bulkhead),
-    /// One bulkhead per tenant (the stage's tenant label).
-    PerTenant(KeyedBulkhead<String>),
 }
 
 impl<T, S> fmt::Debug for Stage<T, S> {
@@ -185,8 +173,7 @@ impl<T, S> fmt::Debug for Stage<T, S> {
             .field("name", &self.name)
             .field("workers", &self.workers)
             .field("ordered", &self.ordered)
-            .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
+            .field("policies", &self.policies)
             .finish_non_exhaustive()
     }
 }
@@ -231,16 +218,12 @@ impl<T, S> Stage<T, S> {
             f,
             workers: 1,
             ordered: false,
-            retry: None,
+            policies: Stack::default(),
             transient: None,
-            timeout: None,
             policy: Policy::Plain(OnError::Fail),
             copy: None,
             key: None,
             tenant: None,
-            breaker: None,
-            bulkhead: None,
-            hedge: None,
         }
     }
 
@@ -253,16 +236,12 @@ impl<T, S> Stage<T, S> {
             f: wrap(self.f),
             workers: self.workers,
             ordered: self.ordered,
-            retry: self.retry,
+            policies: self.policies,
             transient: self.transient,
-            timeout: self.timeout,
             policy: self.policy,
             copy: self.copy,
             key: self.key,
             tenant: self.tenant,
-            breaker: self.breaker,
-            bulkhead: self.bulkhead,
-            hedge: self.hedge,
         }
     }
 
@@ -280,11 +259,17 @@ impl<T, S> Stage<T, S> {
         self
     }
 
-    /// Bounds each attempt; an attempt that runs longer fails with
-    /// [`TimedOut`](crate::error::TimedOut), which is transient.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(Timeout::unvalidated(timeout));
+    /// Changes one setting of the stage's stack (checked when the
+    /// pipeline runs, naming the stage).
+    fn set_policy(mut self, set: impl FnOnce(StackBuilder) -> StackBuilder) -> Self {
+        self.policies = set(self.policies.into_builder()).unvalidated();
         self
+    }
+
+    /// Bounds each call (each hedged copy); one that runs longer fails
+    /// with [`TimedOut`](crate::error::TimedOut), which is transient.
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.set_policy(|stack| stack.timeout(timeout))
     }
 
     /// What to do with an item that failed; see [`OnError`].
@@ -313,23 +298,36 @@ impl<T, S> Stage<T, S> {
         self
     }
 
-    /// Runs each attempt through `breaker` (seed task 15): an open breaker
-    /// fails the attempt at once with [`CircuitOpen`](crate::breaker::CircuitOpen),
+    /// Runs each attempt through `breaker`: an open breaker fails the
+    /// attempt at once with [`CircuitOpen`](crate::breaker::CircuitOpen),
     /// which is not retried; every other error counts as a breaker failure,
-    /// except [`Skip`](crate::error::Skip).
-    pub fn breaker(mut self, breaker: Breaker) -> Self {
-        self.breaker = Some(breaker);
-        self
+    /// except [`Skip`](crate::error::Skip) and the refusals of the rate
+    /// limit and the bulkhead.
+    pub fn breaker(self, breaker: Breaker) -> Self {
+        self.set_policy(|stack| stack.breaker(breaker))
+    }
+
+    /// Paces the stage's attempts by `limiter`; a
+    /// [`RateLimited`](crate::rate::RateLimited) error (the next slot is
+    /// further than the limiter's maximum wait) is transient.
+    pub fn rate_limit(self, limiter: RateLimiter) -> Self {
+        self.set_policy(|stack| stack.rate_limit(limiter))
+    }
+
+    /// Paces each tenant's attempts by its own limiter. Needs a
+    /// [`tenant`](Self::tenant) label; items without one share the `""`
+    /// tenant.
+    pub fn rate_limit_per_tenant(self, limiters: std::sync::Arc<KeyedRateLimiter<String>>) -> Self {
+        self.set_policy(|stack| stack.rate_limit_per_key(limiters))
     }
 
     /// Runs each attempt in a slot of `bulkhead`; a
     /// [`BulkheadFull`](crate::bulkhead::BulkheadFull) error is transient.
-    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
-        self.bulkhead = Some(Isolation::Shared(bulkhead));
-        self
+    pub fn bulkhead(self, bulkhead: Bulkhead) -> Self {
+        self.set_policy(|stack| stack.bulkhead(bulkhead))
     }
 
-    /// Runs each attempt in a slot of its tenant's bulkhead (seed task 14).
+    /// Runs each attempt in a slot of its tenant's bulkhead.
     /// Needs a [`tenant`](Self::tenant) label; items without one share the
     /// `""` tenant.
     ///
@@ -342,29 +340,36 @@ impl<T, S> Stage<T, S> {
     /// failure policy (dead letter, collect, skip) takes it. For tenants
     /// that must each have their own tasks, use
     /// [`run_per_tenant`](crate::bulkhead::run_per_tenant).
-    pub fn bulkhead_per_tenant(mut self, bulkheads: KeyedBulkhead<String>) -> Self {
-        self.bulkhead = Some(Isolation::PerTenant(bulkheads));
-        self
+    pub fn bulkhead_per_tenant(self, bulkheads: KeyedBulkhead<String>) -> Self {
+        self.set_policy(|stack| stack.bulkhead_per_key(bulkheads))
     }
 }
 
 impl<T: Clone, S> Stage<T, S> {
-    /// Retries a failed item by `policy` before its failure counts (seed
-    /// task 5). Needs `T: Clone`: each attempt gets a copy.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
+    /// Runs each item through `stack` (its per-key policies keyed by the
+    /// item's [`tenant`](Self::tenant)), replacing the policies set so
+    /// far: one stack can be shared by several stages and other callers.
+    /// Needs `T: Clone`: a retry or a hedge gets a copy per call.
+    pub fn policies(mut self, stack: Stack) -> Self {
+        self.policies = stack;
         self.copy = Some(T::clone);
         self
     }
 
-    /// Hedges each attempt (seed task 18): the function is called again on
-    /// a copy of the item when the first call is slow, by `hedge`'s
-    /// settings; the first success wins, the others are dropped. If every
-    /// call fails, the attempt fails with their errors.
-    pub fn hedge(mut self, hedge: Hedge) -> Self {
-        self.hedge = Some(hedge);
+    /// Retries a failed item by `policy` before its failure counts.
+    /// Needs `T: Clone`: each attempt gets a copy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.copy = Some(T::clone);
-        self
+        self.set_policy(|stack| stack.retry(policy))
+    }
+
+    /// Hedges each attempt: the function is called again on a copy of the
+    /// item when the first call is slow, by `hedge`'s settings; the first
+    /// success wins, the others are dropped. If every call fails, the
+    /// attempt fails with their errors.
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.copy = Some(T::clone);
+        self.set_policy(|stack| stack.hedge(hedge))
     }
 
     /// Sends failed items (after their retries) to `sink` and goes on.

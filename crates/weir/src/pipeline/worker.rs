@@ -1,19 +1,19 @@
 //! One worker of a stage: takes chunks, runs the stage's function on each
 //! item under its policy, sends the results on.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use futures_util::future::Either;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::error::Fault;
 use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
-use super::stage::{DeadLetter, Isolation, OnError, Policy, Stage, StageFn};
-use crate::error::{BoxError, Errors, Origin, Panicked, Skip, StageError, catch_panic, is};
+use super::stage::{DeadLetter, OnError, Policy, Stage, StageFn};
+use crate::error::{BoxError, Errors, Origin, Skip, StageError, guarded, is};
 use crate::retry::is_transient;
 
 /// What every worker of one stage shares.
@@ -117,42 +117,41 @@ where
         let tenant = labels.1.as_deref();
         let waited = AtomicBool::new(false);
         let mut first_failure = None;
-        let mut item = Some(item);
-        let (result, attempts) = match &stage.retry {
-            // No retry: one attempt, and the item moves into it unless the
-            // stage keeps it (a dead letter, a hedge).
-            None => {
-                let source = match stage.copy {
-                    Some(copy) => copy(item.as_ref().expect("kept for copies")),
-                    None => item.take().expect("used once"),
+        let (result, attempts, item) = if stage.policies.is_empty() {
+            // No policy: one call, outside the stack (it would cost a lock
+            // on the item and the stack's branches), and the item moves
+            // into it unless the stage keeps it for a dead letter.
+            let (source, kept) = match stage.copy {
+                Some(copy) => (copy(&item), Some(item)),
+                None => (item, None),
+            };
+            (guarded(self.invoke(index, tenant, 1, source, &waited)).await, 1, kept)
+        } else {
+            // The stack may call again (a retry, a hedge) and at once (a
+            // hedge), so each call copies the item out of a lock: the
+            // calls then need only `T: Send`, not `T: Sync`.
+            let kept = Mutex::new(Some(item));
+            let call = |attempt| {
+                let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                let item = match stage.copy {
+                    Some(copy) => copy(kept.as_ref().expect("kept for copies")),
+                    None => kept.take().expect("a stage that never calls again takes its item once"),
                 };
-                (self.attempt(index, tenant, 1, source, &waited).await, 1)
-            }
-            // Each attempt gets a copy (a stage with a retry policy keeps
-            // the item).
-            Some(retry) => {
-                let copy = stage.copy.expect("a stage with a retry policy copies its item");
-                // Held as `&mut`, not `&`: the retry future then needs only
-                // `T: Send`, not `T: Sync`.
-                let kept = &mut item;
-                let waited = &waited;
-                let mut retries = 0;
-                let result = retry
-                    .drive(
-                        None,
-                        move |attempt| self.attempt(index, tenant, attempt, copy(kept.as_ref().expect("kept")), waited),
-                        |error: &BoxError| self.is_transient(error),
-                        |error, attempt, wait| {
-                            tracing::debug!(stage = %stage.name, item = index, tenant, attempt, error = %error, ?wait, "retrying item");
-                            first_failure.get_or_insert_with(SystemTime::now);
-                            retries += 1;
-                        },
-                    )
-                    .await
-                    .map_err(|e| e.into_last().expect("a failed attempt keeps its error"));
-                tally.retries += u64::from(retries);
-                (result, retries + 1)
-            }
+                self.invoke(index, tenant, attempt, item, &waited)
+            };
+            let mut retries = 0;
+            let on_retry = |error: &BoxError, attempt, wait| {
+                tracing::debug!(stage = %stage.name, item = index, tenant, attempt, error = %error, ?wait, "retrying item");
+                first_failure.get_or_insert_with(SystemTime::now);
+                retries += 1;
+            };
+            let result = stage
+                .policies
+                .drive(tenant.unwrap_or_default(), &call, |error| self.is_transient(error), on_retry)
+                .await
+                .map_err(|e| e.into_last().expect("a failed attempt keeps its error"));
+            tally.retries += u64::from(retries);
+            (result, retries + 1, kept.into_inner().unwrap_or_else(|p| p.into_inner()))
         };
         let error = match result {
             Ok(Some(value)) => return Outcome::Emit(value, waited.into_inner() || attempts > 1),
@@ -169,66 +168,24 @@ where
         self.after_failure(item, error, times).await
     }
 
-    /// One attempt on `item`: the stage function under its timeout, panics
-    /// caught. Sets `waited` if the function had to wait (returned
+    /// One call of the stage's function on `item`, in a span when someone
+    /// listens at TRACE; sets `waited` if the call had to wait (returned
     /// `Pending`).
-    async fn attempt(
-        &self,
+    fn invoke<'a>(
+        &'a self,
         index: u64,
         tenant: Option<&str>,
         attempt: u32,
         item: T,
-        waited: &AtomicBool,
-    ) -> Result<Option<S::Output>, BoxError> {
-        let _slot = match &self.stage.bulkhead {
-            None => None,
-            Some(Isolation::Shared(bulkhead)) => Some(bulkhead.acquire().await?),
-            Some(Isolation::PerTenant(bulkheads)) => {
-                Some(bulkheads.acquire(&tenant.unwrap_or_default().to_owned()).await?)
-            }
-        };
-        let permit = match &self.stage.breaker {
-            Some(breaker) => Some(breaker.try_acquire()?),
-            None => None,
-        };
-        // A span per attempt only when someone listens at TRACE: creating
-        // one costs more than moving the item.
+        waited: &'a AtomicBool,
+    ) -> impl Future<Output = Result<Option<S::Output>, BoxError>> + Send + 'a {
+        // Creating a span costs more than moving the item: only on demand.
         let span = if tracing::enabled!(tracing::Level::TRACE) {
             tracing::trace_span!("item", stage = %self.stage.name, item = index, tenant, attempt)
         } else {
             tracing::Span::none()
         };
-        let call = match (&self.stage.hedge, self.stage.copy) {
-            (Some(hedge), Some(copy)) => {
-                // The hedge copies from its own item: its future must not
-                // borrow the caller's (which would ask T: Sync).
-                let hedged = hedge.call(move |_| self.invoke(copy(&item)));
-                // Boxed: the hedge's future is large, and an unboxed variant
-                // would make every item's future (and its moves) that large.
-                Either::Right(Box::pin(async move { hedged.await.map_err(one_error) }))
-            }
-            _ => Either::Left(self.invoke(item)),
-        };
-        let call = NoteWaiting { inner: catch_panic(call), waited }.instrument(span);
-        let call =
-            async move { call.await.unwrap_or_else(|payload| Err(Box::new(Panicked::new(payload)) as BoxError)) };
-        let result = match &self.stage.timeout {
-            None => call.await,
-            Some(timeout) => timeout.call(|| call).await,
-        };
-        if let Some(permit) = permit {
-            match &result {
-                Err(error) if !is::<Skip>(&**error) => permit.failure(),
-                _ => permit.success(),
-            }
-        }
-        result
-    }
-
-    /// Calls the stage's function on `item` (each call, hedged ones
-    /// included).
-    fn invoke(&self, item: T) -> impl std::future::Future<Output = Result<Option<S::Output>, BoxError>> + Send + '_ {
-        self.stage.f.call(item)
+        NoteWaiting { inner: self.stage.f.call(item), waited }.instrument(span)
     }
 
     /// Whether a failed attempt may be retried: the stage's own rule, or
@@ -301,11 +258,6 @@ fn stage_error(
     builder.build()
 }
 
-/// The error of a hedged attempt: the only one, or all of them.
-fn one_error(errors: Errors<BoxError>) -> BoxError {
-    if errors.len() == 1 { errors.into_iter().next().map(|(_, e)| e).expect("one error") } else { Box::new(errors) }
-}
-
 /// Sends `out` now if the link has room; keeps it otherwise (downstream is
 /// busy, so holding the items costs it nothing).
 fn try_send<U>(output: &mpsc::Sender<Chunk<U>>, out: &mut Vec<Indexed<U>>) {
@@ -324,7 +276,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: std::future::Future> std::future::Future for NoteWaiting<'_, F> {
+impl<F: Future> Future for NoteWaiting<'_, F> {
     type Output = F::Output;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {

@@ -37,6 +37,11 @@ impl<E> RetryError<E> {
         Self { why, attempts, last }
     }
 
+    /// The one attempt of a call that is not retried failed with `last`.
+    pub(crate) fn once(last: E) -> Self {
+        Self::new(GiveUp::Exhausted, 1, Some(last))
+    }
+
     /// How many attempts were made.
     pub fn attempts(&self) -> u32 {
         self.attempts

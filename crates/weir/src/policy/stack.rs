@@ -1,0 +1,250 @@
+//! [`Stack`]: weir's policies in weir's order, the one place that order is
+//! written.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Layered, Policy};
+use crate::breaker::Breaker;
+use crate::bulkhead::{Bulkhead, KeyedBulkhead};
+use crate::error::{BoxError, ConfigError, Panicked, catch_call_panic, guarded};
+use crate::hedge::Hedge;
+use crate::rate::{KeyedRateLimiter, RateLimiter};
+use crate::retry::{RetryError, RetryPolicy, is_transient};
+use crate::timeout::Timeout;
+
+/// Retry, breaker, rate limit, bulkhead, hedge and timeout around a call,
+/// each optional, always in that order (the [module docs](super) say why);
+/// a panic in the call becomes a [`Panicked`] error.
+///
+/// The one policy setting of pipeline stages
+/// ([`Stage::policies`](crate::pipeline::Stage::policies)), and a plain
+/// wrapper ([`call`](Self::call)). Cheap to clone: clones share each
+/// policy's state (a breaker's counts, a bulkhead's slots).
+///
+/// # Defaults
+/// No policy: a call runs once, as it is (its panic still caught).
+#[derive(Debug, Clone, Default)]
+pub struct Stack {
+    retry: Option<RetryPolicy>,
+    breaker: Option<Breaker>,
+    rate: Option<PerKey<RateLimiter, Arc<KeyedRateLimiter<String>>>>,
+    bulkhead: Option<PerKey<Bulkhead, KeyedBulkhead<String>>>,
+    hedge: Option<Hedge>,
+    timeout: Option<Timeout>,
+}
+
+/// One policy for every call, or one per key (a tenant).
+#[derive(Debug, Clone)]
+enum PerKey<One, Keyed> {
+    Shared(One),
+    Keyed(Keyed),
+}
+
+impl Stack {
+    /// Configures a stack.
+    pub fn builder() -> StackBuilder {
+        StackBuilder(Self::default())
+    }
+
+    /// Whether the stack has no policy at all.
+    pub fn is_empty(&self) -> bool {
+        self.retry.is_none()
+            && self.breaker.is_none()
+            && self.rate.is_none()
+            && self.bulkhead.is_none()
+            && self.hedge.is_none()
+            && self.timeout.is_none()
+    }
+
+    /// A builder holding this stack's settings.
+    pub(crate) fn into_builder(self) -> StackBuilder {
+        StackBuilder(self)
+    }
+
+    /// The per-call time bound, if any.
+    pub(crate) fn timeout(&self) -> Option<Timeout> {
+        self.timeout
+    }
+
+    /// Runs `op` through the stack. Per-key policies use the key `""`; see
+    /// [`call_keyed`](Self::call_keyed).
+    ///
+    /// # Errors
+    /// The last attempt's error, or the refusal of a policy (see the
+    /// [module docs](super)); a panic as [`Panicked`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the calls in flight and frees
+    /// the slots they held.
+    pub async fn call<T, F, Fut>(&self, op: F) -> Result<T, BoxError>
+    where
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+    {
+        self.call_keyed("", op).await
+    }
+
+    /// Like [`call`](Self::call), with `key` choosing the budget of per-key
+    /// policies ([`StackBuilder::rate_limit_per_key`],
+    /// [`StackBuilder::bulkhead_per_key`]).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    /// As [`call`](Self::call).
+    pub async fn call_keyed<T, F, Fut>(&self, key: &str, op: F) -> Result<T, BoxError>
+    where
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+    {
+        let op = |_| op();
+        self.drive(key, &op, |error| is_transient(&**error), |_, _, _| {})
+            .await
+            .map_err(|e| e.into_last().expect("a failed attempt keeps its error"))
+    }
+
+    /// The stack's one pass for weir's own callers (pipeline stages):
+    /// `op` gets the attempt number (from 1), `is_transient` decides what
+    /// the retry retries, `on_retry` hears each retried failure with its
+    /// attempt and the wait before the next.
+    pub(crate) async fn drive<T, F, Fut>(
+        &self,
+        key: &str,
+        op: &F,
+        is_transient: impl Fn(&BoxError) -> bool + Send,
+        on_retry: impl FnMut(&BoxError, u32, Duration) + Send,
+    ) -> Result<T, RetryError<BoxError>>
+    where
+        T: Send,
+        F: Fn(u32) -> Fut + Sync,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+    {
+        match &self.retry {
+            None => self.attempt(key, &|| op(1)).await.map_err(RetryError::once),
+            Some(retry) => {
+                let attempt = |attempt: u32| async move { self.attempt(key, &|| op(attempt)).await };
+                retry.drive(None, attempt, is_transient, on_retry).await
+            }
+        }
+    }
+
+    /// One attempt: every policy but the retry, then the call, its panic
+    /// caught.
+    async fn attempt<T, F, Fut>(&self, key: &str, op: &F) -> Result<T, BoxError>
+    where
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+    {
+        let guarded = || async move {
+            match catch_call_panic(op) {
+                Ok(call) => guarded(call).await,
+                Err(payload) => Err(Box::new(Panicked::new(payload)) as BoxError),
+            }
+        };
+        let rate = self.rate.as_ref().map(|rate| match rate {
+            PerKey::Shared(limiter) => Cow::Borrowed(limiter),
+            PerKey::Keyed(limiters) => Cow::Owned(limiters.limiter(&key.to_owned())),
+        });
+        let bulkhead = self.bulkhead.as_ref().map(|bulkhead| match bulkhead {
+            PerKey::Shared(bulkhead) => Cow::Borrowed(bulkhead),
+            PerKey::Keyed(bulkheads) => Cow::Owned(bulkheads.get(&key.to_owned())),
+        });
+        let layers = Layered {
+            outer: &self.breaker,
+            inner: Layered {
+                outer: rate.as_deref(),
+                inner: Layered { outer: bulkhead.as_deref(), inner: Layered { outer: &self.hedge, inner: &self.timeout } },
+            },
+        };
+        layers.call(&guarded).await
+    }
+}
+
+impl Policy for Stack {
+    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    where
+        T: Send + 'a,
+        F: Fn() -> Fut + Sync + 'a,
+        Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
+    {
+        Stack::call(self, op)
+    }
+}
+
+/// Configures a [`Stack`]; the setters may come in any order, the stack's
+/// order is always weir's.
+#[derive(Debug, Clone, Default)]
+pub struct StackBuilder(Stack);
+
+impl StackBuilder {
+    /// Retries failed attempts ([`is_transient`] errors).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.0.retry = Some(policy);
+        self
+    }
+
+    /// Runs each attempt through `breaker`.
+    pub fn breaker(mut self, breaker: Breaker) -> Self {
+        self.0.breaker = Some(breaker);
+        self
+    }
+
+    /// Paces attempts by `limiter`.
+    pub fn rate_limit(mut self, limiter: RateLimiter) -> Self {
+        self.0.rate = Some(PerKey::Shared(limiter));
+        self
+    }
+
+    /// Paces attempts by the limiter of their key (a stage's tenant).
+    pub fn rate_limit_per_key(mut self, limiters: Arc<KeyedRateLimiter<String>>) -> Self {
+        self.0.rate = Some(PerKey::Keyed(limiters));
+        self
+    }
+
+    /// Runs each attempt in a slot of `bulkhead`.
+    pub fn bulkhead(mut self, bulkhead: Bulkhead) -> Self {
+        self.0.bulkhead = Some(PerKey::Shared(bulkhead));
+        self
+    }
+
+    /// Runs each attempt in a slot of its key's bulkhead (a stage's tenant).
+    pub fn bulkhead_per_key(mut self, bulkheads: KeyedBulkhead<String>) -> Self {
+        self.0.bulkhead = Some(PerKey::Keyed(bulkheads));
+        self
+    }
+
+    /// Hedges each attempt.
+    pub fn hedge(mut self, hedge: Hedge) -> Self {
+        self.0.hedge = Some(hedge);
+        self
+    }
+
+    /// Bounds each call (each hedged copy) by `after`.
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.0.timeout = Some(Timeout::unvalidated(after));
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero timeout, which would fail every call.
+    pub fn build(self) -> Result<Stack, ConfigError> {
+        if let Some(timeout) = self.0.timeout {
+            Timeout::new(timeout.after())?;
+        }
+        Ok(self.0)
+    }
+
+    /// The stack as set, checked by its owner (a stage names the setting).
+    pub(crate) fn unvalidated(self) -> Stack {
+        self.0
+    }
+}
