@@ -160,7 +160,10 @@ impl Stack {
             outer: &self.breaker,
             inner: Layered {
                 outer: rate.as_deref(),
-                inner: Layered { outer: bulkhead.as_deref(), inner: Layered { outer: &self.hedge, inner: &self.timeout } },
+                inner: Layered {
+                    outer: bulkhead.as_deref(),
+                    inner: Layered { outer: &self.hedge, inner: &self.timeout },
+                },
             },
         };
         layers.call(&guarded).await
