@@ -14,17 +14,15 @@ use crate::timeout::Timeout;
 /// Retries what [`is_transient`] says may pass on a retry; gives up with
 /// the last attempt's error.
 impl Policy for RetryPolicy {
-    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    async fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> Result<T, BoxError>
     where
         T: Send + 'a,
         F: Fn() -> Fut + Sync + 'a,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
     {
-        async move {
-            self.drive(None, |_| op(), |error: &BoxError| is_transient(&**error), |_, _, _| {})
-                .await
-                .map_err(|e| e.into_last().expect("a failed attempt keeps its error"))
-        }
+        self.drive(None, |_| op(), |error: &BoxError| is_transient(&**error), |_, _, _| {})
+            .await
+            .map_err(|e| e.into_last().expect("a failed attempt keeps its error"))
     }
 }
 
@@ -33,23 +31,21 @@ impl Policy for RetryPolicy {
 /// ([`RateLimited`], [`BulkheadFull`]: not counted at all, the dependency
 /// was never called).
 impl Policy for Breaker {
-    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    async fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> Result<T, BoxError>
     where
         T: Send + 'a,
         F: Fn() -> Fut + Sync + 'a,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
     {
-        async move {
-            let permit = self.try_acquire()?;
-            let result = op().await;
-            match &result {
-                Ok(_) => permit.success(),
-                Err(error) if is::<Skip>(&**error) => permit.success(),
-                Err(error) if is_refusal(&**error) => drop(permit),
-                Err(_) => permit.failure(),
-            }
-            result
+        let permit = self.try_acquire()?;
+        let result = op().await;
+        match &result {
+            Ok(_) => permit.success(),
+            Err(error) if is::<Skip>(&**error) => permit.success(),
+            Err(error) if is_refusal(&**error) => drop(permit),
+            Err(_) => permit.failure(),
         }
+        result
     }
 }
 
@@ -60,31 +56,27 @@ fn is_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Holds a slot for the whole call.
 impl Policy for Bulkhead {
-    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    async fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> Result<T, BoxError>
     where
         T: Send + 'a,
         F: Fn() -> Fut + Sync + 'a,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
     {
-        async move {
-            let _slot = self.acquire().await?;
-            op().await
-        }
+        let _slot = self.acquire().await?;
+        op().await
     }
 }
 
 /// Takes one slot of the rate per call.
 impl Policy for RateLimiter {
-    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    async fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> Result<T, BoxError>
     where
         T: Send + 'a,
         F: Fn() -> Fut + Sync + 'a,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
     {
-        async move {
-            self.acquire().await?;
-            op().await
-        }
+        self.acquire().await?;
+        op().await
     }
 }
 
@@ -103,13 +95,13 @@ impl Policy for Timeout {
 /// Calls again when the first call is slow; the first success wins. When
 /// every call fails: the only error, or all of them in an [`Errors`].
 impl Policy for Hedge {
-    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    async fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> Result<T, BoxError>
     where
         T: Send + 'a,
         F: Fn() -> Fut + Sync + 'a,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
     {
-        async move { Hedge::call(self, |_| op()).await.map_err(one_error) }
+        Hedge::call(self, |_| op()).await.map_err(one_error)
     }
 }
 

@@ -159,17 +159,15 @@ impl<O: Policy, I: Policy> Policy for Layered<O, I> {
 
 /// No policy: `None` calls `op` once, as it is.
 impl<P: Policy> Policy for Option<P> {
-    fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> impl Future<Output = Result<T, BoxError>> + Send + 'a
+    async fn call<'a, T, F, Fut>(&'a self, op: &'a F) -> Result<T, BoxError>
     where
         T: Send + 'a,
         F: Fn() -> Fut + Sync + 'a,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'a,
     {
-        async move {
-            match self {
-                Some(policy) => policy.call(op).await,
-                None => op().await,
-            }
+        match self {
+            Some(policy) => policy.call(op).await,
+            None => op().await,
         }
     }
 }
