@@ -1,6 +1,6 @@
-//! Overhead per call of weir's bulkhead, timeout and hedge on the path
-//! where nothing goes wrong, beside the tokio primitive each builds on; and
-//! the batcher beside tokio-stream's `chunks_timeout`. Run with
+//! Overhead per call of weir's bulkhead, timeout, retry, breaker, policy
+//! stack and hedge on the path where nothing goes wrong, beside the tokio
+//! primitive or peer crate each compares with; and the batcher beside tokio-stream's `chunks_timeout`. Run with
 //! `cargo bench -p weir --bench policies`.
 
 use std::hint::black_box;
@@ -49,6 +49,25 @@ fn per_call(c: &mut Criterion) {
             (|| async { Ok::<_, BoxError>(black_box(1)) })
                 .retry(backon::ExponentialBuilder::default().with_max_times(2))
         })
+    });
+    let breaker = weir::breaker::Breaker::builder().build().expect("valid");
+    group.bench_function("weir_breaker_closed", |b| {
+        b.to_async(&rt).iter(|| breaker.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
+    });
+    // The bar: a stack of the three within 1.2x the sum of each alone
+    // (weir_retry_success + weir_breaker_closed + weir_timeout).
+    let stack = weir::policy::Stack::builder()
+        .retry(policy.clone())
+        .breaker(breaker.clone())
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    group.bench_function("weir_stack_retry_breaker_timeout", |b| {
+        b.to_async(&rt).iter(|| stack.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
+    });
+    let empty = weir::policy::Stack::default();
+    group.bench_function("weir_stack_empty", |b| {
+        b.to_async(&rt).iter(|| empty.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
     });
     group.bench_function("weir_hedge_not_fired", |b| {
         b.to_async(&rt).iter(|| hedge.call(|_| async { Ok::<_, BoxError>(black_box(1)) }))

@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use super::Policy;
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Permit};
 use crate::bulkhead::{Bulkhead, BulkheadFull};
 use crate::error::{BoxError, Errors, Skip, is};
 use crate::hedge::Hedge;
@@ -39,13 +39,18 @@ impl Policy for Breaker {
     {
         let permit = self.try_acquire()?;
         let result = op().await;
-        match &result {
-            Ok(_) => permit.success(),
-            Err(error) if is::<Skip>(&**error) => permit.success(),
-            Err(error) if is_refusal(&**error) => drop(permit),
-            Err(_) => permit.failure(),
-        }
+        report(permit, &result);
         result
+    }
+}
+
+/// Tells the breaker how a call it let through went (see its impl).
+pub(super) fn report<T>(permit: Permit<'_>, result: &Result<T, BoxError>) {
+    match result {
+        Ok(_) => permit.success(),
+        Err(error) if is::<Skip>(&**error) => permit.success(),
+        Err(error) if is_refusal(&**error) => drop(permit),
+        Err(_) => permit.failure(),
     }
 }
 
@@ -106,6 +111,6 @@ impl Policy for Hedge {
 }
 
 /// The error of a hedged call: the only one, or all of them.
-pub(crate) fn one_error(errors: Errors<BoxError>) -> BoxError {
+pub(super) fn one_error(errors: Errors<BoxError>) -> BoxError {
     if errors.len() == 1 { errors.into_iter().next().map(|(_, e)| e).expect("one error") } else { Box::new(errors) }
 }

@@ -1,15 +1,15 @@
 //! [`Stack`]: weir's policies in weir's order, the one place that order is
 //! written.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Layered, Policy};
+use super::Policy;
+use super::impls::{one_error, report};
 use crate::breaker::Breaker;
 use crate::bulkhead::{Bulkhead, KeyedBulkhead};
-use crate::error::{BoxError, ConfigError, Panicked, catch_call_panic, guarded};
+use crate::error::{BoxError, ConfigError, guarded};
 use crate::hedge::Hedge;
 use crate::rate::{KeyedRateLimiter, RateLimiter};
 use crate::retry::{RetryError, RetryPolicy, is_transient};
@@ -136,37 +136,57 @@ impl Stack {
 
     /// One attempt: every policy but the retry, then the call, its panic
     /// caught.
+    ///
+    /// Written flat rather than as nested [`Layered`](super::Layered)
+    /// policies: nested, a retry + breaker + timeout stack cost 118 ns per
+    /// call, flat 106 ns, against 72 ns for the three alone (`cargo bench
+    /// --bench policies -- policy_call`, same run); each step below is the
+    /// call its policy's own [`Policy`] impl makes.
     async fn attempt<T, F, Fut>(&self, key: &str, op: &F) -> Result<T, BoxError>
     where
         T: Send,
         F: Fn() -> Fut + Sync,
         Fut: Future<Output = Result<T, BoxError>> + Send,
     {
-        let guarded = || async move {
-            match catch_call_panic(op) {
-                Ok(call) => guarded(call).await,
-                Err(payload) => Err(Box::new(Panicked::new(payload)) as BoxError),
+        let Some(breaker) = &self.breaker else {
+            return self.admitted(key, op).await;
+        };
+        let permit = breaker.try_acquire()?;
+        let result = self.admitted(key, op).await;
+        report(permit, &result);
+        result
+    }
+
+    /// The policies inside the breaker: rate limit, bulkhead, hedge,
+    /// timeout, then the call.
+    async fn admitted<T, F, Fut>(&self, key: &str, op: &F) -> Result<T, BoxError>
+    where
+        T: Send,
+        F: Fn() -> Fut + Sync,
+        Fut: Future<Output = Result<T, BoxError>> + Send,
+    {
+        match &self.rate {
+            None => {}
+            Some(PerKey::Shared(limiter)) => limiter.acquire().await?,
+            Some(PerKey::Keyed(limiters)) => limiters.acquire(&key.to_owned()).await?,
+        }
+        let _slot = match &self.bulkhead {
+            None => None,
+            Some(PerKey::Shared(bulkhead)) => Some(bulkhead.acquire().await?),
+            Some(PerKey::Keyed(bulkheads)) => Some(bulkheads.acquire(&key.to_owned()).await?),
+        };
+        let bounded = || async move {
+            // Made inside the guard: a panic making the call is caught too.
+            let call = guarded(async move { op().await });
+            match &self.timeout {
+                None => call.await,
+                Some(timeout) => timeout.call(|| call).await,
             }
         };
-        let rate = self.rate.as_ref().map(|rate| match rate {
-            PerKey::Shared(limiter) => Cow::Borrowed(limiter),
-            PerKey::Keyed(limiters) => Cow::Owned(limiters.limiter(&key.to_owned())),
-        });
-        let bulkhead = self.bulkhead.as_ref().map(|bulkhead| match bulkhead {
-            PerKey::Shared(bulkhead) => Cow::Borrowed(bulkhead),
-            PerKey::Keyed(bulkheads) => Cow::Owned(bulkheads.get(&key.to_owned())),
-        });
-        let layers = Layered {
-            outer: &self.breaker,
-            inner: Layered {
-                outer: rate.as_deref(),
-                inner: Layered {
-                    outer: bulkhead.as_deref(),
-                    inner: Layered { outer: &self.hedge, inner: &self.timeout },
-                },
-            },
-        };
-        layers.call(&guarded).await
+        match &self.hedge {
+            None => bounded().await,
+            Some(hedge) => hedge.call(|_| bounded()).await.map_err(one_error),
+        }
     }
 }
 
