@@ -13,6 +13,7 @@
 //! | [`Group::map`](group::Group::map) | an ordered, limited parallel map whose first error cancels the rest |
 //! | [`pipeline::Pipeline`] | a source → named stages → sink over bounded channels, with workers per stage, retries, timeouts, skip / collect / dead-letter policies and a report that accounts for every item |
 //! | [`retry::RetryPolicy`] | backoff with jitter, attempt and time limits, permanent errors, a retry budget; as a wrapper or a stage setting |
+//! | [`policy::Stack`] | retry, breaker, rate limit, bulkhead, hedge and timeout around any call (or a stage) in the right order, with one error convention; [`policy::Policy`] composes them in another |
 //! | [`rate::RateLimiter`] | at most n calls per period with a burst, for one dependency or per key; waits or refuses with when to try again |
 //! | [`error`] | errors that say where they came from ([`StageError`](error::StageError)), an aggregate that keeps them all ([`Errors`](error::Errors)), and [`find`](error::find) / [`is`](error::is) to walk chains |
 //!
@@ -23,15 +24,15 @@
 //! the rest, a dropped run aborts every task, and `wait` returns only when
 //! no task is alive. Within a stage, each item goes through, in order:
 //!
-//! 1. the per-attempt **timeout** (a [`TimedOut`](error::TimedOut) error);
-//! 2. **panic capture** (a [`Panicked`](error::Panicked) error);
-//! 3. the **retry** policy, for errors that are transient (not
-//!    [`Permanent`](error::Permanent), not a panic);
-//! 4. the **failure policy**: fail the run, skip the item, collect the
+//! 1. **panic capture** (a [`Panicked`](error::Panicked) error);
+//! 2. the stage's [policy stack](policy::Stack), innermost first: the
+//!    **timeout** (a [`TimedOut`](error::TimedOut) error), hedge,
+//!    bulkhead, rate limit, breaker, and the **retry** of errors that are
+//!    transient (not [`Permanent`](error::Permanent), not a panic);
+//! 3. the **failure policy**: fail the run, skip the item, collect the
 //!    error, or hand the item to a dead-letter sink.
 //!
-//! An item that returns [`Skip`](error::Skip) is counted as skipped at
-//! step 1 and never retried.
+//! An item that returns [`Skip`](error::Skip) is counted as skipped and never retried.
 //!
 //! # Correctness without `-race`
 //!
