@@ -17,7 +17,8 @@ use crate::timeout::Timeout;
 
 /// Retry, breaker, rate limit, bulkhead, hedge and timeout around a call,
 /// each optional, always in that order (the [module docs](super) say why);
-/// a panic in the call becomes a [`Panicked`] error.
+/// a panic in the call becomes a
+/// [`Panicked`](crate::error::Panicked) error.
 ///
 /// The one policy setting of pipeline stages
 /// ([`Stage::policies`](crate::pipeline::Stage::policies)), and a plain
@@ -74,7 +75,8 @@ impl Stack {
     ///
     /// # Errors
     /// The last attempt's error, or the refusal of a policy (see the
-    /// [module docs](super)); a panic as [`Panicked`].
+    /// [module docs](super)); a panic as
+    /// [`Panicked`](crate::error::Panicked).
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future drops the calls in flight and frees
