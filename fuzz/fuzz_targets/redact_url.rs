@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weir::store::redact_url;
+use weir::durable::store::redact_url;
 
 fuzz_target!(|input: (&str, &str, &str)| {
     let (anything, password, host) = input;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use weir::store::SagaStatus;
+use weir::durable::store::SagaStatus;
 use weir_cli::input;
 
 #[derive(Debug, Parser)]

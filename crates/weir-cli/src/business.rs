@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir::breaker::{Breaker, CircuitOpen};
-use weir::saga::{SagaDefinition, StepContext, StepError};
+use weir::durable::saga::{SagaDefinition, StepContext, StepError};
+use weir::policy::breaker::{Breaker, CircuitOpen};
 
 use crate::ledger::Ledger;
 use crate::orders::Order;

@@ -8,7 +8,7 @@
 //! orders of the tenant that is down).
 
 use serde::{Deserialize, Serialize};
-use weir::store::Store;
+use weir::durable::store::Store;
 
 /// Where the environment is kept (a cursor entry of weir's store).
 const KEY: &str = "weir-cli:environment";
@@ -47,7 +47,7 @@ pub enum EnvironmentError {
     )]
     Mismatch { location: String, stored: Environment, given: Environment },
     #[error(transparent)]
-    Store(#[from] weir::store::StoreError),
+    Store(#[from] weir::durable::store::StoreError),
     #[error("the stored environment of {location} is unreadable: {source}")]
     Corrupt { location: String, source: serde_json::Error },
 }

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
+use weir::durable::saga::SagaEngine;
 use weir::error::BoxError;
-use weir::saga::SagaEngine;
 
 use crate::ledger::Error;
 use crate::orders::{Line, Order};

@@ -3,7 +3,7 @@
 //! reading (never creating it), and locked on SQLite so that one process
 //! writes it at a time.
 
-use weir::store::Store;
+use weir::durable::store::Store;
 
 use crate::Failure;
 use crate::args::DbArgs;

@@ -7,10 +7,10 @@
 use std::time::SystemTime;
 
 use sqlx::AnyPool;
-use weir::dlq::{DeadLetterQueue, Envelope};
+use weir::durable::dlq::{DeadLetterQueue, Envelope};
+use weir::durable::saga::SagaEngine;
+use weir::durable::store::StoreDlq;
 use weir::error::BoxError;
-use weir::saga::SagaEngine;
-use weir::store::StoreDlq;
 
 use crate::Failure;
 use crate::intake::{self, Started};

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::Row;
+use weir::durable::store::Store;
 use weir::error::BoxError;
-use weir::store::Store;
 
 use crate::cursor::Cursor;
 use crate::intake;

@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use weir::bulkhead::{Bulkhead, KeyedBulkhead};
-use weir::dlq::{DeadLetterQueue, Envelope};
+use weir::durable::dlq::{DeadLetterQueue, Envelope};
+use weir::durable::saga::SagaEngine;
+use weir::durable::store::{Store, StoreDlq};
 use weir::error::BoxError;
 use weir::pipeline::{DeadLetter, DeadLetterSink, Pipeline, Stage};
-use weir::saga::SagaEngine;
-use weir::store::{Store, StoreDlq};
+use weir::policy::bulkhead::{Bulkhead, KeyedBulkhead};
 
 use crate::business::{Payments, order_saga};
 use crate::cursor::{Cursor, Watermark};

@@ -2,9 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use weir::durable::saga::SagaEngine;
+use weir::durable::store::{SagaStatus, Store};
 use weir::error::BoxError;
-use weir::saga::SagaEngine;
-use weir::store::{SagaStatus, Store};
 
 use crate::progress::Progress;
 use crate::run::LEASE;

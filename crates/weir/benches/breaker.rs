@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use weir::breaker::{Breaker, CircuitOpen};
+use weir::policy::breaker::{Breaker, CircuitOpen};
 
 #[derive(Debug)]
 struct Never;

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use weir::saga::{SagaDefinition, SagaEngine, StepError};
-use weir::store::Store;
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepError};
+use weir::durable::store::Store;
 
 fn definition() -> SagaDefinition {
     SagaDefinition::builder("bench")
@@ -44,7 +44,7 @@ async fn sagas_per_second(store: Store, in_flight: usize, total: usize) -> f64 {
 /// Events/s through a cursor consumer reading a JSONL file, saving its
 /// cursor every 1,000 events.
 async fn consumer_events_per_second(store: Store, path: &std::path::Path) -> f64 {
-    use weir::checkpoint::{CursorConsumer, JsonlFileSource};
+    use weir::durable::checkpoint::{CursorConsumer, JsonlFileSource};
     let events = 500_000u64;
     std::fs::write(path, (0..events).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>()).expect("write events");
     let consumer = CursorConsumer::builder(store, "bench").every(1000).build().expect("valid");

@@ -11,7 +11,7 @@ use allocation_counter::{AllocationInfo, measure};
 use backon::{ExponentialBuilder, Retryable};
 use weir::group::Group;
 use weir::pipeline::{Pipeline, Stage};
-use weir::retry::RetryPolicy;
+use weir::policy::retry::RetryPolicy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use tokio_stream::StreamExt as _;
-use weir::batch::Batcher;
-use weir::bulkhead::Bulkhead;
 use weir::error::BoxError;
-use weir::hedge::{Hedge, HedgeDelay};
-use weir::timeout::Timeout;
+use weir::pipeline::batch::Batcher;
+use weir::policy::bulkhead::Bulkhead;
+use weir::policy::hedge::{Hedge, HedgeDelay};
+use weir::policy::timeout::Timeout;
 
 fn per_call(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -39,7 +39,7 @@ fn per_call(c: &mut Criterion) {
     group.bench_function("tokio_timeout", |b| {
         b.to_async(&rt).iter(|| tokio::time::timeout(Duration::from_secs(1), async { black_box(1) }))
     });
-    let policy = weir::retry::RetryPolicy::builder().max_attempts(3).build().expect("valid");
+    let policy = weir::policy::retry::RetryPolicy::builder().max_attempts(3).build().expect("valid");
     group.bench_function("weir_retry_success", |b| {
         b.to_async(&rt).iter(|| policy.run(|| async { Ok::<_, BoxError>(black_box(1)) }))
     });
@@ -50,7 +50,7 @@ fn per_call(c: &mut Criterion) {
                 .retry(backon::ExponentialBuilder::default().with_max_times(2))
         })
     });
-    let breaker = weir::breaker::Breaker::builder().build().expect("valid");
+    let breaker = weir::policy::breaker::Breaker::builder().build().expect("valid");
     group.bench_function("weir_breaker_closed", |b| {
         b.to_async(&rt).iter(|| breaker.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
     });

@@ -3,14 +3,15 @@
 //! flaky downstream is retried; a batch it keeps rejecting goes whole to
 //! the dead-letter queue and the aggregator goes on. Paused clock.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use weir::batch::Batcher;
-use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::durable::dlq::{DeadLetterQueue, MemoryDlq};
 use weir::error::BoxError;
-use weir::retry::RetryPolicy;
+use weir::pipeline::batch::Batcher;
+use weir::policy::retry::RetryPolicy;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {
@@ -28,7 +29,7 @@ async fn main() {
     let input = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let (downstream, mut out) = mpsc::channel::<Vec<u32>>(16);
     let dlq = MemoryDlq::new();
-    let mut flushes = 0u32;
+    let flushes = AtomicU32::new(0);
     let retry = RetryPolicy::builder().max_attempts(3).initial_delay(Duration::from_millis(50)).build().expect("valid");
     let batcher = Batcher::builder()
         .name("events")
@@ -41,8 +42,7 @@ async fn main() {
         .run(
             input,
             |batch: Vec<u32>| {
-                flushes += 1;
-                let n = flushes;
+                let n = flushes.fetch_add(1, Ordering::Relaxed) + 1;
                 let downstream = downstream.clone();
                 async move {
                     // The 2nd flush is rejected once (flaky); every attempt of the 4th is rejected (poison).

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use weir::breaker::{Breaker, CircuitOpen, State};
 use weir::pipeline::{OnError, Pipeline, Stage, StageFn};
+use weir::policy::breaker::{Breaker, CircuitOpen, State};
 
 fn charge(
     breaker: &Breaker,

@@ -6,9 +6,9 @@
 //! SIGKILL — up to one checkpoint interval is delivered again; the test
 //! `sigkill_mid_stream_loses_no_event_and_bounds_redelivery` shows it.)
 
-use weir::checkpoint::{CursorConsumer, JsonlFileSource};
+use weir::durable::checkpoint::{CursorConsumer, JsonlFileSource};
+use weir::durable::store::Store;
 use weir::error::BoxError;
-use weir::store::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

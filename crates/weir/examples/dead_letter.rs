@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::durable::dlq::{DeadLetterQueue, MemoryDlq};
 use weir::pipeline::{Pipeline, Stage, StageFn};
-use weir::retry::RetryPolicy;
+use weir::policy::retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
 struct Message {

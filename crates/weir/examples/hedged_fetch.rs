@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http_server::{Reply, serve};
 use weir::error::BoxError;
-use weir::hedge::{Hedge, HedgeDelay};
+use weir::policy::hedge::{Hedge, HedgeDelay};
 
 /// A replica: answers in `fast` ms, but every `slow_every`-th request in
 /// `slow` ms; fails every `fail_every`-th request.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weir::pipeline::{Pipeline, Stage};
-use weir::retry::RetryPolicy;
+use weir::policy::retry::RetryPolicy;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

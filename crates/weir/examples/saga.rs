@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
-use weir::store::{SagaStatus, Store};
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::{SagaStatus, Store};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Order {

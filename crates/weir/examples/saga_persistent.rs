@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
-use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
-use weir::store::Store;
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::Store;
 
 fn order_saga(crash_in_charge: bool) -> SagaDefinition {
     let step = move |name: &'static str| {

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use weir::bulkhead::run_per_tenant;
 use weir::error::BoxError;
+use weir::policy::bulkhead::run_per_tenant;
 
 #[tokio::main(flavor = "current_thread", start_paused = true)]
 async fn main() {

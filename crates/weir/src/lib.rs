@@ -59,29 +59,17 @@
 //! # }
 //! ```
 
-pub mod batch;
-pub mod breaker;
-pub mod bulkhead;
-pub mod checkpoint;
-pub mod dlq;
+// The layers, bottom to top; a module uses only those below it (and its
+// own layer's).
+pub mod durable;
 pub mod error;
 pub mod group;
-pub mod hedge;
 pub mod pipeline;
 pub mod policy;
-pub mod rate;
-pub mod retry;
-pub mod saga;
-// Without a database feature only the memory store remains; the shared
-// database plumbing is then unused, not wrong.
-#[cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres")),
-    allow(dead_code, unused_variables, unreachable_patterns)
-)]
-pub mod store;
 mod sync;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
-pub mod timeout;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;

@@ -1,15 +1,20 @@
-//! Behaviour of `weir::batch` (seed task 19), on paused time with bursts
+//! Behaviour of `weir::pipeline::batch` (seed task 19), on paused time with bursts
 //! and pauses.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use tokio::time::{Instant, sleep};
-use weir::batch::Batcher;
-use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::durable::dlq::{DeadLetterQueue, MemoryDlq};
 use weir::error::BoxError;
-use weir::retry::{Jitter, RetryPolicy};
+use weir::pipeline::batch::Batcher;
+use weir::pipeline::{DeadLetter, DeadLetterSink};
+use weir::policy::Stack;
+use weir::policy::breaker::Breaker;
+use weir::policy::retry::{Jitter, RetryPolicy};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -181,4 +186,54 @@ async fn a_slow_flush_pushes_back_on_the_producer() {
 fn bad_settings_are_configuration_errors() {
     assert_eq!(Batcher::builder().max_items(0).build().unwrap_err().setting(), "batcher max_items");
     assert_eq!(Batcher::builder().max_wait(Duration::ZERO).build().unwrap_err().setting(), "batcher max_wait");
+}
+
+/// A batch whose dead-letter sink fails comes back whole in the error
+/// (before, the batch was moved into the sink and lost with its failure).
+#[tokio::test(start_paused = true)]
+async fn a_failing_dead_letter_sink_gives_the_batch_back() {
+    struct Broken;
+    impl DeadLetterSink<Vec<u32>> for Broken {
+        fn dead_letter(&self, _: DeadLetter<Vec<u32>>) -> BoxFuture<'_, Result<(), BoxError>> {
+            Box::pin(async { Err("disk full".into()) })
+        }
+    }
+    let err = seed_batcher()
+        .run(futures_util::stream::iter(0..5u32), |_| async { Err::<(), BoxError>("down".into()) }, Some(&Broken))
+        .await
+        .unwrap_err();
+    assert_eq!(err.batch, [0, 1, 2, 3, 4]);
+    assert!(err.to_string().contains("down; and the dead-letter sink failed: disk full"), "{err}");
+}
+
+/// A batcher's flushes go through its whole policy stack: here a breaker
+/// that opens after two failed batches, so the third is refused without a
+/// call and dead-lettered as `CircuitOpen` (not retried), and a timeout
+/// that bounds each attempt.
+#[tokio::test(start_paused = true)]
+async fn flushes_go_through_the_batchers_policy_stack() {
+    let breaker = Breaker::builder().consecutive_failures(2).build().unwrap();
+    let stack = Stack::builder().breaker(breaker.clone()).timeout(ms(100)).build().unwrap();
+    let batcher = Batcher::builder().max_items(10).policies(stack).build().unwrap();
+    let dlq = MemoryDlq::new();
+    let calls = AtomicU32::new(0);
+    let report = batcher
+        .run(
+            futures_util::stream::iter(0..30u32),
+            |_| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                async {
+                    sleep(Duration::from_secs(1)).await; // past the timeout
+                    Ok::<(), BoxError>(())
+                }
+            },
+            Some(&dlq),
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls.load(Ordering::Relaxed), 2, "the open breaker refused the third flush");
+    assert_eq!((report.batches_dead_lettered, report.retries), (3, 0));
+    let reasons: Vec<String> = dlq.drain().await.unwrap().into_iter().map(|e| e.error_chain[0].clone()).collect();
+    assert!(reasons[0].contains("timed out") && reasons[1].contains("timed out"), "{reasons:?}");
+    assert!(reasons[2].contains("circuit") && reasons[2].contains("open"), "{reasons:?}");
 }

@@ -1,11 +1,11 @@
-//! Behaviour of `weir::breaker` (seed task 15), on paused time.
+//! Behaviour of `weir::policy::breaker` (seed task 15), on paused time.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir::breaker::{Breaker, CircuitOpen, State, WindowKind, is_cancellation};
 use weir::error::BoxError;
+use weir::policy::breaker::{Breaker, CircuitOpen, State, WindowKind, is_cancellation};
 
 async fn fail(breaker: &Breaker) -> Result<(), BoxError> {
     breaker.call(|| async { Err::<(), BoxError>("down".into()) }).await

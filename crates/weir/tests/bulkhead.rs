@@ -1,11 +1,11 @@
-//! Behaviour of `weir::bulkhead` (seed task 14).
+//! Behaviour of `weir::policy::bulkhead` (seed task 14).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use weir::bulkhead::{Bulkhead, BulkheadFull, KeyedBulkhead, run_per_tenant};
 use weir::error::{BoxError, Panicked};
+use weir::policy::bulkhead::{Bulkhead, BulkheadFull, KeyedBulkhead, run_per_tenant};
 
 #[tokio::test]
 async fn a_bulkhead_bounds_calls_in_flight() {

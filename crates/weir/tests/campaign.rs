@@ -13,17 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use weir::batch::Batcher;
-use weir::breaker::{Breaker, CircuitOpen};
-use weir::bulkhead::{Bulkhead, KeyedBulkhead};
-use weir::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::durable::dlq::{DeadLetterQueue, MemoryDlq};
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::{SagaStatus, StepStatus, Store};
 use weir::error::Panicked;
 use weir::error::{BoxError, TimedOut, is};
-use weir::hedge::{Hedge, HedgeDelay};
+use weir::pipeline::batch::Batcher;
 use weir::pipeline::{OnError, Pipeline, PipelineError, Stage};
-use weir::retry::{Jitter, RetryPolicy};
-use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
-use weir::store::{SagaStatus, StepStatus, Store};
+use weir::policy::breaker::{Breaker, CircuitOpen};
+use weir::policy::bulkhead::{Bulkhead, KeyedBulkhead};
+use weir::policy::hedge::{Hedge, HedgeDelay};
+use weir::policy::retry::{Jitter, RetryPolicy};
 use weir::testing::{Fault, FaultCounts, FaultInjector, InjectedFault, LeakCheck, quiet_injected_panics};
 
 const RUNS: u64 = 1000;
@@ -110,11 +110,11 @@ async fn campaign_stage_policies() {
         let stage = faulty_stage(&faults);
         let shape = run % 5;
         let stage = match shape {
-            0 => stage,                                                    // plain: fail fast
-            1 => stage.on_error(OnError::Skip),                            // skip
-            2 => stage.on_error(OnError::Collect).workers(3),              // fan-out, collect
-            3 => stage.retry(fast_retry(4)),                               // retry
-            _ => stage.dead_letter(Arc::new(weir::dlq::MemoryDlq::new())), // dead letter
+            0 => stage,                                                             // plain: fail fast
+            1 => stage.on_error(OnError::Skip),                                     // skip
+            2 => stage.on_error(OnError::Collect).workers(3),                       // fan-out, collect
+            3 => stage.retry(fast_retry(4)),                                        // retry
+            _ => stage.dead_letter(Arc::new(weir::durable::dlq::MemoryDlq::new())), // dead letter
         };
         let outcome = bounded(run, "stage", Pipeline::from_iter(0..ITEMS).stage(stage).collect()).await;
         let injected = faults.counts();

@@ -1,4 +1,4 @@
-//! Behaviour of `weir::checkpoint` (seed task 17).
+//! Behaviour of `weir::durable::checkpoint` (seed task 17).
 #![cfg(feature = "sqlite")]
 
 mod support;
@@ -6,9 +6,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use weir::checkpoint::{ChannelSource, CursorConsumer, JsonlFileSource, LineFileSource, OutboxSource};
+use weir::durable::checkpoint::{ChannelSource, CursorConsumer, JsonlFileSource, LineFileSource, OutboxSource};
+use weir::durable::store::Store;
 use weir::error::BoxError;
-use weir::store::Store;
 
 async fn feed(n: u32) -> ChannelSource<u32> {
     let (tx, rx) = tokio::sync::mpsc::channel(n as usize + 1);

@@ -1,4 +1,4 @@
-//! Behaviour of `weir::dlq` (seed task 16).
+//! Behaviour of `weir::durable::dlq` (seed task 16).
 
 mod support;
 
@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir::dlq::{DeadLetterQueue, Envelope, MemoryDlq};
+use weir::durable::dlq::{DeadLetterQueue, Envelope, MemoryDlq};
 use weir::pipeline::{Pipeline, Stage, StageFn};
-use weir::retry::{Jitter, RetryPolicy};
+use weir::policy::retry::{Jitter, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
 #[error("payment provider rejected order {0}")]
@@ -104,7 +104,7 @@ async fn a_keyed_letter_is_stored_once<Q: DeadLetterQueue<String>>(queue: &Q) ->
 #[tokio::test]
 async fn every_queue_stores_a_keyed_letter_once() {
     a_keyed_letter_is_stored_once(&MemoryDlq::new()).await;
-    a_keyed_letter_is_stored_once(&weir::store::Store::memory().dead_letters::<String>("lines")).await;
+    a_keyed_letter_is_stored_once(&weir::durable::store::Store::memory().dead_letters::<String>("lines")).await;
     let (store, _dir) = support::stores::sqlite().await;
     a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
     // Removing by id takes exactly those out (a replay removes what went
@@ -128,7 +128,7 @@ async fn every_queue_stores_a_keyed_letter_once() {
     assert_eq!(other.count().await.unwrap(), 1);
     #[cfg(feature = "postgres")]
     if let Some(url) = support::stores::postgres_url("every_queue_stores_a_keyed_letter_once").await {
-        let store = weir::store::Store::open(&url).await.unwrap();
+        let store = weir::durable::store::Store::open(&url).await.unwrap();
         a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
     }
 }

@@ -1,4 +1,4 @@
-//! Behaviour of `weir::hedge` (seed task 18), on paused time.
+//! Behaviour of `weir::policy::hedge` (seed task 18), on paused time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 use weir::error::{BoxError, Origin};
-use weir::hedge::{Hedge, HedgeDelay};
+use weir::policy::hedge::{Hedge, HedgeDelay};
 
 struct DropFlag(Arc<AtomicBool>);
 impl Drop for DropFlag {

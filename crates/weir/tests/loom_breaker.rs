@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use loom::thread;
-use weir::breaker::{Breaker, State};
+use weir::policy::breaker::{Breaker, State};
 
 fn opens_after(failures: u32) -> Breaker {
     Breaker::builder().consecutive_failures(failures).open_for(Duration::ZERO).half_open_probes(1).build().unwrap()

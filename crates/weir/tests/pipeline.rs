@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use weir::error::Panicked;
 use weir::error::{BoxError, DeadlineExceeded, Skip, StageError, TimedOut, find, is};
 use weir::pipeline::{DeadLetter, DeadLetterSink, OnError, Pipeline, Stage};
-use weir::retry::{Jitter, RetryPolicy};
+use weir::policy::retry::{Jitter, RetryPolicy};
 
 #[derive(Debug, thiserror::Error)]
 #[error("negative number {0}")]

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use weir::breaker::{Breaker, CircuitOpen, State};
-use weir::bulkhead::{Bulkhead, BulkheadFull, KeyedBulkhead};
 use weir::error::{BoxError, Panicked, Permanent, TimedOut, find, is};
-use weir::hedge::{Hedge, HedgeDelay};
 use weir::pipeline::{OnError, Pipeline, Stage};
+use weir::policy::breaker::{Breaker, CircuitOpen, State};
+use weir::policy::bulkhead::{Bulkhead, BulkheadFull, KeyedBulkhead};
+use weir::policy::hedge::{Hedge, HedgeDelay};
+use weir::policy::rate::{RateLimited, RateLimiter};
+use weir::policy::retry::RetryPolicy;
+use weir::policy::timeout::Timeout;
 use weir::policy::{Policy, Stack};
-use weir::rate::{RateLimited, RateLimiter};
-use weir::retry::RetryPolicy;
-use weir::timeout::Timeout;
 
 fn retry(attempts: u32) -> RetryPolicy {
     RetryPolicy::builder().max_attempts(attempts).initial_delay(Duration::from_millis(10)).build().unwrap()

@@ -2,9 +2,9 @@
 //! for any mix of outcomes.
 
 use proptest::prelude::*;
+use weir::durable::store::redact_url;
 use weir::error::{Errors, Origin, Skip};
 use weir::pipeline::{OnError, Pipeline, Stage};
-use weir::store::redact_url;
 
 /// What the stage does with one item.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +98,7 @@ mod breaker_model {
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use weir::breaker::{Breaker, State};
+    use weir::policy::breaker::{Breaker, State};
 
     /// What a caller does next.
     #[derive(Debug, Clone, Copy)]
@@ -198,7 +198,7 @@ mod batcher_model {
 
     use futures_util::StreamExt;
     use proptest::prelude::*;
-    use weir::batch::Batcher;
+    use weir::pipeline::batch::Batcher;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(100))]

@@ -1,12 +1,12 @@
-//! Behaviour of `weir::rate`: pacing, bursts, refusals, keys, on paused
+//! Behaviour of `weir::policy::rate`: pacing, bursts, refusals, keys, on paused
 //! time.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use weir::error::{BoxError, find};
-use weir::rate::{RateLimited, RateLimiter};
-use weir::retry::is_transient;
+use weir::policy::rate::{RateLimited, RateLimiter};
+use weir::policy::retry::is_transient;
 
 fn per_second(calls: u32, burst: u32) -> RateLimiter {
     RateLimiter::builder().rate(calls, Duration::from_secs(1)).burst(burst).name("api").build().unwrap()

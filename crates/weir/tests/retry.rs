@@ -1,4 +1,4 @@
-//! Behaviour of `weir::retry` (seed task 5), on paused time.
+//! Behaviour of `weir::policy::retry` (seed task 5), on paused time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use weir::retry::{Jitter, RetryBudget, RetryPolicy};
+use weir::policy::retry::{Jitter, RetryBudget, RetryPolicy};
 
 #[derive(Debug, PartialEq)]
 enum Failure {

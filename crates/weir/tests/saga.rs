@@ -1,4 +1,4 @@
-//! Behaviour of `weir::saga` on the memory and SQLite stores (seed tasks 11
+//! Behaviour of `weir::durable::saga` on the memory and SQLite stores (seed tasks 11
 //! and 12).
 #![cfg(feature = "sqlite")]
 
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use support::stores;
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::{SagaStatus, StepStatus, Store, StoreError};
 use weir::error::find;
-use weir::retry::{Jitter, RetryPolicy};
-use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
-use weir::store::{SagaStatus, StepStatus, Store, StoreError};
+use weir::policy::retry::{Jitter, RetryPolicy};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Order {
@@ -447,7 +447,7 @@ async fn concurrent_first_opens_of_one_sqlite_file_all_succeed() {
 
 #[tokio::test]
 async fn dead_letters_survive_a_reopen_and_replay() {
-    use weir::dlq::{DeadLetterQueue, Envelope};
+    use weir::durable::dlq::{DeadLetterQueue, Envelope};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.db");
     {
@@ -570,7 +570,7 @@ async fn a_live_worker_takes_over_expired_sagas_while_it_runs() {
 /// saga was compensated).
 #[tokio::test(start_paused = true)]
 async fn a_saga_step_retry_pays_into_its_budget() {
-    let budget = Arc::new(weir::retry::RetryBudget::new(1.0, 0));
+    let budget = Arc::new(weir::policy::retry::RetryBudget::new(1.0, 0));
     let policy = RetryPolicy::builder()
         .max_attempts(3)
         .initial_delay(Duration::from_millis(1))

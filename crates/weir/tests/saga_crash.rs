@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{Connection, Row};
-use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
-use weir::store::{SagaStatus, Store};
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::{SagaStatus, Store};
 
 const SAGAS: u32 = 8;
 /// The saga whose last step fails, so it is compensated.

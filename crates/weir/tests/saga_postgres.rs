@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use support::stores::postgres_url;
-use weir::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
-use weir::store::{SagaStatus, Store, StoreError};
+use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::{SagaStatus, Store, StoreError};
 
 const SAGAS: usize = 1000;
 
@@ -163,7 +163,7 @@ async fn four_workers_share_1000_sagas_and_two_are_killed_mid_run() {
 
 #[tokio::test]
 async fn cursors_and_dead_letters_are_durable_on_postgres() {
-    use weir::dlq::{DeadLetterQueue, Envelope};
+    use weir::durable::dlq::{DeadLetterQueue, Envelope};
     let Some(url) = postgres_url("cursors_and_dead_letters_are_durable_on_postgres").await else { return };
     {
         let store = Store::open(&url).await.unwrap();

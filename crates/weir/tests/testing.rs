@@ -77,7 +77,7 @@ async fn the_leak_check_names_a_leak_and_passes_a_clean_run() {
 /// A permit kept past its call is named; given back, the check passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leak_check_names_a_bulkhead_slot_still_held() {
-    let bulkhead = weir::bulkhead::Bulkhead::builder().name("tenant-a").limit(2).build().unwrap();
+    let bulkhead = weir::policy::bulkhead::Bulkhead::builder().name("tenant-a").limit(2).build().unwrap();
     let check = LeakCheck::start().watch(&bulkhead);
     let kept = bulkhead.acquire().await.unwrap();
     let leak = check.clone().finish().await.unwrap_err();

@@ -1,11 +1,11 @@
-//! Behaviour of `weir::timeout`.
+//! Behaviour of `weir::policy::timeout`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use weir::error::{BoxError, TimedOut};
-use weir::timeout::Timeout;
+use weir::policy::timeout::Timeout;
 
 struct DropFlag(Arc<AtomicBool>);
 impl Drop for DropFlag {

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use tower::{Layer, Service, ServiceExt, service_fn};
-use weir::breaker::{Breaker, CircuitOpen, State};
-use weir::bulkhead::{Bulkhead, BulkheadFull};
 use weir::error::{BoxError, TimedOut, is};
-use weir::timeout::Timeout;
+use weir::policy::breaker::{Breaker, CircuitOpen, State};
+use weir::policy::bulkhead::{Bulkhead, BulkheadFull};
+use weir::policy::timeout::Timeout;
 use weir::tower::{BreakerLayer, BulkheadLayer, TimeoutLayer};
 
 #[tokio::test(start_paused = true)]
@@ -50,7 +50,7 @@ async fn the_bulkhead_layer_rejects_when_full_and_the_timeout_layer_bounds_calls
 /// through `ServiceBuilder`), and refuses at once past its maximum wait.
 #[tokio::test(start_paused = true)]
 async fn the_rate_limit_layer_paces_in_poll_ready_and_refuses_past_its_wait() {
-    use weir::rate::{RateLimited, RateLimiter};
+    use weir::policy::rate::{RateLimited, RateLimiter};
     use weir::tower::RateLimitLayer;
     let limiter = RateLimiter::builder().rate(4, Duration::from_secs(1)).build().unwrap();
     let mut service = tower::ServiceBuilder::new()

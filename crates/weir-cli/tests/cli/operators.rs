@@ -5,10 +5,10 @@ use super::*;
 
 /// Opens the SQLite state of `dir` with the library, for setting up states
 /// a test needs.
-fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(weir::store::Store) -> T) -> T {
+fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(weir::durable::store::Store) -> T) -> T {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = weir::store::Store::open(dir.join("weir.db").to_str().unwrap()).await.unwrap();
+        let store = weir::durable::store::Store::open(dir.join("weir.db").to_str().unwrap()).await.unwrap();
         f(store).await
     })
 }
@@ -28,12 +28,13 @@ fn the_report_gives_one_judgement_in_text_json_and_exit_code() {
     with_store(dir.path(), async |store| {
         // The order saga's steps by name (a record lists its steps); the
         // command's own definition runs them on `resume`.
-        let mut definition = weir::saga::SagaDefinition::builder("order");
+        let mut definition = weir::durable::saga::SagaDefinition::builder("order");
         for step in ["reserve", "charge", "ship"] {
-            definition = definition.step(step, |_| async { Ok::<_, weir::saga::StepError>(()) }, |_| async { Ok(()) });
+            definition =
+                definition.step(step, |_| async { Ok::<_, weir::durable::saga::StepError>(()) }, |_| async { Ok(()) });
         }
         let definition = definition.build().unwrap();
-        let engine = weir::saga::SagaEngine::builder(store).definition(definition).build().unwrap();
+        let engine = weir::durable::saga::SagaEngine::builder(store).definition(definition).build().unwrap();
         let order = serde_json::json!({"order_id": "late-1", "tenant": "merchant-00", "sku": "mug", "qty": 1, "amount_cents": 700, "address": "1 Main St"});
         assert!(engine.submit("late-1", "order", &order).await.unwrap());
     });

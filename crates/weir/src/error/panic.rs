@@ -19,7 +19,7 @@ use super::TaskId;
 /// [`task`](Self::task) says which), a pipeline stage's function on an item
 /// (found inside the item's [`StageError`](super::StageError), which names
 /// the stage and the item), a saga step or compensation (inside the
-/// [`SagaError`](crate::saga::SagaError)), a batch flush. It keeps the
+/// [`SagaError`](crate::durable::saga::SagaError)), a batch flush. It keeps the
 /// panic's message (when the payload was a string, as with `panic!("…")`)
 /// and the payload itself: [`resume`](Self::resume) re-raises it.
 ///

@@ -49,6 +49,7 @@
 //! # }
 //! ```
 
+pub mod batch;
 mod error;
 mod link;
 mod report;

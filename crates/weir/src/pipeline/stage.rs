@@ -7,13 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 
-use crate::breaker::Breaker;
-use crate::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::error::{BoxError, StageError};
-use crate::hedge::Hedge;
+use crate::policy::breaker::Breaker;
+use crate::policy::bulkhead::{Bulkhead, KeyedBulkhead};
+use crate::policy::hedge::Hedge;
+use crate::policy::rate::{KeyedRateLimiter, RateLimiter};
+use crate::policy::retry::RetryPolicy;
 use crate::policy::{Stack, StackBuilder};
-use crate::rate::{KeyedRateLimiter, RateLimiter};
-use crate::retry::RetryPolicy;
 
 /// The function of a stage, called once per item (per attempt).
 ///
@@ -108,7 +108,7 @@ pub struct DeadLetter<T> {
 }
 
 /// Where a stage sends items that failed: the hook a dead-letter queue
-/// plugs into (seed task 16); [`MemoryDlq`](crate::dlq::MemoryDlq)
+/// plugs into (seed task 16); [`MemoryDlq`](crate::durable::dlq::MemoryDlq)
 /// implements it.
 ///
 /// If this returns an error, the item is not lost: the run fails with a
@@ -140,7 +140,7 @@ type Labeller<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 /// ```
 /// use std::time::Duration;
 /// use weir::pipeline::{OnError, Stage};
-/// use weir::retry::RetryPolicy;
+/// use weir::policy::retry::RetryPolicy;
 ///
 /// let parse = Stage::try_map("parse", |line: String| async move { line.trim().parse::<u64>() })
 ///     .workers(4)
@@ -299,7 +299,7 @@ impl<T, S> Stage<T, S> {
     }
 
     /// Runs each attempt through `breaker`: an open breaker fails the
-    /// attempt at once with [`CircuitOpen`](crate::breaker::CircuitOpen),
+    /// attempt at once with [`CircuitOpen`](crate::policy::breaker::CircuitOpen),
     /// which is not retried; every other error counts as a breaker failure,
     /// except [`Skip`](crate::error::Skip) and the refusals of the rate
     /// limit and the bulkhead.
@@ -308,7 +308,7 @@ impl<T, S> Stage<T, S> {
     }
 
     /// Paces the stage's attempts by `limiter`; a
-    /// [`RateLimited`](crate::rate::RateLimited) error (the next slot is
+    /// [`RateLimited`](crate::policy::rate::RateLimited) error (the next slot is
     /// further than the limiter's maximum wait) is transient.
     pub fn rate_limit(self, limiter: RateLimiter) -> Self {
         self.set_policy(|stack| stack.rate_limit(limiter))
@@ -322,7 +322,7 @@ impl<T, S> Stage<T, S> {
     }
 
     /// Runs each attempt in a slot of `bulkhead`; a
-    /// [`BulkheadFull`](crate::bulkhead::BulkheadFull) error is transient.
+    /// [`BulkheadFull`](crate::policy::bulkhead::BulkheadFull) error is transient.
     pub fn bulkhead(self, bulkhead: Bulkhead) -> Self {
         self.set_policy(|stack| stack.bulkhead(bulkhead))
     }
@@ -334,12 +334,12 @@ impl<T, S> Stage<T, S> {
     /// The stage's workers are shared by every tenant, and an item waiting
     /// for its tenant's slot holds the worker that took it. So that a
     /// saturated tenant never delays the others, give the bulkheads a
-    /// [maximum wait](crate::bulkhead::BulkheadBuilder::max_wait) (zero sheds
+    /// [maximum wait](crate::policy::bulkhead::BulkheadBuilder::max_wait) (zero sheds
     /// at once): the waiting item fails with
-    /// [`BulkheadFull`](crate::bulkhead::BulkheadFull) and the stage's
+    /// [`BulkheadFull`](crate::policy::bulkhead::BulkheadFull) and the stage's
     /// failure policy (dead letter, collect, skip) takes it. For tenants
     /// that must each have their own tasks, use
-    /// [`run_per_tenant`](crate::bulkhead::run_per_tenant).
+    /// [`run_per_tenant`](crate::policy::bulkhead::run_per_tenant).
     pub fn bulkhead_per_tenant(self, bulkheads: KeyedBulkhead<String>) -> Self {
         self.set_policy(|stack| stack.bulkhead_per_key(bulkheads))
     }

@@ -14,7 +14,7 @@ use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
 use super::stage::{DeadLetter, OnError, Policy, Stage, StageFn};
 use crate::error::{BoxError, Errors, Origin, Skip, StageError, guarded, is};
-use crate::retry::is_transient;
+use crate::policy::retry::is_transient;
 
 /// What every worker of one stage shares.
 pub(crate) struct StageShared<T, S> {
@@ -189,7 +189,7 @@ where
     }
 
     /// Whether a failed attempt may be retried: the stage's own rule, or
-    /// weir's one [classification](crate::retry::is_transient).
+    /// weir's one [classification](crate::policy::retry::is_transient).
     fn is_transient(&self, error: &BoxError) -> bool {
         match &self.stage.transient {
             Some(is_transient) => is_transient(error),

@@ -3,13 +3,13 @@
 use std::future::Future;
 
 use super::Policy;
-use crate::breaker::{Breaker, Permit};
-use crate::bulkhead::{Bulkhead, BulkheadFull};
 use crate::error::{BoxError, Errors, Skip, is};
-use crate::hedge::Hedge;
-use crate::rate::{RateLimited, RateLimiter};
-use crate::retry::{RetryPolicy, is_transient};
-use crate::timeout::Timeout;
+use crate::policy::breaker::{Breaker, Permit};
+use crate::policy::bulkhead::{Bulkhead, BulkheadFull};
+use crate::policy::hedge::Hedge;
+use crate::policy::rate::{RateLimited, RateLimiter};
+use crate::policy::retry::{RetryPolicy, is_transient};
+use crate::policy::timeout::Timeout;
 
 /// Retries what [`is_transient`] says may pass on a retry; gives up with
 /// the last attempt's error.

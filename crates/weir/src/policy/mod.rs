@@ -10,12 +10,12 @@
 //! # Why this order
 //! - **retry** outside everything: each retry is a fresh pass through the
 //!   rest, so the breaker sees every attempt and an open circuit ends the
-//!   retries ([`CircuitOpen`](crate::breaker::CircuitOpen) is not transient).
+//!   retries ([`CircuitOpen`](crate::policy::breaker::CircuitOpen) is not transient).
 //! - **breaker** before the limits: a call the open breaker refuses costs
 //!   no rate slot and holds no bulkhead slot. The breaker does not count
 //!   the refusals of the policies inside it
-//!   ([`RateLimited`](crate::rate::RateLimited),
-//!   [`BulkheadFull`](crate::bulkhead::BulkheadFull)) as failures: they say
+//!   ([`RateLimited`](crate::policy::rate::RateLimited),
+//!   [`BulkheadFull`](crate::policy::bulkhead::BulkheadFull)) as failures: they say
 //!   the caller is busy, not that the dependency is sick.
 //! - **rate limit** before the bulkhead: every attempt that reaches the
 //!   dependency pays for one slot of its rate, and a call waiting for its
@@ -35,9 +35,9 @@
 //! # One error convention
 //! Every policy in a stack returns the call's error type, [`BoxError`].
 //! A policy that refuses a call returns its own error, which names it:
-//! [`CircuitOpen`](crate::breaker::CircuitOpen) (the breaker),
-//! [`BulkheadFull`](crate::bulkhead::BulkheadFull) (the bulkhead and its
-//! limit), [`RateLimited`](crate::rate::RateLimited) (the limiter and when
+//! [`CircuitOpen`](crate::policy::breaker::CircuitOpen) (the breaker),
+//! [`BulkheadFull`](crate::policy::bulkhead::BulkheadFull) (the bulkhead and its
+//! limit), [`RateLimited`](crate::policy::rate::RateLimited) (the limiter and when
 //! to try again), [`TimedOut`](crate::error::TimedOut) (the bound). A
 //! retry that gives up returns the last attempt's error, as tower's retry
 //! does; a hedge whose copies all failed returns the only error or every
@@ -48,10 +48,10 @@
 //! # Examples
 //! ```
 //! use std::time::Duration;
-//! use weir::breaker::{Breaker, CircuitOpen};
+//! use weir::policy::breaker::{Breaker, CircuitOpen};
 //! use weir::error::{find, BoxError};
 //! use weir::policy::Stack;
-//! use weir::retry::RetryPolicy;
+//! use weir::policy::retry::RetryPolicy;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
@@ -70,8 +70,14 @@
 //! # }
 //! ```
 
+pub mod breaker;
+pub mod bulkhead;
+pub mod hedge;
 mod impls;
+pub mod rate;
+pub mod retry;
 mod stack;
+pub mod timeout;
 
 use std::future::Future;
 
@@ -115,8 +121,8 @@ pub trait Policy: Send + Sync {
     /// use std::time::Duration;
     /// use weir::error::{is, BoxError, TimedOut};
     /// use weir::policy::Policy;
-    /// use weir::retry::RetryPolicy;
-    /// use weir::timeout::Timeout;
+    /// use weir::policy::retry::RetryPolicy;
+    /// use weir::policy::timeout::Timeout;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use super::Policy;
 use super::impls::{one_error, report};
-use crate::breaker::Breaker;
-use crate::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::error::{BoxError, ConfigError, guarded};
-use crate::hedge::Hedge;
-use crate::rate::{KeyedRateLimiter, RateLimiter};
-use crate::retry::{RetryError, RetryPolicy, is_transient};
-use crate::timeout::Timeout;
+use crate::policy::breaker::Breaker;
+use crate::policy::bulkhead::{Bulkhead, KeyedBulkhead};
+use crate::policy::hedge::Hedge;
+use crate::policy::rate::{KeyedRateLimiter, RateLimiter};
+use crate::policy::retry::{RetryError, RetryPolicy, is_transient};
+use crate::policy::timeout::Timeout;
 
 /// Retry, breaker, rate limit, bulkhead, hedge and timeout around a call,
 /// each optional, always in that order (the [module docs](super) say why);

@@ -2,7 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::bulkhead::Bulkhead;
+use crate::policy::bulkhead::Bulkhead;
 
 /// Tasks were still alive, or slots still held, after the work under test
 /// ended.
@@ -77,7 +77,7 @@ impl LeakCheck {
 
     /// Also checks, at the end, that `bulkhead` holds no slot (every permit
     /// was given back). For a keyed bulkhead, watch each key's
-    /// [`get`](crate::bulkhead::KeyedBulkhead::get).
+    /// [`get`](crate::policy::bulkhead::KeyedBulkhead::get).
     pub fn watch(mut self, bulkhead: &Bulkhead) -> Self {
         self.watched.push(bulkhead.clone());
         self
@@ -162,7 +162,7 @@ pub async fn drain_within<T>(
     }
     let started = Instant::now();
     cancel();
-    match crate::timeout::Timeout::unvalidated(bound).bound(finished).await {
+    match crate::policy::timeout::Timeout::unvalidated(bound).bound(finished).await {
         Some(_) => {
             let took = started.elapsed();
             if took <= bound { Ok(took) } else { Err(DrainTooSlow { bound, took }) }

@@ -14,10 +14,10 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{Layer, ServiceExt, service_fn};
-//! use weir::breaker::Breaker;
-//! use weir::bulkhead::Bulkhead;
+//! use weir::policy::breaker::Breaker;
+//! use weir::policy::bulkhead::Bulkhead;
 //! use weir::error::BoxError;
-//! use weir::timeout::Timeout;
+//! use weir::policy::timeout::Timeout;
 //! use weir::tower::{BreakerLayer, BulkheadLayer, TimeoutLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -43,13 +43,13 @@ use tower_service::Service;
 mod rate;
 
 pub use self::rate::{RateLimitLayer, RateLimitService};
-use crate::breaker::{Breaker, OwnedPermit};
-use crate::bulkhead::Bulkhead;
 use crate::error::BoxError;
-use crate::timeout::Timeout;
+use crate::policy::breaker::{Breaker, OwnedPermit};
+use crate::policy::bulkhead::Bulkhead;
+use crate::policy::timeout::Timeout;
 
 #[allow(unused_imports)] // named in the module docs
-use crate::{breaker::CircuitOpen, bulkhead::BulkheadFull, error::TimedOut};
+use crate::{error::TimedOut, policy::breaker::CircuitOpen, policy::bulkhead::BulkheadFull};
 
 /// Puts a [`Breaker`] in front of a service.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BoxError;
-use crate::rate::RateLimiter;
+use crate::policy::rate::RateLimiter;
 
 /// Puts a [`RateLimiter`] in front of a service.
 ///
@@ -18,7 +18,7 @@ use crate::rate::RateLimiter;
 /// `ServiceBuilder` stack, `ServiceExt::ready`, a `Buffer`) is held back
 /// until its slot is due, which is backpressure, not an error. Past the
 /// limiter's maximum wait, `poll_ready` fails with
-/// [`RateLimited`](crate::rate::RateLimited) at once.
+/// [`RateLimited`](crate::policy::rate::RateLimited) at once.
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use weir::store::Store;
+use weir::durable::store::Store;
 
 /// A fresh SQLite store in a temporary folder (kept alive by the guard).
 pub async fn sqlite() -> (Store, tempfile::TempDir) {

@@ -1,0 +1,638 @@
+//! Runs sagas: starts new ones durably, resumes stored ones, keeps the
+//! leases of the ones it holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::run::Driver;
+use super::{SagaDefinition, SagaError};
+use crate::durable::store::{ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
+use crate::error::{BoxError, ConfigError};
+use crate::group::Group;
+use crate::policy::retry::RetryPolicy;
+use crate::policy::timeout::Timeout;
+
+/// Runs sagas against a [`Store`] (seed tasks 11 and 12).
+///
+/// - [`run`](Self::run) writes a new saga before its first step and drives
+///   it to the end; each step's transition is durable before the next step
+///   starts.
+/// - [`resume`](Self::resume) claims every stored saga that is still
+///   running or compensating and whose lease expired (a crashed worker's),
+///   and drives each from where it stopped.
+/// - Many engines (processes, machines) can share one PostgreSQL store:
+///   claims skip locked rows, the lease of each saga an engine is driving
+///   is renewed while it drives it, and every write carries the claim's
+///   fencing token, so a worker that lost its lease cannot write.
+/// - While it runs (from its first `run` or `resume` on), an engine keeps
+///   taking over sagas whose lease expired (their worker died or stopped)
+///   with its free slots, every third of the lease, and drives them in the
+///   background: a saga is never left stuck while a live worker could
+///   finish it. See [`SagaEngineBuilder::reclaim_expired`].
+///
+/// # Guarantees
+/// - A step runs **at least once**: if the process dies after a step's
+///   effect but before its transition is committed, the step runs again on
+///   resume. Its [`idempotency_key`](super::StepContext::idempotency_key)
+///   is the same every time; a step whose effect must happen exactly once
+///   records that key with the effect (a unique key in the effect's own
+///   table, or the downstream API's idempotency header).
+/// - Each transition is **recorded exactly once**: a write whose fence is
+///   stale changes nothing.
+/// - Concurrent sagas' transitions are committed together (group commit);
+///   no step starts before the previous transition is durable.
+#[derive(Clone)]
+pub struct SagaEngine {
+    inner: Arc<Inner>,
+    background: Arc<Background>,
+}
+
+struct Inner {
+    store: Store,
+    definitions: HashMap<String, SagaDefinition>,
+    step_retry: RetryPolicy,
+    compensation_retry: RetryPolicy,
+    step_timeout: Option<Timeout>,
+    lease: Duration,
+    worker: String,
+    slots: Arc<Semaphore>,
+    max_in_flight: usize,
+    reclaim: bool,
+    /// The names of `definitions`, for claims.
+    definition_names: Vec<String>,
+    /// The sagas this engine is driving now: their leases are renewed.
+    driving: Mutex<HashSet<String>>,
+    /// Held across each claim and the registration of what it claimed in
+    /// `driving`: a claim that takes this worker's own sagas ([`resume`]'s)
+    /// must not see one that another claim of this engine (the heartbeat's
+    /// take-over) just took but has not registered yet, or it claims it a
+    /// second time and the first drive's fence goes stale.
+    ///
+    /// [`resume`]: SagaEngine::resume
+    claiming: tokio::sync::Mutex<()>,
+    /// Sagas taken over in the background since the engine started.
+    reclaimed: AtomicU64,
+    /// Background drives not finished yet, and a wake-up when none is.
+    background_running: AtomicU64,
+    background_idle: tokio::sync::Notify,
+}
+
+/// One background drive, counted while it lives (aborted ones included).
+struct BackgroundDrive(Arc<Inner>);
+
+impl BackgroundDrive {
+    fn start(inner: &Arc<Inner>) -> Self {
+        inner.background_running.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(inner))
+    }
+}
+
+impl Drop for BackgroundDrive {
+    fn drop(&mut self) {
+        if self.0.background_running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.background_idle.notify_waiters();
+        }
+    }
+}
+
+/// The engine's background work: the heartbeat (which also takes over
+/// expired sagas) and the drives of the sagas it took over. Stopped when
+/// the last handle of the engine is dropped.
+struct Background {
+    heartbeat: OnceLock<JoinHandle<()>>,
+    drives: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(heartbeat) = self.heartbeat.get() {
+            heartbeat.abort();
+        }
+        self.drives.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
+    }
+}
+
+/// A saga this engine is driving, for as long as the guard lives.
+struct Driving {
+    inner: Arc<Inner>,
+    id: String,
+}
+
+impl Driving {
+    /// Marks `id` as driven here; `None` if it is already.
+    fn start(inner: &Arc<Inner>, id: &str) -> Option<Self> {
+        let fresh = inner.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
+        fresh.then(|| Self { inner: Arc::clone(inner), id: id.to_owned() })
+    }
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.inner.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
+}
+
+impl std::fmt::Debug for SagaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.inner.definitions.keys().collect();
+        names.sort();
+        f.debug_struct("SagaEngine")
+            .field("store", &self.inner.store)
+            .field("worker", &self.inner.worker)
+            .field("definitions", &names)
+            .finish()
+    }
+}
+
+/// What [`SagaEngine::resume`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ResumeReport {
+    /// Sagas claimed and driven.
+    pub resumed: u64,
+    /// Of those, how many completed.
+    pub completed: u64,
+    /// How many were rolled back.
+    pub compensated: u64,
+    /// How many ended failed (a compensation failed).
+    pub failed: u64,
+    /// How many another worker took over meanwhile.
+    pub lease_lost: u64,
+    /// Sagas whose definition is not registered: kept as they are, never
+    /// dropped; `(saga id, definition name)`.
+    pub unknown_definitions: Vec<(String, String)>,
+    /// Other errors (the store failing), per saga.
+    pub errors: Vec<SagaError>,
+}
+
+impl SagaEngine {
+    /// Configures an engine on `store`.
+    pub fn builder(store: Store) -> SagaEngineBuilder {
+        SagaEngineBuilder {
+            store,
+            definitions: Vec::new(),
+            step_retry: RetryPolicy::default(),
+            compensation_retry: RetryPolicy::builder().max_attempts(5).build().expect("valid"),
+            step_timeout: None,
+            lease: Duration::from_secs(30),
+            worker: None,
+            max_in_flight: 64,
+            reclaim: true,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// This worker's id (lease owner).
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker
+    }
+
+    /// How many sagas whose lease had expired this engine took over in the
+    /// background since it started (not counting [`resume`](Self::resume)).
+    pub fn reclaimed(&self) -> u64 {
+        self.inner.reclaimed.load(Ordering::Relaxed)
+    }
+
+    /// Starts a saga of `definition` with `input` and drives it to its end.
+    /// The saga is written before its first step runs. Returns its id.
+    ///
+    /// # Errors
+    /// [`SagaError`]: rolled back (with the failed step's cause), failed
+    /// (with the compensation errors too), an unknown definition, or the
+    /// store failing.
+    ///
+    /// # Cancel safety
+    /// Dropping the future stops the saga between two durable transitions
+    /// or inside a step; [`resume`](Self::resume) (here or in another
+    /// process, once the lease expired) carries it on.
+    pub async fn run<I: Serialize>(&self, definition: &str, input: &I) -> Result<String, SagaError> {
+        self.run_with_id(&new_saga_id(), definition, input).await
+    }
+
+    /// Like [`run`](Self::run) with a caller-chosen id, so that starting is
+    /// idempotent: if saga `id` exists with the same definition and input,
+    /// it is not started again but driven on if it is still active and not
+    /// held by a live worker, and its outcome returned if it ended.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run); also when another live worker holds the saga
+    /// ([`SagaError::is_lease_lost`]), this engine included (two calls with
+    /// one id at once: the second does not wait for the first); and when
+    /// saga `id` exists with another definition or input
+    /// ([`SagaError::conflicting_input`]): a conflicting request is never
+    /// merged into the first, and nothing runs.
+    ///
+    /// # Cancel safety
+    /// As [`run`](Self::run).
+    pub async fn run_with_id<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<String, SagaError> {
+        let (def, mut record) = self.new_record(id, definition, input)?;
+        let _slot = self.inner.slots.acquire().await.expect("never closed");
+        self.start_heartbeat();
+        let Some(_driving) = Driving::start(&self.inner, id) else {
+            return Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() }));
+        };
+        // Started here, so held here from the first write on.
+        record.fence = 1;
+        record.lease_owner = Some(self.inner.worker.clone());
+        record.lease_until = Some(record.created_at + self.inner.lease.as_millis() as i64);
+        let store = &self.inner.store;
+        if store.write(SagaWrite::Insert(Box::new(record.clone()))).await.map_err(|e| SagaError::store(id, e))? {
+            tracing::debug!(saga = %id, definition, "saga started");
+            return self.driver(def).drive(record).await;
+        }
+        // It exists: with another input it is another request under the same
+        // id (refused); else drive it on if it is ours to take, or report how
+        // it ended.
+        let stored = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
+        if let Some(stored) = stored
+            && (stored.input != record.input || stored.definition != record.definition)
+        {
+            return Err(SagaError::input_conflict(id, stored.input));
+        }
+        let claimed = {
+            let _claiming = self.inner.claiming.lock().await;
+            store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?
+        };
+        match claimed {
+            Some(record) => self.inner.drive_claimed(record).await,
+            None => {
+                let record = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
+                match record {
+                    Some(record) if !record.status.is_active() => self.driver(def).drive(record).await,
+                    _ => Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() })),
+                }
+            }
+        }
+    }
+
+    /// Stores a new saga of `definition` with `input` under `id` without
+    /// running it: any engine sharing the store picks it up on its next
+    /// [`resume`](Self::resume). `Ok(false)` if a saga with that id exists.
+    ///
+    /// # Errors
+    /// [`SagaError`] for an unknown definition or the store failing.
+    pub async fn submit<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<bool, SagaError> {
+        // Unclaimed (fence 0, no lease): the first engine to resume takes it.
+        let (_, record) = self.new_record(id, definition, input)?;
+        self.inner.store.write(SagaWrite::Insert(Box::new(record))).await.map_err(|e| SagaError::store(id, e))
+    }
+
+    /// Claims and drives every stored saga that is still active and not
+    /// held by a live worker, until none is left; returns what happened.
+    /// Sagas the engine's background take-over started meanwhile are
+    /// driven to their end too before it returns (they are counted by
+    /// [`reclaimed`](Self::reclaimed), not in the report).
+    ///
+    /// # Errors
+    /// [`StoreError`] if claiming fails (sagas already claimed are driven
+    /// and reported first).
+    pub async fn resume(&self) -> Result<ResumeReport, StoreError> {
+        self.start_heartbeat();
+        let report = Arc::new(Mutex::new(ResumeReport::default()));
+        let mut seen = std::collections::HashSet::new();
+        // Round by round: claim a batch, drive it to the end, claim again.
+        // A saga met twice (its definition is unknown, or it could not
+        // finish) is left for a later resume rather than looped over.
+        loop {
+            let inner = &self.inner;
+            let claimed = {
+                let _claiming = inner.claiming.lock().await;
+                let driving = inner.driving_ids();
+                let scope = ClaimScope { own: Some(&driving), definitions: None };
+                let batch = inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, scope).await?;
+                // Claimed while this engine started driving it: leave it there.
+                let fresh = batch.into_iter().filter(|r| seen.insert(r.id.clone()));
+                fresh.filter_map(|r| Some((Driving::start(inner, &r.id)?, r))).collect::<Vec<_>>()
+            };
+            if claimed.is_empty() {
+                break;
+            }
+            let round: Group<BoxError> = Group::new();
+            for (driving, record) in claimed {
+                let (inner, report) = (Arc::clone(inner), Arc::clone(&report));
+                round
+                    .spawn(async move {
+                        let outcome = inner.drive_claimed(record).await;
+                        drop(driving);
+                        engine_record(&report, outcome);
+                        Ok(())
+                    })
+                    .await;
+            }
+            round.wait().await.map_err(|e| StoreError::Query { target: self.inner.store.target(), source: e })?;
+        }
+        // The heartbeat may have taken some over meanwhile: they end too
+        // before `resume` returns (a process that exits after `resume` would
+        // otherwise cut them off mid-way).
+        self.inner.background_idle().await;
+        let report = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(report)
+    }
+
+    /// A new, unclaimed record of saga `id`: every step pending.
+    fn new_record<I: Serialize>(
+        &self,
+        id: &str,
+        definition: &str,
+        input: &I,
+    ) -> Result<(&SagaDefinition, SagaRecord), SagaError> {
+        let Some(def) = self.inner.definitions.get(definition) else {
+            return Err(SagaError::for_unknown_definition(id, definition));
+        };
+        let input = serde_json::to_value(input).map_err(|e| {
+            SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
+        })?;
+        let now = now_ms();
+        let record = SagaRecord {
+            id: id.to_owned(),
+            definition: definition.to_owned(),
+            input,
+            status: SagaStatus::Running,
+            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
+            error: None,
+            fence: 0,
+            lease_owner: None,
+            lease_until: None,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok((def, record))
+    }
+
+    fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
+        self.inner.driver(definition)
+    }
+
+    /// Every third of the lease, while the engine lives: renews the leases
+    /// of the sagas it drives, then takes over expired ones.
+    fn start_heartbeat(&self) {
+        self.background.heartbeat.get_or_init(|| {
+            let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(inner.lease / 3);
+                loop {
+                    tick.tick().await;
+                    let (store, worker) = (&inner.store, &inner.worker);
+                    if let Err(error) = store.heartbeat(worker, &inner.driving_ids(), inner.lease).await {
+                        tracing::warn!(%worker, %error, "could not renew leases");
+                    }
+                    if inner.reclaim {
+                        inner.reclaim_expired(&drives).await;
+                    }
+                }
+            })
+        });
+    }
+}
+
+impl Inner {
+    /// Waits until no background drive is running.
+    async fn background_idle(&self) {
+        loop {
+            let idle = self.background_idle.notified();
+            if self.background_running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    fn driving_ids(&self) -> Vec<String> {
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    async fn drive_claimed(&self, record: SagaRecord) -> Result<String, SagaError> {
+        match self.definitions.get(&record.definition) {
+            None => Err(SagaError::for_unknown_definition(&record.id, &record.definition)),
+            Some(def) => self.driver(def).drive(record).await,
+        }
+    }
+
+    fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
+        Driver {
+            store: &self.store,
+            definition,
+            step_retry: &self.step_retry,
+            compensation_retry: &self.compensation_retry,
+            step_timeout: self.step_timeout,
+        }
+    }
+
+    /// Claims as many expired sagas as there are free slots and drives each
+    /// in `drives`.
+    async fn reclaim_expired(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>) {
+        // Finished drives are reaped here, so the set stays small.
+        while drives.lock().unwrap_or_else(|p| p.into_inner()).try_join_next().is_some() {}
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        // Only expired ones (a saga this engine drives has a live lease, so
+        // no claim here can race a drive that is just starting), and only of
+        // definitions it has (another engine may have the others).
+        let scope = ClaimScope { own: None, definitions: Some(&self.definition_names) };
+        // Counted from the claim on, so that `resume` waiting for the
+        // background to be idle cannot miss a claim under way.
+        let _claim_counted = BackgroundDrive::start(self);
+        let _claiming = self.claiming.lock().await;
+        let claimed = match self.store.claim(&self.worker, self.lease, free, scope).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(worker = %self.worker, %error, "could not take over expired sagas");
+                return;
+            }
+        };
+        for record in claimed {
+            let Some(driving) = Driving::start(self, &record.id) else { continue };
+            self.reclaimed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
+            let inner = Arc::clone(self);
+            let counted = BackgroundDrive::start(self);
+            drives.lock().unwrap_or_else(|p| p.into_inner()).spawn(async move {
+                let _counted = counted;
+                let _slot = inner.slots.acquire().await.expect("never closed");
+                let id = record.id.clone();
+                if let Err(error) = inner.drive_claimed(record).await
+                    && !(error.is_compensated() || error.is_failed())
+                {
+                    tracing::warn!(saga = %id, %error, "a saga taken over did not finish");
+                }
+                drop(driving);
+            });
+        }
+    }
+}
+
+fn engine_record(report: &Mutex<ResumeReport>, outcome: Result<String, SagaError>) {
+    let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+    report.resumed += 1;
+    match outcome {
+        Ok(_) => report.completed += 1,
+        Err(e) if e.is_compensated() => report.compensated += 1,
+        Err(e) if e.is_failed() => report.failed += 1,
+        Err(e) if e.is_lease_lost() => report.lease_lost += 1,
+        Err(e) => match e.unknown_definition() {
+            Some(definition) => {
+                report.resumed -= 1;
+                report.unknown_definitions.push((e.saga_id().to_owned(), definition.to_owned()));
+            }
+            None => report.errors.push(e),
+        },
+    }
+}
+
+fn new_saga_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// Configures a [`SagaEngine`].
+///
+/// # Defaults
+/// - steps retried by [`RetryPolicy`]'s defaults (3 attempts);
+/// - compensations retried up to 5 attempts;
+/// - no step timeout (a step that never returns holds its saga, and the
+///   saga's lease, until the engine is dropped);
+/// - leases of 30 s, renewed every 10 s;
+/// - expired sagas taken over every 10 s while the engine runs;
+/// - at most 64 sagas in flight;
+/// - worker id `"{hostname or 'host'}-{pid}-{random}"`.
+pub struct SagaEngineBuilder {
+    store: Store,
+    definitions: Vec<SagaDefinition>,
+    step_retry: RetryPolicy,
+    compensation_retry: RetryPolicy,
+    step_timeout: Option<Duration>,
+    lease: Duration,
+    worker: Option<String>,
+    max_in_flight: usize,
+    reclaim: bool,
+}
+
+impl std::fmt::Debug for SagaEngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaEngineBuilder").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+impl SagaEngineBuilder {
+    /// Registers a definition under its name.
+    pub fn definition(mut self, definition: SagaDefinition) -> Self {
+        self.definitions.push(definition);
+        self
+    }
+
+    /// How a failing step is retried (only retryable errors).
+    pub fn step_retry(mut self, policy: RetryPolicy) -> Self {
+        self.step_retry = policy;
+        self
+    }
+
+    /// How a failing compensation is retried.
+    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
+        self.compensation_retry = policy;
+        self
+    }
+
+    /// Bounds each attempt of a step or compensation: an attempt still
+    /// running after `timeout` is dropped and fails with
+    /// [`TimedOut`](crate::error::TimedOut), which is retried like any
+    /// retryable failure. Dropping an attempt cancels it at its next
+    /// `.await`; an effect it already sent may still happen, which the
+    /// step's idempotency key covers.
+    pub fn step_timeout(mut self, timeout: Duration) -> Self {
+        self.step_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a claim lasts without renewal.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// This worker's id, as lease owner.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker = Some(id.into());
+        self
+    }
+
+    /// The most sagas driven at once.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Whether the running engine takes over, with its free slots, sagas
+    /// whose lease expired (a worker died, or stopped renewing): checked
+    /// every third of the lease. On by default; turn it off for an engine
+    /// that only drives the sagas it starts (others then wait for an
+    /// explicit [`resume`](SagaEngine::resume)).
+    pub fn reclaim_expired(mut self, on: bool) -> Self {
+        self.reclaim = on;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for two definitions with one name, 0 sagas in
+    /// flight, a zero step timeout, or a lease under 1 s.
+    pub fn build(self) -> Result<SagaEngine, ConfigError> {
+        let mut definitions = HashMap::new();
+        for def in self.definitions {
+            let name = def.name.to_string();
+            if definitions.insert(name.clone(), def).is_some() {
+                return Err(ConfigError::new("saga definition", name, "register each definition name once"));
+            }
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new("saga max_in_flight", 0, "use at least 1"));
+        }
+        if self.step_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new("saga step_timeout", "0s", "use a positive duration, or leave it unset"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "saga lease",
+                format!("{:?}", self.lease),
+                "use at least 1s (leases are renewed every third)",
+            ));
+        }
+        let worker = self.worker.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+        });
+        let definition_names = definitions.keys().cloned().collect();
+        Ok(SagaEngine {
+            background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
+            inner: Arc::new(Inner {
+                store: self.store,
+                definitions,
+                step_retry: self.step_retry,
+                compensation_retry: self.compensation_retry,
+                step_timeout: self.step_timeout.map(Timeout::unvalidated),
+                lease: self.lease,
+                worker,
+                slots: Arc::new(Semaphore::new(self.max_in_flight)),
+                max_in_flight: self.max_in_flight,
+                reclaim: self.reclaim,
+                definition_names,
+                driving: Mutex::default(),
+                claiming: tokio::sync::Mutex::default(),
+                reclaimed: AtomicU64::new(0),
+                background_running: AtomicU64::new(0),
+                background_idle: tokio::sync::Notify::new(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,163 @@
+use std::fmt;
+
+use crate::durable::store::{SagaStatus, StoreError};
+use crate::error::{BoxError, Errors};
+
+#[derive(Debug)]
+enum Kind {
+    /// A step failed; every completed step was compensated.
+    Compensated { step: String, cause: BoxError },
+    /// A step failed and some compensations failed too.
+    Failed { step: String, cause: BoxError, compensations: Errors<BoxError> },
+    /// The store failed, or another worker took the saga over.
+    Store(StoreError),
+    /// No definition of that name is registered.
+    UnknownDefinition(String),
+    /// A saga with that id exists with another input (or definition).
+    InputConflict { stored: Box<serde_json::Value> },
+}
+
+/// A saga did not complete. Says which saga, why, and what was undone.
+///
+/// - [`is_compensated`](Self::is_compensated): a step failed and every
+///   completed step was undone; [`cause`](Self::cause) is the step's error.
+/// - [`is_failed`](Self::is_failed): some compensations failed too; they
+///   are in [`compensation_errors`](Self::compensation_errors), next to the
+///   original cause. The saga is left `failed` for a person to look at.
+#[derive(Debug)]
+pub struct SagaError {
+    saga: String,
+    kind: Kind,
+}
+
+impl SagaError {
+    pub(crate) fn compensated(saga: &str, step: &str, cause: BoxError) -> Self {
+        Self { saga: saga.to_owned(), kind: Kind::Compensated { step: step.to_owned(), cause } }
+    }
+
+    pub(crate) fn failed(saga: &str, step: &str, cause: BoxError, compensations: Errors<BoxError>) -> Self {
+        Self { saga: saga.to_owned(), kind: Kind::Failed { step: step.to_owned(), cause, compensations } }
+    }
+
+    pub(crate) fn store(saga: &str, error: StoreError) -> Self {
+        Self { saga: saga.to_owned(), kind: Kind::Store(error) }
+    }
+
+    pub(crate) fn for_unknown_definition(saga: &str, definition: &str) -> Self {
+        Self { saga: saga.to_owned(), kind: Kind::UnknownDefinition(definition.to_owned()) }
+    }
+
+    pub(crate) fn input_conflict(saga: &str, stored: serde_json::Value) -> Self {
+        Self { saga: saga.to_owned(), kind: Kind::InputConflict { stored: Box::new(stored) } }
+    }
+
+    /// The stored input, when [`run_with_id`](super::SagaEngine::run_with_id)
+    /// found saga `id` started with another input: a second request with
+    /// the same id and other content, never merged into the first. Nothing
+    /// was run.
+    pub fn conflicting_input(&self) -> Option<&serde_json::Value> {
+        match &self.kind {
+            Kind::InputConflict { stored } => Some(stored),
+            _ => None,
+        }
+    }
+
+    /// The saga's id.
+    pub fn saga_id(&self) -> &str {
+        &self.saga
+    }
+
+    /// The status the saga was left in, if it ended.
+    pub fn status(&self) -> Option<SagaStatus> {
+        match self.kind {
+            Kind::Compensated { .. } => Some(SagaStatus::Compensated),
+            Kind::Failed { .. } => Some(SagaStatus::Failed),
+            _ => None,
+        }
+    }
+
+    /// Whether every completed step was undone.
+    pub fn is_compensated(&self) -> bool {
+        matches!(self.kind, Kind::Compensated { .. })
+    }
+
+    /// Whether some compensation failed.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.kind, Kind::Failed { .. })
+    }
+
+    /// Whether another worker took the saga over (its lease expired).
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self.kind, Kind::Store(StoreError::LeaseLost { .. }))
+    }
+
+    /// The definition name, when the saga's definition is not registered.
+    pub fn unknown_definition(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::UnknownDefinition(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The step that failed.
+    pub fn failed_step(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Compensated { step, .. } | Kind::Failed { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+
+    /// The failed step's error.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match &self.kind {
+            Kind::Compensated { cause, .. } | Kind::Failed { cause, .. } => Some(&**cause),
+            _ => None,
+        }
+    }
+
+    /// The compensations that failed, each tagged with its step.
+    pub fn compensation_errors(&self) -> Option<&Errors<BoxError>> {
+        match &self.kind {
+            Kind::Failed { compensations, .. } => Some(compensations),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SagaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Compensated { step, cause } => {
+                write!(f, "saga {} rolled back: step `{step}` failed: {cause}", self.saga)
+            }
+            Kind::Failed { step, cause, compensations } => write!(
+                f,
+                "saga {} failed: step `{step}` failed: {cause}; and {} compensation(s) failed: {}",
+                self.saga,
+                compensations.len(),
+                compensations.errors().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            ),
+            Kind::Store(e) => write!(f, "saga {}: {e}", self.saga),
+            Kind::UnknownDefinition(name) => write!(
+                f,
+                "saga {} uses definition `{name}`, which is not registered; it is kept as it is: register the definition and resume",
+                self.saga
+            ),
+            Kind::InputConflict { .. } => write!(
+                f,
+                "saga {} exists with another input; an id is started once, with one input: use a new id for other content",
+                self.saga
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SagaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            Kind::Compensated { cause, .. } | Kind::Failed { cause, .. } => Some(&**cause),
+            Kind::Store(e) => Some(e),
+            Kind::UnknownDefinition(_) | Kind::InputConflict { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Drives one saga from its stored record to an end: forward step by step,
+//! or backward through the compensations, writing each transition before
+//! the next begins.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::definition::StepDef;
+use super::{SagaDefinition, SagaError, StepContext, StepError};
+use crate::durable::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
+use crate::error::{BoxError, Errors, Origin, Panicked, catch_call_panic, catch_panic};
+use crate::policy::retry::RetryPolicy;
+use crate::policy::timeout::Timeout;
+
+pub(crate) struct Driver<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) definition: &'a SagaDefinition,
+    pub(crate) step_retry: &'a RetryPolicy,
+    pub(crate) compensation_retry: &'a RetryPolicy,
+    pub(crate) step_timeout: Option<Timeout>,
+}
+
+/// A failure remembered while compensating: the step and the cause.
+struct Failure {
+    step: String,
+    cause: BoxError,
+}
+
+impl Driver<'_> {
+    /// Runs `record` to completed, compensated or failed.
+    pub(crate) async fn drive(&self, mut record: SagaRecord) -> Result<String, SagaError> {
+        let input = Arc::new(record.input.clone());
+        let mut failure: Option<Failure> = None;
+        loop {
+            match record.status {
+                SagaStatus::Running => match record.steps.iter().position(|s| s.status == StepStatus::Pending) {
+                    None => return self.finish(&mut record, SagaStatus::Completed).await.map(|()| record.id),
+                    Some(i) => {
+                        if let Some(f) = self.forward(&mut record, &input, i).await? {
+                            failure = Some(f);
+                        }
+                    }
+                },
+                SagaStatus::Compensating => match record.steps.iter().rposition(|s| s.status == StepStatus::Done) {
+                    Some(i) => self.compensate(&mut record, &input, i).await?,
+                    None => return self.end_compensation(record, failure).await,
+                },
+                SagaStatus::Completed => return Ok(record.id),
+                SagaStatus::Compensated | SagaStatus::Failed => return Err(self.ended(&record, failure)),
+            }
+        }
+    }
+
+    /// Runs step `i` forward with retries; records `Done` (or `Failed` and
+    /// starts compensating).
+    async fn forward(
+        &self,
+        record: &mut SagaRecord,
+        input: &Arc<Value>,
+        i: usize,
+    ) -> Result<Option<Failure>, SagaError> {
+        let step = &self.definition.steps[i];
+        let (result, attempts) =
+            self.attempts(self.step_retry, |attempt| (step.forward)(self.context(record, input, i, attempt))).await;
+        let rec = &mut record.steps[i];
+        rec.attempts += attempts;
+        let failure = match result {
+            Ok(output) => {
+                rec.status = StepStatus::Done;
+                rec.output = Some(output);
+                rec.error = None;
+                let last = i + 1 == record.steps.len();
+                let status = if last { SagaStatus::Completed } else { SagaStatus::Running };
+                tracing::debug!(saga = %record.id, step = %step.name, attempts, "step done");
+                record.status = status;
+                None
+            }
+            Err(error) => {
+                tracing::warn!(saga = %record.id, step = %step.name, attempts, %error, "step failed; compensating");
+                rec.status = StepStatus::Failed;
+                rec.error = Some(error.to_string());
+                record.status = SagaStatus::Compensating;
+                record.error = Some(format!("step `{}` failed: {error}", step.name));
+                Some(Failure { step: step.name.to_string(), cause: error.into_cause() })
+            }
+        };
+        self.save(record).await?;
+        Ok(failure)
+    }
+
+    /// Undoes step `i` with retries; records `Compensated` or
+    /// `CompensationFailed`.
+    async fn compensate(&self, record: &mut SagaRecord, input: &Arc<Value>, i: usize) -> Result<(), SagaError> {
+        let step: &StepDef = &self.definition.steps[i];
+        let (result, attempts) = match &step.compensate {
+            None => (Ok(()), 0),
+            Some(undo) => {
+                self.attempts(self.compensation_retry, |attempt| {
+                    let mut ctx = self.context(record, input, i, attempt);
+                    ctx.step_name = Arc::from(format!("{}/undo", step.name));
+                    undo(ctx)
+                })
+                .await
+            }
+        };
+        let rec = &mut record.steps[i];
+        rec.compensation_attempts += attempts;
+        match result {
+            Ok(()) => rec.status = StepStatus::Compensated,
+            Err(error) => {
+                tracing::error!(saga = %record.id, step = %step.name, attempts, %error, "compensation failed");
+                rec.status = StepStatus::CompensationFailed;
+                rec.error = Some(error.to_string());
+            }
+        }
+        self.save(record).await
+    }
+
+    async fn end_compensation(&self, mut record: SagaRecord, failure: Option<Failure>) -> Result<String, SagaError> {
+        let any_failed = record.steps.iter().any(|s| s.status == StepStatus::CompensationFailed);
+        let status = if any_failed { SagaStatus::Failed } else { SagaStatus::Compensated };
+        self.finish(&mut record, status).await?;
+        Err(self.ended(&record, failure))
+    }
+
+    /// The error for a saga that ended without completing, from what this
+    /// run saw (live causes) or from the record (after a resume).
+    fn ended(&self, record: &SagaRecord, failure: Option<Failure>) -> SagaError {
+        let (step, cause) = match failure {
+            Some(f) => (f.step, f.cause),
+            None => {
+                let failed = record.steps.iter().find(|s| s.status == StepStatus::Failed);
+                let step = failed.map(|s| s.name.clone()).unwrap_or_default();
+                let cause = failed.and_then(|s| s.error.clone()).or_else(|| record.error.clone()).unwrap_or_default();
+                (step, cause.into())
+            }
+        };
+        let compensations: Errors<BoxError> = record
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::CompensationFailed)
+            .map(|s| (Origin::Stage(Arc::from(s.name.as_str())), s.error.clone().unwrap_or_default().into()))
+            .collect();
+        if compensations.is_empty() {
+            SagaError::compensated(&record.id, &step, cause)
+        } else {
+            SagaError::failed(&record.id, &step, cause, compensations)
+        }
+    }
+
+    async fn finish(&self, record: &mut SagaRecord, status: SagaStatus) -> Result<(), SagaError> {
+        if record.status != status {
+            record.status = status;
+            self.save(record).await?;
+        }
+        tracing::info!(saga = %record.id, %status, "saga ended");
+        Ok(())
+    }
+
+    async fn save(&self, record: &SagaRecord) -> Result<(), SagaError> {
+        let write = SagaWrite::Update {
+            id: record.id.clone(),
+            fence: record.fence,
+            status: record.status,
+            steps_json: serde_json::to_string(&record.steps).expect("step records serialize"),
+            error: record.error.clone(),
+        };
+        self.store.write(write).await.map(drop).map_err(|e| SagaError::store(&record.id, e))
+    }
+
+    fn context(&self, record: &SagaRecord, input: &Arc<Value>, i: usize, attempt: u32) -> StepContext {
+        let outputs = record.steps.iter().map(|s| (s.name.clone(), s.output.clone())).collect();
+        StepContext {
+            saga_id: Arc::from(record.id.as_str()),
+            step: i,
+            step_name: self.definition.steps[i].name.clone(),
+            attempt,
+            input: Arc::clone(input),
+            outputs: Arc::new(outputs),
+        }
+    }
+
+    /// Calls `call` until it succeeds, fails terminally, or `policy` gives
+    /// up; returns the result and the attempts made.
+    async fn attempts<T, F, Fut>(&self, policy: &RetryPolicy, mut call: F) -> (Result<T, StepError>, u32)
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let mut retries = 0;
+        let result = policy
+            .drive(
+                None,
+                |attempt| self.attempt(catch_call_panic(|| call(attempt))),
+                StepError::is_retryable,
+                |_, _, _| retries += 1,
+            )
+            .await;
+        (result.map_err(|e| e.into_last().expect("a failed attempt keeps its error")), retries + 1)
+    }
+
+    /// One attempt (the future `call` made, or its panic), bounded by the
+    /// step timeout. A panic is caught and becomes a terminal failure
+    /// ([`Panicked`]): retrying a bug rarely helps, and the saga must still
+    /// reach an end. A timeout is retryable ([`TimedOut`](crate::error::TimedOut)).
+    async fn attempt<T, Fut>(&self, call: Result<Fut, Box<dyn Any + Send>>) -> Result<T, StepError>
+    where
+        Fut: Future<Output = Result<T, StepError>>,
+    {
+        let panicked = |payload| StepError::terminal(Panicked::new(payload));
+        let future = async move {
+            match call {
+                Ok(future) => catch_panic(future).await.unwrap_or_else(|payload| Err(panicked(payload))),
+                Err(payload) => Err(panicked(payload)),
+            }
+        };
+        match &self.step_timeout {
+            None => future.await,
+            Some(timeout) => timeout.call(|| future).await,
+        }
+    }
+}

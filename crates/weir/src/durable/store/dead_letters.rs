@@ -1,0 +1,194 @@
+//! The durable dead-letter queue: envelopes in the store's database, the
+//! item kept as JSON.
+
+use std::marker::PhantomData;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Backend, DeadLetterRow, Store, StoreError};
+use crate::durable::dlq::{DeadLetterQueue, Envelope};
+use crate::error::BoxError;
+
+/// A dead-letter queue in a [`Store`]: a poison item survives a crash and
+/// can be listed, drained and replayed later, from another process too.
+///
+/// # Examples
+/// ```
+/// use weir::durable::dlq::{DeadLetterQueue, Envelope};
+/// use weir::durable::store::Store;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let store = Store::memory();
+/// let queue = store.dead_letters::<String>("orders");
+/// queue.push(Envelope::new("bad line".to_string(), "parse", 1)).await?;
+/// assert_eq!(queue.list().await?[0].item, "bad line");
+/// assert_eq!(queue.drain().await?.len(), 1);
+/// assert_eq!(queue.count().await?, 0);
+/// # Ok(())
+/// # }
+/// ```
+pub struct StoreDlq<T> {
+    store: Store,
+    queue: String,
+    item: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for StoreDlq<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDlq").field("store", &self.store.target()).field("queue", &self.queue).finish()
+    }
+}
+
+impl<T> Clone for StoreDlq<T> {
+    fn clone(&self) -> Self {
+        Self { store: self.store.clone(), queue: self.queue.clone(), item: PhantomData }
+    }
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+impl<T> StoreDlq<T> {
+    pub(crate) fn new(store: Store, queue: &str) -> Self {
+        Self { store, queue: queue.to_owned(), item: PhantomData }
+    }
+
+    async fn rows(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
+        match self.store.backend() {
+            Backend::Memory(m) => Ok(m.dead_letters(&self.queue)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.dead_letters(&self.queue).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.dead_letters(&self.queue).await,
+        }
+    }
+
+    async fn delete(&self, ids: &[i64]) -> Result<(), StoreError> {
+        match self.store.backend() {
+            Backend::Memory(m) => {
+                m.delete_dead_letters(&self.queue, ids);
+                Ok(())
+            }
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.delete_dead_letters(&self.queue, ids).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.delete_dead_letters(&self.queue, ids).await,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> StoreDlq<T> {
+    /// Every envelope, oldest first, leaving them queued.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read or an item is not the
+    /// expected type.
+    pub async fn list(&self) -> Result<Vec<Envelope<T>>, StoreError> {
+        self.rows().await?.into_iter().map(|row| self.decode(row)).collect()
+    }
+
+    /// Takes the envelopes with these ids out of the queue (ids not queued
+    /// are ignored): after replaying some letters one by one, the ones that
+    /// went through are removed and the rest stay, so a crash midway loses
+    /// none.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn remove(&self, ids: &[u64]) -> Result<(), StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        self.delete(&ids).await
+    }
+
+    fn decode(&self, row: DeadLetterRow) -> Result<Envelope<T>, StoreError> {
+        let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt {
+            target: self.store.target(),
+            detail: format!("dead letter {} of queue {}: {what}: {e}", row.id, self.queue),
+        };
+        let mut envelope = Envelope::new(
+            serde_json::from_str(&row.item).map_err(|e| corrupt("item", e))?,
+            &row.stage,
+            row.attempts as u32,
+        );
+        envelope.id = row.id as u64;
+        envelope.error_chain = serde_json::from_str(&row.error_chain).map_err(|e| corrupt("error chain", e))?;
+        envelope.item_index = row.item_index.map(|i| i as u64);
+        envelope.key = row.key;
+        envelope.tenant = row.tenant;
+        envelope.first_failure = time(row.first_failure);
+        envelope.last_failure = time(row.last_failure);
+        Ok(envelope)
+    }
+}
+
+impl<T> DeadLetterQueue<T> for StoreDlq<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn push(&self, envelope: Envelope<T>) -> BoxFuture<'_, Result<u64, BoxError>> {
+        Box::pin(async move {
+            let row = DeadLetterRow {
+                id: 0,
+                queue: self.queue.clone(),
+                item: serde_json::to_string(&envelope.item)?,
+                error_chain: serde_json::to_string(&envelope.error_chain)?,
+                stage: envelope.stage,
+                item_index: envelope.item_index.map(|i| i as i64),
+                key: envelope.key,
+                tenant: envelope.tenant,
+                attempts: i64::from(envelope.attempts),
+                first_failure: ms(envelope.first_failure),
+                last_failure: ms(envelope.last_failure),
+            };
+            let id = match self.store.backend() {
+                Backend::Memory(m) => m.push_dead_letter(&row),
+                #[cfg(feature = "sqlite")]
+                Backend::Sqlite(s) => s.push_dead_letter(&row).await?,
+                #[cfg(feature = "postgres")]
+                Backend::Postgres(p) => p.push_dead_letter(&row).await?,
+            };
+            Ok(id as u64)
+        })
+    }
+
+    fn count(&self) -> BoxFuture<'_, Result<usize, BoxError>> {
+        Box::pin(async move {
+            let n = match self.store.backend() {
+                Backend::Memory(m) => m.dead_letters(&self.queue).len() as i64,
+                #[cfg(feature = "sqlite")]
+                Backend::Sqlite(s) => s.count_dead_letters(&self.queue).await?,
+                #[cfg(feature = "postgres")]
+                Backend::Postgres(p) => p.count_dead_letters(&self.queue).await?,
+            };
+            Ok(n as usize)
+        })
+    }
+
+    fn drain(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>> {
+        Box::pin(async move {
+            // Decode first, delete after: a letter that cannot be read stays
+            // queued and the error says which.
+            let rows = self.rows().await?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let envelopes = rows.into_iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
+            self.delete(&ids).await?;
+            Ok(envelopes)
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Envelope<T>>, BoxError>> {
+        Box::pin(async move { Ok(StoreDlq::list(self).await?) })
+    }
+
+    fn remove<'a>(&'a self, ids: &'a [u64]) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async move { Ok(StoreDlq::remove(self, ids).await?) })
+    }
+}

@@ -1,0 +1,371 @@
+//! Durable state: sagas, stream cursors and dead letters, in memory, in an
+//! embedded SQLite file (feature `sqlite`, default) or in PostgreSQL
+//! (feature `postgres`) when several processes share the work.
+//!
+//! - Every statement binds its values; none is built from input.
+//! - A database URL's password never appears in a log line, an error or a
+//!   report ([`redact_url`]); a SQLite file weir creates is readable by its
+//!   owner only.
+//! - Saga transitions go through one **group committer** per store: the
+//!   writes that concurrent sagas queue while a commit is in flight are
+//!   committed together in the next transaction, and no writer is told its
+//!   write is done before that transaction is durable.
+//! - Opening refuses a file that is not weir's, and a schema newer than
+//!   this build, with an error that names the file and what to do.
+
+mod batch;
+mod committer;
+mod dead_letters;
+mod error;
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod record;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::committer::Committer;
+pub use self::dead_letters::StoreDlq;
+pub use self::error::{StoreError, redact_url};
+use self::memory::Memory;
+pub use self::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
+pub(crate) use self::record::{SagaWrite, now_ms};
+
+/// A handle on a store; cheap to clone (clones share the connection pool
+/// and the committer).
+///
+/// # Examples
+/// ```
+/// use weir::durable::store::Store;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), weir::durable::store::StoreError> {
+/// let dir = std::env::temp_dir().join(format!("weir-doc-{}", std::process::id()));
+/// let store = Store::open(dir.join("state.db").to_str().unwrap()).await?;
+/// store.save_cursor("orders", &serde_json::json!({"offset": 42})).await?;
+/// assert_eq!(store.cursor("orders").await?, Some(serde_json::json!({"offset": 42})));
+/// # drop(store);
+/// # let _ = std::fs::remove_dir_all(dir);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<Backend>,
+    committer: Option<Committer>,
+}
+
+pub(crate) enum Backend {
+    Memory(Memory),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::Sqlite),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Postgres),
+}
+
+/// What a store's group committer did: transactions, saga writes in
+/// them, and the time spent from `BEGIN` to `COMMIT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (or failed).
+    pub transactions: u64,
+    /// Saga writes they carried.
+    pub writes: u64,
+    /// Time spent in them.
+    pub busy: Duration,
+}
+
+/// How one write of a batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteResult {
+    Applied,
+    /// The saga's fence moved on: another worker owns it now.
+    LeaseLost,
+    /// An insert found a saga with that id already.
+    Exists,
+}
+
+/// A dead letter as stored (the item as JSON).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeadLetterRow {
+    pub(crate) id: i64,
+    pub(crate) queue: String,
+    pub(crate) item: String,
+    pub(crate) error_chain: String,
+    pub(crate) stage: String,
+    pub(crate) item_index: Option<i64>,
+    pub(crate) key: Option<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) attempts: i64,
+    pub(crate) first_failure: i64,
+    pub(crate) last_failure: i64,
+}
+
+/// Which sagas a claim may take, besides expired and unleased ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClaimScope<'a> {
+    /// Also those the claimer itself holds but is not driving (a restarted
+    /// worker with a stable id takes its sagas back at once); the list is
+    /// the ones it is driving, which are left alone.
+    pub(crate) own: Option<&'a [String]>,
+    /// Only sagas of these definitions (`None`: any).
+    pub(crate) definitions: Option<&'a [String]>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("target", &self.target()).finish()
+    }
+}
+
+impl Store {
+    /// A store in memory: same semantics, no durability.
+    pub fn memory() -> Self {
+        Self { inner: Arc::new(Inner { backend: Arc::new(Backend::Memory(Memory::default())), committer: None }) }
+    }
+
+    /// Opens `location`: a `postgres://` or `postgresql://` URL, or a path
+    /// to a SQLite file (created, owner-only, if missing). Runs migrations.
+    ///
+    /// # Errors
+    /// [`StoreError`] naming the location (password redacted) and the fix:
+    /// unreachable, not a weir database, a newer schema.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn open(location: &str) -> Result<Self, StoreError> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return Self::postgres(location).await;
+            #[cfg(not(feature = "postgres"))]
+            return Err(StoreError::Open {
+                target: redact_url(location),
+                source: "this build has no PostgreSQL support; rebuild weir with the `postgres` feature".into(),
+            });
+        }
+        #[cfg(feature = "sqlite")]
+        return Self::sqlite(std::path::Path::new(location)).await;
+        #[cfg(not(feature = "sqlite"))]
+        Err(StoreError::Open {
+            target: location.to_owned(),
+            source: "this build has no SQLite support; rebuild weir with the `sqlite` feature".into(),
+        })
+    }
+
+    /// Opens (or creates) a SQLite file.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite(path: &std::path::Path) -> Result<Self, StoreError> {
+        let backend = sqlite::Sqlite::open(path).await?;
+        let writer = backend.writer().await?;
+        let backend = Arc::new(Backend::Sqlite(backend));
+        let committer = Committer::start(Arc::clone(&backend), committer::Writer::Sqlite(writer));
+        Ok(Self { inner: Arc::new(Inner { backend, committer: Some(committer) }) })
+    }
+
+    /// Connects to PostgreSQL, retrying with backoff for up to 30 s while
+    /// the server is unreachable.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[cfg(feature = "postgres")]
+    pub async fn postgres(url: &str) -> Result<Self, StoreError> {
+        Self::postgres_with_retry(url, Duration::from_secs(30)).await
+    }
+
+    /// Like [`postgres`](Self::postgres), retrying for at most `max_wait`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[cfg(feature = "postgres")]
+    pub async fn postgres_with_retry(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
+        let backend = postgres::Postgres::open(url, max_wait).await?;
+        let writer = backend.writer().await?;
+        let backend = Arc::new(Backend::Postgres(backend));
+        let committer = Committer::start(Arc::clone(&backend), committer::Writer::Postgres(writer));
+        Ok(Self { inner: Arc::new(Inner { backend, committer: Some(committer) }) })
+    }
+
+    /// What the store is: `memory`, a path, or a URL with its password
+    /// redacted.
+    pub fn target(&self) -> String {
+        match &*self.inner.backend {
+            Backend::Memory(_) => "memory".to_owned(),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.target.clone(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.target.clone(),
+        }
+    }
+
+    /// Writes a saga change; returns once it is durable. `Ok(false)` for an
+    /// insert of an id that exists.
+    pub(crate) async fn write(&self, write: SagaWrite) -> Result<bool, StoreError> {
+        let id = match &write {
+            SagaWrite::Insert(r) => r.id.clone(),
+            SagaWrite::Update { id, .. } => id.clone(),
+            SagaWrite::Cursor { name, .. } => name.clone(),
+        };
+        let result = match (&*self.inner.backend, &self.inner.committer) {
+            (Backend::Memory(m), _) => m.apply(&write),
+            (_, Some(committer)) => committer.write(write).await?,
+            (_, None) => unreachable!("database stores have a committer"),
+        };
+        match result {
+            WriteResult::Applied => Ok(true),
+            WriteResult::Exists => Ok(false),
+            WriteResult::LeaseLost => Err(StoreError::LeaseLost { saga: id }),
+        }
+    }
+
+    /// Claims saga `id` for `owner` if it is active and its lease expired
+    /// (or `owner` holds it already), bumping its fence.
+    pub(crate) async fn claim_one(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.claim_one(id, owner, until, now)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.claim_one(id, owner, until, now).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.claim_one(id, owner, until, now).await,
+        }
+    }
+
+    /// Claims up to `limit` active sagas whose lease expired (or that never
+    /// had one), within `scope`, for `owner`, bumping each one's fence.
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+        scope: ClaimScope<'_>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.claim(owner, until, now, limit, &scope)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.claim(owner, until, now, limit as i64, &scope).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.claim(owner, until, now, limit as i64, &scope).await,
+        }
+    }
+
+    /// Extends the leases of the sagas `owner` is driving (`sagas`); a saga
+    /// it holds but no longer drives (its future was dropped) is left to
+    /// expire, so that any worker can take it over.
+    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease: Duration) -> Result<u64, StoreError> {
+        if sagas.is_empty() {
+            return Ok(0);
+        }
+        let until = now_ms() + lease.as_millis() as i64;
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.heartbeat(owner, sagas, until)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.heartbeat(owner, sagas, until).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.heartbeat(owner, sagas, until).await,
+        }
+    }
+
+    /// One saga's record.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read.
+    pub async fn saga(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.get(id)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.get(id).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.get(id).await,
+        }
+    }
+
+    /// Sagas, oldest first, optionally only those with `status`.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read.
+    pub async fn sagas(&self, status: Option<SagaStatus>, limit: usize) -> Result<Vec<SagaRecord>, StoreError> {
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.list(status, limit)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.list(status, limit as i64).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.list(status, limit as i64).await,
+        }
+    }
+
+    /// The saved position of cursor `name`.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read or the position is not
+    /// JSON.
+    pub async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let raw = match &*self.inner.backend {
+            Backend::Memory(m) => m.load_cursor(name),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.load_cursor(name).await?,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.load_cursor(name).await?,
+        };
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|e| StoreError::Corrupt { target: self.target(), detail: format!("cursor {name}: {e}") })
+        })
+        .transpose()
+    }
+
+    /// Saves cursor `name` at `position`; returns once it is durable.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn save_cursor(&self, name: &str, position: &serde_json::Value) -> Result<(), StoreError> {
+        let raw = position.to_string();
+        match &*self.inner.backend {
+            Backend::Memory(m) => {
+                m.save_cursor(name, &raw);
+                Ok(())
+            }
+            // Through the group committer: one writer, no lock waits.
+            _ => self.write(SagaWrite::Cursor { name: name.to_owned(), position: raw, at: now_ms() }).await.map(drop),
+        }
+    }
+
+    /// What the group committer did so far (zeros for the memory store).
+    pub fn commit_stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &self.inner.committer {
+            None => CommitStats::default(),
+            Some(c) => CommitStats {
+                transactions: c.stats.transactions.load(Relaxed),
+                writes: c.stats.writes.load(Relaxed),
+                busy: Duration::from_nanos(c.stats.busy_ns.load(Relaxed)),
+            },
+        }
+    }
+
+    /// A durable dead-letter queue named `queue` in this store.
+    pub fn dead_letters<T>(&self, queue: &str) -> StoreDlq<T> {
+        StoreDlq::new(self.clone(), queue)
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+}

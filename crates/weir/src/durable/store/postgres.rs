@@ -1,0 +1,392 @@
+//! The PostgreSQL backend: for several processes or machines sharing the
+//! work. Claims use `FOR UPDATE SKIP LOCKED`; every write carries the
+//! claim's fencing token.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, QueryBuilder, Row};
+
+use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord, now_ms};
+use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
+use crate::policy::retry::{Jitter, RetryPolicy};
+
+/// The newest schema version this build knows.
+const LATEST_SCHEMA: i64 = 2;
+
+pub(crate) struct Postgres {
+    pub(crate) target: String,
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl Postgres {
+    /// Connects, retrying with backoff for up to `max_wait` while the server
+    /// is unreachable, then migrates.
+    pub(crate) async fn open(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
+        let target = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() })?
+            .disable_statement_logging();
+        // Backoff from 100 ms, doubling to 5 s, for as long as `max_wait`.
+        let unreachable = RetryPolicy::builder()
+            .max_attempts(u32::MAX)
+            .initial_delay(Duration::from_millis(100))
+            .max_delay(Duration::from_secs(5))
+            .jitter(Jitter::None)
+            .max_elapsed(max_wait)
+            .build()
+            .expect("valid");
+        let connect = |_| {
+            PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(max_wait.clamp(Duration::from_secs(1), Duration::from_secs(10)))
+                .connect_with(options.clone())
+        };
+        let warn = |e: &sqlx::Error, _, delay| {
+            tracing::warn!(database = %target, error = %redact(&target, url, e), ?delay, "database unreachable; retrying");
+        };
+        let pool = unreachable.drive(None, connect, is_transient, warn).await.map_err(|e| {
+            let e = e.into_last().expect("a failed attempt keeps its error");
+            StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() }
+        })?;
+        let store = Self { target, pool, options };
+        store.check_schema().await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&store.pool)
+            .await
+            .map_err(|e| StoreError::Open { target: store.target.clone(), source: e.into() })?;
+        Ok(store)
+    }
+
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        if !exists {
+            let weir_tables: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'weir_sagas' AND schemaname = current_schema()",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+            if weir_tables > 0 {
+                return Err(StoreError::Foreign {
+                    target: self.target.clone(),
+                    reason: "weir tables without a migration history".into(),
+                });
+            }
+            return Ok(());
+        }
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        match found {
+            Some(found) if found > LATEST_SCHEMA => {
+                Err(StoreError::SchemaTooNew { target: self.target.clone(), found, supported: LATEST_SCHEMA })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn writer(&self) -> Result<PgConnection, StoreError> {
+        self.options
+            .connect()
+            .await
+            .map_err(|e| StoreError::Open { target: self.target.clone(), source: e.to_string().into() })
+    }
+
+    fn query_error(&self, e: sqlx::Error) -> StoreError {
+        StoreError::from_query(&self.target, e)
+    }
+
+    /// Applies `writes` in one transaction: one commit for all.
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        writes: &[SagaWrite],
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        sqlx::query("BEGIN").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
+        match apply_batch(conn, writes).await {
+            Ok(results) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
+                Ok(results)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(self.query_error(e))
+            }
+        }
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        limit: i64,
+        scope: &ClaimScope<'_>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = $1, lease_until = $2, fence = fence + 1
+             WHERE id IN (SELECT id FROM weir_sagas
+                          WHERE status IN ('running', 'compensating')
+                            AND (lease_until IS NULL OR lease_until < $3 OR ($6::boolean AND lease_owner = $1))
+                            AND NOT (id = ANY($5))
+                            AND ($7::text[] IS NULL OR definition = ANY($7))
+                          ORDER BY created_at LIMIT $4
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .bind(scope.own.unwrap_or_default())
+        .bind(scope.own.is_some())
+        .bind(scope.definitions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        rows.iter().map(|r| self.decode_saga(r)).collect()
+    }
+
+    pub(crate) async fn claim_one(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = $1, lease_until = $2, fence = fence + 1
+             WHERE id = $4 AND status IN ('running', 'compensating')
+               AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        row.map(|r| self.decode_saga(&r)).transpose()
+    }
+
+    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE weir_sagas SET lease_until = $1
+             WHERE lease_owner = $2 AND status IN ('running', 'compensating') AND id = ANY($3)",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(sagas)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM weir_sagas WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        row.map(|r| self.decode_saga(&r)).transpose()
+    }
+
+    pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM weir_sagas WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(status.map(SagaStatus::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))?;
+        rows.iter().map(|r| self.decode_saga(r)).collect()
+    }
+
+    pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT position FROM weir_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn push_dead_letter(&self, row: &DeadLetterRow) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO weir_dead_letters
+               (queue, item, error_chain, stage, item_index, item_key, tenant, attempts, first_failure, last_failure)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (queue, item_key) WHERE item_key IS NOT NULL DO UPDATE SET
+               item = excluded.item, error_chain = excluded.error_chain, stage = excluded.stage,
+               item_index = excluded.item_index, tenant = excluded.tenant,
+               attempts = excluded.attempts, last_failure = excluded.last_failure
+             RETURNING id",
+        )
+        .bind(&row.queue)
+        .bind(&row.item)
+        .bind(&row.error_chain)
+        .bind(&row.stage)
+        .bind(row.item_index)
+        .bind(&row.key)
+        .bind(&row.tenant)
+        .bind(row.attempts as i32)
+        .bind(row.first_failure)
+        .bind(row.last_failure)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM weir_dead_letters WHERE queue = $1 ORDER BY id")
+            .bind(queue)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM weir_dead_letters WHERE queue = $1 AND id = ANY($2)")
+            .bind(queue)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn count_dead_letters(&self, queue: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM weir_dead_letters WHERE queue = $1")
+            .bind(queue)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))
+    }
+
+    fn decode_saga(&self, row: &PgRow) -> Result<SagaRecord, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { target: self.target.clone(), detail };
+        let get_str = |col: &str| row.try_get::<String, _>(col).map_err(|e| corrupt(format!("column {col}: {e}")));
+        let id = get_str("id")?;
+        let status = get_str("status")?;
+        let steps: Vec<StepRecord> =
+            serde_json::from_str(&get_str("steps")?).map_err(|e| corrupt(format!("saga {id}: steps: {e}")))?;
+        let int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(|e| corrupt(format!("saga {id}: {col}: {e}")));
+        Ok(SagaRecord {
+            definition: get_str("definition")?,
+            input: serde_json::from_str(&get_str("input")?).map_err(|e| corrupt(format!("saga {id}: input: {e}")))?,
+            status: SagaStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("saga {id}: unknown status {status:?}")))?,
+            steps,
+            error: row.try_get("error").map_err(|e| corrupt(format!("saga {id}: error: {e}")))?,
+            fence: int("fence")?.unwrap_or_default(),
+            lease_owner: row.try_get("lease_owner").map_err(|e| corrupt(format!("saga {id}: lease_owner: {e}")))?,
+            lease_until: int("lease_until")?,
+            created_at: int("created_at")?.unwrap_or_default(),
+            updated_at: int("updated_at")?.unwrap_or_default(),
+            id,
+        })
+    }
+}
+
+/// Rows per statement (PostgreSQL allows 65,535 bound values).
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// Applies a batch with one multi-row statement per 512 inserts and per
+/// 512 updates.
+async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, sqlx::Error> {
+    let (inserts, updates) = super::batch::split(writes);
+    let mut done = std::collections::HashSet::new();
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
+        );
+        sql.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id.clone())
+                .push_bind(r.definition.clone())
+                .push_bind(r.input.to_string())
+                .push_bind(r.status.as_str())
+                .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
+                .push_bind(r.error.clone())
+                .push_bind(r.fence)
+                .push_bind(r.lease_owner.clone())
+                .push_bind(r.lease_until)
+                .push_bind(r.created_at)
+                .push_bind(r.updated_at);
+        });
+        sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Postgres>::new(
+            "UPDATE weir_sagas AS s SET status = v.status, steps = v.steps, error = v.error, updated_at = ",
+        );
+        sql.push_bind(now_ms());
+        sql.push(", lease_until = CASE WHEN v.done THEN NULL ELSE s.lease_until END FROM (");
+        sql.push_values(chunk, |mut row, u| {
+            row.push_bind(u.id.to_owned())
+                .push_unseparated("::text")
+                .push_bind(u.fence)
+                .push_unseparated("::bigint")
+                .push_bind(u.status.as_str())
+                .push_unseparated("::text")
+                .push_bind(u.steps_json.to_owned())
+                .push_unseparated("::text")
+                .push_bind(u.error.map(str::to_owned))
+                .push_unseparated("::text")
+                .push_bind(!u.status.is_active())
+                .push_unseparated("::boolean");
+        });
+        sql.push(
+            ") AS v (id, fence, status, steps, error, done) WHERE s.id = v.id AND s.fence = v.fence RETURNING s.id",
+        );
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    for (name, position, at) in super::batch::cursors(writes) {
+        sqlx::query(
+            "INSERT INTO weir_cursors (name, position, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(super::batch::results(writes, &done))
+}
+
+fn decode_dead_letter(row: &PgRow) -> Result<DeadLetterRow, sqlx::Error> {
+    Ok(DeadLetterRow {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        item: row.try_get("item")?,
+        error_chain: row.try_get("error_chain")?,
+        stage: row.try_get("stage")?,
+        item_index: row.try_get("item_index")?,
+        key: row.try_get("item_key")?,
+        tenant: row.try_get("tenant")?,
+        attempts: i64::from(row.try_get::<i32, _>("attempts")?),
+        first_failure: row.try_get("first_failure")?,
+        last_failure: row.try_get("last_failure")?,
+    })
+}
+
+/// A connection error's text with the URL's password removed, in case the
+/// driver echoes the URL.
+fn redact(target: &str, url: &str, e: impl std::fmt::Display) -> String {
+    e.to_string().replace(url, target)
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}

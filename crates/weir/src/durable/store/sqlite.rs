@@ -1,0 +1,442 @@
+//! The embedded SQLite backend: one file, WAL, `synchronous = FULL`, a
+//! single writer connection owned by the group committer, a small pool of
+//! readers.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+
+use crate::error::find;
+use crate::policy::retry::RetryPolicy;
+
+use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
+use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
+
+/// The newest schema version this build knows.
+const LATEST_SCHEMA: i64 = 2;
+
+pub(crate) struct Sqlite {
+    pub(crate) target: String,
+    readers: SqlitePool,
+    options: SqliteConnectOptions,
+}
+
+impl Sqlite {
+    pub(crate) async fn open(path: &Path) -> Result<Self, StoreError> {
+        let target = path.display().to_string();
+        create_private(path).map_err(|e| StoreError::Open { target: target.clone(), source: e.into() })?;
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Open { target: target.clone(), source: e.into() })?
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .disable_statement_logging();
+        // Openers of one new file at once (processes starting together)
+        // contend for the switch to WAL, which SQLite answers with "database
+        // is locked" without waiting out the busy timeout: retried.
+        let busy = RetryPolicy::builder()
+            .max_attempts(1000)
+            .initial_delay(Duration::from_millis(10))
+            .max_delay(Duration::from_millis(200))
+            .max_elapsed(Duration::from_secs(30))
+            .build()
+            .expect("valid");
+        let open = || Self::connect_and_migrate(target.clone(), options.clone());
+        busy.run_if(open, is_busy).await.map_err(|e| e.into_last().expect("an attempt ran"))
+    }
+
+    async fn connect_and_migrate(target: String, options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| open_error(&target, e))?;
+        let store = Self { target, readers, options };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Checks the schema and migrates it, holding the file's write lock
+    /// from the check to the last migration: openers of one new file at
+    /// once (processes starting together) migrate it one after another,
+    /// and each later one finds it done. sqlx's SQLite migrator takes no
+    /// lock of its own; its deferred transactions upgraded to writes at
+    /// once fail with "database is locked".
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let open = |e: sqlx::Error| open_error(&self.target, e);
+        let mut conn = self.readers.acquire().await.map_err(open)?;
+        let mut locked = (*conn).begin_with("BEGIN IMMEDIATE").await.map_err(|e| foreign_or_query(&self.target, e))?;
+        self.check_schema(&mut locked).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run_direct(&mut *locked)
+            .await
+            .map_err(|e| StoreError::Open { target: self.target.clone(), source: e.into() })?;
+        locked.commit().await.map_err(open)
+    }
+
+    /// Refuses a file that is not weir's, or was written by a newer weir.
+    async fn check_schema(&self, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| foreign_or_query(&self.target, e))?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "_sqlx_migrations") {
+            return Err(StoreError::Foreign {
+                target: self.target.clone(),
+                reason: format!("it holds other tables: {}", tables.join(", ")),
+            });
+        }
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        match found {
+            Some(found) if found > LATEST_SCHEMA => {
+                Err(StoreError::SchemaTooNew { target: self.target.clone(), found, supported: LATEST_SCHEMA })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn writer(&self) -> Result<SqliteConnection, StoreError> {
+        self.options.connect().await.map_err(|e| open_error(&self.target, e))
+    }
+
+    /// Applies `writes` in one immediate transaction: one fsync for all.
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        writes: &[SagaWrite],
+    ) -> Result<Vec<WriteResult>, StoreError> {
+        let q = |e| query_error(&self.target, e);
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(q)?;
+        match apply_batch(conn, writes).await {
+            Ok(results) => match sqlx::query("COMMIT").execute(&mut *conn).await {
+                Ok(_) => Ok(results),
+                Err(e) => {
+                    // A failed COMMIT (a full disk) can leave the transaction
+                    // open, holding the write lock: end it.
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Err(q(e))
+                }
+            },
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(query_error(&self.target, e))
+            }
+        }
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+        limit: i64,
+        scope: &ClaimScope<'_>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let json = |names: &[String]| serde_json::to_string(names).expect("strings serialize");
+        let rows = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
+             WHERE id IN (SELECT id FROM weir_sagas
+                          WHERE status IN ('running', 'compensating')
+                            AND (lease_until IS NULL OR lease_until < ?3 OR (?6 AND lease_owner = ?1))
+                            AND id NOT IN (SELECT value FROM json_each(?5))
+                            AND (?7 IS NULL OR definition IN (SELECT value FROM json_each(?7)))
+                          ORDER BY created_at LIMIT ?4)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .bind(json(scope.own.unwrap_or_default()))
+        .bind(scope.own.is_some())
+        .bind(scope.definitions.map(json))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(|e| query_error(&self.target, e))?;
+        rows.iter().map(|r| decode_saga(&self.target, r)).collect()
+    }
+
+    pub(crate) async fn claim_one(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: i64,
+        now: i64,
+    ) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE weir_sagas SET lease_owner = ?1, lease_until = ?2, fence = fence + 1
+             WHERE id = ?4 AND status IN ('running', 'compensating')
+               AND (lease_until IS NULL OR lease_until < ?3 OR lease_owner = ?1)
+             RETURNING *",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| query_error(&self.target, e))?;
+        row.map(|r| decode_saga(&self.target, &r)).transpose()
+    }
+
+    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE weir_sagas SET lease_until = ?1
+             WHERE lease_owner = ?2 AND status IN ('running', 'compensating')
+               AND id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(lease_until)
+        .bind(owner)
+        .bind(serde_json::to_string(sagas).expect("strings serialize"))
+        .execute(&self.readers)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM weir_sagas WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        row.map(|r| decode_saga(&self.target, &r)).transpose()
+    }
+
+    pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM weir_sagas WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at, id LIMIT ?2")
+                .bind(status.map(SagaStatus::as_str))
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+                .map_err(|e| query_error(&self.target, e))?;
+        rows.iter().map(|r| decode_saga(&self.target, r)).collect()
+    }
+
+    pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT position FROM weir_cursors WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn push_dead_letter(&self, row: &DeadLetterRow) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO weir_dead_letters
+               (queue, item, error_chain, stage, item_index, item_key, tenant, attempts, first_failure, last_failure)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (queue, item_key) WHERE item_key IS NOT NULL DO UPDATE SET
+               item = excluded.item, error_chain = excluded.error_chain, stage = excluded.stage,
+               item_index = excluded.item_index, tenant = excluded.tenant,
+               attempts = excluded.attempts, last_failure = excluded.last_failure
+             RETURNING id",
+        )
+        .bind(&row.queue)
+        .bind(&row.item)
+        .bind(&row.error_chain)
+        .bind(&row.stage)
+        .bind(row.item_index)
+        .bind(&row.key)
+        .bind(&row.tenant)
+        .bind(row.attempts)
+        .bind(row.first_failure)
+        .bind(row.last_failure)
+        .fetch_one(&self.readers)
+        .await
+        .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM weir_dead_letters WHERE queue = ?1 ORDER BY id")
+            .bind(queue)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| query_error(&self.target, e))
+    }
+
+    /// Deletes the listed dead letters.
+    pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM weir_dead_letters WHERE queue = ?1 AND id IN (SELECT value FROM json_each(?2))")
+            .bind(queue)
+            .bind(serde_json::to_string(ids).expect("numbers serialize"))
+            .execute(&self.readers)
+            .await
+            .map(drop)
+            .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn count_dead_letters(&self, queue: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM weir_dead_letters WHERE queue = ?1")
+            .bind(queue)
+            .fetch_one(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))
+    }
+}
+
+/// Rows per statement: well under SQLite's limit of bound variables.
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// Applies a batch with one multi-row statement per 256 inserts and per
+/// 256 updates: the cost of a transition is then a share of a statement.
+async fn apply_batch(conn: &mut SqliteConnection, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, sqlx::Error> {
+    let (inserts, updates) = super::batch::split(writes);
+    let mut done = std::collections::HashSet::new();
+    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
+        );
+        sql.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id.clone())
+                .push_bind(r.definition.clone())
+                .push_bind(r.input.to_string())
+                .push_bind(r.status.as_str())
+                .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
+                .push_bind(r.error.clone())
+                .push_bind(r.fence)
+                .push_bind(r.lease_owner.clone())
+                .push_bind(r.lease_until)
+                .push_bind(r.created_at)
+                .push_bind(r.updated_at);
+        });
+        sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    let now = super::record::now_ms();
+    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
+        let mut sql = QueryBuilder::<sqlx::Sqlite>::new("WITH v (id, fence, status, steps, error, done) AS (");
+        sql.push_values(chunk, |mut row, u| {
+            row.push_bind(u.id.to_owned())
+                .push_bind(u.fence)
+                .push_bind(u.status.as_str())
+                .push_bind(u.steps_json.to_owned())
+                .push_bind(u.error.map(str::to_owned))
+                .push_bind(!u.status.is_active());
+        });
+        sql.push(") UPDATE weir_sagas SET status = v.status, steps = v.steps, error = v.error, updated_at = ");
+        sql.push_bind(now);
+        sql.push(
+            ", lease_until = CASE WHEN v.done THEN NULL ELSE weir_sagas.lease_until END
+             FROM v WHERE weir_sagas.id = v.id AND weir_sagas.fence = v.fence RETURNING weir_sagas.id",
+        );
+        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
+    }
+    for (name, position, at) in super::batch::cursors(writes) {
+        sqlx::query(
+            "INSERT INTO weir_cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(position)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(super::batch::results(writes, &done))
+}
+
+fn decode_saga(target: &str, row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { target: target.to_owned(), detail };
+    let get_str = |col: &str| row.try_get::<String, _>(col).map_err(|e| corrupt(format!("column {col}: {e}")));
+    let id = get_str("id")?;
+    let status = get_str("status")?;
+    let steps: Vec<StepRecord> =
+        serde_json::from_str(&get_str("steps")?).map_err(|e| corrupt(format!("saga {id}: steps: {e}")))?;
+    Ok(SagaRecord {
+        definition: get_str("definition")?,
+        input: serde_json::from_str(&get_str("input")?).map_err(|e| corrupt(format!("saga {id}: input: {e}")))?,
+        status: SagaStatus::parse(&status).ok_or_else(|| corrupt(format!("saga {id}: unknown status {status:?}")))?,
+        steps,
+        error: row.try_get("error").map_err(|e| corrupt(format!("saga {id}: error: {e}")))?,
+        fence: row.try_get("fence").map_err(|e| corrupt(format!("saga {id}: fence: {e}")))?,
+        lease_owner: row.try_get("lease_owner").map_err(|e| corrupt(format!("saga {id}: lease_owner: {e}")))?,
+        lease_until: row.try_get("lease_until").map_err(|e| corrupt(format!("saga {id}: lease_until: {e}")))?,
+        created_at: row.try_get("created_at").map_err(|e| corrupt(format!("saga {id}: created_at: {e}")))?,
+        updated_at: row.try_get("updated_at").map_err(|e| corrupt(format!("saga {id}: updated_at: {e}")))?,
+        id,
+    })
+}
+
+fn decode_dead_letter(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetterRow, sqlx::Error> {
+    Ok(DeadLetterRow {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        item: row.try_get("item")?,
+        error_chain: row.try_get("error_chain")?,
+        stage: row.try_get("stage")?,
+        item_index: row.try_get("item_index")?,
+        key: row.try_get("item_key")?,
+        tenant: row.try_get("tenant")?,
+        attempts: row.try_get("attempts")?,
+        first_failure: row.try_get("first_failure")?,
+        last_failure: row.try_get("last_failure")?,
+    })
+}
+
+/// Creates the database file readable and writable by its owner only
+/// (SQLite gives its WAL and shared-memory files the same mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// SQLite's "database is locked" or "table is locked": another connection
+/// holds a lock its busy handler did not wait out.
+fn is_busy(error: &StoreError) -> bool {
+    let code = find::<sqlx::Error>(error).and_then(|e| e.as_database_error()).and_then(|e| e.code());
+    matches!(code.as_deref(), Some("5" | "6"))
+}
+
+fn open_error(target: &str, e: sqlx::Error) -> StoreError {
+    foreign_or(target, e, |target, e| match StoreError::from_query(&target, e) {
+        StoreError::Query { target, source } => StoreError::Open { target, source },
+        full => full,
+    })
+}
+
+fn foreign_or_query(target: &str, e: sqlx::Error) -> StoreError {
+    foreign_or(target, e, |target, e| StoreError::from_query(&target, e))
+}
+
+fn foreign_or(target: &str, e: sqlx::Error, otherwise: impl FnOnce(String, sqlx::Error) -> StoreError) -> StoreError {
+    let text = e.to_string();
+    if text.contains("file is not a database") || text.contains("file is encrypted") || text.contains("malformed") {
+        return StoreError::Foreign {
+            target: target.to_owned(),
+            reason: format!("not a SQLite database or corrupt: {text}"),
+        };
+    }
+    otherwise(target.to_owned(), e)
+}
+
+fn query_error(target: &str, e: sqlx::Error) -> StoreError {
+    StoreError::from_query(target, e)
+}
