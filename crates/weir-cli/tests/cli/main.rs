@@ -3,6 +3,8 @@
 
 mod input;
 mod operators;
+mod parser_properties;
+mod parsers;
 mod postgres;
 mod signals;
 

@@ -3,13 +3,11 @@
 //! `WEIR_TEST_POSTGRES_URL`; without it each test says it was skipped.
 #![cfg(all(feature = "postgres", unix))]
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::stores::postgres_url;
 use sqlx::Row;
-use support::stores::postgres_url;
 use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
 use weir::durable::store::{SagaStatus, Store, StoreError};
 
@@ -120,7 +118,7 @@ async fn four_workers_share_1000_sagas_and_two_are_killed_mid_run() {
     let mut workers: Vec<_> = (0..4)
         .map(|w| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "pg_worker_entry", "--nocapture", "--test-threads=1"])
+                .args(["--exact", "saga_postgres::pg_worker_entry", "--nocapture", "--test-threads=1"])
                 .env("WEIR_PG_WORKER_URL", &url)
                 .env("WEIR_PG_WORKER_ID", format!("worker-{w}"))
                 .stdout(Stdio::null())

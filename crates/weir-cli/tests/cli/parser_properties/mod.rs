@@ -1,5 +1,5 @@
 //! The properties of the input parsers, stated once and checked by two
-//! harnesses: the proptests of `tests/parsers.rs` (in CI) and the
+//! harnesses: the proptests of `tests/cli/parsers.rs` (in CI) and the
 //! `cargo fuzz` targets of `fuzz/` (which include this file by path).
 //! Each function panics when the property does not hold.
 

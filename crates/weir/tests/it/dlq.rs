@@ -1,7 +1,5 @@
 //! Behaviour of `weir::durable::dlq` (seed task 16).
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -105,7 +103,7 @@ async fn a_keyed_letter_is_stored_once<Q: DeadLetterQueue<String>>(queue: &Q) ->
 async fn every_queue_stores_a_keyed_letter_once() {
     a_keyed_letter_is_stored_once(&MemoryDlq::new()).await;
     a_keyed_letter_is_stored_once(&weir::durable::store::Store::memory().dead_letters::<String>("lines")).await;
-    let (store, _dir) = support::stores::sqlite().await;
+    let (store, _dir) = crate::support::stores::sqlite().await;
     a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
     // Removing by id takes exactly those out (a replay removes what went
     // through and keeps the rest).
@@ -127,7 +125,7 @@ async fn every_queue_stores_a_keyed_letter_once() {
     store.dead_letters::<String>("lines").push(letter).await.unwrap();
     assert_eq!(other.count().await.unwrap(), 1);
     #[cfg(feature = "postgres")]
-    if let Some(url) = support::stores::postgres_url("every_queue_stores_a_keyed_letter_once").await {
+    if let Some(url) = crate::support::stores::postgres_url("every_queue_stores_a_keyed_letter_once").await {
         let store = weir::durable::store::Store::open(&url).await.unwrap();
         a_keyed_letter_is_stored_once(&store.dead_letters::<String>("lines")).await;
     }
@@ -162,6 +160,6 @@ async fn replay_keeps_what_fails_again<Q: DeadLetterQueue<String>>(queue: &Q) {
 #[tokio::test]
 async fn every_queue_replays_and_keeps_what_fails_again() {
     replay_keeps_what_fails_again(&MemoryDlq::new()).await;
-    let (store, _dir) = support::stores::sqlite().await;
+    let (store, _dir) = crate::support::stores::sqlite().await;
     replay_keeps_what_fails_again(&store.dead_letters::<String>("lines")).await;
 }

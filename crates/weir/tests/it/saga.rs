@@ -2,14 +2,12 @@
 //! and 12).
 #![cfg(feature = "sqlite")]
 
-mod support;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::stores;
 use serde::{Deserialize, Serialize};
-use support::stores;
 use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
 use weir::durable::store::{SagaStatus, StepStatus, Store, StoreError};
 use weir::error::find;

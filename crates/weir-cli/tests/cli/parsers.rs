@@ -2,9 +2,7 @@
 //! as property tests that run in CI: the order-line parser and the bounded
 //! line reader on any input.
 
-mod parser_properties;
-
-use parser_properties::{check_lines, check_parse, split};
+use crate::parser_properties::{check_lines, check_parse, split};
 use proptest::prelude::*;
 use weir_cli::orders::{Line, parse};
 

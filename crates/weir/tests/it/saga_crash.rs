@@ -116,7 +116,7 @@ impl Hooks {
 /// Starts the worker process on `db`, optionally told where to die.
 fn spawn_worker(db: &Path, die_at: Option<&str>) -> std::process::Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "crash_worker_entry", "--nocapture", "--test-threads=1"])
+    cmd.args(["--exact", "saga_crash::crash_worker_entry", "--nocapture", "--test-threads=1"])
         .env("WEIR_CRASH_WORKER_DB", db)
         .env_remove("WEIR_DIE_AT")
         .stdout(Stdio::null())

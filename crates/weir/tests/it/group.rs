@@ -1,7 +1,6 @@
 //! Behaviour of `weir::group`: seed tasks 1, 2, 3, 7, 8, 13 and bonus 4, 5.
 
-mod support;
-use support::{alive_tasks, settle};
+use crate::support::{alive_tasks, settle};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

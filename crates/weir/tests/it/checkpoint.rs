@@ -1,8 +1,6 @@
 //! Behaviour of `weir::durable::checkpoint` (seed task 17).
 #![cfg(feature = "sqlite")]
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -242,7 +240,7 @@ async fn sigkill_mid_stream_loses_no_event_and_bounds_redelivery() {
     std::fs::write(&events, lines).unwrap();
     let spawn = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "consumer_worker_entry", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "checkpoint::consumer_worker_entry", "--nocapture", "--test-threads=1"])
             .env("WEIR_CONSUMER_DB", &db)
             .env("WEIR_CONSUMER_EVENTS", &events)
             .stdout(Stdio::null())

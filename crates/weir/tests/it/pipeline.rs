@@ -1,7 +1,6 @@
 //! Behaviour of `weir::pipeline`: seed tasks 1, 2, 4–10, 13 and bonus 3, 5.
 
-mod support;
-use support::{alive_tasks, settle};
+use crate::support::{alive_tasks, settle};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

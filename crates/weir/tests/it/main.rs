@@ -1,0 +1,24 @@
+//! weir's behaviour tests: one binary, one module per part of the library
+//! (one link of sqlx and tokio instead of one per file). Tests that run
+//! child processes re-run this binary with `--exact <module>::<entry>`.
+
+mod batch;
+mod breaker;
+mod bulkhead;
+mod campaign;
+mod checkpoint;
+mod dlq;
+mod group;
+mod hedge;
+mod pipeline;
+mod policy;
+mod properties;
+mod rate;
+mod retry;
+mod saga;
+mod saga_crash;
+mod saga_postgres;
+mod support;
+mod testing;
+mod timeout;
+mod tower;
