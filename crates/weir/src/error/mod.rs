@@ -31,7 +31,7 @@ pub use chain::{chain, find, is};
 pub use interrupt::{CancelReason, Cancelled, DeadlineExceeded, TaskId, TimedOut};
 pub use markers::{Permanent, Skip};
 pub use panic::Panicked;
-pub(crate) use panic::{CatchPanic, catch_call_panic, catch_panic, guarded};
+pub(crate) use panic::{CatchPanic, catch_panic, guarded};
 pub use stage::{ItemRef, StageError};
 
 /// A boxed error that can cross threads: the type-erased error of pipeline

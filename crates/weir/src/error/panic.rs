@@ -128,10 +128,3 @@ impl<F: Future> Future for CatchPanic<F> {
 pub(crate) async fn guarded<T>(call: impl Future<Output = Result<T, super::BoxError>>) -> Result<T, super::BoxError> {
     catch_panic(call).await.unwrap_or_else(|payload| Err(Box::new(Panicked::new(payload))))
 }
-
-/// Runs `call` at once, turning its panic into `Err(payload)`: for a call
-/// that makes a future (then [`catch_panic`] the future), where the future
-/// must not borrow what the call borrows.
-pub(crate) fn catch_call_panic<T>(call: impl FnOnce() -> T) -> Result<T, Box<dyn Any + Send>> {
-    catch_panic(async move { call() }).now_or_never().expect("an async block without an await is ready at once")
-}

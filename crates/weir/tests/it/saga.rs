@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};
 use weir::durable::store::{SagaStatus, StepStatus, Store, StoreError};
 use weir::error::find;
+use weir::policy::Stack;
+use weir::policy::breaker::{Breaker, CircuitOpen};
 use weir::policy::retry::{Jitter, RetryPolicy};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,6 +155,48 @@ async fn retryable_step_failures_are_retried_and_counted() {
     let engine = SagaEngine::builder(store.clone()).definition(flaky).step_retry(fast_retry(3)).build().unwrap();
     let id = engine.run("flaky", &()).await.unwrap();
     assert_eq!(store.saga(&id).await.unwrap().unwrap().steps[0].attempts, 3);
+}
+
+/// Saga steps go through a policy stack: a breaker of the `charge` step
+/// alone (shared by every saga of the definition) opens after two failed
+/// attempts; the next saga's charge is refused with `CircuitOpen` without
+/// calling the provider, not retried, and its reservation (which ran
+/// through the engine's policies, not the breaker) is compensated.
+#[tokio::test]
+async fn saga_steps_go_through_the_engines_policy_stack() {
+    let charges = Arc::new(AtomicU32::new(0));
+    let c = charges.clone();
+    let breaker = Breaker::builder().name("provider").consecutive_failures(2).build().unwrap();
+    let charge_policies = Stack::builder().retry(fast_retry(2)).breaker(breaker.clone()).build().unwrap();
+    let payment = SagaDefinition::builder("payment")
+        .step("reserve", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+        .step_without_compensation("charge", move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(StepError::retryable("provider down")) }
+        })
+        .step_policies("charge", charge_policies)
+        .build()
+        .unwrap();
+    let store = Store::memory();
+    let engine_policies = Stack::builder().retry(fast_retry(3)).build().unwrap();
+    let engine = SagaEngine::builder(store.clone()).definition(payment).step_policies(engine_policies).build().unwrap();
+    let first = engine.run("payment", &1).await.unwrap_err();
+    assert!(first.is_compensated() && first.to_string().contains("provider down"), "{first}");
+    assert_eq!(charges.load(Ordering::SeqCst), 2, "two attempts, both failed: the breaker opens");
+    let second = engine.run("payment", &2).await.unwrap_err();
+    assert!(second.is_compensated(), "{second}");
+    let open = find::<CircuitOpen>(second.cause().unwrap()).expect("refused by the breaker");
+    assert_eq!(open.breaker(), "provider");
+    assert_eq!(charges.load(Ordering::SeqCst), 2, "the open breaker kept the provider from being called");
+    let record = store.saga(second.saga_id()).await.unwrap().unwrap();
+    assert_eq!(record.steps[1].attempts, 1, "an open circuit is not retried: {record:?}");
+    assert_eq!(record.steps[0].compensation_attempts, 1, "the reservation was released");
+    let unknown = SagaDefinition::builder("p")
+        .step_without_compensation("a", |_| async { Ok::<_, StepError>(()) })
+        .step_policies("b", Stack::default())
+        .build()
+        .unwrap_err();
+    assert_eq!(unknown.setting(), "saga step_policies");
 }
 
 /// A panic in a step is a terminal failure (never retried): the completed

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::{StepContext, StepError};
 use crate::error::ConfigError;
+use crate::policy::Stack;
 
 pub(crate) type Forward = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
 pub(crate) type Compensate = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync>;
@@ -17,10 +18,12 @@ pub(crate) struct StepDef {
     pub(crate) name: Arc<str>,
     pub(crate) forward: Forward,
     pub(crate) compensate: Option<Compensate>,
+    /// The step's own policies, instead of the engine's step policies.
+    pub(crate) policies: Option<Stack>,
 }
 
 /// A named sequence of steps, each with a forward action and (usually) a
-/// compensation that undoes it (seed task 11). Register it with a
+/// compensation that undoes it. Register it with a
 /// [`SagaEngine`](super::SagaEngine) under its name; stored sagas refer to
 /// it by that name.
 #[derive(Clone)]
@@ -39,7 +42,7 @@ impl std::fmt::Debug for SagaDefinition {
 impl SagaDefinition {
     /// Starts a definition named `name`.
     pub fn builder(name: impl Into<Arc<str>>) -> SagaDefinitionBuilder {
-        SagaDefinitionBuilder { name: name.into(), steps: Vec::new() }
+        SagaDefinitionBuilder { name: name.into(), steps: Vec::new(), policies: Vec::new() }
     }
 
     /// Its name.
@@ -52,6 +55,7 @@ impl SagaDefinition {
 pub struct SagaDefinitionBuilder {
     name: Arc<str>,
     steps: Vec<StepDef>,
+    policies: Vec<(String, Stack)>,
 }
 
 impl std::fmt::Debug for SagaDefinitionBuilder {
@@ -98,15 +102,40 @@ impl SagaDefinitionBuilder {
                 serde_json::to_value(output).map_err(|e| StepError::terminal(format!("step output is not JSON: {e}")))
             })
         });
-        self.steps.push(StepDef { name: Arc::from(name), forward, compensate });
+        self.steps.push(StepDef { name: Arc::from(name), forward, compensate, policies: None });
+        self
+    }
+
+    /// The policies of step `step`'s attempts, instead of the engine's
+    /// [step policies](super::SagaEngineBuilder::step_policies): a breaker
+    /// or rate limit for the one dependency that step calls. Its
+    /// compensation keeps the engine's compensation policies (an undo must
+    /// not be refused by the breaker that its step opened).
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::saga::{SagaDefinition, StepError};
+    /// use weir::policy::{breaker::Breaker, Stack};
+    ///
+    /// let provider = Breaker::builder().name("payments").build().unwrap();
+    /// let order = SagaDefinition::builder("order")
+    ///     .step("charge", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+    ///     .step_policies("charge", Stack::builder().breaker(provider).build().unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(order.name(), "order");
+    /// ```
+    pub fn step_policies(mut self, step: &str, policies: Stack) -> Self {
+        self.policies.push((step.to_owned(), policies));
         self
     }
 
     /// Checks the definition.
     ///
     /// # Errors
-    /// [`ConfigError`] for no steps, an empty or repeated step name.
-    pub fn build(self) -> Result<SagaDefinition, ConfigError> {
+    /// [`ConfigError`] for no steps, an empty or repeated step name, or
+    /// policies for a step the definition does not have.
+    pub fn build(mut self) -> Result<SagaDefinition, ConfigError> {
         if self.steps.is_empty() {
             return Err(ConfigError::new("saga steps", format!("none in `{}`", self.name), "add at least one step"));
         }
@@ -118,6 +147,16 @@ impl SagaDefinitionBuilder {
                     "give every step a distinct, non-empty name (it keys the step's record and idempotency key)",
                 ));
             }
+        }
+        for (name, policies) in self.policies {
+            let Some(step) = self.steps.iter_mut().find(|s| *s.name == *name) else {
+                return Err(ConfigError::new(
+                    "saga step_policies",
+                    format!("{name:?} in `{}`", self.name),
+                    "name a step of the definition",
+                ));
+            };
+            step.policies = Some(policies);
         }
         Ok(SagaDefinition { name: self.name, steps: Arc::new(self.steps) })
     }

@@ -10,15 +10,15 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::builder::{SagaEngineBuilder, Settings};
 use super::run::Driver;
 use super::{SagaDefinition, SagaError};
 use crate::durable::store::{ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
-use crate::error::{BoxError, ConfigError};
+use crate::error::BoxError;
 use crate::group::Group;
-use crate::policy::retry::RetryPolicy;
-use crate::policy::timeout::Timeout;
+use crate::policy::Stack;
 
-/// Runs sagas against a [`Store`] (seed tasks 11 and 12).
+/// Runs sagas against a [`Store`].
 ///
 /// - [`run`](Self::run) writes a new saga before its first step and drives
 ///   it to the end; each step's transition is durable before the next step
@@ -56,9 +56,8 @@ pub struct SagaEngine {
 struct Inner {
     store: Store,
     definitions: HashMap<String, SagaDefinition>,
-    step_retry: RetryPolicy,
-    compensation_retry: RetryPolicy,
-    step_timeout: Option<Timeout>,
+    steps: Stack,
+    compensations: Stack,
     lease: Duration,
     worker: String,
     slots: Arc<Semaphore>,
@@ -174,16 +173,32 @@ pub struct ResumeReport {
 impl SagaEngine {
     /// Configures an engine on `store`.
     pub fn builder(store: Store) -> SagaEngineBuilder {
-        SagaEngineBuilder {
-            store,
-            definitions: Vec::new(),
-            step_retry: RetryPolicy::default(),
-            compensation_retry: RetryPolicy::builder().max_attempts(5).build().expect("valid"),
-            step_timeout: None,
-            lease: Duration::from_secs(30),
-            worker: None,
-            max_in_flight: 64,
-            reclaim: true,
+        SagaEngineBuilder::new(store)
+    }
+
+    /// An engine with checked settings; background tasks start with its
+    /// first `run` or `resume`.
+    pub(super) fn start(settings: Settings) -> Self {
+        let definition_names = settings.definitions.keys().cloned().collect();
+        Self {
+            background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
+            inner: Arc::new(Inner {
+                store: settings.store,
+                definitions: settings.definitions,
+                steps: settings.steps,
+                compensations: settings.compensations,
+                lease: settings.lease,
+                worker: settings.worker,
+                slots: Arc::new(Semaphore::new(settings.max_in_flight)),
+                max_in_flight: settings.max_in_flight,
+                reclaim: settings.reclaim,
+                definition_names,
+                driving: Mutex::default(),
+                claiming: tokio::sync::Mutex::default(),
+                reclaimed: AtomicU64::new(0),
+                background_running: AtomicU64::new(0),
+                background_idle: tokio::sync::Notify::new(),
+            }),
         }
     }
 
@@ -419,13 +434,7 @@ impl Inner {
     }
 
     fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
-        Driver {
-            store: &self.store,
-            definition,
-            step_retry: &self.step_retry,
-            compensation_retry: &self.compensation_retry,
-            step_timeout: self.step_timeout,
-        }
+        Driver { store: &self.store, definition, steps: &self.steps, compensations: &self.compensations }
     }
 
     /// Claims as many expired sagas as there are free slots and drives each
@@ -493,146 +502,4 @@ fn engine_record(report: &Mutex<ResumeReport>, outcome: Result<String, SagaError
 
 fn new_saga_id() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-}
-
-/// Configures a [`SagaEngine`].
-///
-/// # Defaults
-/// - steps retried by [`RetryPolicy`]'s defaults (3 attempts);
-/// - compensations retried up to 5 attempts;
-/// - no step timeout (a step that never returns holds its saga, and the
-///   saga's lease, until the engine is dropped);
-/// - leases of 30 s, renewed every 10 s;
-/// - expired sagas taken over every 10 s while the engine runs;
-/// - at most 64 sagas in flight;
-/// - worker id `"{hostname or 'host'}-{pid}-{random}"`.
-pub struct SagaEngineBuilder {
-    store: Store,
-    definitions: Vec<SagaDefinition>,
-    step_retry: RetryPolicy,
-    compensation_retry: RetryPolicy,
-    step_timeout: Option<Duration>,
-    lease: Duration,
-    worker: Option<String>,
-    max_in_flight: usize,
-    reclaim: bool,
-}
-
-impl std::fmt::Debug for SagaEngineBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SagaEngineBuilder").field("store", &self.store).finish_non_exhaustive()
-    }
-}
-
-impl SagaEngineBuilder {
-    /// Registers a definition under its name.
-    pub fn definition(mut self, definition: SagaDefinition) -> Self {
-        self.definitions.push(definition);
-        self
-    }
-
-    /// How a failing step is retried (only retryable errors).
-    pub fn step_retry(mut self, policy: RetryPolicy) -> Self {
-        self.step_retry = policy;
-        self
-    }
-
-    /// How a failing compensation is retried.
-    pub fn compensation_retry(mut self, policy: RetryPolicy) -> Self {
-        self.compensation_retry = policy;
-        self
-    }
-
-    /// Bounds each attempt of a step or compensation: an attempt still
-    /// running after `timeout` is dropped and fails with
-    /// [`TimedOut`](crate::error::TimedOut), which is retried like any
-    /// retryable failure. Dropping an attempt cancels it at its next
-    /// `.await`; an effect it already sent may still happen, which the
-    /// step's idempotency key covers.
-    pub fn step_timeout(mut self, timeout: Duration) -> Self {
-        self.step_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a claim lasts without renewal.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// This worker's id, as lease owner.
-    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
-        self.worker = Some(id.into());
-        self
-    }
-
-    /// The most sagas driven at once.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n;
-        self
-    }
-
-    /// Whether the running engine takes over, with its free slots, sagas
-    /// whose lease expired (a worker died, or stopped renewing): checked
-    /// every third of the lease. On by default; turn it off for an engine
-    /// that only drives the sagas it starts (others then wait for an
-    /// explicit [`resume`](SagaEngine::resume)).
-    pub fn reclaim_expired(mut self, on: bool) -> Self {
-        self.reclaim = on;
-        self
-    }
-
-    /// Checks the settings.
-    ///
-    /// # Errors
-    /// [`ConfigError`] for two definitions with one name, 0 sagas in
-    /// flight, a zero step timeout, or a lease under 1 s.
-    pub fn build(self) -> Result<SagaEngine, ConfigError> {
-        let mut definitions = HashMap::new();
-        for def in self.definitions {
-            let name = def.name.to_string();
-            if definitions.insert(name.clone(), def).is_some() {
-                return Err(ConfigError::new("saga definition", name, "register each definition name once"));
-            }
-        }
-        if self.max_in_flight == 0 {
-            return Err(ConfigError::new("saga max_in_flight", 0, "use at least 1"));
-        }
-        if self.step_timeout == Some(Duration::ZERO) {
-            return Err(ConfigError::new("saga step_timeout", "0s", "use a positive duration, or leave it unset"));
-        }
-        if self.lease < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "saga lease",
-                format!("{:?}", self.lease),
-                "use at least 1s (leases are renewed every third)",
-            ));
-        }
-        let worker = self.worker.unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-            format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
-        });
-        let definition_names = definitions.keys().cloned().collect();
-        Ok(SagaEngine {
-            background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
-            inner: Arc::new(Inner {
-                store: self.store,
-                definitions,
-                step_retry: self.step_retry,
-                compensation_retry: self.compensation_retry,
-                step_timeout: self.step_timeout.map(Timeout::unvalidated),
-                lease: self.lease,
-                worker,
-                slots: Arc::new(Semaphore::new(self.max_in_flight)),
-                max_in_flight: self.max_in_flight,
-                reclaim: self.reclaim,
-                definition_names,
-                driving: Mutex::default(),
-                claiming: tokio::sync::Mutex::default(),
-                reclaimed: AtomicU64::new(0),
-                background_running: AtomicU64::new(0),
-                background_idle: tokio::sync::Notify::new(),
-            }),
-        })
-    }
 }

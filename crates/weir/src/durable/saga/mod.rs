@@ -47,13 +47,15 @@
 //! # }
 //! ```
 
+mod builder;
 mod definition;
 mod engine;
 mod error;
 mod run;
 mod step;
 
+pub use self::builder::SagaEngineBuilder;
 pub use self::definition::{SagaDefinition, SagaDefinitionBuilder};
-pub use self::engine::{ResumeReport, SagaEngine, SagaEngineBuilder};
+pub use self::engine::{ResumeReport, SagaEngine};
 pub use self::error::SagaError;
 pub use self::step::{StepContext, StepError};

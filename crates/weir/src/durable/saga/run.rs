@@ -2,24 +2,24 @@
 //! or backward through the compensations, writing each transition before
 //! the next begins.
 
-use std::any::Any;
 use std::sync::Arc;
 
+use futures_util::TryFutureExt;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::definition::StepDef;
 use super::{SagaDefinition, SagaError, StepContext, StepError};
 use crate::durable::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
-use crate::error::{BoxError, Errors, Origin, Panicked, catch_call_panic, catch_panic};
-use crate::policy::retry::RetryPolicy;
-use crate::policy::timeout::Timeout;
+use crate::error::{BoxError, Errors, Origin};
+use crate::policy::Stack;
+use crate::policy::retry::is_transient;
 
 pub(crate) struct Driver<'a> {
     pub(crate) store: &'a Store,
     pub(crate) definition: &'a SagaDefinition,
-    pub(crate) step_retry: &'a RetryPolicy,
-    pub(crate) compensation_retry: &'a RetryPolicy,
-    pub(crate) step_timeout: Option<Timeout>,
+    pub(crate) steps: &'a Stack,
+    pub(crate) compensations: &'a Stack,
 }
 
 /// A failure remembered while compensating: the step and the cause.
@@ -62,8 +62,9 @@ impl Driver<'_> {
         i: usize,
     ) -> Result<Option<Failure>, SagaError> {
         let step = &self.definition.steps[i];
-        let (result, attempts) =
-            self.attempts(self.step_retry, |attempt| (step.forward)(self.context(record, input, i, attempt))).await;
+        let forward = |attempt| (step.forward)(self.context(record, input, i, attempt));
+        let policies = step.policies.as_ref().unwrap_or(self.steps);
+        let (result, attempts) = self.attempts(policies, &step.name, forward).await;
         let rec = &mut record.steps[i];
         rec.attempts += attempts;
         let failure = match result {
@@ -97,12 +98,13 @@ impl Driver<'_> {
         let (result, attempts) = match &step.compensate {
             None => (Ok(()), 0),
             Some(undo) => {
-                self.attempts(self.compensation_retry, |attempt| {
+                let undo_name: Arc<str> = Arc::from(format!("{}/undo", step.name));
+                let undo = |attempt| {
                     let mut ctx = self.context(record, input, i, attempt);
-                    ctx.step_name = Arc::from(format!("{}/undo", step.name));
+                    ctx.step_name = Arc::clone(&undo_name);
                     undo(ctx)
-                })
-                .await
+                };
+                self.attempts(self.compensations, &step.name, undo).await
             }
         };
         let rec = &mut record.steps[i];
@@ -182,43 +184,23 @@ impl Driver<'_> {
         }
     }
 
-    /// Calls `call` until it succeeds, fails terminally, or `policy` gives
-    /// up; returns the result and the attempts made.
-    async fn attempts<T, F, Fut>(&self, policy: &RetryPolicy, mut call: F) -> (Result<T, StepError>, u32)
+    /// Calls `call` through `policies` until it succeeds, fails
+    /// terminally, or the retry gives up; returns the result and the
+    /// attempts made. A panic is caught (by the stack) and is terminal
+    /// ([`Panicked`](crate::error::Panicked)): retrying a bug rarely helps,
+    /// and the saga must still reach an end. A timeout is retryable
+    /// ([`TimedOut`](crate::error::TimedOut)).
+    async fn attempts<T, F>(&self, policies: &Stack, key: &str, call: F) -> (Result<T, StepError>, u32)
     where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<T, StepError>>,
+        T: Send,
+        F: Fn(u32) -> BoxFuture<'static, Result<T, StepError>> + Sync,
     {
         let mut retries = 0;
-        let result = policy
-            .drive(
-                None,
-                |attempt| self.attempt(catch_call_panic(|| call(attempt))),
-                StepError::is_retryable,
-                |_, _, _| retries += 1,
-            )
-            .await;
-        (result.map_err(|e| e.into_last().expect("a failed attempt keeps its error")), retries + 1)
-    }
-
-    /// One attempt (the future `call` made, or its panic), bounded by the
-    /// step timeout. A panic is caught and becomes a terminal failure
-    /// ([`Panicked`]): retrying a bug rarely helps, and the saga must still
-    /// reach an end. A timeout is retryable ([`TimedOut`](crate::error::TimedOut)).
-    async fn attempt<T, Fut>(&self, call: Result<Fut, Box<dyn Any + Send>>) -> Result<T, StepError>
-    where
-        Fut: Future<Output = Result<T, StepError>>,
-    {
-        let panicked = |payload| StepError::terminal(Panicked::new(payload));
-        let future = async move {
-            match call {
-                Ok(future) => catch_panic(future).await.unwrap_or_else(|payload| Err(panicked(payload))),
-                Err(payload) => Err(panicked(payload)),
-            }
-        };
-        match &self.step_timeout {
-            None => future.await,
-            Some(timeout) => timeout.call(|| future).await,
-        }
+        let attempt = |attempt| call(attempt).map_err(StepError::into_box_error);
+        let retryable = |error: &BoxError| !StepError::is_terminal_box_error(error) && is_transient(&**error);
+        let result = policies.drive(key, &attempt, retryable, |_, _, _| retries += 1).await;
+        let result =
+            result.map_err(|e| StepError::from_box_error(e.into_last().expect("a failed attempt keeps its error")));
+        (result, retries + 1)
     }
 }

@@ -106,7 +106,34 @@ impl StepError {
     pub fn into_cause(self) -> BoxError {
         self.source
     }
+
+    /// The error a policy stack sees: the cause, marked when terminal.
+    pub(super) fn into_box_error(self) -> BoxError {
+        if self.retryable { self.source } else { Box::new(Terminal(self.source)) }
+    }
+
+    /// Whether a stack's error is a terminal step error (never retried).
+    pub(super) fn is_terminal_box_error(error: &BoxError) -> bool {
+        error.is::<Terminal>()
+    }
+
+    /// Back from a policy stack: a terminal step error, or anything else (a
+    /// retryable cause, a panic, a timeout, a policy's refusal) as a
+    /// retryable one, which [`is_retryable`](Self::is_retryable) still
+    /// judges by its cause.
+    pub(super) fn from_box_error(error: BoxError) -> Self {
+        match error.downcast::<Terminal>() {
+            Ok(terminal) => Self::terminal(terminal.0),
+            Err(other) => Self::retryable(other),
+        }
+    }
 }
+
+/// A terminal step error inside a policy stack, with the cause's own
+/// message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Terminal(#[source] BoxError);
 
 impl<E: Into<BoxError>> From<E> for StepError {
     fn from(cause: E) -> Self {
