@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! Concurrent pipelines whose errors propagate correctly: nothing leaks,
 //! nothing hangs, nothing is swallowed, nothing is lost.
 //!
@@ -12,9 +13,9 @@
 //! | [`group::CollectGroup`] | to run every task to the end and get every error back, each with its task |
 //! | [`Group::map`](group::Group::map) | an ordered, limited parallel map whose first error cancels the rest |
 //! | [`pipeline::Pipeline`] | a source → named stages → sink over bounded channels, with workers per stage, retries, timeouts, skip / collect / dead-letter policies and a report that accounts for every item |
-//! | [`retry::RetryPolicy`] | backoff with jitter, attempt and time limits, permanent errors, a retry budget; as a wrapper or a stage setting |
+//! | [`policy::retry::RetryPolicy`] | backoff with jitter, attempt and time limits, permanent errors, a retry budget; as a wrapper or a stage setting |
 //! | [`policy::Stack`] | retry, breaker, rate limit, bulkhead, hedge and timeout around any call (or a stage) in the right order, with one error convention; [`policy::Policy`] composes them in another |
-//! | [`rate::RateLimiter`] | at most n calls per period with a burst, for one dependency or per key; waits or refuses with when to try again |
+//! | [`policy::rate::RateLimiter`] | at most n calls per period with a burst, for one dependency or per key; waits or refuses with when to try again |
 //! | [`error`] | errors that say where they came from ([`StageError`](error::StageError)), an aggregate that keeps them all ([`Errors`](error::Errors)), and [`find`](error::find) / [`is`](error::is) to walk chains |
 //!
 //! # How the parts compose

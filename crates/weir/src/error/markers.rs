@@ -4,7 +4,7 @@ use super::BoxError;
 ///
 /// Return it (or any error whose `source()` chain holds it) from a pipeline
 /// stage. The stage drops the item, counts it under `skipped` in the
-/// report, and goes on. This is seed task 6's `ErrSkip`, found with
+/// report, and goes on. This is Go's `ErrSkip` sentinel, found with
 /// [`is`](super::is) the way Go finds it with `errors.Is`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("item skipped")]

@@ -15,7 +15,7 @@
 //! | [`Cancelled`] | work was stopped before it finished: by a deadline, a parent, or a caller |
 //! | [`DeadlineExceeded`] | the deadline of a group or pipeline passed (found inside [`Cancelled`]) |
 //! | [`TimedOut`] | one attempt of a stage ran past its per-attempt timeout |
-//! | [`Skip`] | not a failure: an item asks to be skipped (seed task 6) |
+//! | [`Skip`] | not a failure: an item asks to be skipped |
 //! | [`Permanent`] | a marker: do not retry this error |
 //! | [`ConfigError`] | a builder was given a setting that cannot work |
 

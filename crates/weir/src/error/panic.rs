@@ -24,7 +24,7 @@ use super::TaskId;
 /// and the payload itself: [`resume`](Self::resume) re-raises it.
 ///
 /// A panic is a bug, not a blip: retry policies, breakers and sagas treat
-/// it as permanent (see [`is_transient`](super::is_transient)).
+/// it as permanent (see [`is_transient`](crate::policy::retry::is_transient)).
 pub struct Panicked {
     task: Option<TaskId>,
     message: String,

@@ -33,7 +33,7 @@ impl fmt::Display for ItemRef {
     }
 }
 
-/// An item failed in a pipeline stage (seed task 9's `*StageError`).
+/// An item failed in a pipeline stage.
 ///
 /// Says which stage, which item (index and optional key), which tenant
 /// (optional) and which attempt (from 1) failed, and keeps the cause as

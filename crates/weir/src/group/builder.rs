@@ -92,7 +92,7 @@ impl<E> GroupBuilder<E> {
 
     /// The group's token becomes a child of `parent`: cancelling the parent
     /// cancels the group, never the other way round. This is how groups
-    /// nest (seed task 7).
+    /// nest.
     pub fn parent(mut self, parent: &CancellationToken) -> Self {
         self.parent = Some(parent.clone());
         self

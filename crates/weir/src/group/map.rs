@@ -9,7 +9,7 @@ where
     E: From<Panicked> + From<Cancelled> + Send + 'static,
 {
     /// Runs `f` on every item in this group and returns the results in
-    /// input order; the first error cancels the rest (seed task 3).
+    /// input order; the first error cancels the rest.
     ///
     /// The group's settings apply: with a [limit](super::GroupBuilder::limit)
     /// of 8, at most 8 calls run at once. On a group with no earlier tasks,

@@ -5,8 +5,8 @@
 //! never starts after cancellation, running work is dropped (or left to
 //! finish, by choice), a dropped group aborts its tasks, and a panic is an
 //! error that names its task. [`CollectGroup`] runs every task to the end
-//! and returns every error instead (seed task 8). [`Group::map`] runs an
-//! ordered, limited map over items (seed task 3).
+//! and returns every error instead. [`Group::map`] runs an
+//! ordered, limited map over items.
 //!
 //! Tasks return `Result<(), E>` with your error type `E`, which comes back
 //! from [`Group::wait`] unchanged. When weir itself has to report a failure
@@ -80,7 +80,7 @@ use crate::error::{CancelReason, Cancelled, Errors, Panicked};
 /// are safe to share; weir itself forbids `unsafe` code.
 ///
 /// # Examples
-/// Seed task 1: a producer and a consumer joined by a channel.
+/// A producer and a consumer joined by a channel.
 /// ```
 /// use weir::group::Group;
 ///
@@ -403,7 +403,7 @@ impl<E> Drop for Group<E> {
 }
 
 /// Runs every task to the end and collects every error, each with the task
-/// that produced it (seed task 8, Go's `errors.Join`).
+/// that produced it (Go's `errors.Join`).
 ///
 /// Errors do not cancel the group; a deadline, a parent or
 /// [`cancel`](Self::cancel) still does. Built with

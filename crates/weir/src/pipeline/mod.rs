@@ -33,7 +33,7 @@
 //!   for cooperative code (see the group bench for figures).
 //!
 //! # Examples
-//! Seed task 1 as a pipeline: produce, double, sum.
+//! Produce, double, sum.
 //! ```
 //! use weir::pipeline::{Pipeline, Stage};
 //!
@@ -136,7 +136,7 @@ impl PipelineBuilder {
     }
 
     /// The run fails with a deadline error if it has not finished after
-    /// `timeout` (seed task 10).
+    /// `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self

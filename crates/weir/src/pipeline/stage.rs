@@ -88,7 +88,7 @@ pub enum OnError {
     /// Drop the item, count it as skipped, log it at `warn`, go on.
     Skip,
     /// Count the item as failed, keep its error, go on; the run then
-    /// returns every such error in one aggregate (seed task 8).
+    /// returns every such error in one aggregate.
     Collect,
 }
 
@@ -108,7 +108,7 @@ pub struct DeadLetter<T> {
 }
 
 /// Where a stage sends items that failed: the hook a dead-letter queue
-/// plugs into (seed task 16); [`MemoryDlq`](crate::durable::dlq::MemoryDlq)
+/// plugs into; [`MemoryDlq`](crate::durable::dlq::MemoryDlq)
 /// implements it.
 ///
 /// If this returns an error, the item is not lost: the run fails with a
@@ -246,7 +246,7 @@ impl<T, S> Stage<T, S> {
     }
 
     /// Runs the stage on `workers` tasks that take items as they come
-    /// (fan-out, seed task 7). 0 is rejected when the pipeline runs.
+    /// (fan-out). 0 is rejected when the pipeline runs.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self

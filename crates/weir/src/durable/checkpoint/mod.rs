@@ -1,4 +1,4 @@
-//! Stream consumers that remember where they are (seed task 17): read
+//! Stream consumers that remember where they are: read
 //! events from a [`CursorSource`] starting at the saved cursor, process
 //! them, and save the cursor every N events or T of time, **only after**
 //! those events were processed.

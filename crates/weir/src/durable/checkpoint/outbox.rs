@@ -44,6 +44,7 @@ impl OutboxSource {
     /// # Errors
     /// [`ConfigError`] if `table` is not a plain identifier.
     #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn sqlite(pool: sqlx::SqlitePool, table: &str) -> Result<Self, ConfigError> {
         check_table(table)?;
         Ok(Self {
@@ -57,6 +58,7 @@ impl OutboxSource {
     /// # Errors
     /// [`ConfigError`] if `table` is not a plain identifier.
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn postgres(pool: sqlx::PgPool, table: &str) -> Result<Self, ConfigError> {
         check_table(table)?;
         Ok(Self {

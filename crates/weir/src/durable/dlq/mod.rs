@@ -1,5 +1,5 @@
 //! Dead-letter queues: where items that keep failing go, with what is
-//! needed to understand and replay them (seed task 16).
+//! needed to understand and replay them.
 //!
 //! A [`DeadLetterQueue`] stores [`Envelope`]s: the item, its rendered error
 //! chain, the stage, item and tenant it failed in, the attempts made, and

@@ -1,6 +1,5 @@
 //! Sagas: multi-step business logic with compensations, durable in a
-//! [`Store`](crate::durable::store::Store), resumed after a crash (seed tasks 11 and
-//! 12).
+//! [`Store`](crate::durable::store::Store), resumed after a crash.
 //!
 //! ```text
 //!  run ─▶ write saga ─▶ step 1 ─▶ write ─▶ step 2 ─▶ write ─▶ step 3 ✗ ─▶ write (compensating)
@@ -22,7 +21,7 @@
 //! [`step_timeout`](SagaEngineBuilder::step_timeout).
 //!
 //! # Examples
-//! Seed task 11: step 3 fails; steps 2 and 1 are compensated in reverse.
+//! Step 3 fails; steps 2 and 1 are compensated in reverse.
 //! ```
 //! use std::sync::{Arc, Mutex};
 //! use weir::durable::saga::{SagaDefinition, SagaEngine, StepContext, StepError};

@@ -164,6 +164,7 @@ impl Store {
     /// # Errors
     /// As [`open`](Self::open).
     #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub async fn sqlite(path: &std::path::Path) -> Result<Self, StoreError> {
         let backend = sqlite::Sqlite::open(path).await?;
         let writer = backend.writer().await?;
@@ -178,6 +179,7 @@ impl Store {
     /// # Errors
     /// As [`open`](Self::open).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn postgres(url: &str) -> Result<Self, StoreError> {
         Self::postgres_with_retry(url, Duration::from_secs(30)).await
     }
@@ -187,6 +189,7 @@ impl Store {
     /// # Errors
     /// As [`open`](Self::open).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn postgres_with_retry(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
         let backend = postgres::Postgres::open(url, max_wait).await?;
         let writer = backend.writer().await?;

@@ -65,7 +65,7 @@ pub struct BatchFailed<T: std::fmt::Debug> {
 /// Batches items by size or time and flushes them.
 ///
 /// # Defaults
-/// - at most 100 items a batch (seed task 19);
+/// - at most 100 items a batch;
 /// - at most 1 s from a batch's first item to its flush;
 /// - flush retries: [`RetryPolicy`]'s defaults (3 attempts), no other policy;
 /// - named `"batcher"`.

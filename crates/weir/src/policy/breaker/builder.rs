@@ -32,7 +32,7 @@ pub(crate) struct Settings {
 /// Configures a [`Breaker`].
 ///
 /// # Defaults
-/// - opens after 5 consecutive failures (seed task 15);
+/// - opens after 5 consecutive failures;
 /// - no failure-rate threshold;
 /// - stays open 30 s, without growth;
 /// - half-open lets 1 probe through; 1 success closes it;

@@ -1,5 +1,5 @@
 //! [`Breaker`]: a circuit breaker usable around any async call, outside
-//! tower (seed task 15).
+//! tower.
 //!
 //! ```text
 //!            failures reach a threshold

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::Inner;
 
-/// Leave to make one call through a [`Breaker`]; report how it went.
+/// Leave to make one call through a [`Breaker`](super::Breaker); report how it went.
 #[derive(Debug)]
 #[must_use = "a permit dropped without a report is ignored"]
 pub struct Permit<'a> {

@@ -1,5 +1,5 @@
 //! Bulkheads: bound how many calls run at once, per dependency or per
-//! tenant, so one saturated part cannot starve the rest (seed task 14).
+//! tenant, so one saturated part cannot starve the rest.
 //!
 //! - [`Bulkhead`]: at most `limit` calls at once; a call waits for a slot
 //!   (at most `max_wait`, if set) and then fails with [`BulkheadFull`].
@@ -168,7 +168,7 @@ impl Bulkhead {
 /// Configures a [`Bulkhead`] (also each bulkhead of a [`KeyedBulkhead`]).
 ///
 /// # Defaults
-/// - limit 8 (seed task 14);
+/// - limit 8;
 /// - no maximum wait: a call waits until a slot frees up;
 /// - named `"bulkhead"`.
 #[derive(Debug, Clone)]

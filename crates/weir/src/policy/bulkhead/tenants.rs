@@ -28,7 +28,7 @@ impl<E> TenantOutcome<E> {
 }
 
 /// Runs every tenant's items at once, each tenant in its own
-/// [`Group`] limited to `limit_per_tenant` items in flight (seed task 14).
+/// [`Group`] limited to `limit_per_tenant` items in flight.
 ///
 /// A tenant's first error (or panic) cancels that tenant's remaining items
 /// and is recorded in its [`TenantOutcome`]; other tenants never see it.

@@ -1,5 +1,5 @@
 //! [`Hedge`]: send the same request again when the first is slow; the
-//! first success wins and the others are cancelled (seed task 18; Dean and
+//! first success wins and the others are cancelled (Dean and
 //! Barroso, "The Tail at Scale").
 //!
 //! ```text

@@ -2,7 +2,7 @@
 //! transient/permanent classification and a retry budget.
 //!
 //! [`RetryPolicy`] is the plain async wrapper (`policy.run(|| async { .. })`)
-//! and the setting a pipeline stage takes (seed task 5). Every wait goes
+//! and the setting a pipeline stage takes. Every wait goes
 //! through `tokio::time`, so tests run it on paused time, and every wait is
 //! cancellable: drop the future, or pass a token to
 //! [`RetryPolicy::run_with`].
@@ -40,7 +40,7 @@ use crate::policy::breaker::CircuitOpen;
 /// - no budget.
 ///
 /// # Examples
-/// Seed task 5: a call that fails twice, then succeeds.
+/// A call that fails twice, then succeeds.
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use weir::policy::retry::RetryPolicy;
