@@ -111,6 +111,6 @@ impl Policy for Hedge {
 }
 
 /// The error of a hedged call: the only one, or all of them.
-pub(super) fn one_error(errors: Errors<BoxError>) -> BoxError {
+pub(crate) fn one_error(errors: Errors<BoxError>) -> BoxError {
     if errors.len() == 1 { errors.into_iter().next().map(|(_, e)| e).expect("one error") } else { Box::new(errors) }
 }

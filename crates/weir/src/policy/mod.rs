@@ -73,7 +73,7 @@
 pub mod breaker;
 pub mod bulkhead;
 pub mod hedge;
-mod impls;
+pub(crate) mod impls;
 pub mod rate;
 pub mod retry;
 mod stack;
