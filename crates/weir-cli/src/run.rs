@@ -218,7 +218,7 @@ pub async fn engine(
 /// The store or the ledger failing, or the input unreadable.
 pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError> {
     let started = Instant::now();
-    let commits_before = store.commit_stats();
+    let commits_before = store.commit_metrics();
     let (engine, ledger, payments) =
         engine(&store, &opts.location, &opts.environment, opts.worker_id.as_deref()).await?;
     let resumed = engine.resume().await?;
@@ -358,7 +358,7 @@ pub async fn run(opts: &RunOptions, store: Store) -> Result<RunFigures, BoxError
 
     let [completed, compensated, failed, duplicates, elsewhere] = *counts.lock().unwrap_or_else(|p| p.into_inner());
     let elapsed = started.elapsed();
-    let commits = store.commit_stats();
+    let commits = store.commit_metrics();
     let busy = commits.busy.saturating_sub(commits_before.busy);
     let lines_read = read.value();
     let figures = RunFigures {

@@ -111,7 +111,7 @@ fn main() {
     let policy = RetryPolicy::builder().max_attempts(3).initial_delay(Duration::from_millis(1)).build().expect("valid");
     let weir_retry = on_one_thread(async {
         for _ in 0..calls {
-            let v = policy.run(|| async { Ok::<u64, BoxError>(black_box(1)) }).await.expect("ok");
+            let v = policy.call(|| async { Ok::<u64, BoxError>(black_box(1)) }).await.expect("ok");
             black_box(v);
         }
     });

@@ -41,7 +41,7 @@ fn per_call(c: &mut Criterion) {
     });
     let policy = weir::policy::retry::RetryPolicy::builder().max_attempts(3).build().expect("valid");
     group.bench_function("weir_retry_success", |b| {
-        b.to_async(&rt).iter(|| policy.run(|| async { Ok::<_, BoxError>(black_box(1)) }))
+        b.to_async(&rt).iter(|| policy.call(|| async { Ok::<_, BoxError>(black_box(1)) }))
     });
     group.bench_function("backon_retry_success", |b| {
         b.to_async(&rt).iter(|| {

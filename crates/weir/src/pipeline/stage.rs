@@ -17,14 +17,23 @@ use crate::policy::{Stack, StackBuilder};
 
 /// The function of a stage, called once per item (per attempt).
 ///
-/// Built by [`Stage::map`], [`Stage::try_map`] and [`Stage::filter`]; you
-/// do not implement it yourself. `Ok(None)` means the item was filtered
-/// out.
-pub trait StageFn<T>: Send + Sync + 'static {
+/// Built by [`Stage::map`], [`Stage::try_map`] and [`Stage::filter`], and
+/// named in return types (`Stage<T, impl StageFn<T, Output = U>>`); sealed:
+/// only weir implements it, so it can grow without breaking anyone.
+/// `Ok(None)` means the item was filtered out.
+pub trait StageFn<T>: sealed::Sealed + Send + Sync + 'static {
     /// What the stage emits per item.
     type Output: Send + 'static;
     /// Processes one item.
     fn call(&self, item: T) -> impl Future<Output = Result<Option<Self::Output>, BoxError>> + Send;
+}
+
+pub(crate) mod sealed {
+    /// Implemented by weir's stage functions only.
+    pub trait Sealed {}
+    impl<F> Sealed for super::MapFn<F> {}
+    impl<F> Sealed for super::TryMapFn<F> {}
+    impl<F> Sealed for super::FilterFn<F> {}
 }
 
 /// A stage function that cannot fail; see [`Stage::map`].

@@ -16,6 +16,8 @@ pub struct Faulty<S> {
     faults: Arc<FaultInjector>,
 }
 
+impl<S> crate::pipeline::sealed::Sealed for Faulty<S> {}
+
 impl<T: Send + 'static, S: StageFn<T>> StageFn<T> for Faulty<S> {
     type Output = S::Output;
 

@@ -24,7 +24,7 @@ async fn fails_twice_then_succeeds_with_exponential_waits() {
     let calls = AtomicU32::new(0);
     let started = Instant::now();
     let value = exact(3)
-        .run(|| async { if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(Failure::Transient) } else { Ok("done") } })
+        .call(|| async { if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(Failure::Transient) } else { Ok("done") } })
         .await
         .unwrap();
     assert_eq!(value, "done");
@@ -36,7 +36,7 @@ async fn fails_twice_then_succeeds_with_exponential_waits() {
 async fn exhaustion_reports_the_attempts_and_the_last_error() {
     let calls = AtomicU32::new(0);
     let err = exact(3)
-        .run(|| async {
+        .call(|| async {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(format!("failure {n}"))
         })
@@ -51,7 +51,7 @@ async fn exhaustion_reports_the_attempts_and_the_last_error() {
 async fn permanent_errors_are_not_retried() {
     let calls = AtomicU32::new(0);
     let err = exact(5)
-        .run_if(
+        .call_if(
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(Failure::Permanent)
@@ -73,8 +73,10 @@ async fn cancellation_ends_the_wait_between_attempts() {
         cancel.cancel();
     });
     let started = Instant::now();
-    let err =
-        exact(10).run_with(Some(&token), || async { Err::<(), _>(Failure::Transient) }, |_| true).await.unwrap_err();
+    let err = exact(10)
+        .call_cancellable(Some(&token), || async { Err::<(), _>(Failure::Transient) }, |_| true)
+        .await
+        .unwrap_err();
     assert!(err.is_cancelled());
     assert_eq!(err.attempts(), 1);
     assert_eq!(started.elapsed(), Duration::from_millis(50));
@@ -88,7 +90,7 @@ async fn max_elapsed_stops_before_an_attempt_that_would_start_too_late() {
         .max_elapsed(Duration::from_millis(1000))
         .build()
         .unwrap();
-    let err = policy.run(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
+    let err = policy.call(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
     assert!(err.is_elapsed());
     // Waits 100 + 200 + 400 = 700 ms; the next 800 ms would pass the limit.
     assert_eq!(err.attempts(), 4);
@@ -102,7 +104,7 @@ async fn a_budget_caps_retries_at_a_share_of_calls() {
     let mut budget_errors = 0;
     for _ in 0..100 {
         let result = policy
-            .run(|| async {
+            .call(|| async {
                 attempts.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(Failure::Transient)
             })
@@ -126,7 +128,7 @@ async fn an_attempt_starting_exactly_at_max_elapsed_still_runs() {
         .max_elapsed(Duration::from_millis(700))
         .build()
         .unwrap();
-    let err = policy.run(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
+    let err = policy.call(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
     // Attempts at 0, 100, 300 and 700 ms; the next would start at 1500 ms.
     assert_eq!(err.attempts(), 4);
     assert!(err.is_elapsed());
@@ -137,7 +139,7 @@ async fn never_makes_one_attempt() {
     let policy = RetryPolicy::never();
     assert_eq!(policy.max_attempts(), 1);
     assert_eq!(RetryPolicy::builder().max_attempts(7).build().unwrap().max_attempts(), 7);
-    let err = policy.run(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
+    let err = policy.call(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
     assert_eq!(err.attempts(), 1);
     assert!(err.is_exhausted());
 }
@@ -172,11 +174,11 @@ async fn every_way_of_giving_up_is_told_apart() {
         RetryPolicy::builder().budget(Arc::new(RetryBudget::new(0.0, 0))).build().unwrap(),
     );
     let errors = [
-        policies.0.run(down).await.unwrap_err(),
-        exact(3).run_if(down, |_| false).await.unwrap_err(),
-        policies.1.run(down).await.unwrap_err(),
-        policies.2.run(down).await.unwrap_err(),
-        exact(3).run_with(Some(&cancelled), down, |_| true).await.unwrap_err(),
+        policies.0.call(down).await.unwrap_err(),
+        exact(3).call_if(down, |_| false).await.unwrap_err(),
+        policies.1.call(down).await.unwrap_err(),
+        policies.2.call(down).await.unwrap_err(),
+        exact(3).call_cancellable(Some(&cancelled), down, |_| true).await.unwrap_err(),
     ];
     let messages = [
         "gave up after 1 attempt: down",
@@ -195,7 +197,7 @@ async fn every_way_of_giving_up_is_told_apart() {
         assert_eq!(std::error::Error::source(&err).map(ToString::to_string).as_deref(), Some("down"));
         assert_eq!(err.into_last().map(|e| e.to_string()).as_deref(), Some("down"));
     }
-    let twice = exact(2).run(down).await.unwrap_err();
+    let twice = exact(2).call(down).await.unwrap_err();
     assert_eq!(twice.to_string(), "gave up after 2 attempts: down");
 }
 
@@ -204,7 +206,7 @@ async fn every_way_of_giving_up_is_told_apart() {
 async fn a_budget_reserve_buys_exactly_its_retries() {
     let budget = Arc::new(RetryBudget::new(0.0, 3));
     let policy = RetryPolicy::builder().max_attempts(10).jitter(Jitter::None).budget(budget).build().unwrap();
-    let err = policy.run(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
+    let err = policy.call(|| async { Err::<(), _>(Failure::Transient) }).await.unwrap_err();
     assert!(err.is_budget_exhausted());
     assert_eq!(err.attempts(), 4, "the first call and 3 retries");
 }

@@ -73,7 +73,7 @@ pub(crate) enum Backend {
 /// What a store's group committer did: transactions, saga writes in
 /// them, and the time spent from `BEGIN` to `COMMIT`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CommitStats {
+pub struct CommitMetrics {
     /// Transactions committed (or failed).
     pub transactions: u64,
     /// Saga writes they carried.
@@ -351,11 +351,11 @@ impl Store {
     }
 
     /// What the group committer did so far (zeros for the memory store).
-    pub fn commit_stats(&self) -> CommitStats {
+    pub fn commit_metrics(&self) -> CommitMetrics {
         use std::sync::atomic::Ordering::Relaxed;
         match &self.inner.committer {
-            None => CommitStats::default(),
-            Some(c) => CommitStats {
+            None => CommitMetrics::default(),
+            Some(c) => CommitMetrics {
                 transactions: c.stats.transactions.load(Relaxed),
                 writes: c.stats.writes.load(Relaxed),
                 busy: Duration::from_nanos(c.stats.busy_ns.load(Relaxed)),

@@ -20,7 +20,7 @@ pub(crate) enum GiveUp {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
 /// let policy = RetryPolicy::builder().max_attempts(3).build().unwrap();
-/// let err = policy.run(|| async { Err::<(), _>(std::io::Error::other("down")) }).await.unwrap_err();
+/// let err = policy.call(|| async { Err::<(), _>(std::io::Error::other("down")) }).await.unwrap_err();
 /// assert!(err.is_exhausted());
 /// assert_eq!(err.attempts(), 3);
 /// assert_eq!(err.to_string(), "gave up after 3 attempts: down");

@@ -1,11 +1,11 @@
 //! Retries with exponential backoff and jitter, attempt and time limits,
 //! transient/permanent classification and a retry budget.
 //!
-//! [`RetryPolicy`] is the plain async wrapper (`policy.run(|| async { .. })`)
+//! [`RetryPolicy`] is the plain async wrapper (`policy.call(|| async { .. })`)
 //! and the setting a pipeline stage takes. Every wait goes
 //! through `tokio::time`, so tests run it on paused time, and every wait is
 //! cancellable: drop the future, or pass a token to
-//! [`RetryPolicy::run_with`].
+//! [`RetryPolicy::call_cancellable`].
 //!
 //! # Why a budget and not only a maximum of attempts
 //! Three attempts per call triple the load on a dependency that is already
@@ -50,7 +50,7 @@ use crate::policy::breaker::CircuitOpen;
 /// let calls = AtomicU32::new(0);
 /// let policy = RetryPolicy::builder().max_attempts(3).build().unwrap();
 /// let value = policy
-///     .run(|| async {
+///     .call(|| async {
 ///         if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err("flaky") } else { Ok(42) }
 ///     })
 ///     .await
@@ -156,15 +156,15 @@ impl RetryPolicy {
     /// # Cancel safety
     /// Cancel safe: dropping the future drops the attempt in flight or the
     /// sleep; nothing else is held.
-    pub async fn run<T, E, F, Fut>(&self, op: F) -> Result<T, RetryError<E>>
+    pub async fn call<T, E, F, Fut>(&self, op: F) -> Result<T, RetryError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run_with(None, op, |_| true).await
+        self.call_cancellable(None, op, |_| true).await
     }
 
-    /// Like [`run`](Self::run), retrying only errors for which
+    /// Like [`call`](Self::call), retrying only errors for which
     /// `is_transient` returns `true`; others end the call at once with
     /// [`RetryError::is_permanent`].
     ///
@@ -172,24 +172,24 @@ impl RetryPolicy {
     /// [`RetryError`] with the attempt count and the last error.
     ///
     /// # Cancel safety
-    /// As for [`run`](Self::run).
-    pub async fn run_if<T, E, F, Fut>(&self, op: F, is_transient: impl Fn(&E) -> bool) -> Result<T, RetryError<E>>
+    /// As for [`call`](Self::call).
+    pub async fn call_if<T, E, F, Fut>(&self, op: F, is_transient: impl Fn(&E) -> bool) -> Result<T, RetryError<E>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.run_with(None, op, is_transient).await
+        self.call_cancellable(None, op, is_transient).await
     }
 
-    /// Like [`run_if`](Self::run_if); a cancelled `token` ends the wait
+    /// Like [`call_if`](Self::call_if); a cancelled `token` ends the wait
     /// between attempts with [`RetryError::is_cancelled`].
     ///
     /// # Errors
     /// [`RetryError`] with the attempt count and the last error.
     ///
     /// # Cancel safety
-    /// As for [`run`](Self::run).
-    pub async fn run_with<T, E, F, Fut>(
+    /// As for [`call`](Self::call).
+    pub async fn call_cancellable<T, E, F, Fut>(
         &self,
         token: Option<&CancellationToken>,
         mut op: F,
