@@ -125,6 +125,12 @@ impl<F: Future> Future for CatchPanic<F> {
 }
 
 /// Awaits `call`, a panic in it becoming a [`Panicked`] error.
-pub(crate) async fn guarded<T>(call: impl Future<Output = Result<T, super::BoxError>>) -> Result<T, super::BoxError> {
-    catch_panic(call).await.unwrap_or_else(|payload| Err(Box::new(Panicked::new(payload))))
+///
+/// Not an `async fn`: a policy stack wraps every call in it, and each
+/// `async` level costs a poll and a drop.
+pub(crate) fn guarded<T, Fut>(call: Fut) -> impl Future<Output = Result<T, super::BoxError>>
+where
+    Fut: Future<Output = Result<T, super::BoxError>>,
+{
+    catch_panic(call).map(|caught| caught.unwrap_or_else(|payload| Err(Box::new(Panicked::new(payload)))))
 }

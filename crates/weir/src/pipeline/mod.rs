@@ -73,6 +73,7 @@ use self::report::Counters;
 pub use self::report::{Report, StageReport};
 pub use self::run::{Control, PipelineStream};
 use self::source::SourceOut;
+#[cfg(feature = "test-util")]
 pub(crate) use self::stage::sealed;
 pub use self::stage::{DeadLetter, DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
 use self::worker::StageShared;

@@ -27,6 +27,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use crate::error::{ConfigError, TimedOut};
 
 /// Bounds how long a call may take.
@@ -71,13 +73,23 @@ impl Timeout {
         Fut: Future<Output = Result<T, E>>,
         E: From<TimedOut>,
     {
-        match self.bound(call()).await {
-            Some(result) => result,
-            None => {
-                tracing::debug!(after = ?self.after, "call timed out");
-                Err(TimedOut::new(self.after).into())
-            }
-        }
+        self.bound_call(call()).await
+    }
+
+    /// [`call`](Self::call) for a call already made, without an `async`
+    /// level of its own (a [`Stack`](crate::policy::Stack) pays for each).
+    pub(crate) fn bound_call<T, E, Fut>(&self, call: Fut) -> impl Future<Output = Result<T, E>> + use<T, E, Fut>
+    where
+        Fut: Future<Output = Result<T, E>>,
+        E: From<TimedOut>,
+    {
+        let after = self.after;
+        tokio::time::timeout(after, call).map(move |bounded| {
+            bounded.unwrap_or_else(|_| {
+                tracing::debug!(?after, "call timed out");
+                Err(TimedOut::new(after).into())
+            })
+        })
     }
 
     /// Waits for `future` at most the timeout; `None` (the future dropped)

@@ -111,11 +111,9 @@ impl Bulkhead {
             Ok(permit) => Some(permit),
             Err(_) => match inner.max_wait {
                 Some(wait) if wait.is_zero() => None,
-                Some(wait) => {
-                    let queued = Arc::clone(&inner.slots).acquire_owned();
-                    Timeout::unvalidated(wait).bound(queued).await.and_then(Result::ok)
-                }
-                None => Arc::clone(&inner.slots).acquire_owned().await.ok(),
+                // Boxed: only a full bulkhead waits, and the unboxed wait
+                // (360 bytes) would be moved with every call's future.
+                _ => Box::pin(self.queue()).await,
             },
         };
         match permit {
@@ -128,6 +126,15 @@ impl Bulkhead {
                 tracing::debug!(bulkhead = %inner.name, limit = inner.limit, "bulkhead full: call rejected");
                 Err(BulkheadFull { name: inner.name.clone(), limit: inner.limit, waited: inner.max_wait })
             }
+        }
+    }
+
+    /// Waits in the queue for a slot, at most the maximum wait.
+    async fn queue(&self) -> Option<OwnedSemaphorePermit> {
+        let queued = Arc::clone(&self.inner.slots).acquire_owned();
+        match self.inner.max_wait {
+            Some(wait) => Timeout::unvalidated(wait).bound(queued).await.and_then(Result::ok),
+            None => queued.await.ok(),
         }
     }
 

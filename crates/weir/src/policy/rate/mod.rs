@@ -113,7 +113,9 @@ impl RateLimiter {
     pub async fn acquire(&self) -> Result<(), RateLimited> {
         let wait = self.reserve()?;
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            // Boxed: only a call over the rate waits, and the unboxed sleep
+            // would be moved with every call's future.
+            Box::pin(tokio::time::sleep(wait)).await;
         }
         Ok(())
     }

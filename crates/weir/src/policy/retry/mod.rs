@@ -241,7 +241,9 @@ impl RetryPolicy {
             };
             tracing::debug!(attempt, ?delay, "retrying");
             on_retry(&error, attempt, delay);
-            if !sleep_unless_cancelled(token, delay).await {
+            // Boxed: only a failed attempt waits, and an unboxed sleep would
+            // make every call's future larger.
+            if !Box::pin(sleep_unless_cancelled(token, delay)).await {
                 return Err(RetryError::new(GiveUp::Cancelled, attempt, Some(error)));
             }
         }
