@@ -465,6 +465,35 @@ async fn the_sqlite_file_is_private_and_foreign_or_newer_files_are_refused() {
     assert!(err.to_string().contains("upgrade weir"));
 }
 
+/// A saga row that does not decode (a status this build does not know,
+/// steps that are not JSON) is an error naming the saga and the column,
+/// never a default.
+#[tokio::test]
+async fn a_corrupt_saga_row_is_an_error_naming_the_saga_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.db");
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    let engine = SagaEngine::builder(store.clone()).definition(seed_saga(&Log::default(), false)).build().unwrap();
+    let err = engine.run("order", &Order { id: 1, cents: 5000 }).await.unwrap_err();
+    let id = err.saga_id().to_owned();
+    assert!(store.saga(&id).await.unwrap().is_some());
+
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("UPDATE weir_sagas SET status = 'paused' WHERE id = ?1").bind(&id).execute(&mut conn).await.unwrap();
+    let err = store.saga(&id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&id) && err.to_string().contains("unknown status \"paused\""), "{err}");
+
+    sqlx::query("UPDATE weir_sagas SET status = 'failed', steps = 'not json' WHERE id = ?1")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let err = store.sagas(None, 10).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("saga {id}: steps")), "{err}");
+}
+
 /// Many openers of one new SQLite file at once (processes starting
 /// together) all get a migrated store: the migration runs once, under the
 /// file's write lock (before, two migrated at once and one failed with

@@ -34,6 +34,39 @@ pub(crate) fn split(writes: &[SagaWrite]) -> (Vec<&SagaRecord>, Vec<Update<'_>>)
     (inserts, updates)
 }
 
+/// One multi-row insert of new sagas, the same statement in SQLite and
+/// PostgreSQL; reports the ids it wrote (an id that exists already is
+/// left as it is).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn insert_sagas<'a, DB>(chunk: &[&'a SagaRecord]) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut sql = sqlx::QueryBuilder::<DB>::new(
+        "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
+    );
+    sql.push_values(chunk, |mut row, r| {
+        row.push_bind(r.id.clone())
+            .push_bind(r.definition.clone())
+            .push_bind(r.input.to_string())
+            .push_bind(r.status.as_str())
+            .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
+            .push_bind(r.error.clone())
+            .push_bind(r.fence)
+            .push_bind(r.lease_owner.clone())
+            .push_bind(r.lease_until)
+            .push_bind(r.created_at)
+            .push_bind(r.updated_at);
+    });
+    sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+    sql
+}
+
 /// The cursor positions of a batch, one per cursor: the last queued wins
 /// (a batch may hold several saves of one cursor), sorted by name.
 pub(crate) fn cursors(writes: &[SagaWrite]) -> Vec<(&str, &str, i64)> {

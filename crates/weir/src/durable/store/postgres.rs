@@ -5,10 +5,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, QueryBuilder};
 
-use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord, now_ms};
+use super::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
+use super::rows;
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
 use crate::policy::retry::{Jitter, RetryPolicy};
 
@@ -151,7 +152,7 @@ impl Postgres {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.query_error(e))?;
-        rows.iter().map(|r| self.decode_saga(r)).collect()
+        rows.iter().map(|r| rows::saga(&self.target, r)).collect()
     }
 
     pub(crate) async fn claim_one(
@@ -174,7 +175,7 @@ impl Postgres {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.query_error(e))?;
-        row.map(|r| self.decode_saga(&r)).transpose()
+        row.map(|r| rows::saga(&self.target, &r)).transpose()
     }
 
     pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
@@ -197,7 +198,7 @@ impl Postgres {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.query_error(e))?;
-        row.map(|r| self.decode_saga(&r)).transpose()
+        row.map(|r| rows::saga(&self.target, &r)).transpose()
     }
 
     pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
@@ -209,7 +210,7 @@ impl Postgres {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.query_error(e))?;
-        rows.iter().map(|r| self.decode_saga(r)).collect()
+        rows.iter().map(|r| rows::saga(&self.target, r)).collect()
     }
 
     pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -252,7 +253,7 @@ impl Postgres {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.query_error(e))?;
-        rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| self.query_error(e))
+        rows.iter().map(rows::dead_letter).collect::<Result<_, _>>().map_err(|e| self.query_error(e))
     }
 
     pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {
@@ -272,30 +273,6 @@ impl Postgres {
             .await
             .map_err(|e| self.query_error(e))
     }
-
-    fn decode_saga(&self, row: &PgRow) -> Result<SagaRecord, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt { target: self.target.clone(), detail };
-        let get_str = |col: &str| row.try_get::<String, _>(col).map_err(|e| corrupt(format!("column {col}: {e}")));
-        let id = get_str("id")?;
-        let status = get_str("status")?;
-        let steps: Vec<StepRecord> =
-            serde_json::from_str(&get_str("steps")?).map_err(|e| corrupt(format!("saga {id}: steps: {e}")))?;
-        let int = |col: &str| row.try_get::<Option<i64>, _>(col).map_err(|e| corrupt(format!("saga {id}: {col}: {e}")));
-        Ok(SagaRecord {
-            definition: get_str("definition")?,
-            input: serde_json::from_str(&get_str("input")?).map_err(|e| corrupt(format!("saga {id}: input: {e}")))?,
-            status: SagaStatus::parse(&status)
-                .ok_or_else(|| corrupt(format!("saga {id}: unknown status {status:?}")))?,
-            steps,
-            error: row.try_get("error").map_err(|e| corrupt(format!("saga {id}: error: {e}")))?,
-            fence: int("fence")?.unwrap_or_default(),
-            lease_owner: row.try_get("lease_owner").map_err(|e| corrupt(format!("saga {id}: lease_owner: {e}")))?,
-            lease_until: int("lease_until")?,
-            created_at: int("created_at")?.unwrap_or_default(),
-            updated_at: int("updated_at")?.unwrap_or_default(),
-            id,
-        })
-    }
 }
 
 /// Rows per statement (PostgreSQL allows 65,535 bound values).
@@ -307,23 +284,7 @@ async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Ve
     let (inserts, updates) = super::batch::split(writes);
     let mut done = std::collections::HashSet::new();
     for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = QueryBuilder::<sqlx::Postgres>::new(
-            "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
-        );
-        sql.push_values(chunk, |mut row, r| {
-            row.push_bind(r.id.clone())
-                .push_bind(r.definition.clone())
-                .push_bind(r.input.to_string())
-                .push_bind(r.status.as_str())
-                .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
-                .push_bind(r.error.clone())
-                .push_bind(r.fence)
-                .push_bind(r.lease_owner.clone())
-                .push_bind(r.lease_until)
-                .push_bind(r.created_at)
-                .push_bind(r.updated_at);
-        });
-        sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let mut sql = super::batch::insert_sagas::<sqlx::Postgres>(chunk);
         done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     }
     for chunk in updates.chunks(ROWS_PER_STATEMENT) {
@@ -363,22 +324,6 @@ async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Ve
         .await?;
     }
     Ok(super::batch::results(writes, &done))
-}
-
-fn decode_dead_letter(row: &PgRow) -> Result<DeadLetterRow, sqlx::Error> {
-    Ok(DeadLetterRow {
-        id: row.try_get("id")?,
-        queue: row.try_get("queue")?,
-        item: row.try_get("item")?,
-        error_chain: row.try_get("error_chain")?,
-        stage: row.try_get("stage")?,
-        item_index: row.try_get("item_index")?,
-        key: row.try_get("item_key")?,
-        tenant: row.try_get("tenant")?,
-        attempts: i64::from(row.try_get::<i32, _>("attempts")?),
-        first_failure: row.try_get("first_failure")?,
-        last_failure: row.try_get("last_failure")?,
-    })
 }
 
 /// A connection error's text with the URL's password removed, in case the

@@ -9,12 +9,13 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Row};
+use sqlx::{ConnectOptions, Connection, QueryBuilder};
 
 use crate::error::find;
 use crate::policy::retry::RetryPolicy;
 
-use super::record::{SagaRecord, SagaStatus, SagaWrite, StepRecord};
+use super::record::{SagaRecord, SagaStatus, SagaWrite};
+use super::rows;
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
 
 /// The newest schema version this build knows.
@@ -165,7 +166,7 @@ impl Sqlite {
         .fetch_all(&self.readers)
         .await
         .map_err(|e| query_error(&self.target, e))?;
-        rows.iter().map(|r| decode_saga(&self.target, r)).collect()
+        rows.iter().map(|r| rows::saga(&self.target, r)).collect()
     }
 
     pub(crate) async fn claim_one(
@@ -188,7 +189,7 @@ impl Sqlite {
         .fetch_optional(&self.readers)
         .await
         .map_err(|e| query_error(&self.target, e))?;
-        row.map(|r| decode_saga(&self.target, &r)).transpose()
+        row.map(|r| rows::saga(&self.target, &r)).transpose()
     }
 
     pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
@@ -212,7 +213,7 @@ impl Sqlite {
             .fetch_optional(&self.readers)
             .await
             .map_err(|e| query_error(&self.target, e))?;
-        row.map(|r| decode_saga(&self.target, &r)).transpose()
+        row.map(|r| rows::saga(&self.target, &r)).transpose()
     }
 
     pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
@@ -223,7 +224,7 @@ impl Sqlite {
                 .fetch_all(&self.readers)
                 .await
                 .map_err(|e| query_error(&self.target, e))?;
-        rows.iter().map(|r| decode_saga(&self.target, r)).collect()
+        rows.iter().map(|r| rows::saga(&self.target, r)).collect()
     }
 
     pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -266,7 +267,7 @@ impl Sqlite {
             .fetch_all(&self.readers)
             .await
             .map_err(|e| query_error(&self.target, e))?;
-        rows.iter().map(decode_dead_letter).collect::<Result<_, _>>().map_err(|e| query_error(&self.target, e))
+        rows.iter().map(rows::dead_letter).collect::<Result<_, _>>().map_err(|e| query_error(&self.target, e))
     }
 
     /// Deletes the listed dead letters.
@@ -298,23 +299,7 @@ async fn apply_batch(conn: &mut SqliteConnection, writes: &[SagaWrite]) -> Resul
     let (inserts, updates) = super::batch::split(writes);
     let mut done = std::collections::HashSet::new();
     for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, created_at, updated_at) ",
-        );
-        sql.push_values(chunk, |mut row, r| {
-            row.push_bind(r.id.clone())
-                .push_bind(r.definition.clone())
-                .push_bind(r.input.to_string())
-                .push_bind(r.status.as_str())
-                .push_bind(serde_json::to_string(&r.steps).expect("step records serialize"))
-                .push_bind(r.error.clone())
-                .push_bind(r.fence)
-                .push_bind(r.lease_owner.clone())
-                .push_bind(r.lease_until)
-                .push_bind(r.created_at)
-                .push_bind(r.updated_at);
-        });
-        sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        let mut sql = super::batch::insert_sagas::<sqlx::Sqlite>(chunk);
         done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     }
     let now = super::record::now_ms();
@@ -348,44 +333,6 @@ async fn apply_batch(conn: &mut SqliteConnection, writes: &[SagaWrite]) -> Resul
         .await?;
     }
     Ok(super::batch::results(writes, &done))
-}
-
-fn decode_saga(target: &str, row: &sqlx::sqlite::SqliteRow) -> Result<SagaRecord, StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt { target: target.to_owned(), detail };
-    let get_str = |col: &str| row.try_get::<String, _>(col).map_err(|e| corrupt(format!("column {col}: {e}")));
-    let id = get_str("id")?;
-    let status = get_str("status")?;
-    let steps: Vec<StepRecord> =
-        serde_json::from_str(&get_str("steps")?).map_err(|e| corrupt(format!("saga {id}: steps: {e}")))?;
-    Ok(SagaRecord {
-        definition: get_str("definition")?,
-        input: serde_json::from_str(&get_str("input")?).map_err(|e| corrupt(format!("saga {id}: input: {e}")))?,
-        status: SagaStatus::parse(&status).ok_or_else(|| corrupt(format!("saga {id}: unknown status {status:?}")))?,
-        steps,
-        error: row.try_get("error").map_err(|e| corrupt(format!("saga {id}: error: {e}")))?,
-        fence: row.try_get("fence").map_err(|e| corrupt(format!("saga {id}: fence: {e}")))?,
-        lease_owner: row.try_get("lease_owner").map_err(|e| corrupt(format!("saga {id}: lease_owner: {e}")))?,
-        lease_until: row.try_get("lease_until").map_err(|e| corrupt(format!("saga {id}: lease_until: {e}")))?,
-        created_at: row.try_get("created_at").map_err(|e| corrupt(format!("saga {id}: created_at: {e}")))?,
-        updated_at: row.try_get("updated_at").map_err(|e| corrupt(format!("saga {id}: updated_at: {e}")))?,
-        id,
-    })
-}
-
-fn decode_dead_letter(row: &sqlx::sqlite::SqliteRow) -> Result<DeadLetterRow, sqlx::Error> {
-    Ok(DeadLetterRow {
-        id: row.try_get("id")?,
-        queue: row.try_get("queue")?,
-        item: row.try_get("item")?,
-        error_chain: row.try_get("error_chain")?,
-        stage: row.try_get("stage")?,
-        item_index: row.try_get("item_index")?,
-        key: row.try_get("item_key")?,
-        tenant: row.try_get("tenant")?,
-        attempts: row.try_get("attempts")?,
-        first_failure: row.try_get("first_failure")?,
-        last_failure: row.try_get("last_failure")?,
-    })
 }
 
 /// Creates the database file readable and writable by its owner only
