@@ -149,7 +149,7 @@ where
                 .policies
                 .drive(tenant.unwrap_or_default(), &call, |error| self.is_transient(error), on_retry)
                 .await
-                .map_err(|e| e.into_last().expect("a failed attempt keeps its error"));
+                .map_err(|e| e.into_attempted());
             tally.retries += u64::from(retries);
             (result, retries + 1, kept.into_inner().unwrap_or_else(|p| p.into_inner()))
         };

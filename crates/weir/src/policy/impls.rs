@@ -22,7 +22,7 @@ impl Policy for RetryPolicy {
     {
         self.drive(None, |_| op(), |error: &BoxError| is_transient(&**error), |_, _, _| {})
             .await
-            .map_err(|e| e.into_last().expect("a failed attempt keeps its error"))
+            .map_err(|e| e.into_attempted())
     }
 }
 

@@ -112,9 +112,7 @@ impl Stack {
             return guarded(async { op().await }).await;
         }
         let op = |_| op();
-        self.drive(key, &op, |error| is_transient(&**error), |_, _, _| {})
-            .await
-            .map_err(|e| e.into_last().expect("a failed attempt keeps its error"))
+        self.drive(key, &op, |error| is_transient(&**error), |_, _, _| {}).await.map_err(RetryError::into_attempted)
     }
 
     /// The stack's one pass for weir's own callers (pipeline stages):

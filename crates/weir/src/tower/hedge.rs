@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::retry::call_ready;
+use super::copies::Copies;
 use crate::error::BoxError;
 use crate::policy::hedge::Hedge;
 use crate::policy::impls::one_error;
@@ -62,11 +62,10 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let spare = self.inner.clone();
-        let mut ready = Some(std::mem::replace(&mut self.inner, spare.clone()));
+        let mut copies = Copies::new(&mut self.inner, request);
         let hedge = self.hedge.clone();
         Box::pin(async move {
-            let copy = move |_| call_ready(ready.take(), spare.clone(), request.clone());
+            let copy = move |_| copies.call();
             hedge.call(copy).await.map_err(one_error)
         })
     }

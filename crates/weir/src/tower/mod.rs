@@ -42,6 +42,7 @@
 
 mod breaker;
 mod bulkhead;
+mod copies;
 mod hedge;
 mod rate;
 mod retry;

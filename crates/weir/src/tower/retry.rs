@@ -2,10 +2,11 @@
 
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, poll_fn};
+use futures_util::future::BoxFuture;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::copies::Copies;
 use crate::error::BoxError;
 use crate::policy::retry::{RetryPolicy, is_transient};
 
@@ -61,34 +62,12 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let spare = self.inner.clone();
-        let mut ready = Some(std::mem::replace(&mut self.inner, spare.clone()));
+        let mut copies = Copies::new(&mut self.inner, request);
         let policy = self.policy.clone();
         Box::pin(async move {
-            let attempt = move |_| {
-                let (request, ready, spare) = (request.clone(), ready.take(), spare.clone());
-                async move { call_ready(ready, spare, request).await }
-            };
+            let attempt = move |_| copies.call();
             let retried = policy.drive(None, attempt, |error: &BoxError| is_transient(&**error), |_, _, _| {});
-            retried.await.map_err(|e| e.into_last().expect("a failed attempt keeps its error"))
+            retried.await.map_err(|e| e.into_attempted())
         })
     }
-}
-
-/// Calls `ready` (a service already made ready), or else `spare` once it is
-/// ready.
-pub(super) async fn call_ready<S, R>(ready: Option<S>, spare: S, request: R) -> Result<S::Response, BoxError>
-where
-    S: Service<R>,
-    S::Error: Into<BoxError>,
-{
-    let mut service = match ready {
-        Some(service) => service,
-        None => {
-            let mut service = spare;
-            poll_fn(|cx| service.poll_ready(cx)).await.map_err(Into::into)?;
-            service
-        }
-    };
-    service.call(request).await.map_err(Into::into)
 }

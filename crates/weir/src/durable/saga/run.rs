@@ -199,8 +199,7 @@ impl Driver<'_> {
         let attempt = |attempt| call(attempt).map_err(StepError::into_box_error);
         let retryable = |error: &BoxError| !StepError::is_terminal_box_error(error) && is_transient(&**error);
         let result = policies.drive(key, &attempt, retryable, |_, _, _| retries += 1).await;
-        let result =
-            result.map_err(|e| StepError::from_box_error(e.into_last().expect("a failed attempt keeps its error")));
+        let result = result.map_err(|e| StepError::from_box_error(e.into_attempted()));
         (result, retries + 1)
     }
 }

@@ -49,7 +49,7 @@ impl Postgres {
             tracing::warn!(database = %target, error = %redact(&target, url, e), ?delay, "database unreachable; retrying");
         };
         let pool = unreachable.drive(None, connect, is_transient, warn).await.map_err(|e| {
-            let e = e.into_last().expect("a failed attempt keeps its error");
+            let e = e.into_attempted();
             StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() }
         })?;
         let store = Self { target, pool, options };

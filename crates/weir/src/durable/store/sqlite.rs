@@ -49,7 +49,7 @@ impl Sqlite {
             .build()
             .expect("valid");
         let open = || Self::connect_and_migrate(target.clone(), options.clone());
-        busy.call_if(open, is_busy).await.map_err(|e| e.into_last().expect("an attempt ran"))
+        busy.call_if(open, is_busy).await.map_err(|e| e.into_attempted())
     }
 
     async fn connect_and_migrate(target: String, options: SqliteConnectOptions) -> Result<Self, StoreError> {

@@ -81,6 +81,12 @@ impl<E> RetryError<E> {
     pub fn into_last(self) -> Option<E> {
         self.last
     }
+
+    /// The last error of a pass that made an attempt: every pass does but
+    /// one cancelled before its first attempt.
+    pub(crate) fn into_attempted(self) -> E {
+        self.last.expect("a failed attempt keeps its error")
+    }
 }
 
 impl<E: fmt::Debug> fmt::Debug for RetryError<E> {
