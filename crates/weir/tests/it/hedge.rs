@@ -105,6 +105,33 @@ async fn the_budget_caps_hedges_at_a_share_of_calls() {
     assert!(m.denied >= 980 - 20, "{m:?}");
 }
 
+/// The documented bound, hedges ≤ reserve + share × calls, holds on short
+/// runs too; with a reserve of 0 the share is strict (before, a reserve of
+/// 10 was fixed, so 20 slow calls at 5 % could hedge 10 times: 50 %).
+#[tokio::test(start_paused = true)]
+async fn hedges_stay_within_the_reserve_plus_the_share_on_short_runs() {
+    async fn hedges(hedge: &Hedge, calls: u64) -> u64 {
+        for _ in 0..calls {
+            hedge
+                .call(|_| async {
+                    sleep(ms(5)).await;
+                    Ok::<_, BoxError>(())
+                })
+                .await
+                .unwrap();
+        }
+        hedge.metrics().hedges
+    }
+    let strict = Hedge::builder().delay(HedgeDelay::Fixed(ms(1))).reserve(0).build().unwrap();
+    assert_eq!(hedges(&strict, 19).await, 0, "5 % of 19 calls is less than one hedge");
+    assert_eq!(hedges(&strict, 1).await, 1, "the 20th call buys one");
+    assert_eq!(hedges(&strict, 80).await, 5, "5 % of 100 calls");
+
+    let default = Hedge::builder().delay(HedgeDelay::Fixed(ms(1))).build().unwrap();
+    let n = hedges(&default, 20).await;
+    assert_eq!(n, 11, "the reserve of 10 plus 5 % of 20 calls");
+}
+
 /// "The Tail at Scale": a service whose replicas answer in 10–15 ms, but
 /// 1 % of the time in 1 s. Hedging after the observed p95 cuts p99.9 by
 /// far more than 10× for at most 5 % extra requests.

@@ -12,8 +12,11 @@
 //! - **Delay**: the next attempt starts when the previous ones have taken a
 //!   fixed delay, or the observed p95 (any percentile) of successful
 //!   attempts; an attempt that fails starts the next at once.
-//! - Extra attempts are drawn from a budget: at most a share of calls
-//!   (default 5 %) is hedged, so a slow dependency never sees a storm.
+//! - Extra attempts are drawn from a budget, so a slow dependency never
+//!   sees a storm: over any run, hedges ≤ reserve + share × calls (by
+//!   default 10 + 5 % of calls; the reserve lets a client that has made
+//!   few calls hedge at all, [`HedgeBuilder::reserve`]`(0)` makes the share
+//!   strict).
 //! - Losers are dropped as soon as one attempt succeeds: their work stops
 //!   at its next `.await`. If every attempt fails, the error holds every
 //!   attempt's error, each tagged with its attempt.
@@ -198,7 +201,7 @@ impl Hedge {
 /// # Defaults
 /// - 2 attempts in all;
 /// - [`HedgeDelay::Percentile`] at p95 with a 50 ms fallback;
-/// - at most 5 % of calls hedged (with a reserve of 10 hedges);
+/// - hedges ≤ 10 + 5 % of calls (a reserve of 10, a share of 5 %);
 /// - named `"hedge"`.
 #[derive(Debug, Clone)]
 pub struct HedgeBuilder {
@@ -206,6 +209,7 @@ pub struct HedgeBuilder {
     delay: HedgeDelay,
     max_attempts: u32,
     max_extra_load: f64,
+    reserve: u32,
 }
 
 impl Default for HedgeBuilder {
@@ -215,6 +219,7 @@ impl Default for HedgeBuilder {
             delay: HedgeDelay::Percentile { percentile: 0.95, fallback: Duration::from_millis(50) },
             max_attempts: 2,
             max_extra_load: 0.05,
+            reserve: 10,
         }
     }
 }
@@ -238,9 +243,18 @@ impl HedgeBuilder {
         self
     }
 
-    /// Hedged attempts stay under this share of calls (0.05 = 5 %).
+    /// Hedged attempts stay under this share of calls (0.05 = 5 %), on
+    /// top of the [reserve](Self::reserve).
     pub fn max_extra_load(mut self, share: f64) -> Self {
         self.max_extra_load = share;
+        self
+    }
+
+    /// Hedges allowed beyond the share, so a client that has made few
+    /// calls can hedge at all; 0 makes the share strict (the first hedge
+    /// then waits for `1 / share` calls).
+    pub fn reserve(mut self, hedges: u32) -> Self {
+        self.reserve = hedges;
         self
     }
 
@@ -274,7 +288,7 @@ impl HedgeBuilder {
                 name: self.name,
                 delay: self.delay,
                 max_attempts: self.max_attempts,
-                budget: RetryBudget::new(self.max_extra_load, 10),
+                budget: RetryBudget::new(self.max_extra_load, self.reserve),
                 latencies,
                 calls: AtomicU64::new(0),
                 hedges: AtomicU64::new(0),

@@ -11,7 +11,9 @@ pub enum Jitter {
     #[default]
     Full,
     /// A uniform draw in `[initial, 3 × previous delay]`, capped
-    /// ("decorrelated jitter").
+    /// ("decorrelated jitter", Marc Brooker's formula); the first retry
+    /// counts the initial delay as the previous one, so it draws from
+    /// `[initial, 3 × initial]`.
     Decorrelated,
 }
 
@@ -49,8 +51,10 @@ impl Backoff {
             Jitter::None => self.ceiling(retry),
             Jitter::Full => self.ceiling(retry).mul_f64(rng.f64()),
             Jitter::Decorrelated => {
+                // The first retry has no previous delay: Brooker's formula
+                // starts from the base, so its draw spans [base, 3 base].
                 let low = self.initial.as_secs_f64();
-                let high = (previous.as_secs_f64() * 3.0).max(low);
+                let high = previous.max(self.initial).as_secs_f64() * 3.0;
                 Duration::from_secs_f64(low + (high - low) * rng.f64()).min(self.max)
             }
         }
@@ -81,6 +85,23 @@ mod tests {
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
     }
 
+    /// Before, the first retry (no previous delay) always waited exactly
+    /// the initial delay: every client retried in lockstep.
+    #[test]
+    fn decorrelated_jitter_spreads_the_first_retry_over_one_to_three_initial_delays() {
+        let b = backoff(Jitter::Decorrelated, 100, 60_000, 2.0);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let draws: Vec<f64> =
+            (0..10_000).map(|_| b.delay(1, Duration::ZERO, &mut rng).as_secs_f64() * 1000.0).collect();
+        let (min, max) = draws.iter().fold((f64::MAX, 0f64), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((100.0..105.0).contains(&min), "min {min}");
+        assert!(max > 295.0 && max <= 300.0, "max {max}");
+        assert!((mean - 200.0).abs() < 5.0, "mean {mean}: a uniform draw in [100, 300] ms averages 200");
+        let below_200 = draws.iter().filter(|&&d| d < 200.0).count();
+        assert!((4_700..=5_300).contains(&below_200), "{below_200} of 10,000 below the middle");
+    }
+
     proptest! {
         #[test]
         fn full_jitter_stays_within_zero_and_the_capped_ceiling(
@@ -102,7 +123,7 @@ mod tests {
             let d = b.delay(3, Duration::from_millis(previous_ms), &mut rng);
             prop_assert!(d <= Duration::from_millis(max_ms));
             prop_assert!(d >= Duration::from_millis(initial_ms).min(Duration::from_millis(max_ms)));
-            prop_assert!(d <= Duration::from_millis((previous_ms * 3).max(initial_ms)) + Duration::from_nanos(1));
+            prop_assert!(d <= Duration::from_millis(previous_ms.max(initial_ms) * 3) + Duration::from_nanos(1));
         }
 
         #[test]
