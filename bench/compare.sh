@@ -1,58 +1,127 @@
 #!/usr/bin/env bash
 # Runs Go's side of the benchmarks and weir's benches in one session, so the
 # figures compare like with like, and prints the ratios the project's bars
-# are stated in. Installs Go 1.19 and golang.org/x/sync from Debian if
-# missing. Takes about 10 minutes on the 2-core reference machine.
+# are stated in.
+#
+#   bash bench/compare.sh                 # this tree against Go and peers
+#   bash bench/compare.sh --before REV    # and REV's own benches, same session
+#
+# With --before, REV is checked out in a temporary git worktree and its own
+# benches run (they use REV's API), built in a target directory of their
+# own; the table gains a "before" column and the change in percent. A row
+# REV has no bench for shows "-".
+#
+# Installs Go and golang.org/x/sync from Debian if missing. Takes about 10
+# minutes on the 2-core reference machine, 25 with --before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+before=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --before) before="${2:?--before needs a git revision, e.g. --before HEAD~5}"; shift 2 ;;
+    *) echo "compare.sh: unknown argument '$1' (use --before REV)" >&2; exit 2 ;;
+  esac
+done
 if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/golang.org/x/sync ]; then
   apt-get update -qq && apt-get install -y -qq golang-go golang-golang-x-sync-dev >/dev/null
 fi
 out=$(mktemp -d)
 GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$out/go-bench" bench/go/main.go
 fast=(--warm-up-time 1 --measurement-time 3 --output-format bencher)
+
+# weir_benches TAG: runs the benches of the tree in the current directory
+# into $out/TAG-*.txt.
+weir_benches() {
+  local tag=$1
+  for bench in group pipeline breaker; do
+    echo "== weir ($tag): $bench"
+    cargo bench -q -p weir --bench "$bench" -- "${fast[@]}" 2>/dev/null | grep -E '^test|allocations' | tee "$out/$tag-$bench.txt"
+  done
+  echo "== weir ($tag): policies"
+  cargo bench -q -p weir --bench policies -- policy_call "${fast[@]}" 2>/dev/null | grep '^test' | tee "$out/$tag-policies.txt"
+  echo "== weir ($tag): latency"
+  cargo bench -q -p weir --bench latency 2>/dev/null | tee "$out/$tag-latency.txt"
+}
+
 echo "== Go (first run)"; "$out/go-bench" 15 | tee "$out/go1.txt"
-echo "== weir: group";    cargo bench -q -p weir --bench group -- "${fast[@]}" 2>/dev/null | grep '^test' | tee "$out/group.txt"
-echo "== weir: pipeline"; cargo bench -q -p weir --bench pipeline -- "${fast[@]}" 2>/dev/null | grep '^test' | tee "$out/pipeline.txt"
-echo "== weir: breaker";  cargo bench -q -p weir --bench breaker -- "${fast[@]}" 2>/dev/null | grep -E '^test|allocations' | tee "$out/breaker.txt"
-echo "== weir: latency";  cargo bench -q -p weir --bench latency 2>/dev/null | tee "$out/latency.txt"
+weir_benches after
+if [ -n "$before" ]; then
+  git worktree add --detach -q "$out/before-tree" "$before"
+  trap 'git worktree remove --force "$out/before-tree" >/dev/null 2>&1 || true' EXIT
+  (cd "$out/before-tree" && CARGO_TARGET_DIR="$out/before-target" weir_benches before)
+fi
 echo "== Go (second run, to see drift)"; "$out/go-bench" 15 | tee "$out/go2.txt"
-python3 - "$out" <<'PY'
-import re, sys, statistics
-d = sys.argv[1]
-def bencher(name):
-    out = {}
-    for line in open(f"{d}/{name}.txt"):
-        m = re.match(r"test (\S+) \.\.\. bench:\s+([\d,]+) ns/iter", line)
-        if m: out[m.group(1)] = int(m.group(2).replace(",", ""))
-    return out
+python3 - "$out" "$before" <<'PY'
+import os, re, sys, statistics
+d, before = sys.argv[1], sys.argv[2]
+def read(tag, name):
+    path = f"{d}/{tag}-{name}.txt"
+    return open(path).read() if os.path.exists(path) else ""
+def bencher(tag, name):
+    return {m.group(1): int(m.group(2).replace(",", ""))
+            for m in re.finditer(r"test (\S+) \.\.\. bench:\s+([\d,]+) ns/iter", read(tag, name))}
 def go(pattern):
-    vals = []
-    for f in ("go1", "go2"):
-        for line in open(f"{d}/{f}.txt"):
-            m = re.search(pattern, line)
-            if m: vals.append(float(m.group(1)))
+    vals = [float(m.group(1)) for f in ("go1", "go2") for line in open(f"{d}/{f}.txt") for m in [re.search(pattern, line)] if m]
     return statistics.mean(vals)
 def dur(s):
     n, unit = re.match(r"([\d.]+)(\D+)", s).groups()
     return float(n) * {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-g, p, b = bencher("group"), bencher("pipeline"), bencher("breaker")
-lat = {m.group(1): (dur(m.group(2)), dur(m.group(3))) for m in re.finditer(r"cancel latency, (.+?): p50 (\S+) p99 (\S+)", open(f"{d}/latency.txt").read())}
-rows = []
+def figures(tag):
+    """Each figure of the bars, as this tag's benches measured it (None: no such bench)."""
+    g, p, b, pol = bencher(tag, "group"), bencher(tag, "pipeline"), bencher(tag, "breaker"), bencher(tag, "policies")
+    lat = {m.group(1): dur(m.group(3)) for m in re.finditer(r"cancel latency, (.+?): p50 (\S+) p99 (\S+)", read(tag, "latency"))}
+    per = lambda table, key, scale: table[key] / scale if key in table else None
+    f = {
+        "unl": per(g, "spawn_wait/weir_group/unlimited", 200_000),
+        "lim": per(g, "spawn_wait/weir_group/limit_8", 200_000),
+        "p64": 2.0e6 / (p["pipeline_3_stages_2M/weir/64"] / 1e9) / 1e6 if "pipeline_3_stages_2M/weir/64" in p else None,
+        "cancel": lat.get("weir Group"),
+        "b1": b.get("breaker_closed_success/weir/1_thread"),
+        "b2": b.get("breaker_closed_success/weir/2_threads"),
+        "rec1": b.get("breaker_closed_success/recloser/1_thread"),
+        "rec2": b.get("breaker_closed_success/recloser/2_threads"),
+        "stack": pol.get("policy_call/weir_stack_retry_breaker_timeout"),
+        "three": sum(pol[k] for k in ("policy_call/weir_retry_success", "policy_call/weir_breaker_closed", "policy_call/weir_timeout"))
+                 if all(k in pol for k in ("policy_call/weir_retry_success", "policy_call/weir_breaker_closed", "policy_call/weir_timeout")) else None,
+        "allocs": next((float(m.group(1)) for m in re.finditer(r"allocations per call, weir: ([\d.]+)", read(tag, "breaker"))), None),
+    }
+    for k in ("retry_success", "timeout", "bulkhead", "hedge_not_fired", "stack_empty"):
+        f[k] = pol.get(f"policy_call/weir_{k}")
+    return f
+a = figures("after")
+z = figures("before") if before else {}
 go_unl, go_lim = go(r"unlimited: (\d+) ns"), go(r"limit 8: (\d+) ns")
-w_unl, w_lim = g["spawn_wait/weir_group/unlimited"] / 200_000, g["spawn_wait/weir_group/limit_8"] / 200_000
-rows.append(("spawn+wait ns/task, no limit", w_unl, go_unl, "Go errgroup", w_unl / go_unl, "<= 1.0"))
-rows.append(("spawn+wait ns/task, limit 8", w_lim, go_lim, "Go SetLimit(8)", w_lim / go_lim, "<= 1.0"))
 go_p64 = go(r"cap 64: ([\d.]+) M")
-w_p64 = 2.0e6 / (p["pipeline_3_stages_2M/weir/64"] / 1e9) / 1e6
-rows.append(("pipeline M items/s, cap 64", w_p64, go_p64, "Go channels", w_p64 / go_p64, ">= 1.5"))
 go_p99 = statistics.mean([dur(m) for f in ("go1", "go2") for m in re.findall(r"p99 (\S+)", open(f"{d}/{f}.txt").read())])
-rows.append(("cancel p99 ms, 10k blocked", lat["weir Group"][1], go_p99, "Go errgroup", lat["weir Group"][1] / go_p99, "<= 0.5"))
-rec1, rec2 = b["breaker_closed_success/recloser/1_thread"], b["breaker_closed_success/recloser/2_threads"]
-w1, w2 = b["breaker_closed_success/weir/1_thread"], b["breaker_closed_success/weir/2_threads"]
-rows.append(("breaker ns/call, 1 thread", w1, rec1, "recloser", w1 / rec1, "<= 1.0"))
-rows.append(("breaker ns/call, 2 threads", w2, rec2, "recloser", w2 / rec2, "<= 18 ns"))
-print(f"\n{'figure':<32} {'weir':>10} {'peer':>10}  {'peer name':<16} {'ratio':>7}  bar")
-for name, w, peer, pname, ratio, bar in rows:
-    print(f"{name:<32} {w:>10.2f} {peer:>10.2f}  {pname:<16} {ratio:>7.2f}  {bar}")
+ratio = lambda x, y: x / y if x is not None and y else None
+rows = [
+    # name, key, peer value, peer name, bar, higher is better
+    ("spawn+wait ns/task, no limit", "unl", go_unl, "Go errgroup", "<= 0.75x", False),
+    ("spawn+wait ns/task, limit 8", "lim", go_lim, "Go SetLimit(8)", "<= 0.75x", False),
+    ("pipeline M items/s, cap 64", "p64", go_p64, "Go channels", ">= 2.4x", True),
+    ("cancel p99 ms, 10k blocked", "cancel", go_p99, "Go errgroup", "<= 0.5x", False),
+    ("breaker ns/call, 1 thread", "b1", a["rec1"], "recloser", "<= 10 ns", False),
+    ("breaker ns/call, 2 threads", "b2", a["rec2"], "recloser", "<= 18 ns", False),
+    ("stack retry+breaker+timeout ns", "stack", a["three"], "the 3 alone", "<= 1.2x", False),
+    ("retry ns/call (success)", "retry_success", None, "", "", False),
+    ("timeout ns/call", "timeout", None, "", "", False),
+    ("bulkhead ns/call", "bulkhead", None, "", "", False),
+    ("hedge ns/call (not fired)", "hedge_not_fired", None, "", "", False),
+    ("empty stack ns/call", "stack_empty", None, "", "", False),
+]
+fmt = lambda v: f"{v:10.2f}" if v is not None else f"{'-':>10}"
+head = f"\n{'figure':<32} {'weir':>10} {'peer':>10}  {'peer name':<14} {'ratio':>7}  {'bar':<9}"
+print(head + (f" {'before':>10} {'change':>8}" if before else ""))
+for name, key, peer, pname, bar, higher in rows:
+    w = a[key]
+    r = ratio(w, peer)
+    line = f"{name:<32} {fmt(w)} {fmt(peer)}  {pname:<14} {(f'{r:7.2f}' if r else '      -')}  {bar:<9}"
+    if before:
+        b = z.get(key)
+        change = f"{(w / b - 1) * 100:+7.1f}%" if w is not None and b else f"{'-':>8}"
+        line += f" {fmt(b)} {change}"
+    print(line)
+print(f"\nbreaker allocations per call: {a['allocs']}" + (f" (before: {z.get('allocs')})" if before else ""))
+if before:
+    print(f"before = {before}; a change is weir's own figure, after / before - 1 (lower is better but for M items/s)")
 PY

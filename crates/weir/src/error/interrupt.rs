@@ -106,6 +106,10 @@ pub struct DeadlineExceeded {
 }
 
 impl DeadlineExceeded {
+    pub(crate) fn new(after: Option<Duration>) -> Self {
+        Self { after }
+    }
+
     /// The configured timeout, when the deadline was given as one.
     pub fn after(&self) -> Option<Duration> {
         self.after

@@ -146,16 +146,15 @@ impl<E> GroupBuilder<E> {
         if self.workers == Some(0) {
             return Err(ConfigError::new("group workers", 0, "no worker would poll the tasks; use at least 1"));
         }
-        let has_parent = self.parent.is_some();
-        let token = self.parent.map(|p| p.child_token()).unwrap_or_default();
+        let token = self.parent.as_ref().map(CancellationToken::child_token).unwrap_or_default();
         Ok(Settings {
             token,
+            parent: self.parent,
             mode,
             on_panic: self.on_panic,
             on_cancel: self.on_cancel,
             limit: self.limit,
             timeout: self.timeout,
-            has_parent,
         })
     }
 }

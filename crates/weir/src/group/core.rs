@@ -1,14 +1,16 @@
 //! State shared by a group's handle, its workers and its tasks.
 
-use std::sync::Mutex;
+use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{CancelReason, Cancelled, Errors, Origin, Panicked, TaskId};
+use super::cause::{CancelCause, CauseCell};
+use crate::error::{CancelReason, Cancelled, DeadlineExceeded, Errors, Origin, Panicked, TaskId};
 
 /// What a group does with a task's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub enum OnCancel {
 
 pub(crate) struct Core<E> {
     pub(crate) token: CancellationToken,
+    /// Why the group was cancelled, shared with its tasks.
+    pub(crate) cause: Arc<CauseCell>,
     pub(crate) mode: Mode,
     pub(crate) on_panic: OnPanic,
     pub(crate) on_cancel: OnCancel,
@@ -88,24 +92,26 @@ struct Outcome<E> {
 
 pub(crate) struct Settings {
     pub(crate) token: CancellationToken,
+    pub(crate) parent: Option<CancellationToken>,
     pub(crate) mode: Mode,
     pub(crate) on_panic: OnPanic,
     pub(crate) on_cancel: OnCancel,
     pub(crate) limit: Option<usize>,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) has_parent: bool,
 }
 
 impl<E> Core<E> {
     pub(crate) fn new(settings: Settings) -> Self {
+        let has_parent = settings.parent.is_some();
         Self {
+            cause: CauseCell::new(settings.token.clone(), settings.parent),
             token: settings.token,
             mode: settings.mode,
             on_panic: settings.on_panic,
             on_cancel: settings.on_cancel,
             permits: settings.limit.map(Semaphore::new),
             timeout: settings.timeout,
-            has_parent: settings.has_parent,
+            has_parent,
             stopped: AtomicBool::new(false),
             deadline_passed: AtomicBool::new(false),
             finished: Padded(AtomicU64::new(0)),
@@ -123,12 +129,14 @@ impl<E> Core<E> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
     }
 
-    /// Stops the group: no new task starts, the token is cancelled and, in
-    /// abort mode, running tasks are dropped.
-    pub(crate) fn stop(&self, reason: CancelReason) {
-        if reason == CancelReason::Deadline {
+    /// Stops the group: no new task starts, the token is cancelled (with
+    /// `cause`, unless one came first) and, in abort mode, running tasks
+    /// are dropped.
+    pub(crate) fn stop(&self, cause: CancelCause) {
+        if matches!(cause, CancelCause::Deadline(_)) {
             self.deadline_passed.store(true, Ordering::Release);
         }
+        self.cause.record(cause);
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -147,7 +155,7 @@ impl<E> Core<E> {
     /// Records the end of a task that ran.
     pub(crate) fn finish(&self, task: impl FnOnce() -> TaskId, result: TaskResult<E>)
     where
-        E: From<Panicked>,
+        E: From<Panicked> + Display,
     {
         self.end_one();
         match result {
@@ -161,10 +169,27 @@ impl<E> Core<E> {
                     OnPanic::Capture => {
                         self.keep_error(|| task, E::from(panic));
                     }
-                    OnPanic::Resume => self.keep_panic(panic),
+                    OnPanic::Resume => self.keep_panic(task, panic),
                 }
             }
         }
+    }
+
+    /// Stops the group because its deadline passed.
+    pub(crate) fn stop_at_deadline(&self) {
+        self.stop(CancelCause::Deadline(DeadlineExceeded::new(self.timeout)));
+    }
+
+    /// Stops the group because its token was cancelled from outside.
+    pub(crate) fn cancelled_outside(&self) {
+        self.stop(self.cause.outside());
+    }
+
+    /// The group's work is over: its token is cancelled, with
+    /// [`CancelCause::Finished`] unless another cause came first.
+    pub(crate) fn finished(&self) {
+        self.cause.record(CancelCause::Finished);
+        self.token.cancel();
     }
 
     /// Records a task that was dropped unstarted because the group had
@@ -178,25 +203,32 @@ impl<E> Core<E> {
         self.finished.0.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn release_slot(&self) {
+    pub(crate) fn release_slot(&self) {
         if let Some(permits) = &self.permits {
             permits.add_permits(1);
         }
     }
 
-    fn keep_panic(&self, panic: Panicked) {
+    fn keep_panic(&self, task: TaskId, panic: Panicked) {
+        let message = Arc::from(format!("panicked: {}", panic.message()));
         self.lock_outcome().panic.get_or_insert(panic);
-        self.stop(CancelReason::Token);
+        self.stop(CancelCause::Failed { task, message });
     }
 
-    fn keep_error(&self, task: impl FnOnce() -> TaskId, error: E) {
+    fn keep_error(&self, task: impl FnOnce() -> TaskId, error: E)
+    where
+        E: Display,
+    {
         let mut outcome = self.lock_outcome();
         match self.mode {
             Mode::CollectAll => outcome.errors.push(Origin::Task(task()), error),
             Mode::FirstError if outcome.errors.is_empty() => {
-                outcome.errors.push(Origin::Task(task()), error);
+                let task = task();
+                // The alternate form: anyhow renders its whole chain.
+                let message = Arc::from(format!("{error:#}"));
+                outcome.errors.push(Origin::Task(task.clone()), error);
                 drop(outcome);
-                self.stop(CancelReason::Token);
+                self.stop(CancelCause::Failed { task, message });
             }
             // A later error is most often a consequence of the first (a
             // sibling noticing the cancellation); Go's errgroup drops it too.

@@ -39,6 +39,7 @@
 //! ```
 
 mod builder;
+mod cause;
 mod core;
 mod inbox;
 mod map;
@@ -47,6 +48,7 @@ mod task;
 mod worker;
 
 use std::borrow::Cow;
+use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -55,11 +57,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use self::builder::GroupBuilder;
+pub use self::cause::{CancelCause, Cancellation};
 use self::core::{Core, Settings};
 pub use self::core::{OnCancel, OnPanic};
+pub use self::map::Order;
 use self::spawner::Spawner;
 use self::task::Job;
-use crate::error::{CancelReason, Cancelled, Errors, Panicked};
+use crate::error::{Cancelled, Errors, Panicked};
 
 /// Runs tasks together; the first error cancels the rest (an errgroup).
 ///
@@ -159,18 +163,39 @@ impl<E> Group<E> {
     }
 
     /// The group's cancellation token. It is cancelled by the first
-    /// failure, by the deadline, by a parent, or by [`cancel`](Self::cancel).
-    /// Tasks watch it to stop early; nested groups take it as their
-    /// [parent](GroupBuilder::parent).
+    /// failure, by the deadline, by a parent, by [`cancel`](Self::cancel),
+    /// and when [`wait`](Self::wait) returns, whatever the outcome (as Go's
+    /// errgroup cancels its context), so helpers tied to it stop. Tasks
+    /// watch it to stop early; nested groups take it as their
+    /// [parent](GroupBuilder::parent). [`cancellation`](Self::cancellation)
+    /// tells why it was cancelled.
     pub fn token(&self) -> CancellationToken {
         self.core.token.clone()
     }
 
+    /// The group's token with the [cause](CancelCause) of its cancellation,
+    /// for tasks to take (Go's `context.Cause`).
+    pub fn cancellation(&self) -> Cancellation {
+        self.core.cause.handle()
+    }
+
+    /// Why the group was cancelled; `None` while it runs.
+    pub fn cause(&self) -> Option<CancelCause> {
+        self.core.cause.get()
+    }
+
     /// Cancels the group: nothing more starts, running tasks are dropped
     /// or told to stop (per [`OnCancel`]), and [`wait`](Self::wait) reports
-    /// the unfinished work as [`Cancelled`].
+    /// the unfinished work as [`Cancelled`]. The cause is
+    /// [`CancelCause::Requested`] without a reason.
     pub fn cancel(&self) {
-        self.core.stop(CancelReason::Token);
+        self.core.stop(CancelCause::Requested { reason: None });
+    }
+
+    /// Like [`cancel`](Self::cancel), with a reason the tasks read in the
+    /// [cause](CancelCause::Requested).
+    pub fn cancel_with(&self, reason: impl Into<String>) {
+        self.core.stop(CancelCause::Requested { reason: Some(Arc::from(reason.into())) });
     }
 
     /// Whether the group stopped taking work (a failure, a deadline or a
@@ -188,7 +213,7 @@ impl<E> Group<E> {
 
 impl<E> Group<E>
 where
-    E: From<Panicked> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Display + Send + 'static,
 {
     /// Spawns `task` in the group, first waiting for a free slot if the
     /// group has a limit (Go's blocking `Go`).
@@ -334,8 +359,8 @@ where
                 }
             };
             tokio::select! {
-                () = deadline_passed => core.stop(CancelReason::Deadline),
-                () = core.token.cancelled() => core.stop(CancelReason::Token),
+                () = deadline_passed => core.stop_at_deadline(),
+                () = core.token.cancelled() => core.cancelled_outside(),
             }
         })
     }
@@ -371,7 +396,9 @@ where
             watcher.abort();
             let _ = watcher.await;
         }
-        match self.core.take_outcome(self.spawned.load(Ordering::Relaxed)) {
+        let outcome = self.core.take_outcome(self.spawned.load(Ordering::Relaxed));
+        self.core.finished();
+        match outcome {
             Ok(errors) => errors,
             Err(panic) => panic.resume(),
         }
@@ -385,7 +412,7 @@ async fn join_workers<E>(core: &Core<E>, workers: Vec<JoinHandle<()>>) {
     tokio::select! {
         biased;
         _ = &mut all => return,
-        () = core.token.cancelled() => core.stop(CancelReason::Token),
+        () = core.token.cancelled() => core.cancelled_outside(),
     }
     all.await;
 }
@@ -393,7 +420,7 @@ async fn join_workers<E>(core: &Core<E>, workers: Vec<JoinHandle<()>>) {
 impl<E> Drop for Group<E> {
     fn drop(&mut self) {
         if !self.waited {
-            self.core.stop(CancelReason::Token);
+            self.core.stop(CancelCause::Requested { reason: Some(Arc::from("the group was dropped before wait")) });
             self.core.abort_workers();
         }
         if let Some(watcher) = self.watcher.get() {
@@ -443,7 +470,7 @@ impl<E> CollectGroup<E> {
 
 impl<E> CollectGroup<E>
 where
-    E: From<Panicked> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Display + Send + 'static,
 {
     /// Spawns `task`; see [`Group::spawn`].
     ///

@@ -17,7 +17,7 @@ pub(crate) struct Spawner<E> {
     workers: Vec<JoinHandle<()>>,
 }
 
-impl<E: From<Panicked> + Send + 'static> Spawner<E> {
+impl<E: From<Panicked> + std::fmt::Display + Send + 'static> Spawner<E> {
     /// Spawns `count` workers on the current tokio runtime.
     ///
     /// # Panics

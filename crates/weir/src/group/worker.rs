@@ -53,7 +53,7 @@ impl<E> Worker<E> {
     }
 }
 
-impl<E: From<Panicked>> Future for Worker<E> {
+impl<E: From<Panicked> + std::fmt::Display> Future for Worker<E> {
     type Output = ();
 
     /// Ends when the group closed the inbox and every task ended.

@@ -17,6 +17,18 @@ impl From<Panicked> for Fault {
     }
 }
 
+/// What a pipeline's [`CancelCause`](crate::group::CancelCause) says of a
+/// failed stage.
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Stage(error) => write!(f, "{error}"),
+            Fault::Panic(panic) => write!(f, "{panic}"),
+            Fault::Cancelled(cancelled) => write!(f, "{cancelled}"),
+        }
+    }
+}
+
 impl From<Cancelled> for Fault {
     fn from(cancelled: Cancelled) -> Self {
         Fault::Cancelled(cancelled)

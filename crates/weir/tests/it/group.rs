@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use weir::error::{Cancelled, DeadlineExceeded, Panicked, is};
-use weir::group::{Group, OnCancel, OnPanic};
+use weir::group::{CancelCause, Group, OnCancel, OnPanic};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -455,6 +455,158 @@ async fn map_stops_at_the_first_error() {
         .unwrap_err();
     assert_eq!(err.to_string(), "item 3 failed");
     assert!(calls.load(Ordering::SeqCst) < 1000, "the rest never started");
+}
+
+/// The map is lazy: an item is taken only when a slot is free, and the
+/// closure is never called once the group stopped. Before, the whole
+/// input was collected first (10,000 items taken) and the closure called
+/// for every item even after the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_takes_at_most_limit_items_past_the_first_error() {
+    let taken = Arc::new(AtomicUsize::new(0));
+    let called = Arc::new(AtomicUsize::new(0));
+    let group: Group<anyhow::Error> = Group::builder().limit(8).build().unwrap();
+    let t = taken.clone();
+    let items = (0..10_000u32).inspect(move |_| {
+        t.fetch_add(1, Ordering::SeqCst);
+    });
+    let c = called.clone();
+    let err = group
+        .map(items, move |n| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::task::yield_now().await;
+                if n == 100 {
+                    anyhow::bail!("item {n} failed")
+                }
+                Ok(n)
+            }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "item 100 failed");
+    let (taken, called) = (taken.load(Ordering::SeqCst), called.load(Ordering::SeqCst));
+    assert!(taken <= 108, "{taken} items taken: the 101 up to the error and at most 7 more in flight");
+    assert!(called <= taken, "{called} calls for {taken} items");
+}
+
+/// An endless stream: the map ends at the first error, having taken a
+/// bounded number of items.
+#[tokio::test]
+async fn map_stream_over_an_endless_stream_ends_at_the_first_error() {
+    use weir::group::Order;
+    let taken = Arc::new(AtomicUsize::new(0));
+    let t = taken.clone();
+    let endless = futures_util::StreamExt::inspect(futures_util::stream::iter(0u64..), move |_| {
+        t.fetch_add(1, Ordering::SeqCst);
+    });
+    let group: Group<anyhow::Error> = Group::builder().limit(8).build().unwrap();
+    let err = group
+        .map_stream(endless, Order::Input, |n| async move {
+            tokio::task::yield_now().await;
+            if n == 100 {
+                anyhow::bail!("item {n} failed")
+            }
+            Ok(n)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "item 100 failed");
+    assert!(taken.load(Ordering::SeqCst) <= 108, "{}", taken.load(Ordering::SeqCst));
+}
+
+/// In completion order, every result comes back once; a fast call's result
+/// comes before a slow one's.
+#[tokio::test(start_paused = true)]
+async fn map_stream_in_completion_order() {
+    use weir::group::Order;
+    let group: Group<BoxError> = Group::builder().limit(4).build().unwrap();
+    let out = group
+        .map_stream(futures_util::stream::iter([40u64, 10, 30, 20]), Order::Completion, |ms| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ms)
+        })
+        .await
+        .unwrap();
+    assert_eq!(out, [10, 20, 30, 40]);
+}
+
+/// A task learns why its group was cancelled: the first error, with the
+/// task that failed (before, it could only see that the token was
+/// cancelled).
+#[tokio::test]
+async fn a_task_reads_the_first_error_as_the_cause() {
+    let group: Group<anyhow::Error> = Group::new();
+    let cancellation = group.cancellation();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    group
+        .spawn(async move {
+            let _ = tx.send(cancellation.cancelled().await);
+            Ok(())
+        })
+        .await;
+    group.spawn_named("writer", async { Err(anyhow::anyhow!("disk full").context("saving order 7")) }).await;
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(err.to_string(), "saving order 7");
+    match rx.await.unwrap() {
+        CancelCause::Failed { task, message } => {
+            assert_eq!((task.index(), task.name()), (1, Some("writer")));
+            assert_eq!(&*message, "saving order 7: disk full", "anyhow's whole chain");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cause_tells_a_deadline_a_parent_and_a_reason_apart() {
+    let group: Group<BoxError> = Group::builder().timeout(Duration::from_millis(50)).build().unwrap();
+    let cancellation = group.cancellation();
+    group.spawn(std::future::pending()).await;
+    assert_eq!(cancellation.cause(), None, "running");
+    let cause = cancellation.cancelled().await;
+    assert_eq!(cause.to_string(), "deadline exceeded after 50ms");
+    assert!(matches!(cause, CancelCause::Deadline(d) if d.after() == Some(Duration::from_millis(50))));
+    assert!(group.wait().await.is_err());
+
+    let parent = tokio_util::sync::CancellationToken::new();
+    let group: Group<BoxError> = Group::builder().parent(&parent).build().unwrap();
+    group.spawn(std::future::pending()).await;
+    parent.cancel();
+    assert_eq!(group.cancellation().cancelled().await, CancelCause::Parent);
+    assert!(group.wait().await.is_err());
+
+    let group: Group<BoxError> = Group::new();
+    group.spawn(std::future::pending()).await;
+    group.cancel_with("shutting down");
+    group.cancel(); // the first cause stays
+    let cause = group.cause().unwrap();
+    assert_eq!(cause, CancelCause::Requested { reason: Some("shutting down".into()) });
+    assert_eq!(cause.to_string(), "cancelled: shutting down");
+    assert!(group.wait().await.is_err());
+}
+
+/// As Go's errgroup cancels its context when `Wait` returns, the group's
+/// token is cancelled once `wait` returns, on success too, so helpers tied
+/// to it stop. Before, it stayed live after a success.
+#[tokio::test]
+async fn wait_cancels_the_token_whatever_the_outcome() {
+    let group: Group<BoxError> = Group::new();
+    let (token, cancellation) = (group.token(), group.cancellation());
+    let helper = tokio::spawn({
+        let token = token.clone();
+        async move { token.cancelled().await }
+    });
+    group.spawn(async { Ok(()) }).await;
+    group.wait().await.unwrap();
+    assert!(token.is_cancelled());
+    assert_eq!(cancellation.cause(), Some(CancelCause::Finished));
+    helper.await.unwrap();
+
+    let group: Group<BoxError> = Group::new();
+    let cancellation = group.cancellation();
+    group.spawn(async { Err("boom".into()) }).await;
+    assert!(group.wait().await.is_err());
+    assert!(matches!(cancellation.cause(), Some(CancelCause::Failed { .. })), "the failure stays the cause");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,7 @@ where
     T: Send + 'static,
     F: Fn(K, T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: From<Panicked> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Display + Send + 'static,
 {
     Group::<E>::builder().limit(limit_per_tenant).build()?;
     let mut by_tenant: BTreeMap<K, Vec<T>> = BTreeMap::new();
@@ -106,7 +106,7 @@ where
     T: Send + 'static,
     F: Fn(K, T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), E>> + Send + 'static,
-    E: From<Panicked> + From<Cancelled> + Send + 'static,
+    E: From<Panicked> + From<Cancelled> + Display + Send + 'static,
 {
     let group: Group<E> = Group::builder().limit(limit).build().expect("the limit was checked");
     let completed = Arc::new(AtomicU64::new(0));
