@@ -4,37 +4,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BoxError;
 use crate::policy::breaker::{Breaker, OwnedPermit};
 
-/// Puts a [`Breaker`] in front of a service.
-#[derive(Debug, Clone)]
-pub struct BreakerLayer {
-    breaker: Breaker,
-}
-
-impl BreakerLayer {
-    /// A layer sharing `breaker` (clones share its state).
-    pub fn new(breaker: Breaker) -> Self {
-        Self { breaker }
-    }
-}
-
-impl<S> Layer<S> for BreakerLayer {
-    type Service = BreakerService<S>;
-    fn layer(&self, inner: S) -> BreakerService<S> {
-        BreakerService { inner, breaker: self.breaker.clone() }
-    }
-}
-
-/// A service behind a [`Breaker`]; see [`BreakerLayer`].
-#[derive(Debug, Clone)]
-pub struct BreakerService<S> {
-    inner: S,
-    breaker: Breaker,
+policy_layer! {
+    /// Puts a [`Breaker`] in front of a service.
+    pub struct BreakerLayer;
+    /// A service behind a [`Breaker`]; see [`BreakerLayer`].
+    pub struct BreakerService;
+    breaker: Breaker, "A layer sharing `breaker` (clones share its state)."
 }
 
 impl<S, R> Service<R> for BreakerService<S>

@@ -40,6 +40,79 @@
 //! # }
 //! ```
 
+/// A layer holding one policy and the service it makes, the shape every
+/// weir layer without state of its own shares, written once: the layer's
+/// docs, the service's docs, the field, and the docs of `new`.
+macro_rules! policy_layer {
+    (
+        $(#[$layer_doc:meta])*
+        pub struct $layer:ident;
+        $(#[$service_doc:meta])*
+        pub struct $service:ident;
+        $field:ident: $policy:ty, $new_doc:literal
+    ) => {
+        $(#[$layer_doc])*
+        #[derive(Debug, Clone)]
+        pub struct $layer {
+            $field: $policy,
+        }
+
+        impl $layer {
+            #[doc = $new_doc]
+            pub fn new($field: $policy) -> Self {
+                Self { $field }
+            }
+        }
+
+        impl<S> tower_layer::Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> $service<S> {
+                $service { inner, $field: self.$field.clone() }
+            }
+        }
+
+        $(#[$service_doc])*
+        #[derive(Debug, Clone)]
+        pub struct $service<S> {
+            inner: S,
+            $field: $policy,
+        }
+    };
+}
+
+/// The `Service` impl of a policy that calls the inner service more than
+/// once per request (retry, hedge), written once: `$call` turns the policy
+/// and the request's [`Copies`](copies::Copies) into the response.
+macro_rules! repeating_service {
+    ($service:ident, $field:ident, |$policy:ident, $copies:ident| $call:expr) => {
+        impl<S, R> tower_service::Service<R> for $service<S>
+        where
+            S: tower_service::Service<R> + Clone + Send + 'static,
+            S::Future: Send,
+            S::Response: Send,
+            S::Error: Into<crate::error::BoxError>,
+            R: Clone + Send + 'static,
+        {
+            type Response = S::Response;
+            type Error = crate::error::BoxError;
+            type Future = futures_util::future::BoxFuture<'static, Result<S::Response, crate::error::BoxError>>;
+
+            fn poll_ready(
+                &mut self,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), crate::error::BoxError>> {
+                self.inner.poll_ready(cx).map_err(Into::into)
+            }
+
+            fn call(&mut self, request: R) -> Self::Future {
+                let mut $copies = super::copies::Copies::new(&mut self.inner, request);
+                let $policy = self.$field.clone();
+                Box::pin(async move { $call })
+            }
+        }
+    };
+}
+
 mod breaker;
 mod bulkhead;
 mod copies;

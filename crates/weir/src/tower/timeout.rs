@@ -3,37 +3,17 @@
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BoxError;
 use crate::policy::timeout::Timeout;
 
-/// Bounds a service's calls with a [`Timeout`].
-#[derive(Debug, Clone, Copy)]
-pub struct TimeoutLayer {
-    timeout: Timeout,
-}
-
-impl TimeoutLayer {
-    /// A layer with `timeout`.
-    pub fn new(timeout: Timeout) -> Self {
-        Self { timeout }
-    }
-}
-
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = TimeoutService<S>;
-    fn layer(&self, inner: S) -> TimeoutService<S> {
-        TimeoutService { inner, timeout: self.timeout }
-    }
-}
-
-/// A service whose calls are bounded in time; see [`TimeoutLayer`].
-#[derive(Debug, Clone)]
-pub struct TimeoutService<S> {
-    inner: S,
-    timeout: Timeout,
+policy_layer! {
+    /// Bounds a service's calls with a [`Timeout`].
+    pub struct TimeoutLayer;
+    /// A service whose calls are bounded in time; see [`TimeoutLayer`].
+    pub struct TimeoutService;
+    timeout: Timeout, "A layer with `timeout`."
 }
 
 impl<S, R> Service<R> for TimeoutService<S>
