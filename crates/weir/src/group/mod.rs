@@ -17,12 +17,13 @@
 //!
 //! # Costs
 //! A spawned task costs a box and a queue push, not a tokio task: about
-//! 360 ns per task without a limit and 280 ns with a limit of 8 on the
-//! 2-core reference machine, where Go's errgroup took about 490 and 415 ns
-//! and `JoinSet` about 1300 ns in the same session (`docs/benchmarks.md`).
+//! 310 ns per task without a limit and 210 ns with a limit of 8 on the
+//! 2-core reference machine, where Go's errgroup took about 450 and 410 ns
+//! and `JoinSet` about 1300 ns in the same session (`bash bench/compare.sh`).
 //! Tasks share one worker task per runtime thread, so one of them cannot be
 //! stolen by an idle thread while a sibling runs: work that blocks a thread
-//! belongs in `tokio::task::spawn_blocking`.
+//! belongs in `tokio::task::spawn_blocking` (`cargo bench --bench fairness`
+//! measures the cost beside `JoinSet`).
 //!
 //! # Examples
 //! ```
@@ -42,6 +43,7 @@ mod builder;
 mod cause;
 mod core;
 mod inbox;
+mod local;
 mod map;
 mod spawner;
 mod task;
