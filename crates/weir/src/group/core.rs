@@ -157,7 +157,6 @@ impl<E> Core<E> {
     where
         E: From<Panicked> + Display,
     {
-        self.end_one();
         match result {
             TaskResult::Ok => {}
             TaskResult::Err(error) => self.keep_error(task, error),
@@ -173,6 +172,9 @@ impl<E> Core<E> {
                 }
             }
         }
+        // After the error is kept: a spawner woken by this slot sees the
+        // group stopped, so nothing starts after the first error.
+        self.end_one();
     }
 
     /// Stops the group because its deadline passed.

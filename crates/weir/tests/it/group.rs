@@ -471,15 +471,18 @@ async fn map_takes_at_most_limit_items_past_the_first_error() {
         t.fetch_add(1, Ordering::SeqCst);
     });
     let c = called.clone();
+    // Items past the failing one hold their slot until the group stops, so
+    // exactly 7 of them are in flight when item 100 fails.
     let err = group
         .map(items, move |n| {
             c.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::task::yield_now().await;
-                if n == 100 {
-                    anyhow::bail!("item {n} failed")
+                match n {
+                    100 => anyhow::bail!("item {n} failed"),
+                    101.. => std::future::pending().await,
+                    _ => Ok(n),
                 }
-                Ok(n)
             }
         })
         .await
@@ -487,6 +490,7 @@ async fn map_takes_at_most_limit_items_past_the_first_error() {
     assert_eq!(err.to_string(), "item 100 failed");
     let (taken, called) = (taken.load(Ordering::SeqCst), called.load(Ordering::SeqCst));
     assert!(taken <= 108, "{taken} items taken: the 101 up to the error and at most 7 more in flight");
+    assert!(taken >= 101, "{taken}");
     assert!(called <= taken, "{called} calls for {taken} items");
 }
 
@@ -504,10 +508,11 @@ async fn map_stream_over_an_endless_stream_ends_at_the_first_error() {
     let err = group
         .map_stream(endless, Order::Input, |n| async move {
             tokio::task::yield_now().await;
-            if n == 100 {
-                anyhow::bail!("item {n} failed")
+            match n {
+                100 => anyhow::bail!("item {n} failed"),
+                101.. => std::future::pending().await,
+                _ => Ok(n),
             }
-            Ok(n)
         })
         .await
         .unwrap_err();
