@@ -4,7 +4,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::core::{Mode, OnCancel, OnPanic, Settings};
-use super::{CollectGroup, Group};
+use super::{CollectGroup, Group, ScopedGroup};
 use crate::error::ConfigError;
 
 /// Configures a [`Group`] or a [`CollectGroup`].
@@ -124,6 +124,15 @@ impl<E> GroupBuilder<E> {
     pub fn build(self) -> Result<Group<E>, ConfigError> {
         let workers = self.workers;
         self.settings(Mode::FirstError).map(|settings| Group::from_settings(settings, workers))
+    }
+
+    /// A group whose tasks may borrow from the caller and run on the
+    /// caller's task; see [`ScopedGroup`] for what it trades.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a limit or worker count of 0.
+    pub fn build_scoped<'a>(self) -> Result<ScopedGroup<'a, E>, ConfigError> {
+        self.settings(Mode::FirstError).map(ScopedGroup::from_settings)
     }
 
     /// A group that runs every task to the end and collects every error.

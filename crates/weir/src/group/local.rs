@@ -75,6 +75,22 @@ impl<T> Default for LocalTasks<T> {
 }
 
 impl<T: Future + Unpin> LocalTasks<T> {
+    /// Whether every task ended (or none was added).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Drops every task (a stopped group aborting its work).
+    pub(crate) fn clear(&mut self) {
+        self.free.clear();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            slot.task = None;
+            self.free.push(index);
+        }
+        self.ready.clear();
+        self.len = 0;
+    }
+
     /// Adds a task, to be polled on the next [`poll_next`](Self::poll_next).
     pub(crate) fn push(&mut self, task: T) {
         let slot = match self.free.pop() {

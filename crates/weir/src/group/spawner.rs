@@ -12,7 +12,7 @@ use super::worker::Worker;
 use crate::error::Panicked;
 
 pub(crate) struct Spawner<E> {
-    inboxes: Vec<Arc<Inbox<Job<E>>>>,
+    inboxes: Vec<Arc<Inbox<Job<'static, E>>>>,
     next: AtomicUsize,
     workers: Vec<JoinHandle<()>>,
 }
@@ -37,7 +37,7 @@ impl<E: From<Panicked> + std::fmt::Display + Send + 'static> Spawner<E> {
 
     /// Hands `task` to the next worker, round-robin. A worker that was
     /// aborted drops the task unpolled.
-    pub(crate) fn dispatch(&self, job: Job<E>) {
+    pub(crate) fn dispatch(&self, job: Job<'static, E>) {
         let index = if self.inboxes.len() == 1 {
             0
         } else {

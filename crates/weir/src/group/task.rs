@@ -11,11 +11,11 @@ use super::core::{Core, TaskResult};
 use crate::error::{CatchPanic, TaskId, catch_panic};
 
 /// The caller's future, boxed since tasks differ in type.
-pub(crate) type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'static>>;
+pub(crate) type BoxFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
 
 /// What the group hands to a worker.
-pub(crate) struct Job<E> {
-    pub(crate) future: BoxFuture<E>,
+pub(crate) struct Job<'a, E> {
+    pub(crate) future: BoxFuture<'a, E>,
     pub(crate) index: u64,
     pub(crate) name: Option<Cow<'static, str>>,
 }
@@ -35,9 +35,9 @@ impl<E> Ended<E> {
 }
 
 pin_project_lite::pin_project! {
-    pub(crate) struct Task<E> {
+    pub(crate) struct Task<'a, E> {
         #[pin]
-        future: CatchPanic<BoxFuture<E>>,
+        future: CatchPanic<BoxFuture<'a, E>>,
         // The worker's own handle on the group: cloned on the worker's
         // thread, so spawning does not bounce a shared counter between
         // threads.
@@ -48,13 +48,13 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<E> Task<E> {
-    pub(crate) fn new(job: Job<E>, core: Arc<Core<E>>) -> Self {
+impl<'a, E> Task<'a, E> {
+    pub(crate) fn new(job: Job<'a, E>, core: Arc<Core<E>>) -> Self {
         Self { future: catch_panic(job.future), core, index: job.index, name: job.name, started: false }
     }
 }
 
-impl<E> Future for Task<E> {
+impl<E> Future for Task<'_, E> {
     type Output = Ended<E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended<E>> {

@@ -30,15 +30,15 @@ use crate::error::Panicked;
 
 pub(crate) struct Worker<E> {
     core: Arc<Core<E>>,
-    inbox: Arc<Inbox<Job<E>>>,
+    inbox: Arc<Inbox<Job<'static, E>>>,
     inbox_closed: bool,
     /// Jobs taken from the inbox; kept to reuse its allocation.
-    taken: Vec<Job<E>>,
-    tasks: LocalTasks<Task<E>>,
+    taken: Vec<Job<'static, E>>,
+    tasks: LocalTasks<Task<'static, E>>,
 }
 
 impl<E> Worker<E> {
-    pub(crate) fn new(core: Arc<Core<E>>, inbox: Arc<Inbox<Job<E>>>) -> Self {
+    pub(crate) fn new(core: Arc<Core<E>>, inbox: Arc<Inbox<Job<'static, E>>>) -> Self {
         Self { core, inbox, inbox_closed: false, taken: Vec::new(), tasks: LocalTasks::default() }
     }
 

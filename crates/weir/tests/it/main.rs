@@ -18,6 +18,7 @@ mod retry;
 mod saga;
 mod saga_crash;
 mod saga_postgres;
+mod scoped;
 mod support;
 mod testing;
 mod timeout;
