@@ -118,6 +118,12 @@ pub(crate) struct CauseCell {
     cause: OnceLock<CancelCause>,
 }
 
+impl fmt::Debug for CauseCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CauseCell").field("cause", &self.get()).finish_non_exhaustive()
+    }
+}
+
 impl CauseCell {
     pub(crate) fn new(token: CancellationToken, parent: Option<CancellationToken>) -> Arc<Self> {
         Arc::new(Self { token, parent, cause: OnceLock::new() })

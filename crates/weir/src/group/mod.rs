@@ -40,7 +40,7 @@
 //! ```
 
 mod builder;
-mod cause;
+pub(crate) mod cause;
 mod core;
 mod inbox;
 mod local;

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -15,20 +15,51 @@ use tokio_util::sync::CancellationToken;
 use super::error::Fault;
 use super::{Pipeline, PipelineError, Report, Setup};
 use crate::error::BoxError;
-use crate::group::Group;
+use crate::group::cause::CauseCell;
+use crate::group::{CancelCause, Cancellation, Group};
 
 /// Drains or aborts a running pipeline from elsewhere (a signal handler,
-/// another task). Cloneable; get one with [`Pipeline::control`].
+/// another task), and tells why it stopped. Cloneable; get one with
+/// [`Pipeline::control`].
 #[derive(Debug, Clone)]
 pub struct Control {
     abort: CancellationToken,
     drain: CancellationToken,
+    /// Why `abort` was cancelled: by [`abort`](Self::abort) or the parent.
+    aborted: Arc<CauseCell>,
+    /// The running group's cancellation, once the run started.
+    group: Arc<OnceLock<Cancellation>>,
 }
 
 impl Control {
     pub(crate) fn new(parent: Option<&CancellationToken>) -> Self {
         let abort = parent.map(CancellationToken::child_token).unwrap_or_default();
-        Self { abort, drain: CancellationToken::new() }
+        Self {
+            aborted: CauseCell::new(abort.clone(), parent.cloned()),
+            abort,
+            drain: CancellationToken::new(),
+            group: Arc::default(),
+        }
+    }
+
+    /// Why the run was cancelled; `None` while it runs (a drain is not a
+    /// cancellation: the run ends normally).
+    ///
+    /// - [`CancelCause::Failed`]: a stage failed (under
+    ///   [`OnError::Fail`](super::OnError::Fail)) or panicked; the task is
+    ///   the stage's worker.
+    /// - [`CancelCause::Deadline`]: the pipeline's timeout passed.
+    /// - [`CancelCause::Requested`]: [`abort`](Self::abort) (or
+    ///   [`abort_with`](Self::abort_with) and its reason).
+    /// - [`CancelCause::Parent`]: the parent token was cancelled.
+    /// - [`CancelCause::Finished`]: the run ended.
+    pub fn cause(&self) -> Option<CancelCause> {
+        match self.group.get().and_then(Cancellation::cause) {
+            // The group's parent is this control's abort token: say why
+            // that one was cancelled.
+            Some(CancelCause::Parent) | None if self.abort.is_cancelled() => self.aborted.get(),
+            cause => cause,
+        }
     }
 
     pub(crate) fn drain_token(&self) -> CancellationToken {
@@ -45,6 +76,14 @@ impl Control {
     /// Abort: every task stops at its next `.await`; the run returns a
     /// cancelled [`PipelineError`].
     pub fn abort(&self) {
+        self.aborted.record(CancelCause::Requested { reason: None });
+        self.abort.cancel();
+    }
+
+    /// Like [`abort`](Self::abort), with a reason [`cause`](Self::cause)
+    /// reports.
+    pub fn abort_with(&self, reason: impl Into<String>) {
+        self.aborted.record(CancelCause::Requested { reason: Some(Arc::from(reason.into())) });
         self.abort.cancel();
     }
 }
@@ -66,6 +105,7 @@ impl Setup {
             builder = builder.timeout(timeout);
         }
         let group = builder.build().expect("a pipeline's group settings are valid");
+        let _ = self.control.group.set(group.cancellation());
         for launch in std::mem::take(&mut self.launches) {
             launch(&group);
         }

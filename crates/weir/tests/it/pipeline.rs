@@ -409,6 +409,58 @@ async fn abort_stops_the_run_with_a_cancelled_error() {
     assert_eq!(alive_tasks(), before);
 }
 
+/// The control tells why a run was cancelled: an abort with its reason, a
+/// failed stage with its message, a deadline, a parent.
+#[tokio::test(start_paused = true)]
+async fn the_control_tells_why_the_run_was_cancelled() {
+    use weir::group::CancelCause;
+
+    let pipeline = Pipeline::from_stream(futures_util::stream::iter(0u64..)).map("id", |n: u64| async move { n });
+    let control = pipeline.control();
+    assert_eq!(control.cause(), None);
+    let aborting = control.clone();
+    let err = pipeline
+        .for_each(move |n| {
+            if n == 50 {
+                aborting.abort_with("operator asked");
+            }
+            async { Ok::<(), BoxError>(()) }
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_cancelled());
+    assert_eq!(control.cause(), Some(CancelCause::Requested { reason: Some("operator asked".into()) }));
+
+    let pipeline = Pipeline::from_iter(0..100u32)
+        .stage(Stage::try_map("parse", |n: u32| async move { if n == 7 { Err("bad record 7") } else { Ok(n) } }));
+    let control = pipeline.control();
+    assert!(pipeline.collect().await.is_err());
+    match control.cause() {
+        Some(CancelCause::Failed { message, .. }) => assert!(message.contains("bad record 7"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    let pipeline = Pipeline::builder()
+        .timeout(Duration::from_millis(10))
+        .from_stream(futures_util::stream::pending::<u32>())
+        .map("id", |n: u32| async move { n });
+    let control = pipeline.control();
+    assert!(pipeline.collect().await.unwrap_err().is_deadline());
+    assert!(matches!(control.cause(), Some(CancelCause::Deadline(_))), "{:?}", control.cause());
+
+    let parent = tokio_util::sync::CancellationToken::new();
+    let pipeline = Pipeline::builder()
+        .parent(&parent)
+        .from_stream(futures_util::stream::pending::<u32>())
+        .map("id", |n: u32| async move { n });
+    let control = pipeline.control();
+    let run = tokio::spawn(pipeline.collect());
+    tokio::task::yield_now().await;
+    parent.cancel();
+    assert!(run.await.unwrap().is_err());
+    assert_eq!(control.cause(), Some(CancelCause::Parent));
+}
+
 #[tokio::test]
 async fn a_sink_error_stops_the_run_and_is_returned() {
     let err = Pipeline::from_iter(0..1000u32)
