@@ -114,5 +114,42 @@ fn three_stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, three_stages);
+/// Items of about 20 µs of CPU each.
+const CPU_ITEMS: u64 = 2_000;
+
+/// A stage of 16 unordered workers doing CPU work: with 2 runtime threads
+/// it should take about half the time it takes with 1.
+async fn sixteen_cpu_workers() {
+    let (count, _) = Pipeline::from_iter(0..CPU_ITEMS)
+        .stage(
+            Stage::map("spin", |n: u64| async move {
+                let until = std::time::Instant::now() + std::time::Duration::from_micros(20);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                n
+            })
+            .workers(16),
+        )
+        .fold(0u64, |count, _| count + 1)
+        .await
+        .expect("no stage fails");
+    assert_eq!(count, CPU_ITEMS);
+}
+
+fn scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stage_16_workers_cpu");
+    group.throughput(Throughput::Elements(CPU_ITEMS));
+    group.sample_size(10);
+    for threads in [1usize, 2] {
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().expect("runtime");
+        group.bench_function(BenchmarkId::new("weir_threads", threads), |b| {
+            b.to_async(&rt).iter(|| in_task(sixteen_cpu_workers()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, three_stages, scaling);
 criterion_main!(benches);

@@ -37,6 +37,9 @@ pub struct GroupBuilder<E> {
     on_panic: OnPanic,
     on_cancel: OnCancel,
     workers: Option<usize>,
+    /// One worker per task, tasks handed out one by one (a pipeline's few
+    /// long-lived tasks), instead of in blocks.
+    spread: bool,
     error: PhantomData<fn() -> E>,
 }
 
@@ -49,6 +52,7 @@ impl<E> Default for GroupBuilder<E> {
             on_panic: OnPanic::default(),
             on_cancel: OnCancel::default(),
             workers: None,
+            spread: false,
             error: PhantomData,
         }
     }
@@ -117,13 +121,24 @@ impl<E> GroupBuilder<E> {
         self
     }
 
+    /// A worker per task for a group of `tasks` long-lived tasks (a
+    /// pipeline's source, stage workers and sink), handed out one by one:
+    /// each is then a tokio task of its own that the runtime spreads over
+    /// its threads. With blocks of 64 (the default, for spawn speed) they
+    /// all sat on one worker, and a pipeline never used a second thread.
+    pub(crate) fn worker_per_task(mut self, tasks: usize) -> Self {
+        self.workers = Some(tasks.max(1));
+        self.spread = true;
+        self
+    }
+
     /// A group whose first error cancels the rest.
     ///
     /// # Errors
     /// [`ConfigError`] for a limit or worker count of 0.
     pub fn build(self) -> Result<Group<E>, ConfigError> {
-        let workers = self.workers;
-        self.settings(Mode::FirstError).map(|settings| Group::from_settings(settings, workers))
+        let (workers, spread) = (self.workers, self.spread);
+        self.settings(Mode::FirstError).map(|settings| Group::from_settings(settings, workers, spread))
     }
 
     /// A group whose tasks may borrow from the caller and run on the
@@ -140,8 +155,8 @@ impl<E> GroupBuilder<E> {
     /// # Errors
     /// [`ConfigError`] for a limit or worker count of 0.
     pub fn build_collect(self) -> Result<CollectGroup<E>, ConfigError> {
-        let workers = self.workers;
-        self.settings(Mode::CollectAll).map(|settings| CollectGroup(Group::from_settings(settings, workers)))
+        let (workers, spread) = (self.workers, self.spread);
+        self.settings(Mode::CollectAll).map(|settings| CollectGroup(Group::from_settings(settings, workers, spread)))
     }
 
     fn settings(self, mode: Mode) -> Result<Settings, ConfigError> {

@@ -10,6 +10,8 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::cause::{CancelCause, CauseCell};
+use super::inbox::Inbox;
+use super::task::Job;
 use crate::error::{CancelReason, Cancelled, DeadlineExceeded, Errors, Origin, Panicked, TaskId};
 
 /// What a group does with a task's error.
@@ -82,7 +84,15 @@ pub(crate) struct Core<E> {
     /// write it while spawners read the flags above.
     finished: Padded<AtomicU64>,
     outcome: Mutex<Outcome<E>>,
-    workers: Mutex<Vec<AbortHandle>>,
+    workers: Mutex<Vec<Worker<E>>>,
+}
+
+/// What the group keeps of a worker to abort it: its tokio task and its
+/// inbox, whose queued jobs are dropped with it (a queued job's future
+/// holds resources — a pipeline stage's sender — that others wait on).
+struct Worker<E> {
+    task: AbortHandle,
+    inbox: Arc<Inbox<Job<'static, E>>>,
 }
 
 struct Outcome<E> {
@@ -125,8 +135,8 @@ impl<E> Core<E> {
         self.stopped.load(Ordering::Acquire)
     }
 
-    pub(crate) fn add_worker(&self, handle: AbortHandle) {
-        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+    pub(crate) fn add_worker(&self, task: AbortHandle, inbox: Arc<Inbox<Job<'static, E>>>) {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).push(Worker { task, inbox });
     }
 
     /// Stops the group: no new task starts, the token is cancelled (with
@@ -146,9 +156,16 @@ impl<E> Core<E> {
         }
     }
 
+    /// Aborts every worker and drops the jobs still queued for them: none
+    /// of them will start, and what their futures hold is freed now, not
+    /// when the group is dropped.
     pub(crate) fn abort_workers(&self) {
-        for worker in self.workers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            worker.abort();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for worker in workers {
+            worker.task.abort();
+            for _job in worker.inbox.abort() {
+                self.not_started();
+            }
         }
     }
 

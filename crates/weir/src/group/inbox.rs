@@ -13,25 +13,38 @@ use std::task::Context;
 use crate::sync::{AtomicBool, AtomicWaker, Mutex};
 
 pub(crate) struct Inbox<T> {
-    items: Mutex<Vec<T>>,
+    /// `None` once aborted: nothing is queued any more.
+    items: Mutex<Option<Vec<T>>>,
     waker: AtomicWaker,
     closed: AtomicBool,
 }
 
 impl<T> Inbox<T> {
     pub(crate) fn new() -> Self {
-        Self { items: Mutex::new(Vec::new()), waker: AtomicWaker::default(), closed: AtomicBool::new(false) }
+        Self { items: Mutex::new(Some(Vec::new())), waker: AtomicWaker::default(), closed: AtomicBool::new(false) }
     }
 
-    /// Adds `item`, waking the worker if the queue was empty.
+    /// Adds `item`, waking the worker if the queue was empty; an aborted
+    /// inbox drops it (after its lock is released).
     pub(crate) fn push(&self, item: T) {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(items) = guard.as_mut() else {
+            drop(guard);
+            drop(item);
+            return;
+        };
         items.push(item);
         let was_empty = items.len() == 1;
-        drop(items);
+        drop(guard);
         if was_empty {
             self.waker.wake();
         }
+    }
+
+    /// Takes what is queued and refuses what comes later: the worker was
+    /// aborted. The caller drops the items, outside the lock.
+    pub(crate) fn abort(&self) -> Vec<T> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default()
     }
 
     /// No more items will come; wakes the worker to notice.
@@ -48,7 +61,11 @@ impl<T> Inbox<T> {
         // Read before the swap: `close` comes after the last push, so a
         // close seen here means the swap below gets every item.
         let closed = self.closed.load(Ordering::Acquire);
-        std::mem::swap(&mut *self.items.lock().unwrap_or_else(|p| p.into_inner()), into);
+        match self.items.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(items) => std::mem::swap(items, into),
+            // Aborted: this worker is being dropped.
+            None => return true,
+        }
         closed
     }
 }

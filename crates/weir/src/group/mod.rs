@@ -121,6 +121,7 @@ pub struct Group<E> {
     spawner: OnceLock<Spawner<E>>,
     spawned: AtomicU64,
     worker_count: Option<usize>,
+    spread: bool,
     deadline: Option<tokio::time::Instant>,
     watcher: OnceLock<JoinHandle<()>>,
     waited: bool,
@@ -153,13 +154,14 @@ impl<E> Group<E> {
         GroupBuilder::default()
     }
 
-    fn from_settings(settings: Settings, worker_count: Option<usize>) -> Self {
+    fn from_settings(settings: Settings, worker_count: Option<usize>, spread: bool) -> Self {
         let deadline = settings.timeout.map(|t| tokio::time::Instant::now() + t);
         Self {
             core: Arc::new(Core::new(settings)),
             spawner: OnceLock::new(),
             spawned: AtomicU64::new(0),
             worker_count,
+            spread,
             deadline,
             watcher: OnceLock::new(),
             waited: false,
@@ -347,7 +349,7 @@ where
             self.watcher.get_or_init(|| self.watch());
         }
         let count = self.worker_count.unwrap_or_else(spawner::default_worker_count);
-        Spawner::start(count, &self.core)
+        Spawner::start(count, &self.core, self.spread)
     }
 
     /// A task that stops the group when the deadline passes or the token is

@@ -14,6 +14,9 @@ use crate::error::Panicked;
 pub(crate) struct Spawner<E> {
     inboxes: Vec<Arc<Inbox<Job<'static, E>>>>,
     next: AtomicUsize,
+    /// Consecutive spawns handed to one worker: 64 (a burst costs a worker
+    /// one lock and one wake-up), or 1 for a worker per task.
+    block: usize,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -22,26 +25,26 @@ impl<E: From<Panicked> + std::fmt::Display + Send + 'static> Spawner<E> {
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub(crate) fn start(count: usize, core: &Arc<Core<E>>) -> Self {
+    pub(crate) fn start(count: usize, core: &Arc<Core<E>>, spread: bool) -> Self {
         let mut inboxes = Vec::with_capacity(count);
         let mut workers = Vec::with_capacity(count);
         for _ in 0..count {
             let inbox = Arc::new(Inbox::new());
             let worker = tokio::spawn(Worker::new(Arc::clone(core), Arc::clone(&inbox)));
-            core.add_worker(worker.abort_handle());
+            core.add_worker(worker.abort_handle(), Arc::clone(&inbox));
             inboxes.push(inbox);
             workers.push(worker);
         }
-        Self { inboxes, next: AtomicUsize::new(0), workers }
+        Self { inboxes, next: AtomicUsize::new(0), block: if spread { 1 } else { 64 }, workers }
     }
 
-    /// Hands `task` to the next worker, round-robin. A worker that was
+    /// Hands `task` to the next worker, round-robin by blocks. A worker that was
     /// aborted drops the task unpolled.
     pub(crate) fn dispatch(&self, job: Job<'static, E>) {
         let index = if self.inboxes.len() == 1 {
             0
         } else {
-            (self.next.fetch_add(1, Ordering::Relaxed) / 64) % self.inboxes.len()
+            (self.next.fetch_add(1, Ordering::Relaxed) / self.block) % self.inboxes.len()
         };
         // If the worker was aborted (the group stopped), the job stays
         // queued, never starts, and is dropped with the group.

@@ -100,7 +100,7 @@ impl Setup {
         if let Some(error) = self.config_error.take() {
             return Err(PipelineError::config(error));
         }
-        let mut builder = Group::builder().parent(&self.control.abort);
+        let mut builder = Group::builder().parent(&self.control.abort).worker_per_task(self.launches.len());
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
         }

@@ -614,6 +614,37 @@ async fn wait_cancels_the_token_whatever_the_outcome() {
     assert!(matches!(cancellation.cause(), Some(CancelCause::Failed { .. })), "the failure stays the cause");
 }
 
+/// A task still queued for a worker when the group stops is dropped at
+/// once, with what its future holds. Before, it stayed queued until the
+/// group itself was dropped: a pipeline whose sink waited for a queued
+/// stage's sender to close hung forever.
+#[tokio::test]
+async fn tasks_queued_for_a_worker_are_dropped_when_the_group_stops() {
+    let group: Group<BoxError> = Group::builder().workers(2).build().unwrap();
+    group.spawn(async { Err("first".into()) }).await;
+    // The next 63 go to the first worker with the failing one, the 65th to
+    // the second worker, which has not run yet when the first one fails.
+    for _ in 0..63 {
+        group.spawn(async { Ok(()) }).await;
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    group
+        .spawn(async move {
+            let _flag = flag;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await;
+    let token = group.token();
+    token.cancelled().await;
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(dropped.load(Ordering::SeqCst), "the queued task was dropped when the group stopped, before wait");
+    assert_eq!(group.wait().await.unwrap_err().to_string(), "first");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_1000_groups_with_random_failures_and_panics() {
     let before = alive_tasks();
