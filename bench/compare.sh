@@ -41,6 +41,8 @@ weir_benches() {
   cargo bench -q -p weir --bench policies -- policy_call "${fast[@]}" 2>/dev/null | grep '^test' | tee "$out/$tag-policies.txt"
   echo "== weir ($tag): latency"
   cargo bench -q -p weir --bench latency 2>/dev/null | tee "$out/$tag-latency.txt"
+  echo "== weir ($tag): fairness"
+  cargo bench -q -p weir --bench fairness 2>/dev/null | tee "$out/$tag-fairness.txt" || true
 }
 
 echo "== Go (first run)"; "$out/go-bench" 15 | tee "$out/go1.txt"
@@ -75,6 +77,11 @@ def figures(tag):
         "unl": per(g, "spawn_wait/weir_group/unlimited", 200_000),
         "lim": per(g, "spawn_wait/weir_group/limit_8", 200_000),
         "p64": 2.0e6 / (p["pipeline_3_stages_2M/weir/64"] / 1e9) / 1e6 if "pipeline_3_stages_2M/weir/64" in p else None,
+        "p1": 2.0e6 / (p["pipeline_3_stages_2M/weir/1"] / 1e9) / 1e6 if "pipeline_3_stages_2M/weir/1" in p else None,
+        "scale": p["stage_16_workers_cpu/weir_threads/1"] / p["stage_16_workers_cpu/weir_threads/2"]
+                 if "stage_16_workers_cpu/weir_threads/2" in p else None,
+        # The worst shape's short-task p99, weir / JoinSet (same run).
+        "fair": max((float(m.group(1)) for m in re.finditer(r"weir / JoinSet: p50 \S+ p99 (\S+)", read(tag, "fairness"))), default=None),
         "cancel": lat.get("weir Group"),
         "b1": b.get("breaker_closed_success/weir/1_thread"),
         "b2": b.get("breaker_closed_success/weir/2_threads"),
@@ -92,13 +99,17 @@ a = figures("after")
 z = figures("before") if before else {}
 go_unl, go_lim = go(r"unlimited: (\d+) ns"), go(r"limit 8: (\d+) ns")
 go_p64 = go(r"cap 64: ([\d.]+) M")
+go_p1 = go(r"cap 1: ([\d.]+) M")
 go_p99 = statistics.mean([dur(m) for f in ("go1", "go2") for m in re.findall(r"p99 (\S+)", open(f"{d}/{f}.txt").read())])
 ratio = lambda x, y: x / y if x is not None and y else None
 rows = [
     # name, key, peer value, peer name, bar, higher is better
     ("spawn+wait ns/task, no limit", "unl", go_unl, "Go errgroup", "<= 0.75x", False),
     ("spawn+wait ns/task, limit 8", "lim", go_lim, "Go SetLimit(8)", "<= 0.75x", False),
-    ("pipeline M items/s, cap 64", "p64", go_p64, "Go channels", ">= 2.4x", True),
+    ("pipeline M items/s, cap 64", "p64", go_p64, "Go channels", ">= 2.5x", True),
+    ("pipeline M items/s, cap 1", "p1", go_p1, "Go channels", ">= 1.0x", True),
+    ("16 CPU workers, 2 thr / 1 thr", "scale", None, "", ">= 1.7x", True),
+    ("fairness: short-task p99 / JoinSet", "fair", None, "worst shape", "<= 1.2x", False),
     ("cancel p99 ms, 10k blocked", "cancel", go_p99, "Go errgroup", "<= 0.5x", False),
     ("breaker ns/call, 1 thread", "b1", a["rec1"], "recloser", "<= 10 ns", False),
     ("breaker ns/call, 2 threads", "b2", a["rec2"], "recloser", "<= 18 ns", False),
