@@ -11,7 +11,9 @@
 //! | --- | --- |
 //! | [`group::Group`] | to run tasks together, stop all on the first error, turn panics into errors, and be sure none outlives the group (Go's errgroup, plus what it lacks) |
 //! | [`group::CollectGroup`] | to run every task to the end and get every error back, each with its task |
-//! | [`Group::map`](group::Group::map) | an ordered, limited parallel map whose first error cancels the rest |
+//! | [`Group::map`](group::Group::map) | a lazy, ordered, limited parallel map over an iterator or a stream ([`map_stream`](group::Group::map_stream)); the first error cancels the rest |
+//! | [`group::ScopedGroup`] | the same contract for tasks that borrow from the caller, run on the caller's task |
+//! | [`group::CancelCause`] | why a group (or a pipeline, [`Control::cause`](pipeline::Control::cause)) was cancelled: the first error, the deadline, the parent, a reason |
 //! | [`pipeline::Pipeline`] | a source → named stages → sink over bounded channels, with workers per stage, retries, timeouts, skip / collect / dead-letter policies and a report that accounts for every item |
 //! | [`policy::retry::RetryPolicy`] | backoff with jitter, attempt and time limits, permanent errors, a retry budget; as a wrapper or a stage setting |
 //! | [`policy::Stack`] | retry, breaker, rate limit, bulkhead, hedge and timeout around any call (or a stage) in the right order, with one error convention; [`policy::Policy`] composes them in another |
