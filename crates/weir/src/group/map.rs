@@ -27,11 +27,13 @@ where
     /// input order; the first error cancels the rest.
     ///
     /// Lazy: an item is taken from `items` only when a slot of the group's
-    /// [limit](super::GroupBuilder::limit) is free, and `f` is never called
-    /// once the group has stopped (an error, a deadline, a cancel). With a
-    /// limit of 8 and an error at item 100, at most 108 items are taken,
-    /// whatever the length of `items` (it may be endless). Without a limit
-    /// every item is taken at once, as every call may run at once.
+    /// [limit](super::GroupBuilder::limit) is free, so at most `limit`
+    /// items are taken and not yet finished at any time, and neither is an
+    /// item taken nor `f` called once the group has stopped (an error, a
+    /// deadline, a cancel). `items` may be endless: with a limit of 8, an
+    /// error at item 100 while items 101–107 are still running ends the
+    /// map with 108 items taken. Without a limit every item is taken at
+    /// once, as every call may run at once.
     ///
     /// On a group with no earlier tasks, a failure's
     /// [`TaskId`](crate::error::TaskId) index is the item's position.

@@ -378,7 +378,9 @@ where
     /// [`cancel`](Self::cancel)) and some work did not finish, the error is
     /// a [`Cancelled`] converted into `E`; for a deadline its source is a
     /// [`DeadlineExceeded`](crate::error::DeadlineExceeded). When `wait`
-    /// returns, no task of the group is alive.
+    /// returns, no task of the group is alive and its token is cancelled
+    /// (with [`CancelCause::Finished`] unless a cause came first), so
+    /// helpers tied to the token stop, as with Go's errgroup.
     ///
     /// # Cancel safety
     /// Not cancel safe in the sense that dropping this future drops the

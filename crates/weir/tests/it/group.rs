@@ -457,6 +457,18 @@ async fn map_stops_at_the_first_error() {
     assert!(calls.load(Ordering::SeqCst) < 1000, "the rest never started");
 }
 
+/// A map call that fails at item 100; later items hold their slot until
+/// the group stops, so exactly 7 of them are in flight (limit 8) when item
+/// 100 fails.
+async fn fail_at_100(n: u64) -> anyhow::Result<u64> {
+    tokio::task::yield_now().await;
+    match n {
+        100 => anyhow::bail!("item {n} failed"),
+        101.. => std::future::pending().await,
+        _ => Ok(n),
+    }
+}
+
 /// The map is lazy: an item is taken only when a slot is free, and the
 /// closure is never called once the group stopped. Before, the whole
 /// input was collected first (10,000 items taken) and the closure called
@@ -471,19 +483,10 @@ async fn map_takes_at_most_limit_items_past_the_first_error() {
         t.fetch_add(1, Ordering::SeqCst);
     });
     let c = called.clone();
-    // Items past the failing one hold their slot until the group stops, so
-    // exactly 7 of them are in flight when item 100 fails.
     let err = group
         .map(items, move |n| {
             c.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::task::yield_now().await;
-                match n {
-                    100 => anyhow::bail!("item {n} failed"),
-                    101.. => std::future::pending().await,
-                    _ => Ok(n),
-                }
-            }
+            fail_at_100(u64::from(n))
         })
         .await
         .unwrap_err();
@@ -505,17 +508,7 @@ async fn map_stream_over_an_endless_stream_ends_at_the_first_error() {
         t.fetch_add(1, Ordering::SeqCst);
     });
     let group: Group<anyhow::Error> = Group::builder().limit(8).build().unwrap();
-    let err = group
-        .map_stream(endless, Order::Input, |n| async move {
-            tokio::task::yield_now().await;
-            match n {
-                100 => anyhow::bail!("item {n} failed"),
-                101.. => std::future::pending().await,
-                _ => Ok(n),
-            }
-        })
-        .await
-        .unwrap_err();
+    let err = group.map_stream(endless, Order::Input, fail_at_100).await.unwrap_err();
     assert_eq!(err.to_string(), "item 100 failed");
     assert!(taken.load(Ordering::SeqCst) <= 108, "{}", taken.load(Ordering::SeqCst));
 }
