@@ -163,3 +163,23 @@ async fn dropping_the_group_drops_its_tasks() {
     assert!(dropped.load(Ordering::SeqCst));
     assert!(token.is_cancelled());
 }
+
+/// A parent's cancel reaches the scoped group's tasks while it waits; the
+/// unfinished work is reported as `Cancelled` with the parent as cause.
+#[tokio::test]
+async fn a_parent_cancel_stops_the_tasks() {
+    let parent = tokio_util::sync::CancellationToken::new();
+    let stopping = parent.clone();
+    let mut group = Group::<BoxError>::builder().parent(&parent).build_scoped().unwrap();
+    let cancellation = group.cancellation();
+    group.spawn(std::future::pending()).await;
+    group
+        .spawn(async move {
+            stopping.cancel();
+            Ok(())
+        })
+        .await;
+    let err = group.wait().await.unwrap_err();
+    assert_eq!(find::<Cancelled>(&*err).unwrap().unfinished(), 1);
+    assert_eq!(cancellation.cause(), Some(CancelCause::Parent));
+}
