@@ -470,6 +470,12 @@ impl<E> CollectGroup<E> {
         self.0.token()
     }
 
+    /// The token with the cause of its cancellation; see
+    /// [`Group::cancellation`].
+    pub fn cancellation(&self) -> Cancellation {
+        self.0.cancellation()
+    }
+
     /// Cancels the group; see [`Group::cancel`].
     pub fn cancel(&self) {
         self.0.cancel();
