@@ -15,9 +15,13 @@
 //! - Each link holds at most `capacity` items in its queue, plus one chunk
 //!   being filled by the sender and one being worked on by the receiver.
 //!   Items move in chunks when several are ready, one by one otherwise.
-//! - At capacity 64, a 3-stage pipeline moves about 12 M items/s on the
-//!   2-core reference machine (Go's channels: about 7 M); at capacity 1,
-//!   about 1.2 M (`docs/benchmarks.md`).
+//! - At capacity 64, a 3-stage pipeline moves about 18 M items/s on the
+//!   2-core reference machine (Go's channels: about 6 M in the same run);
+//!   at capacity 1, about 1 M (Go: 3 M; `docs/benchmarks.md`).
+//! - Each task of a run (source, every stage worker) is a tokio task of
+//!   its own, so stages and the workers of one stage run on all the
+//!   runtime's threads: a 16-worker stage of CPU work runs 1.94× faster on
+//!   2 threads than on 1.
 //! - Cancellation reaches every send and receive: they are `.await` points
 //!   of tasks that the group drops on abort.
 //!
