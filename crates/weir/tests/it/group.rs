@@ -23,6 +23,17 @@ impl Drop for DropFlag {
     }
 }
 
+/// A task that never ends and sets `dropped` when its future is dropped,
+/// polled or not.
+fn pending_until_dropped<E>(dropped: &Arc<AtomicBool>) -> impl Future<Output = Result<(), E>> + Send + 'static {
+    let flag = DropFlag(dropped.clone());
+    async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn wait_returns_ok_when_every_task_succeeds() {
     let group: Group<BoxError> = Group::new();
@@ -86,14 +97,7 @@ async fn cooperative_siblings_see_the_token_and_finish() {
 async fn abort_drops_running_tasks_that_ignore_the_token() {
     let group: Group<BoxError> = Group::new();
     let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
-    group
-        .spawn(async move {
-            let _flag = flag;
-            std::future::pending::<()>().await;
-            Ok(())
-        })
-        .await;
+    group.spawn(pending_until_dropped(&dropped)).await;
     group.spawn(async { Err("boom".into()) }).await;
     assert!(group.wait().await.is_err());
     assert!(dropped.load(Ordering::SeqCst), "the stuck task was dropped before wait returned");
@@ -621,14 +625,7 @@ async fn tasks_queued_for_a_worker_are_dropped_when_the_group_stops() {
         group.spawn(async { Ok(()) }).await;
     }
     let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
-    group
-        .spawn(async move {
-            let _flag = flag;
-            std::future::pending::<()>().await;
-            Ok(())
-        })
-        .await;
+    group.spawn(pending_until_dropped(&dropped)).await;
     let token = group.token();
     token.cancelled().await;
     for _ in 0..3 {

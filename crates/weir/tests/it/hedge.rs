@@ -88,10 +88,9 @@ async fn a_failed_attempt_starts_the_next_at_once_and_all_failures_are_kept() {
     assert!(matches!(errors.iter().next().unwrap().0, Origin::Attempt(0)));
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_budget_caps_hedges_at_a_share_of_calls() {
-    let hedge = Hedge::builder().delay(HedgeDelay::Fixed(ms(1))).max_extra_load(0.01).build().unwrap();
-    for _ in 0..1000 {
+/// `calls` calls of 5 ms each through `hedge`, one after the other.
+async fn slow_calls(hedge: &Hedge, calls: u64) {
+    for _ in 0..calls {
         hedge
             .call(|_| async {
                 sleep(ms(5)).await;
@@ -100,6 +99,12 @@ async fn the_budget_caps_hedges_at_a_share_of_calls() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_hedges_at_a_share_of_calls() {
+    let hedge = Hedge::builder().delay(HedgeDelay::Fixed(ms(1))).max_extra_load(0.01).build().unwrap();
+    slow_calls(&hedge, 1000).await;
     let m = hedge.metrics();
     assert!(m.hedges <= 10 + 10, "1% of 1000 calls plus the reserve of 10: {m:?}");
     assert!(m.denied >= 980 - 20, "{m:?}");
@@ -111,15 +116,7 @@ async fn the_budget_caps_hedges_at_a_share_of_calls() {
 #[tokio::test(start_paused = true)]
 async fn hedges_stay_within_the_reserve_plus_the_share_on_short_runs() {
     async fn hedges(hedge: &Hedge, calls: u64) -> u64 {
-        for _ in 0..calls {
-            hedge
-                .call(|_| async {
-                    sleep(ms(5)).await;
-                    Ok::<_, BoxError>(())
-                })
-                .await
-                .unwrap();
-        }
+        slow_calls(hedge, calls).await;
         hedge.metrics().hedges
     }
     let strict = Hedge::builder().delay(HedgeDelay::Fixed(ms(1))).reserve(0).build().unwrap();

@@ -18,6 +18,17 @@ impl Drop for DropFlag<'_> {
     }
 }
 
+/// A task that never ends and sets `dropped` when its future is dropped,
+/// polled or not (the flag is moved in, not made at the first poll).
+fn pending_until_dropped(dropped: &AtomicBool) -> impl Future<Output = Result<(), BoxError>> + Send + '_ {
+    let flag = DropFlag(dropped);
+    async move {
+        let _flag = flag;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
 /// Tasks borrow a local slice, a local `&str` and a local `Mutex`, with no
 /// `Arc` or clone; a `&mut` part of a buffer each.
 #[tokio::test]
@@ -150,15 +161,7 @@ async fn dropping_the_group_drops_its_tasks() {
     let dropped = AtomicBool::new(false);
     let mut group = Group::<BoxError>::builder().build_scoped().unwrap();
     let token = group.token();
-    // Moved into the task: dropped with its future, polled or not.
-    let flag = DropFlag(&dropped);
-    group
-        .spawn(async move {
-            let _flag = flag;
-            std::future::pending::<()>().await;
-            Ok(())
-        })
-        .await;
+    group.spawn(pending_until_dropped(&dropped)).await;
     drop(group);
     assert!(dropped.load(Ordering::SeqCst));
     assert!(token.is_cancelled());
