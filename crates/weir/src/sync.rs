@@ -6,11 +6,11 @@
 #[cfg(weir_loom)]
 pub(crate) use loom::sync::Mutex;
 #[cfg(weir_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(weir_loom))]
 pub(crate) use std::sync::Mutex;
 #[cfg(not(weir_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 /// A waker slot: futures-util's, or loom's under the model checker.
 #[derive(Debug, Default)]

@@ -64,13 +64,22 @@ pub(crate) struct LocalTasks<T> {
     /// Slots to poll now, in order: new tasks, and those taken from
     /// `woken`.
     ready: VecDeque<usize>,
+    /// Slots whose task returned `Pending` in the last round.
+    left_pending: Vec<usize>,
     woken: Arc<Woken>,
     len: usize,
 }
 
 impl<T> Default for LocalTasks<T> {
     fn default() -> Self {
-        Self { slots: Vec::new(), free: Vec::new(), ready: VecDeque::new(), woken: Arc::default(), len: 0 }
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            ready: VecDeque::new(),
+            left_pending: Vec::new(),
+            woken: Arc::default(),
+            len: 0,
+        }
     }
 }
 
@@ -88,6 +97,7 @@ impl<T: Future + Unpin> LocalTasks<T> {
             self.free.push(index);
         }
         self.ready.clear();
+        self.left_pending.clear();
         self.len = 0;
     }
 
@@ -109,6 +119,63 @@ impl<T: Future + Unpin> LocalTasks<T> {
         entry.waker.queued.store(true, Ordering::Release);
         self.ready.push_back(slot);
         self.len += 1;
+    }
+
+    /// Starts a worker's round: registers `cx` to be woken when a task is,
+    /// and queues the tasks woken since the last round behind those
+    /// already queued.
+    pub(crate) fn begin_round(&mut self, cx: &mut Context<'_>) {
+        self.woken.worker.register(cx.waker());
+        self.ready.extend(self.woken.slots.lock().unwrap_or_else(|p| p.into_inner()).drain(..));
+    }
+
+    /// Whether a task is queued to be polled.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Queues the tasks that returned `Pending` in the last round and were
+    /// not woken since, as if they were: a spurious poll, which the
+    /// `Future` contract allows, for a task whose wake-up its runtime put
+    /// off (tokio's `yield_now` wakes only once the thread runs out of
+    /// work). Returns how many were queued.
+    pub(crate) fn queue_unwoken(&mut self) -> usize {
+        let before = self.ready.len();
+        for slot in self.left_pending.drain(..) {
+            let entry = &self.slots[slot];
+            if entry.task.is_some() && !entry.waker.queued.swap(true, Ordering::AcqRel) {
+                self.ready.push_back(slot);
+            }
+        }
+        self.ready.len() - before
+    }
+
+    /// Polls each queued task once, at most `budget` polls, handing each
+    /// output to `ended`; tasks woken meanwhile wait for the next round.
+    /// Returns whether the budget ran out first.
+    pub(crate) fn poll_round(&mut self, budget: &mut u32, mut ended: impl FnMut(T::Output)) -> bool {
+        self.left_pending.clear();
+        for _ in 0..self.ready.len() {
+            if *budget == 0 {
+                return true;
+            }
+            *budget -= 1;
+            let Some(slot) = self.ready.pop_front() else { break };
+            let entry = &mut self.slots[slot];
+            entry.waker.queued.store(false, Ordering::Release);
+            // A slot freed since it was woken has no task: skip it.
+            let Some(task) = entry.task.as_mut() else { continue };
+            match std::pin::Pin::new(task).poll(&mut Context::from_waker(&entry.as_waker)) {
+                Poll::Ready(output) => {
+                    entry.task = None;
+                    self.free.push(slot);
+                    self.len -= 1;
+                    ended(output);
+                }
+                Poll::Pending => self.left_pending.push(slot),
+            }
+        }
+        false
     }
 
     /// Polls the tasks that are ready, at most `budget` of them, until one

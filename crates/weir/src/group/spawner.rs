@@ -8,15 +8,18 @@ use tokio::task::JoinHandle;
 use super::core::Core;
 use super::inbox::Inbox;
 use super::task::Job;
-use super::worker::Worker;
+use super::worker::{Inboxes, Worker};
 use crate::error::Panicked;
 
 pub(crate) struct Spawner<E> {
-    inboxes: Vec<Arc<Inbox<Job<'static, E>>>>,
+    inboxes: Inboxes<E>,
     next: AtomicUsize,
     /// Consecutive spawns handed to one worker: 64 (a burst costs a worker
     /// one lock and one wake-up), or 1 for a worker per task.
     block: usize,
+    /// Whether idle workers steal from busy ones: not when each task has a
+    /// worker of its own (a pipeline's), which would undo that.
+    steal: bool,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -26,16 +29,14 @@ impl<E: From<Panicked> + std::fmt::Display + Send + 'static> Spawner<E> {
     /// # Panics
     /// Outside a tokio runtime.
     pub(crate) fn start(count: usize, core: &Arc<Core<E>>, spread: bool) -> Self {
-        let mut inboxes = Vec::with_capacity(count);
+        let inboxes: Inboxes<E> = (0..count).map(|_| Arc::new(Inbox::new())).collect();
         let mut workers = Vec::with_capacity(count);
-        for _ in 0..count {
-            let inbox = Arc::new(Inbox::new());
-            let worker = tokio::spawn(Worker::new(Arc::clone(core), Arc::clone(&inbox)));
-            core.add_worker(worker.abort_handle(), Arc::clone(&inbox));
-            inboxes.push(inbox);
+        for (own, inbox) in inboxes.iter().enumerate() {
+            let worker = tokio::spawn(Worker::new(Arc::clone(core), Arc::clone(&inboxes), own, !spread));
+            core.add_worker(worker.abort_handle(), Arc::clone(inbox));
             workers.push(worker);
         }
-        Self { inboxes, next: AtomicUsize::new(0), block: if spread { 1 } else { 64 }, workers }
+        Self { inboxes, next: AtomicUsize::new(0), block: if spread { 1 } else { 64 }, steal: !spread, workers }
     }
 
     /// Hands `task` to the next worker, round-robin by blocks. A worker that was
@@ -46,15 +47,20 @@ impl<E: From<Panicked> + std::fmt::Display + Send + 'static> Spawner<E> {
         } else {
             (self.next.fetch_add(1, Ordering::Relaxed) / self.block) % self.inboxes.len()
         };
-        // If the worker was aborted (the group stopped), the job stays
-        // queued, never starts, and is dropped with the group.
-        self.inboxes[index].push(job);
+        // If the worker was aborted (the group stopped), the job is
+        // dropped unstarted.
+        let inbox = &self.inboxes[index];
+        if inbox.push(job) && self.steal {
+            // A backlog: a parked sibling can take part of it.
+            let count = self.inboxes.len();
+            (1..count).any(|step| self.inboxes[(index + step) % count].wake_if_parked());
+        }
     }
 
     /// Closes the inboxes and returns the workers to join: each ends once
     /// its tasks ended.
     pub(crate) fn close(self) -> Vec<JoinHandle<()>> {
-        for inbox in &self.inboxes {
+        for inbox in self.inboxes.iter() {
             inbox.close();
         }
         self.workers

@@ -129,13 +129,16 @@ async fn limit_bounds_concurrency_and_spawn_waits_for_a_slot() {
     let group: Group<BoxError> = Group::builder().limit(3).build().unwrap();
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
-    for _ in 0..50 {
-        let (running, peak) = (running.clone(), peak.clone());
+    // Each task waits until three run at once: the limit must let three
+    // run (or this hangs), and never a fourth.
+    let three_at_once = Arc::new(tokio::sync::Barrier::new(3));
+    for _ in 0..51 {
+        let (running, peak, three_at_once) = (running.clone(), peak.clone(), three_at_once.clone());
         group
             .spawn(async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
-                tokio::task::yield_now().await;
+                three_at_once.wait().await;
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
             })
@@ -670,4 +673,42 @@ async fn stress_1000_groups_with_random_failures_and_panics() {
     assert!(failed > 50 && panicked > 50, "faults were injected: {failed} errors, {panicked} panics");
     settle(|| alive_tasks() == before).await;
     assert_eq!(alive_tasks(), before, "no task outlives its group");
+}
+
+/// A task that computes without awaiting holds its worker's thread, but
+/// not the tasks spawned after it: the idle worker takes them from its
+/// queue. Before, both went to the same worker and the second never ran
+/// while the first computed (here: the first gives up after 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_queued_behind_a_cpu_bound_sibling_runs_on_the_idle_thread() {
+    let group: Group<BoxError> = Group::new();
+    let sibling_ran = Arc::new(AtomicBool::new(false));
+    let seen = sibling_ran.clone();
+    group
+        .spawn(async move {
+            let give_up = std::time::Instant::now() + Duration::from_secs(10);
+            while !seen.load(Ordering::SeqCst) {
+                if std::time::Instant::now() > give_up {
+                    return Err("no task spawned after this one ran while it computed".into());
+                }
+                std::hint::spin_loop();
+            }
+            Ok(())
+        })
+        .await;
+    for _ in 0..10 {
+        group
+            .spawn(async {
+                tokio::task::yield_now().await;
+                Ok(())
+            })
+            .await;
+    }
+    group
+        .spawn(async move {
+            sibling_ran.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+    group.wait().await.unwrap();
 }
