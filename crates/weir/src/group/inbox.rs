@@ -29,16 +29,26 @@ pub(crate) struct Inbox<T> {
     /// it: a sibling looking for work, or the owner about to park, checks
     /// it without contending with the spawner for the lock.
     queued: AtomicUsize,
+    /// What the owner publishes each round, on a cache line of its own:
+    /// the spawner writes the fields above on every push.
+    owner: Padded<Owner>,
+}
+
+/// What an inbox's owner tells its siblings and the spawner.
+struct Owner {
     /// How many jobs the owner takes next: a sibling leaves it a backlog no
     /// larger than that, unless its round has run long.
-    owner_batch: AtomicUsize,
+    batch: AtomicUsize,
     /// When the owner's current round began, in nanoseconds since
-    /// [`Inbox::epoch`] plus one; 0 between rounds.
+    /// [`since_epoch`]'s epoch, plus one; 0 between rounds.
     round_began: AtomicU64,
     /// Whether the owner found nothing to do anywhere and is waiting: a
     /// spawner with a backlog elsewhere wakes it to steal.
     parked: AtomicBool,
 }
+
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// What [`Inbox::take`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +66,11 @@ impl<T> Inbox<T> {
             waker: AtomicWaker::default(),
             closed: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
-            owner_batch: AtomicUsize::new(1),
-            round_began: AtomicU64::new(0),
-            parked: AtomicBool::new(false),
+            owner: Padded(Owner {
+                batch: AtomicUsize::new(1),
+                round_began: AtomicU64::new(0),
+                parked: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -84,7 +96,7 @@ impl<T> Inbox<T> {
         if queued == 1 {
             self.waker.wake();
         }
-        queued > self.owner_batch.load(Ordering::Relaxed)
+        queued > self.owner.0.batch.load(Ordering::Relaxed)
     }
 
     /// Adds jobs stolen from a sibling, newest first, so the owner starts
@@ -150,30 +162,34 @@ impl<T> Inbox<T> {
     }
 
     /// Whether a sibling should steal: more jobs are queued than the owner
-    /// takes next, or the owner's round has run longer than `slow` by
-    /// `now` (it is stuck in a long poll).
-    pub(crate) fn worth_stealing(&self, now: Instant, slow: Duration) -> bool {
+    /// takes next, or the owner's round has run longer than `slow` (it is
+    /// stuck in a long poll). `now` is read from the clock only if needed,
+    /// and kept for the caller's next call.
+    pub(crate) fn worth_stealing(&self, now: &mut Option<Instant>, slow: Duration) -> bool {
         let queued = self.queued.load(Ordering::SeqCst);
         if queued == 0 {
             return false;
         }
-        if queued > self.owner_batch.load(Ordering::Relaxed) {
+        if queued > self.owner.0.batch.load(Ordering::Relaxed) {
             return true;
         }
-        match self.round_began.load(Ordering::Relaxed) {
+        match self.owner.0.round_began.load(Ordering::Relaxed) {
             0 => false,
-            began => since_epoch(now).saturating_sub(began - 1) > slow.as_nanos() as u64,
+            began => {
+                let now = *now.get_or_insert_with(Instant::now);
+                since_epoch(now).saturating_sub(began - 1) > slow.as_nanos() as u64
+            }
         }
     }
 
     /// The owner tells how many jobs it takes next.
     pub(crate) fn set_owner_batch(&self, batch: usize) {
-        self.owner_batch.store(batch, Ordering::Relaxed);
+        self.owner.0.batch.store(batch, Ordering::Relaxed);
     }
 
     /// The owner tells that a round began at `at` (`None`: it ended).
     pub(crate) fn set_round_began(&self, at: Option<Instant>) {
-        self.round_began.store(at.map_or(0, |at| since_epoch(at) + 1), Ordering::Relaxed);
+        self.owner.0.round_began.store(at.map_or(0, |at| since_epoch(at) + 1), Ordering::Relaxed);
     }
 
     /// Whether jobs are queued (a hint: it may change at once).
@@ -185,19 +201,19 @@ impl<T> Inbox<T> {
     /// [`wake_if_parked`](Self::wake_if_parked).
     pub(crate) fn park(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
-        self.parked.store(true, Ordering::SeqCst);
+        self.owner.0.parked.store(true, Ordering::SeqCst);
     }
 
     /// Marks the owner as no longer parked.
     pub(crate) fn unpark(&self) {
-        if self.parked.load(Ordering::Relaxed) {
-            self.parked.store(false, Ordering::SeqCst);
+        if self.owner.0.parked.load(Ordering::Relaxed) {
+            self.owner.0.parked.store(false, Ordering::SeqCst);
         }
     }
 
     /// Wakes the owner if it was parked, once; tells whether it did.
     pub(crate) fn wake_if_parked(&self) -> bool {
-        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+        if self.owner.0.parked.load(Ordering::SeqCst) && self.owner.0.parked.swap(false, Ordering::SeqCst) {
             self.waker.wake();
             return true;
         }

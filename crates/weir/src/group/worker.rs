@@ -124,11 +124,11 @@ impl<E> Worker<E> {
         if !self.steals {
             return false;
         }
-        let now = Instant::now();
+        let mut now = None;
         let count = self.inboxes.len();
         for step in 1..count {
             let victim = &self.inboxes[(self.own + step) % count];
-            if victim.worth_stealing(now, SLOW_ROUND) && victim.steal(MAX_STEAL, &mut self.taken) > 0 {
+            if victim.worth_stealing(&mut now, SLOW_ROUND) && victim.steal(MAX_STEAL, &mut self.taken) > 0 {
                 self.inboxes[self.own].push_stolen(&mut self.taken);
                 self.drained = false;
                 return true;
@@ -146,8 +146,8 @@ impl<E> Worker<E> {
         if !self.steals {
             return false;
         }
-        let (now, count) = (Instant::now(), self.inboxes.len());
-        (1..count).any(|step| self.inboxes[(self.own + step) % count].worth_stealing(now, SLOW_ROUND))
+        let (mut now, count) = (None, self.inboxes.len());
+        (1..count).any(|step| self.inboxes[(self.own + step) % count].worth_stealing(&mut now, SLOW_ROUND))
     }
 
     /// One turn of the worker: rounds until nothing is ready or the budget
@@ -159,6 +159,10 @@ impl<E> Worker<E> {
         // Polls per turn before the worker yields to the runtime, so other
         // tokio tasks on its thread get their turn.
         let mut budget = 128;
+        // When the next round begins, near enough: the end of the last one
+        // (what happens between two rounds is a take or a steal), so a
+        // round costs one clock read.
+        let mut mark = Instant::now();
         loop {
             self.tasks.begin_round(cx);
             if self.tasks.has_ready() && self.rounds_without_taking < MAX_ROUNDS_WITHOUT_TAKING {
@@ -197,14 +201,15 @@ impl<E> Worker<E> {
                 }
                 return Poll::Pending;
             }
-            let started = Instant::now();
-            self.inbox().set_round_began(Some(started));
+            self.inbox().set_round_began(Some(mark));
             let core = &self.core;
             let out_of_budget = self.tasks.poll_round(&mut budget, |mut ended| match ended.result.take() {
                 Some(result) => core.finish(|| ended.task_id(), result),
                 None => core.not_started(),
             });
-            self.batch = if started.elapsed() > SLOW_ROUND { 1 } else { (self.batch * 2).min(MAX_BATCH) };
+            let ended = Instant::now();
+            self.batch = if ended - mark > SLOW_ROUND { 1 } else { (self.batch * 2).min(MAX_BATCH) };
+            mark = ended;
             self.inbox().set_round_began(None);
             self.inbox().set_owner_batch(self.batch);
             if out_of_budget {
