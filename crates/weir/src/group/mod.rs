@@ -17,13 +17,16 @@
 //!
 //! # Costs
 //! A spawned task costs a box and a queue push, not a tokio task: about
-//! 310 ns per task without a limit and 210 ns with a limit of 8 on the
-//! 2-core reference machine, where Go's errgroup took about 450 and 410 ns
+//! 150 ns per task without a limit and 260 ns with a limit of 8 on the
+//! 2-core reference machine, where Go's errgroup took about 260 and 510 ns
 //! and `JoinSet` about 1300 ns in the same session (`bash bench/compare.sh`).
-//! Tasks share one worker task per runtime thread, so one of them cannot be
-//! stolen by an idle thread while a sibling runs: work that blocks a thread
-//! belongs in `tokio::task::spawn_blocking` (`cargo bench --bench fairness`
-//! measures the cost beside `JoinSet`).
+//! Tasks share one worker task per runtime thread, but a task that computes
+//! without awaiting does not hold up the tasks queued behind it: an idle
+//! worker steals them (`cargo bench --bench fairness`: short tasks beside
+//! CPU-heavy ones finish as soon as beside `JoinSet`'s, see
+//! `docs/benchmarks.md`). Tasks a worker has already started stay on it,
+//! so work that blocks a thread still belongs in
+//! `tokio::task::spawn_blocking`.
 //!
 //! # Examples
 //! ```

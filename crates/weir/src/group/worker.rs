@@ -6,33 +6,60 @@
 //! One detached tokio task per group task, counted with an atomic and a
 //! `Notify`, cost 583 ns per no-op task (687 with a limit of 8) where Go's
 //! errgroup took about 450 (410) in the same run; `JoinSet` about 1300. A
-//! group starts one worker per runtime thread and hands tasks to them
-//! round-robin; a worker keeps its started tasks in [`LocalTasks`] (a slab
+//! group starts one worker per runtime thread and hands tasks to them in
+//! blocks of 64; a worker keeps its started tasks in [`LocalTasks`] (a slab
 //! whose slots and wakers are reused, so a task costs its one box), which
-//! polls only the tasks that were woken: 309 ns per task, 211 with a limit
-//! of 8.
+//! polls only the tasks that were woken: 153 ns per task, 262 with a limit
+//! of 8, against Go's 264 and 509 in the same run (2026-12-03).
 //!
-//! # Why a task stuck behind a CPU-heavy sibling still runs soon
+//! # Why a task queued behind a CPU-heavy sibling still runs soon
 //!
 //! Tasks on one worker share its tokio task: while one of them computes
-//! for 50 ms without awaiting, the worker cannot poll the others. What
-//! keeps them from waiting is where they wait: a worker takes jobs from
-//! its [`Inbox`] a few at a time, never more than half of what is queued,
-//! and only as many as its last round could afford (up to 64 while rounds
-//! stay under 100 µs, so the lock is paid once per many tasks; one at a
-//! time after a slower round, when a lock per job is under 0.1 % of it).
-//! The rest stays in the inbox, where a sibling that has nothing ready
-//! steals the newest half of it. Newest, because the victim works from the
-//! front: a burst of long tasks spawned first stays with the worker already
-//! stuck in one, and the short tasks spawned after them run on the idle
-//! thread. Measured on 2 threads against `JoinSet` (`cargo bench --bench
-//! fairness`): see the figures in `docs/benchmarks.md`.
+//! for 50 ms without awaiting, the worker cannot poll the others. Four
+//! rules keep the others from waiting for it:
+//!
+//! - **Jobs wait where others can take them.** A worker takes jobs from
+//!   its [`Inbox`] a few at a time, never more than half of what is queued,
+//!   and only as many as its last round could afford: up to 64 while
+//!   rounds stay under 100 µs (the lock is paid once per many tasks), one
+//!   at a time after a slower round (a lock per job is then under 0.1 % of
+//!   the round). A new group's workers start at one.
+//! - **An idle worker steals the newest half.** A worker with nothing
+//!   ready takes the newest half of a sibling's queue when it holds more
+//!   than the sibling takes next, or when the sibling's round has run over
+//!   100 µs; the spawner wakes a parked worker when a backlog builds.
+//!   Newest, because the victim works from the front: long tasks spawned
+//!   first stay with the worker already stuck in one, and the short ones
+//!   spawned after them run on the idle thread.
+//! - **Started tasks first.** Ready tasks a worker has started run before
+//!   it starts new ones (for up to 16 rounds in a row), so a new job that
+//!   turns out long does not hold up tasks already under way.
+//! - **A second look before new work.** tokio's `yield_now` wakes its task
+//!   only when the thread runs out of work; a worker that went on to a long
+//!   job would leave such a task waiting for it (and a worker that yielded
+//!   to collect the wake-up could itself be left behind a sibling's long
+//!   poll on the same thread: measured, every short task waited 50 ms in 7
+//!   runs of 12). So before a take, tasks left pending and not woken get up
+//!   to two spurious polls, which the `Future` contract allows.
+//!
+//! Measured on 2 threads against `JoinSet` in the same run (`cargo bench
+//! --bench fairness`, median of 9 runs; before these rules: 200 / 200 /
+//! 200 ms with 4 long tasks first, 50 / 50 / 50 ms with one):
+//!
+//! | shape | weir p50 / p99 / max | `JoinSet` p50 / p99 / max |
+//! | --- | --- | --- |
+//! | 4 × 50 ms CPU first | 0.1 / 100.1 / 100.1 ms | 0.2 / 100.2 / 100.2 ms |
+//! | 1 × 50 ms CPU first | 0.1 / 0.1 / 50.1 ms | 0.2 / 0.2 / 50.1 ms |
+//! | 4 × 50 ms CPU last | 0.2 / 0.2 / 0.2 ms | 0.1 / 100.3 / 100.3 ms |
+//! | 4 × 50 polls of 1 ms | 0.1 / 6.2 / 6.2 ms | 0.2 / 6.2 / 7.1 ms |
 //!
 //! What is not moved: a task a worker has started. While the worker is
 //! inside a long poll, its other started tasks wait even if woken (tokio
 //! would let an idle thread steal them). CPU-heavy work still belongs in
 //! `tokio::task::spawn_blocking` or in a pipeline stage with several
-//! workers; this only bounds the harm when it is not.
+//! workers; this bounds the harm when it is not. A pipeline gives each of
+//! its tasks a worker of its own, and those do not steal (that would put
+//! two stages back on one worker).
 //!
 //! tokio-console shows the workers (one tokio task each), not the group's
 //! tasks.
