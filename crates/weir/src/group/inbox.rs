@@ -7,10 +7,12 @@
 //! half of them from the back while the owner is stuck in a long poll. A
 //! push wakes the owner only when the queue goes from empty to non-empty (a
 //! push onto a non-empty queue is covered by the wake-up of the push that
-//! made it non-empty), and tells the caller whether a backlog was already
-//! there, so the spawner can wake a parked sibling to steal. It measured
-//! faster than a tokio unbounded channel here, which pays for an atomic
-//! permit count and a wake-up check on every message.
+//! made it non-empty), and tells the caller whether more is queued than the
+//! owner takes next, so the spawner can wake a parked sibling to steal. A
+//! missed sibling wake-up costs latency, never a job: the owner always
+//! drains its own queue. It measured faster than a tokio unbounded channel
+//! here, which pays for an atomic permit count and a wake-up check on
+//! every message.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
