@@ -161,21 +161,28 @@ impl<T: Future + Unpin> LocalTasks<T> {
             }
             *budget -= 1;
             let Some(slot) = self.ready.pop_front() else { break };
-            let entry = &mut self.slots[slot];
-            entry.waker.queued.store(false, Ordering::Release);
-            // A slot freed since it was woken has no task: skip it.
-            let Some(task) = entry.task.as_mut() else { continue };
-            match std::pin::Pin::new(task).poll(&mut Context::from_waker(&entry.as_waker)) {
-                Poll::Ready(output) => {
-                    entry.task = None;
-                    self.free.push(slot);
-                    self.len -= 1;
-                    ended(output);
-                }
-                Poll::Pending => self.left_pending.push(slot),
+            match self.poll_slot(slot) {
+                Some(Poll::Ready(output)) => ended(output),
+                Some(Poll::Pending) => self.left_pending.push(slot),
+                None => {}
             }
         }
         false
+    }
+
+    /// Polls the task in `slot` with the slot's waker, freeing the slot if
+    /// it ended; `None` if the slot was freed since it was woken.
+    fn poll_slot(&mut self, slot: usize) -> Option<Poll<T::Output>> {
+        let entry = &mut self.slots[slot];
+        entry.waker.queued.store(false, Ordering::Release);
+        let task = entry.task.as_mut()?;
+        let polled = std::pin::Pin::new(task).poll(&mut Context::from_waker(&entry.as_waker));
+        if polled.is_ready() {
+            entry.task = None;
+            self.free.push(slot);
+            self.len -= 1;
+        }
+        Some(polled)
     }
 
     /// Polls the tasks that are ready, at most `budget` of them, until one
@@ -201,14 +208,7 @@ impl<T: Future + Unpin> LocalTasks<T> {
                     return Poll::Pending;
                 }
                 *budget -= 1;
-                let entry = &mut self.slots[slot];
-                entry.waker.queued.store(false, Ordering::Release);
-                // A slot freed since it was woken has no task: skip it.
-                let Some(task) = entry.task.as_mut() else { continue };
-                if let Poll::Ready(output) = std::pin::Pin::new(task).poll(&mut Context::from_waker(&entry.as_waker)) {
-                    entry.task = None;
-                    self.free.push(slot);
-                    self.len -= 1;
+                if let Some(Poll::Ready(output)) = self.poll_slot(slot) {
                     return Poll::Ready(Some(output));
                 }
             }
