@@ -10,6 +10,7 @@ mod checkpoint;
 mod dlq;
 mod group;
 mod hedge;
+mod inspect;
 mod pipeline;
 mod policy;
 mod properties;

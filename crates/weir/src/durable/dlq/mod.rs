@@ -48,6 +48,9 @@ pub struct Envelope<T> {
     pub first_failure: SystemTime,
     /// When its last attempt failed.
     pub last_failure: SystemTime,
+    /// When an operator marked it for replay, if one did (stored queues
+    /// only: [`StoreDlq::request_replay`](crate::durable::store::StoreDlq::request_replay)).
+    pub replay_requested: Option<SystemTime>,
 }
 
 impl<T> Envelope<T> {
@@ -66,6 +69,7 @@ impl<T> Envelope<T> {
             attempts,
             first_failure: now,
             last_failure: now,
+            replay_requested: None,
         }
     }
 
@@ -83,6 +87,7 @@ impl<T> Envelope<T> {
             attempts: error.attempt(),
             first_failure: letter.first_failure,
             last_failure: letter.last_failure,
+            replay_requested: None,
             item: letter.item,
         }
     }

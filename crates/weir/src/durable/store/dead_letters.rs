@@ -2,12 +2,12 @@
 //! item kept as JSON.
 
 use std::marker::PhantomData;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::inspect::{LetterQuery, ms, time};
 use super::{Backend, DeadLetterRow, Store, StoreError};
 use crate::durable::dlq::{DeadLetterQueue, Envelope};
 use crate::error::BoxError;
@@ -49,26 +49,45 @@ impl<T> Clone for StoreDlq<T> {
     }
 }
 
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn time(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
-
 impl<T> StoreDlq<T> {
     pub(crate) fn new(store: Store, queue: &str) -> Self {
         Self { store, queue: queue.to_owned(), item: PhantomData }
     }
 
-    async fn rows(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
+    async fn rows(&self, query: &LetterQuery) -> Result<Vec<DeadLetterRow>, StoreError> {
         match self.store.backend() {
-            Backend::Memory(m) => Ok(m.dead_letters(&self.queue)),
+            Backend::Memory(m) => Ok(m.letters(&self.queue, query)),
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.dead_letters(&self.queue).await,
+            Backend::Sqlite(s) => s.letters(&self.queue, query).await,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.dead_letters(&self.queue).await,
+            Backend::Postgres(p) => p.letters(&self.queue, query).await,
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.queue
+    }
+
+    /// Marks the letters with these ids for replay (ids not queued are
+    /// ignored); returns how many were found. An operator marks them (the
+    /// `weir dlq replay` command does only this: it cannot run the
+    /// application's code); the application that owns the queue finds them
+    /// with [`LetterQuery::replay_requested`], replays them and
+    /// [`remove`](Self::remove)s those that went through. Marking again
+    /// moves the mark's time.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn request_replay(&self, ids: &[u64]) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|&id| id as i64).collect();
+        let at = super::now_ms();
+        match self.store.backend() {
+            Backend::Memory(m) => Ok(m.request_replay(&self.queue, &ids, at)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.request_replay(&self.queue, &ids, at).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.request_replay(&self.queue, &ids, at).await,
         }
     }
 
@@ -93,7 +112,38 @@ impl<T: DeserializeOwned> StoreDlq<T> {
     /// [`StoreError`] if the store cannot be read or an item is not the
     /// expected type.
     pub async fn list(&self) -> Result<Vec<Envelope<T>>, StoreError> {
-        self.rows().await?.into_iter().map(|row| self.decode(row)).collect()
+        self.find(&LetterQuery::all()).await
+    }
+
+    /// The page of envelopes `query` asks for, oldest first, leaving them
+    /// queued; the next page is the same query
+    /// [`after`](LetterQuery::after) this page's last id. With
+    /// `T = serde_json::Value` any queue reads, whatever its item type.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read or an item is not the
+    /// expected type.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::dlq::{DeadLetterQueue, Envelope};
+    /// use weir::durable::store::{LetterQuery, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let store = Store::memory();
+    /// let queue = store.dead_letters::<String>("orders");
+    /// let id = queue.push(Envelope::new("bad line".to_string(), "parse", 1)).await?;
+    /// queue.request_replay(&[id]).await?;
+    /// let any = store.dead_letters::<serde_json::Value>("orders");
+    /// let marked = any.find(&LetterQuery::new().replay_requested(true)).await?;
+    /// assert_eq!(marked[0].item, serde_json::json!("bad line"));
+    /// assert!(marked[0].replay_requested.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn find(&self, query: &LetterQuery) -> Result<Vec<Envelope<T>>, StoreError> {
+        self.rows(query).await?.into_iter().map(|row| self.decode(row)).collect()
     }
 
     /// Takes the envelopes with these ids out of the queue (ids not queued
@@ -125,6 +175,7 @@ impl<T: DeserializeOwned> StoreDlq<T> {
         envelope.tenant = row.tenant;
         envelope.first_failure = time(row.first_failure);
         envelope.last_failure = time(row.last_failure);
+        envelope.replay_requested = row.replay_requested_at.map(time);
         Ok(envelope)
     }
 }
@@ -147,6 +198,7 @@ where
                 attempts: i64::from(envelope.attempts),
                 first_failure: ms(envelope.first_failure),
                 last_failure: ms(envelope.last_failure),
+                replay_requested_at: None,
             };
             let id = match self.store.backend() {
                 Backend::Memory(m) => m.push_dead_letter(&row),
@@ -162,7 +214,7 @@ where
     fn count(&self) -> BoxFuture<'_, Result<usize, BoxError>> {
         Box::pin(async move {
             let n = match self.store.backend() {
-                Backend::Memory(m) => m.dead_letters(&self.queue).len() as i64,
+                Backend::Memory(m) => m.letters(&self.queue, &LetterQuery::all()).len() as i64,
                 #[cfg(feature = "sqlite")]
                 Backend::Sqlite(s) => s.count_dead_letters(&self.queue).await?,
                 #[cfg(feature = "postgres")]
@@ -176,7 +228,7 @@ where
         Box::pin(async move {
             // Decode first, delete after: a letter that cannot be read stays
             // queued and the error says which.
-            let rows = self.rows().await?;
+            let rows = self.rows(&LetterQuery::all()).await?;
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let envelopes = rows.into_iter().map(|row| self.decode(row)).collect::<Result<Vec<_>, _>>()?;
             self.delete(&ids).await?;

@@ -39,6 +39,14 @@ pub enum StoreError {
         /// The saga's id.
         saga: String,
     },
+    /// A saga, letter or cursor named in a request is not there.
+    #[error("{what} is not in {target}; check the id or name")]
+    NotFound {
+        /// The path or redacted URL.
+        target: String,
+        /// What was looked for (`saga order-7`).
+        what: String,
+    },
     /// A stored value could not be read back.
     #[error("corrupt record in {target}: {detail}")]
     Corrupt {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use super::ClaimScope;
+use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use super::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
 use super::{DeadLetterRow, WriteResult};
 
@@ -16,7 +17,8 @@ pub(crate) struct Memory {
 #[derive(Debug, Default)]
 struct State {
     sagas: BTreeMap<String, SagaRecord>,
-    cursors: HashMap<String, String>,
+    /// Position and when it was saved.
+    cursors: HashMap<String, (String, i64)>,
     dead_letters: Vec<DeadLetterRow>,
     next_dead_letter: i64,
 }
@@ -49,8 +51,8 @@ impl Memory {
                 }
                 WriteResult::Applied
             }
-            SagaWrite::Cursor { name, position, .. } => {
-                state.cursors.insert(name.clone(), position.clone());
+            SagaWrite::Cursor { name, position, at } => {
+                state.cursors.insert(name.clone(), (position.clone(), *at));
                 WriteResult::Applied
             }
         }
@@ -111,21 +113,55 @@ impl Memory {
         self.lock().sagas.get(id).cloned()
     }
 
-    pub(crate) fn list(&self, status: Option<SagaStatus>, limit: usize) -> Vec<SagaRecord> {
+    pub(crate) fn find_sagas(&self, query: &SagaQuery, after: Option<(i64, &str)>) -> Vec<SagaRecord> {
         let state = self.lock();
-        let mut all: Vec<SagaRecord> =
-            state.sagas.values().filter(|s| status.is_none_or(|st| s.status == st)).cloned().collect();
-        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        all.truncate(limit);
+        let past = |s: &SagaRecord| after.is_none_or(|after| (s.created_at, s.id.as_str()) > after);
+        let mut found: Vec<SagaRecord> =
+            state.sagas.values().filter(|s| query.matches(s) && past(s)).cloned().collect();
+        found.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        found.truncate(query.limit);
+        found
+    }
+
+    pub(crate) fn retry_compensations(&self, id: &str, fence: i64, steps: &str, now: i64) -> bool {
+        let mut state = self.lock();
+        let Some(saga) = state.sagas.get_mut(id).filter(|s| s.status == SagaStatus::Failed && s.fence == fence) else {
+            return false;
+        };
+        saga.status = SagaStatus::Compensating;
+        saga.steps = serde_json::from_str(steps).expect("weir writes valid steps");
+        saga.fence += 1;
+        saga.lease_owner = None;
+        saga.lease_until = None;
+        saga.updated_at = now;
+        true
+    }
+
+    pub(crate) fn cursors(&self) -> Vec<CursorRecord> {
+        let state = self.lock();
+        let mut all: Vec<CursorRecord> = state
+            .cursors
+            .iter()
+            .map(|(name, (position, at))| CursorRecord {
+                name: name.clone(),
+                position: serde_json::from_str(position).expect("cursors are saved as JSON"),
+                updated_at: inspect::time(*at),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
+    pub(crate) fn delete_cursor(&self, name: &str) -> bool {
+        self.lock().cursors.remove(name).is_some()
+    }
+
     pub(crate) fn load_cursor(&self, name: &str) -> Option<String> {
-        self.lock().cursors.get(name).cloned()
+        self.lock().cursors.get(name).map(|(position, _)| position.clone())
     }
 
     pub(crate) fn save_cursor(&self, name: &str, position: &str) {
-        self.lock().cursors.insert(name.to_owned(), position.to_owned());
+        self.lock().cursors.insert(name.to_owned(), (position.to_owned(), now_ms()));
     }
 
     pub(crate) fn push_dead_letter(&self, row: &DeadLetterRow) -> i64 {
@@ -142,8 +178,39 @@ impl Memory {
         id
     }
 
-    pub(crate) fn dead_letters(&self, queue: &str) -> Vec<DeadLetterRow> {
-        self.lock().dead_letters.iter().filter(|r| r.queue == queue).cloned().collect()
+    pub(crate) fn letters(&self, queue: &str, query: &LetterQuery) -> Vec<DeadLetterRow> {
+        let state = self.lock();
+        let found = state.dead_letters.iter().filter(|r| r.queue == queue && query.matches(r));
+        found.take(query.limit).cloned().collect()
+    }
+
+    pub(crate) fn queues(&self) -> Vec<QueueSummary> {
+        let mut queues: BTreeMap<&str, QueueSummary> = BTreeMap::new();
+        let state = self.lock();
+        for r in &state.dead_letters {
+            let q = queues.entry(&r.queue).or_insert_with(|| QueueSummary {
+                name: r.queue.clone(),
+                letters: 0,
+                replay_requested: 0,
+                oldest: inspect::time(r.first_failure),
+                newest: inspect::time(r.last_failure),
+            });
+            q.letters += 1;
+            q.replay_requested += u64::from(r.replay_requested_at.is_some());
+            q.oldest = q.oldest.min(inspect::time(r.first_failure));
+            q.newest = q.newest.max(inspect::time(r.last_failure));
+        }
+        queues.into_values().collect()
+    }
+
+    pub(crate) fn request_replay(&self, queue: &str, ids: &[i64], at: i64) -> u64 {
+        let mut state = self.lock();
+        let mut n = 0;
+        for r in state.dead_letters.iter_mut().filter(|r| r.queue == queue && ids.contains(&r.id)) {
+            r.replay_requested_at = Some(at);
+            n += 1;
+        }
+        n
     }
 
     pub(crate) fn delete_dead_letters(&self, queue: &str, ids: &[i64]) {

@@ -8,13 +8,14 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, QueryBuilder};
 
-use super::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
+use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
+use super::record::{SagaRecord, SagaWrite, now_ms};
 use super::rows;
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
 use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 2;
+const LATEST_SCHEMA: i64 = 3;
 
 pub(crate) struct Postgres {
     pub(crate) target: String,
@@ -201,16 +202,55 @@ impl Postgres {
         row.map(|r| rows::saga(&self.target, &r)).transpose()
     }
 
-    pub(crate) async fn list(&self, status: Option<SagaStatus>, limit: i64) -> Result<Vec<SagaRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM weir_sagas WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at, id LIMIT $2",
-        )
-        .bind(status.map(SagaStatus::as_str))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.query_error(e))?;
+    pub(crate) async fn find_sagas(
+        &self,
+        query: &SagaQuery,
+        after: Option<(i64, &str)>,
+    ) -> Result<Vec<SagaRecord>, StoreError> {
+        let rows = inspect::sagas_sql::<sqlx::Postgres>(query, after)
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
         rows.iter().map(|r| rows::saga(&self.target, r)).collect()
+    }
+
+    /// Sends failed saga `id` back to compensating (at `fence`, bumping
+    /// it) with `steps`; `false` if it is not failed at that fence.
+    pub(crate) async fn retry_compensations(
+        &self,
+        id: &str,
+        fence: i64,
+        steps: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(
+            "UPDATE weir_sagas SET status = 'compensating', steps = $1, fence = fence + 1,
+                    lease_owner = NULL, lease_until = NULL, updated_at = $2
+             WHERE id = $3 AND status = 'failed' AND fence = $4",
+        )
+        .bind(steps)
+        .bind(now)
+        .bind(id)
+        .bind(fence)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn cursors(&self) -> Result<Vec<CursorRecord>, StoreError> {
+        let rows = sqlx::query(inspect::CURSORS_SQL).fetch_all(&self.pool).await.map_err(|e| self.query_error(e))?;
+        rows.iter().map(|r| rows::cursor(&self.target, r)).collect()
+    }
+
+    pub(crate) async fn delete_cursor(&self, name: &str) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM weir_cursors WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| self.query_error(e))
     }
 
     pub(crate) async fn load_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -247,13 +287,30 @@ impl Postgres {
         .map_err(|e| self.query_error(e))
     }
 
-    pub(crate) async fn dead_letters(&self, queue: &str) -> Result<Vec<DeadLetterRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM weir_dead_letters WHERE queue = $1 ORDER BY id")
-            .bind(queue)
+    pub(crate) async fn letters(&self, queue: &str, query: &LetterQuery) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = inspect::letters_sql::<sqlx::Postgres>(queue, query)
+            .build()
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.query_error(e))?;
         rows.iter().map(rows::dead_letter).collect::<Result<_, _>>().map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn queues(&self) -> Result<Vec<QueueSummary>, StoreError> {
+        let rows = sqlx::query(inspect::QUEUES_SQL).fetch_all(&self.pool).await.map_err(|e| self.query_error(e))?;
+        rows.iter().map(rows::queue).collect::<Result<_, _>>().map_err(|e| self.query_error(e))
+    }
+
+    /// Marks the listed dead letters for replay at `at`; how many exist.
+    pub(crate) async fn request_replay(&self, queue: &str, ids: &[i64], at: i64) -> Result<u64, StoreError> {
+        sqlx::query("UPDATE weir_dead_letters SET replay_requested_at = $1 WHERE queue = $2 AND id = ANY($3)")
+            .bind(at)
+            .bind(queue)
+            .bind(ids)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| self.query_error(e))
     }
 
     pub(crate) async fn delete_dead_letters(&self, queue: &str, ids: &[i64]) -> Result<(), StoreError> {

@@ -2,6 +2,7 @@
 //! differ only in how a column is read ([`Columns`]), not in what a saga or
 //! a dead letter is made of.
 
+use super::inspect::{self, CursorRecord, QueueSummary};
 use super::record::{SagaRecord, SagaStatus, StepRecord};
 use super::{DeadLetterRow, StoreError};
 
@@ -77,6 +78,32 @@ pub(super) fn dead_letter(row: &impl Columns) -> Result<DeadLetterRow, sqlx::Err
         attempts: required_int(row, "attempts")?,
         first_failure: required_int(row, "first_failure")?,
         last_failure: required_int(row, "last_failure")?,
+        replay_requested_at: row.int("replay_requested_at")?,
+    })
+}
+
+/// A dead-letter queue's summary row ([`inspect::QUEUES_SQL`]).
+pub(super) fn queue(row: &impl Columns) -> Result<QueueSummary, sqlx::Error> {
+    Ok(QueueSummary {
+        name: required_text(row, "queue")?,
+        letters: required_int(row, "letters")? as u64,
+        replay_requested: required_int(row, "replay_requested")? as u64,
+        oldest: inspect::time(required_int(row, "oldest")?),
+        newest: inspect::time(required_int(row, "newest")?),
+    })
+}
+
+/// A cursor row ([`inspect::CURSORS_SQL`]); a position that is not JSON is
+/// [`StoreError::Corrupt`] naming the cursor.
+pub(super) fn cursor(target: &str, row: &impl Columns) -> Result<CursorRecord, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { target: target.to_owned(), detail };
+    let name = required_text(row, "name").map_err(|e| corrupt(format!("cursor name: {e}")))?;
+    let position = required_text(row, "position").map_err(|e| corrupt(format!("cursor {name}: position: {e}")))?;
+    let updated_at = required_int(row, "updated_at").map_err(|e| corrupt(format!("cursor {name}: updated_at: {e}")))?;
+    Ok(CursorRecord {
+        position: serde_json::from_str(&position).map_err(|e| corrupt(format!("cursor {name}: position: {e}")))?,
+        updated_at: inspect::time(updated_at),
+        name,
     })
 }
 
