@@ -3,7 +3,7 @@
 //! `check_lines`).
 #![no_main]
 
-#[path = "../../crates/weir-cli/tests/cli/parser_properties/mod.rs"]
+#[path = "../../crates/weir-demo/tests/demo/parser_properties/mod.rs"]
 mod parser_properties;
 
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! to an error naming the line, and never panics (see `check_parse`).
 #![no_main]
 
-#[path = "../../crates/weir-cli/tests/cli/parser_properties/mod.rs"]
+#[path = "../../crates/weir-demo/tests/demo/parser_properties/mod.rs"]
 mod parser_properties;
 
 use libfuzzer_sys::fuzz_target;

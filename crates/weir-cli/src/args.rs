@@ -1,148 +1,108 @@
 //! The command line: every command, its options, their help and checks.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weir::durable::store::SagaStatus;
-use weir_cli::input;
+
+use crate::failure::EXIT_CODES;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "weir",
     version,
-    about = "Concurrent pipelines whose errors propagate correctly.",
-    after_help = "\
-Exit codes: 0 done; 1 unexpected failure; 2 bad usage; 3 bad input or database; 4 an invariant does not hold; 5 not settled (sagas still in progress); 130 stopped by a signal (the next run resumes)."
+    about = "Look at and act on the durable state of a weir application: sagas, dead-letter queues, cursors.",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// No progress output.
-    #[arg(long, short, global = true)]
-    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Where the state lives (for the commands that use a database).
+/// Where the state lives.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// The SQLite file holding the state [default: weir.db]; wins over
-    /// --database-url and WEIR_DATABASE_URL.
+    /// The application's SQLite file; wins over --database-url.
     #[arg(long, global = true, value_name = "FILE")]
     pub db: Option<PathBuf>,
-    /// A PostgreSQL URL (postgres:// or postgresql://) instead of the SQLite
-    /// file; several `weir run` share its work.
+    /// The application's PostgreSQL database (postgres:// or postgresql://).
     #[arg(long, global = true, env = "WEIR_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// How long to keep trying to reach a PostgreSQL server, in seconds.
-    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Generates realistic orders (with malformed lines, poison orders, a flaky payment provider and a tenant whose provider is down) and runs the pipeline on them.
-    Demo {
-        #[command(flatten)]
-        db: DbArgs,
-        #[command(flatten)]
-        input: GenerateArgs,
-    },
-    /// Writes the demo's generated orders to a file, to run later.
-    Generate {
-        /// The file to write (one JSON order per line).
-        out: PathBuf,
-        #[command(flatten)]
-        input: GenerateArgs,
-    },
-    /// Runs the pipeline on a file of orders (one JSON object per line), from where the last run on it stopped.
-    Run {
-        #[command(flatten)]
-        db: DbArgs,
-        /// The file of orders.
-        input: PathBuf,
-        /// Parse workers.
-        #[arg(long, default_value_t = 4, value_parser = positive_usize)]
-        workers: usize,
-        /// Share of payment calls that fail transiently (a simulated provider), from 0 to 1; stored with the database on its first run [default: 0].
-        #[arg(long, value_parser = share)]
-        faults: Option<f64>,
-        /// A tenant whose payment provider is down (simulated); stored with the database on its first run.
-        #[arg(long, value_name = "TENANT")]
-        down_tenant: Option<String>,
-        /// This worker's id (lease owner); a stable id takes its sagas back at once after a restart.
-        #[arg(long, value_name = "ID")]
-        worker_id: Option<String>,
-        /// The longest input line read whole, in bytes; a longer line is dead-lettered with its length.
-        #[arg(long, default_value_t = input::DEFAULT_MAX_LINE_BYTES, value_parser = positive_usize, value_name = "BYTES")]
-        max_line_bytes: usize,
-    },
-    /// Finishes the sagas an interrupted run left in progress, in the database's stored environment.
-    Resume {
-        #[command(flatten)]
-        db: DbArgs,
-    },
-    /// Sagas in the database.
+    /// Saga instances: list, show one, resume a failed one.
     Sagas {
         #[command(flatten)]
         db: DbArgs,
         #[command(subcommand)]
         command: SagasCommand,
     },
-    /// Input lines in the dead-letter queue.
+    /// Dead-letter queues: list queues and letters, show one, mark letters for replay, purge.
     Dlq {
         #[command(flatten)]
         db: DbArgs,
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// The input cursor of a file.
-    Cursor {
+    /// Saved cursors (where an application's sources resume): list, show, reset.
+    Cursors {
         #[command(flatten)]
         db: DbArgs,
         #[command(subcommand)]
-        command: CursorCommand,
-    },
-    /// The report of what the database holds, with one judgement (see the exit codes).
-    Report {
-        #[command(flatten)]
-        db: DbArgs,
-        /// JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        command: CursorsCommand,
     },
 }
 
-/// The demo's generated input.
-#[derive(Debug, Clone, Copy, Args)]
-pub struct GenerateArgs {
-    /// How many orders.
-    #[arg(long, default_value_t = 5_000)]
-    pub orders: u64,
-    /// How many tenants (merchants); the last one's payment provider is down in the demo.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub tenants: u32,
-    /// Share of faulty lines and of failing payment calls, from 0 to 1.
-    #[arg(long, default_value_t = 0.02, value_parser = share)]
-    pub faults: f64,
-    /// Seed of the generator (same seed, same orders).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+/// A page of a listing, and its format.
+#[derive(Debug, Clone, Args)]
+pub struct Listing {
+    /// The most rows shown; the listing ends with how to ask for the next page.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub limit: u64,
+    /// JSON for machines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SagasCommand {
-    /// Lists sagas, oldest first.
+    /// Sagas, oldest first.
     List {
         /// Only sagas in this state.
         #[arg(long, value_enum)]
         status: Option<StatusArg>,
-        /// The most sagas listed.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// Only sagas of this definition.
+        #[arg(long, value_name = "NAME")]
+        definition: Option<String>,
+        /// Only sagas changed since TIME: an RFC 3339 time (2026-12-01T08:00:00Z) or an age (90m, 2h, 3days).
+        #[arg(long, value_parser = when, value_name = "TIME")]
+        since: Option<SystemTime>,
+        /// Only sagas last changed before TIME (same forms as --since).
+        #[arg(long, value_parser = when, value_name = "TIME")]
+        until: Option<SystemTime>,
+        /// The page after this saga id (the last one of the previous page).
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        #[command(flatten)]
+        listing: Listing,
     },
-    /// One saga with its steps.
+    /// One saga: its input, status, lease and every step.
     Show {
-        /// The saga's id (the order id).
+        /// The saga's id.
+        id: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends a failed saga (a compensation failed) back to compensating: the next worker of its application that resumes sagas compensates the failed steps again.
+    Resume {
+        /// The saga's id.
         id: String,
     },
 }
@@ -157,9 +117,9 @@ pub enum StatusArg {
     Failed,
 }
 
-impl StatusArg {
-    pub fn status(self) -> SagaStatus {
-        match self {
+impl From<StatusArg> for SagaStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
             StatusArg::Running => SagaStatus::Running,
             StatusArg::Compensating => SagaStatus::Compensating,
             StatusArg::Completed => SagaStatus::Completed,
@@ -171,57 +131,102 @@ impl StatusArg {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Lists dead letters, oldest first, with the line and the reason.
+    /// Without QUEUE: every queue with its counts. With QUEUE: its letters, oldest first.
     List {
-        /// The most letters listed.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// The queue whose letters to list.
+        queue: Option<String>,
+        /// Only letters of this tenant.
+        #[arg(long, requires = "queue")]
+        tenant: Option<String>,
+        /// Only letters that failed in this stage.
+        #[arg(long, requires = "queue")]
+        stage: Option<String>,
+        /// Only letters marked for replay and not yet replayed.
+        #[arg(long, requires = "queue")]
+        marked: bool,
+        /// The page after this letter id.
+        #[arg(long, value_parser = letter_id, value_name = "ID", requires = "queue")]
+        after: Option<u64>,
+        #[command(flatten)]
+        listing: Listing,
     },
-    /// One dead letter with its whole error chain.
+    /// One letter: its item (JSON) and its whole story.
     Show {
-        /// Its id, as `dlq list` shows it (`#4` or `4`).
+        /// The queue.
+        queue: String,
+        /// The letter's id (`4` or `#4`).
         #[arg(value_parser = letter_id)]
         id: u64,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
-    /// Runs every line that now parses through the order saga and removes it; the others stay with their new reason.
-    Replay,
+    /// Marks letters for replay. The application that owns the queue replays the marked ones (weir cannot run its code) and removes those that go through.
+    Replay {
+        /// The queue.
+        queue: String,
+        /// The letters' ids.
+        #[arg(value_parser = letter_id, required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every letter of the queue.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Deletes letters for good.
+    Purge {
+        /// The queue.
+        queue: String,
+        /// The letters' ids.
+        #[arg(value_parser = letter_id, required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every letter of the queue (needs --yes).
+        #[arg(long)]
+        all: bool,
+        /// Confirms --all.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CursorCommand {
-    /// Where the next run on INPUT starts.
+pub enum CursorsCommand {
+    /// Every saved cursor.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One cursor's saved position (JSON).
     Show {
-        /// The input file.
-        input: PathBuf,
+        /// The cursor's name, as `cursors list` shows it.
+        name: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
-    /// Makes the next run read INPUT from its start (orders already run are not run twice).
+    /// Removes a cursor: its source starts from the beginning next time (what it did before is the application's to skip).
     Reset {
-        /// The input file.
-        input: PathBuf,
+        /// The cursor's name.
+        name: String,
     },
 }
 
-/// A count that must be at least 1 (a clap value parser).
-fn positive_usize(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("{e}; pass a whole number")),
-    }
-}
-
-/// A share from 0 to 1.
-fn share(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
-        Ok(_) => Err("must be from 0 to 1 (0.05 is 5 %)".into()),
-        Err(e) => Err(format!("{e}; pass a number from 0 to 1")),
-    }
-}
-
-/// A dead letter's id: `4` or `#4`.
+/// A letter id: `4` or `#4`.
 fn letter_id(text: &str) -> Result<u64, String> {
-    text.trim_start_matches('#').parse().map_err(|e| format!("{e}; pass the id `dlq list` shows, like #4"))
+    text.trim_start_matches('#')
+        .parse()
+        .map_err(|e| format!("{e}; pass a letter id as `weir dlq list QUEUE` shows it, like #4"))
+}
+
+/// A time: RFC 3339, or an age back from now.
+fn when(text: &str) -> Result<SystemTime, String> {
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return Ok(time);
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) => SystemTime::now().checked_sub(age).ok_or_else(|| "that age reaches before 1970".to_owned()),
+        Err(_) => Err("pass an RFC 3339 time like 2026-12-01T08:00:00Z, or an age like 90m, 2h or 3days".to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -233,9 +238,11 @@ mod tests {
         assert_eq!(letter_id("#4"), Ok(4));
         assert_eq!(letter_id("4"), Ok(4));
         assert!(letter_id("#x").is_err());
-        assert!(share("2").is_err() && share("-0.1").is_err() && share("x").is_err());
-        assert_eq!(share("0.25"), Ok(0.25));
-        assert!(positive_usize("0").is_err());
+        assert!(when("2026-12-01T08:00:00Z").is_ok());
+        let hour_ago = when("1h").unwrap();
+        let age = SystemTime::now().duration_since(hour_ago).unwrap().as_secs();
+        assert!((3599..=3601).contains(&age), "{age}");
+        assert!(when("yesterday").unwrap_err().contains("RFC 3339"));
     }
 
     #[test]

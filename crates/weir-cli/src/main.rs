@@ -1,373 +1,39 @@
-//! The `weir` command: the integration pipeline (orders from many tenants
-//! through fan-out parsing, per-tenant bulkheads and a durable reserve →
-//! charge → ship saga) on real input, and operator commands for the state
-//! a run leaves in its database.
+//! `weir`: the operator's command for the durable state of any weir
+//! application — its sagas, dead-letter queues and cursors, in a SQLite
+//! file or a PostgreSQL database. It knows none of the application's
+//! types: items, inputs and outputs are shown as JSON. Built on weir's
+//! public API only.
+#![forbid(unsafe_code)]
 
 mod args;
-mod business;
-mod cursor;
-mod environment;
-mod intake;
-mod ledger;
-mod location;
-mod progress;
-mod reader;
-mod replay;
-mod report;
-mod run;
-mod settle;
-mod signals;
+mod commands;
+mod failure;
+mod output;
+mod store;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use weir::error::BoxError;
 
-use crate::args::{Cli, Command, CursorCommand, DbArgs, DlqCommand, GenerateArgs, SagasCommand};
-use crate::environment::{Environment, EnvironmentError, Given};
-use crate::location::Location;
-use crate::report::Judgement;
-use crate::run::{Ending, LINES_QUEUE, RunOptions};
-use weir_cli::orders::{Generate, Line, down_tenant};
-use weir_cli::{input, orders};
-
-/// Exit codes scripts can rely on.
-pub mod exit {
-    /// The command did what was asked (a run may still have dead-lettered
-    /// or compensated orders: they are reported, not lost).
-    pub const OK: u8 = 0;
-    /// An unexpected failure.
-    pub const FAILED: u8 = 1;
-    /// Bad usage: an unknown option, a value out of range, an unsupported
-    /// database URL.
-    pub const USAGE: u8 = 2;
-    /// Bad input or database: missing file, unreachable, foreign, missing
-    /// or busy database.
-    pub const INPUT: u8 = 3;
-    /// A ledger invariant does not hold, or a line read is unaccounted for.
-    pub const INVARIANT: u8 = 4;
-    /// Nothing is broken but sagas are still in progress: not settled yet.
-    pub const NOT_SETTLED: u8 = 5;
-    /// Stopped by SIGINT or SIGTERM; the next run resumes.
-    pub const INTERRUPTED: u8 = 130;
-}
-
-/// An error for the person at the terminal: one line, and an exit code.
-pub struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl Failure {
-    pub fn input(message: impl std::fmt::Display) -> Self {
-        Self { code: exit::INPUT, message: message.to_string() }
-    }
-
-    pub fn usage(message: impl std::fmt::Display) -> Self {
-        Self { code: exit::USAGE, message: message.to_string() }
-    }
-}
-
-impl From<BoxError> for Failure {
-    fn from(e: BoxError) -> Self {
-        Self { code: exit::FAILED, message: e.to_string() }
-    }
-}
-
-impl From<EnvironmentError> for Failure {
-    fn from(e: EnvironmentError) -> Self {
-        match e {
-            EnvironmentError::Mismatch { .. } => Failure::usage(e),
-            _ => Failure::input(e),
-        }
-    }
-}
-
-/// The name of the runtime's threads, where pipeline stages run.
-pub const RUNTIME_THREAD: &str = "weir-worker";
+use crate::args::{Cli, Command};
+use crate::failure::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Library logs (sqlx's slow-statement notes included) are not for the
-    // person running the command unless asked for with WEIR_LOG; they are
-    // printed above the progress bars, never over them.
-    let filter = if cli.quiet { "error" } else { "warn,weir=error,sqlx=error" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(progress::LogWriter)
-        .init();
-    // Panics inside pipeline stages and replays (on runtime worker threads)
-    // are recovered and dead-lettered with their message: log them at debug
-    // instead of printing each one. Anywhere else a panic is a bug: print it.
-    std::panic::set_hook(Box::new(|info| {
-        if std::thread::current().name() == Some(RUNTIME_THREAD) {
-            tracing::debug!(%info, "panic recovered");
-        } else {
-            eprintln!("weir: internal error: {info}");
-        }
-    }));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(RUNTIME_THREAD)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(dispatch(cli)) {
-        Ok(code) => ExitCode::from(code),
+        Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("weir: {}", failure.message);
-            ExitCode::from(failure.code)
+            ExitCode::from(failure.code as u8)
         }
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<u8, Failure> {
-    let quiet = cli.quiet;
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Demo { db, input } => {
-            let g = Generate::from(input);
-            let path = std::env::temp_dir().join(format!("weir-demo-{}-{}-{}.jsonl", g.orders, g.tenants, g.seed));
-            std::fs::write(&path, orders::generate(g))
-                .map_err(|e| Failure::input(format!("cannot write {}: {e}", path.display())))?;
-            if !quiet {
-                eprintln!(
-                    "weir demo: {} orders from {} tenants in {} ({} of the provider calls fail, {} is down)",
-                    g.orders,
-                    g.tenants,
-                    path.display(),
-                    g.faults,
-                    down_tenant(g.tenants)
-                );
-            }
-            let given = Given { faults: Some(g.faults), down_tenant: Some(down_tenant(g.tenants)) };
-            run_and_report(&db, path, 4, given, None, input::DEFAULT_MAX_LINE_BYTES, quiet).await
-        }
-        Command::Generate { out, input } => {
-            let g = Generate::from(input);
-            std::fs::write(&out, orders::generate(g))
-                .map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))?;
-            println!("{}: {} orders from {} tenants", out.display(), g.orders, g.tenants);
-            Ok(exit::OK)
-        }
-        Command::Run { db, input, workers, faults, down_tenant, worker_id, max_line_bytes } => {
-            check_input(&input)?;
-            let given = Given { faults, down_tenant };
-            run_and_report(&db, input, workers, given, worker_id, max_line_bytes, quiet).await
-        }
-        Command::Resume { db } => {
-            let location = Location::from_args(&db)?;
-            let (_lock, store) = location.lock_existing(&db).await?;
-            let environment = environment::load(&store).await?.unwrap_or_default();
-            let (engine, _, _) = run::engine(&store, &location.raw(), &environment, None).await?;
-            let report = engine.resume().await.map_err(Failure::input)?;
-            println!(
-                "resumed {} ({environment}): {} completed, {} compensated, {} failed; {} more taken over meanwhile",
-                report.resumed,
-                report.completed,
-                report.compensated,
-                report.failed,
-                engine.reclaimed()
-            );
-            Ok(exit::OK)
-        }
-        Command::Sagas { db, command } => sagas(&db, command).await,
-        Command::Dlq { db, command } => dlq(&db, command, quiet).await,
-        Command::Cursor { db, command } => cursor(&db, command).await,
-        Command::Report { db, json } => {
-            let location = Location::from_args(&db)?;
-            let store = location.open_existing(&db).await?;
-            let report = report::build(&store, &location.raw()).await?;
-            print_report(&report, json);
-            Ok(report.judgement.exit_code())
-        }
-    }
-}
-
-/// The input must be a readable file.
-fn check_input(input: &Path) -> Result<(), Failure> {
-    let hint = "pass a file of orders, one JSON object per line";
-    match std::fs::metadata(input) {
-        Ok(m) if m.is_dir() => {
-            Err(Failure::input(format!("cannot read {}: it is a directory; {hint}", input.display())))
-        }
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(Failure::input(format!("cannot read {}: no such file; {hint}", input.display())))
-        }
-        Err(e) => Err(Failure::input(format!("cannot read {}: {e}", input.display()))),
-    }
-}
-
-async fn run_and_report(
-    db: &DbArgs,
-    input: std::path::PathBuf,
-    workers: usize,
-    given: Given,
-    worker_id: Option<String>,
-    max_line_bytes: usize,
-    quiet: bool,
-) -> Result<u8, Failure> {
-    let location = Location::from_args(db)?;
-    let _lock = location.lock()?;
-    let store = location.open(db).await?;
-    let environment: Environment = environment::settle(&store, given).await?;
-    let opts = RunOptions { input, location: location.raw(), workers, environment, worker_id, max_line_bytes, quiet };
-    let figures = run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
-    if figures.ending == Ending::Aborted {
-        eprintln!("weir: stopped at once; the sagas in flight and the rest of the input resume on the next run");
-        return Ok(exit::INTERRUPTED);
-    }
-    let report = report::build(&store, &opts.location).await?;
-    print_report(&report, false);
-    if figures.ending == Ending::Drained {
-        return Ok(exit::INTERRUPTED);
-    }
-    Ok(report.judgement.exit_code())
-}
-
-fn print_report(report: &report::Report, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report).expect("the report serializes"));
-    } else {
-        report::print(report);
-    }
-    if report.judgement == Judgement::Violated {
-        eprintln!("weir: an invariant does not hold (see the report)");
-    }
-}
-
-async fn sagas(db: &DbArgs, command: SagasCommand) -> Result<u8, Failure> {
-    let location = Location::from_args(db)?;
-    let store = location.open_existing(db).await?;
-    match command {
-        SagasCommand::List { status, limit } => {
-            let status = status.map(args::StatusArg::status);
-            let mut sagas = store.sagas(status, limit + 1).await.map_err(Failure::input)?;
-            let more = sagas.len() > limit;
-            sagas.truncate(limit);
-            for saga in &sagas {
-                println!("{}  {:<12}  {}", saga.id, saga.status, saga.error.clone().unwrap_or_default());
-            }
-            if more {
-                println!("(the first {limit} shown; more exist: pass --limit N to see more)");
-            }
-        }
-        SagasCommand::Show { id } => {
-            let Some(saga) = store.saga(&id).await.map_err(Failure::input)? else {
-                return Err(Failure::input(format!("no saga {id} in {}", store.target())));
-            };
-            println!("saga {} ({}): {}", saga.id, saga.definition, saga.status);
-            println!("input: {}", saga.input);
-            if let Some(error) = &saga.error {
-                println!("error: {error}");
-            }
-            for step in &saga.steps {
-                println!(
-                    "  {:<8} {:?} attempts {} (compensation {}){}",
-                    step.name,
-                    step.status,
-                    step.attempts,
-                    step.compensation_attempts,
-                    step.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-                );
-            }
-        }
-    }
-    Ok(exit::OK)
-}
-
-async fn dlq(db: &DbArgs, command: DlqCommand, quiet: bool) -> Result<u8, Failure> {
-    let location = Location::from_args(db)?;
-    let (_lock, store) = match command {
-        DlqCommand::Replay => location.lock_existing(db).await?,
-        _ => (None, location.open_existing(db).await?),
-    };
-    let queue = store.dead_letters::<Line>(LINES_QUEUE);
-    match command {
-        DlqCommand::List { limit } => {
-            let all = queue.list().await.map_err(Failure::input)?;
-            for e in all.iter().take(limit) {
-                println!(
-                    "#{:<6} line {:<7} {}",
-                    e.id,
-                    e.item.number,
-                    e.error_chain.last().cloned().unwrap_or_default()
-                );
-            }
-            if all.len() > limit {
-                println!("(the first {limit} of {} shown: pass --limit N to see more)", all.len());
-            }
-        }
-        DlqCommand::Show { id } => {
-            let all = queue.list().await.map_err(Failure::input)?;
-            let Some(e) = all.iter().find(|e| e.id == id) else {
-                return Err(Failure::input(format!("no dead letter #{id}; `weir dlq list` shows the ones there are")));
-            };
-            println!(
-                "dead letter #{} from stage `{}`, line {}{}, {} attempt(s)",
-                e.id,
-                e.stage,
-                e.item.number,
-                if e.item.input.is_empty() { String::new() } else { format!(" of {}", e.item.input) },
-                e.attempts
-            );
-            println!("line: {}", e.item.text);
-            for (i, cause) in e.error_chain.iter().enumerate() {
-                println!("  {}{cause}", "  ".repeat(i));
-            }
-        }
-        DlqCommand::Replay => {
-            let environment = environment::load(&store).await?.unwrap_or_default();
-            let (engine, ledger, _) = run::engine(&store, &location.raw(), &environment, None).await?;
-            let tally = replay::replay(&queue, &engine, ledger.pool(), quiet).await?;
-            println!("{tally}");
-        }
-    }
-    Ok(exit::OK)
-}
-
-async fn cursor(db: &DbArgs, command: CursorCommand) -> Result<u8, Failure> {
-    let location = Location::from_args(db)?;
-    match command {
-        CursorCommand::Show { input } => {
-            let store = location.open_existing(db).await?;
-            let cursor = run::load_cursor(&store, &input).await?;
-            if cursor == cursor::Cursor::default() {
-                println!("{}: not read yet", input.display());
-            } else {
-                println!(
-                    "{}: {} line(s) handled; the next run reads from line {} (byte {}){}",
-                    input.display(),
-                    cursor.handled_lines(),
-                    cursor.line + 1,
-                    cursor.offset,
-                    if cursor.handled.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", skipping {} line(s) handled after it", cursor.handled_lines() - cursor.line)
-                    }
-                );
-            }
-        }
-        CursorCommand::Reset { input } => {
-            let (_lock, store) = location.lock_existing(db).await?;
-            let start =
-                serde_json::to_value(cursor::Cursor::default()).map_err(|e| Failure::from(Box::new(e) as BoxError))?;
-            store.save_cursor(&run::cursor_key(&input), &start).await.map_err(Failure::input)?;
-            println!(
-                "{}: cursor reset to the start (the next run reads every line again; orders already run are not run twice)",
-                input.display()
-            );
-        }
-    }
-    Ok(exit::OK)
-}
-
-impl From<GenerateArgs> for Generate {
-    fn from(a: GenerateArgs) -> Self {
-        Generate { orders: a.orders, tenants: a.tenants, faults: a.faults, seed: a.seed }
+        Command::Sagas { db, command } => commands::sagas::run(&db, command).await,
+        Command::Dlq { db, command } => commands::dlq::run(&db, command).await,
+        Command::Cursors { db, command } => commands::cursors::run(&db, command).await,
     }
 }

@@ -74,8 +74,9 @@ impl<T> StoreDlq<T> {
     /// `weir dlq replay` command does only this: it cannot run the
     /// application's code); the application that owns the queue finds them
     /// with [`LetterQuery::replay_requested`], replays them and
-    /// [`remove`](Self::remove)s those that went through. Marking again
-    /// moves the mark's time.
+    /// [`remove`](Self::remove)s those that went through; pushing a keyed
+    /// letter again (it failed again) clears its mark. Marking again moves
+    /// the mark's time.
     ///
     /// # Errors
     /// [`StoreError`] if the store cannot be written.

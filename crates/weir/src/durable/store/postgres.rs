@@ -269,7 +269,8 @@ impl Postgres {
              ON CONFLICT (queue, item_key) WHERE item_key IS NOT NULL DO UPDATE SET
                item = excluded.item, error_chain = excluded.error_chain, stage = excluded.stage,
                item_index = excluded.item_index, tenant = excluded.tenant,
-               attempts = excluded.attempts, last_failure = excluded.last_failure
+               attempts = excluded.attempts, last_failure = excluded.last_failure,
+               replay_requested_at = NULL
              RETURNING id",
         )
         .bind(&row.queue)

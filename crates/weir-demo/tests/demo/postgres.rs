@@ -38,7 +38,7 @@ impl Drop for TestDatabase {
 }
 
 fn worker(dir: &Path, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+    Command::new(env!("CARGO_BIN_EXE_weir-demo"))
         .current_dir(dir)
         .args(["run", "orders.jsonl", "--database-url", url, "--quiet"])
         .stdout(Stdio::null())
@@ -99,7 +99,7 @@ fn resume_keeps_the_databases_environment() {
     let Some(db) = TestDatabase::create("resume_keeps_the_databases_environment") else { return };
     let dir = tempfile::tempdir().unwrap();
     assert!(weir(dir.path(), &["generate", "orders.jsonl", "--orders", "2000", "--tenants", "2"]).status.success());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir-demo"))
         .current_dir(dir.path())
         .args([
             "run",

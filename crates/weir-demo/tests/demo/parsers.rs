@@ -4,7 +4,7 @@
 
 use crate::parser_properties::{check_lines, check_parse, split};
 use proptest::prelude::*;
-use weir_cli::orders::{Line, parse};
+use weir_demo::orders::{Line, parse};
 
 /// Bytes that look like input: JSON punctuation, newlines, letters, digits
 /// and invalid UTF-8 are all likely.
@@ -75,7 +75,8 @@ proptest! {
 /// Valid orders survive the trip: written as a line, read back equal.
 #[test]
 fn generated_orders_round_trip() {
-    let text = weir_cli::orders::generate(weir_cli::orders::Generate { orders: 300, tenants: 4, faults: 0.0, seed: 7 });
+    let text =
+        weir_demo::orders::generate(weir_demo::orders::Generate { orders: 300, tenants: 4, faults: 0.0, seed: 7 });
     let (lines, partial) = split(text.as_bytes(), 4096, 100);
     assert!(!partial);
     assert_eq!(lines.len(), 300);

@@ -5,10 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::Row;
-use weir::durable::store::Store;
+use weir::durable::store::{SagaQuery, SagaStatus, Store};
 use weir::error::BoxError;
 
 use crate::cursor::Cursor;
@@ -85,6 +83,9 @@ pub struct Report {
     pub last_run: Option<RunFigures>,
 }
 
+/// Sagas read per query: the report reads them all, a page at a time.
+const SAGAS_PER_PAGE: usize = 1000;
+
 /// The tenant bucket of lines that never became orders.
 const REJECTED: &str = "(rejected lines)";
 
@@ -94,29 +95,31 @@ pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
     let mut tenants: BTreeMap<String, TenantRow> = BTreeMap::new();
     let mut errors: HashMap<String, u64> = HashMap::new();
     let (mut completed, mut compensated) = (BTreeMap::new(), HashSet::new());
-    let mut rows = sqlx::query("SELECT id, status, input, error FROM weir_sagas").fetch(&pool);
-    while let Some(row) = rows.try_next().await? {
-        let (id, status, input, error): (String, String, String, Option<String>) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-        let order: Order = serde_json::from_str(&input)?;
-        let t = tenants.entry(order.tenant.clone()).or_default();
-        match status.as_str() {
-            "completed" => {
-                t.completed += 1;
-                completed.insert(id, order.amount_cents as i64);
+    let mut page = SagaQuery::new().limit(SAGAS_PER_PAGE);
+    loop {
+        let sagas = store.find_sagas(&page).await?;
+        let Some(last) = sagas.last() else { break };
+        page = page.after(last.id.clone());
+        for saga in sagas {
+            let order: Order = serde_json::from_value(saga.input)?;
+            let t = tenants.entry(order.tenant.clone()).or_default();
+            match saga.status {
+                SagaStatus::Completed => {
+                    t.completed += 1;
+                    completed.insert(saga.id, order.amount_cents as i64);
+                }
+                SagaStatus::Compensated => {
+                    t.compensated += 1;
+                    compensated.insert(saga.id);
+                }
+                SagaStatus::Failed => t.failed += 1,
+                SagaStatus::Running | SagaStatus::Compensating => t.in_progress += 1,
             }
-            "compensated" => {
-                t.compensated += 1;
-                compensated.insert(id);
+            if let Some(error) = saga.error {
+                *errors.entry(normalize(&error)).or_default() += 1;
             }
-            "failed" => t.failed += 1,
-            _ => t.in_progress += 1,
-        }
-        if let Some(error) = error {
-            *errors.entry(normalize(&error)).or_default() += 1;
         }
     }
-    drop(rows);
     for (tenant, n) in intake::duplicates_per_tenant(&pool).await? {
         tenants.entry(tenant).or_default().duplicates += n;
     }
@@ -130,7 +133,7 @@ pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
     top_errors.truncate(8);
     let invariants = ledger.check(&completed, &compensated, totals.in_progress).await?;
     let last_run = store.cursor(LAST_RUN).await?.map(serde_json::from_value).transpose()?;
-    let lines_handled = lines_handled(&pool).await?;
+    let lines_handled = lines_handled(store).await?;
     let lines_accounted = totals.lines();
     // A line the cursor passed but no column holds would be lost. More
     // lines accounted than handled is fine: lines in flight when a run
@@ -156,14 +159,10 @@ pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
 }
 
 /// Lines handled in every input, per their saved cursors.
-async fn lines_handled(pool: &sqlx::AnyPool) -> Result<u64, BoxError> {
-    let rows = sqlx::query("SELECT position FROM weir_cursors WHERE name LIKE $1")
-        .bind(format!("{INPUT_CURSOR}%"))
-        .fetch_all(pool)
-        .await?;
+async fn lines_handled(store: &Store) -> Result<u64, BoxError> {
     let mut lines = 0;
-    for row in rows {
-        let cursor: Cursor = serde_json::from_str(&row.try_get::<String, _>(0)?)?;
+    for saved in store.cursors().await?.into_iter().filter(|c| c.name.starts_with(INPUT_CURSOR)) {
+        let cursor: Cursor = serde_json::from_value(saved.position)?;
         lines += cursor.handled_lines();
     }
     Ok(lines)
@@ -265,7 +264,7 @@ pub fn print(report: &Report) {
         Judgement::Holds => println!("judgement: every invariant holds"),
         Judgement::Violated => println!("judgement: VIOLATED (exit 4)"),
         Judgement::NotSettled => println!(
-            "judgement: not settled (exit 5): {} saga(s) in progress; wait for the workers running, or run `weir resume`, then `weir report`",
+            "judgement: not settled (exit 5): {} saga(s) in progress; wait for the workers running, or run `weir-demo resume`, then `weir-demo report`",
             i.in_progress
         ),
     }

@@ -1,4 +1,5 @@
-//! `weir dlq replay`: every parked line is tried again, the way a run
+//! `weir-demo replay`: the parked lines an operator marked for replay
+//! (`weir dlq replay`; or every one with `--all`) are tried again, the way a run
 //! handles it (parse, claim the order id for the line, run the saga). A
 //! line that goes through is removed from the queue; one that fails again
 //! stays, with its new reason. Nothing is taken out before it is handled,
@@ -9,12 +10,15 @@ use std::time::SystemTime;
 use sqlx::AnyPool;
 use weir::durable::dlq::{DeadLetterQueue, Envelope};
 use weir::durable::saga::SagaEngine;
-use weir::durable::store::StoreDlq;
+use weir::durable::store::{LetterQuery, StoreDlq};
 use weir::error::BoxError;
 
 use crate::Failure;
 use crate::intake::{self, Started};
 use crate::orders::{Line, parse};
+
+/// Letters read per query.
+const LETTERS_PER_PAGE: usize = 500;
 
 /// What a replay did.
 #[derive(Debug, Default)]
@@ -39,12 +43,14 @@ impl std::fmt::Display for Tally {
     }
 }
 
-/// Replays every letter of `queue` through `engine`.
+/// Replays the letters of `queue` that `which` selects through `engine`,
+/// a page at a time.
 ///
 /// # Errors
 /// The store failing (letters not yet handled stay queued).
 pub async fn replay(
     queue: &StoreDlq<Line>,
+    which: LetterQuery,
     engine: &SagaEngine,
     pool: &AnyPool,
     quiet: bool,
@@ -54,27 +60,34 @@ pub async fn replay(
     let store_failure = |e: &dyn std::fmt::Display| {
         Failure::input(format!("replay stopped; the lines not replayed stay in the queue: {e}"))
     };
-    for envelope in queue.list().await.map_err(|e| store_failure(&e))? {
-        match retry_line(&envelope.item, engine, pool).await {
-            Ok(Replayed::Completed) => tally.completed += 1,
-            Ok(Replayed::RolledBack) => tally.rolled_back += 1,
-            Ok(Replayed::Duplicate) => tally.duplicates += 1,
-            Ok(Replayed::Fails(reason)) => {
-                if !quiet {
-                    println!("line {}: still fails: {reason}", envelope.item.number);
+    let mut page = which.limit(LETTERS_PER_PAGE);
+    loop {
+        let letters = queue.find(&page).await.map_err(|e| store_failure(&e))?;
+        let Some(last) = letters.last() else { break };
+        page = page.after(last.id);
+        for envelope in letters {
+            match retry_line(&envelope.item, engine, pool).await {
+                Ok(Replayed::Completed) => tally.completed += 1,
+                Ok(Replayed::RolledBack) => tally.rolled_back += 1,
+                Ok(Replayed::Duplicate) => tally.duplicates += 1,
+                Ok(Replayed::Fails(reason)) => {
+                    if !quiet {
+                        println!("line {}: still fails: {reason}", envelope.item.number);
+                    }
+                    tally.still_failing.push((envelope.item.number, reason.clone()));
+                    park_again(queue, envelope, reason).await.map_err(|e| store_failure(&e))?;
+                    continue;
                 }
-                tally.still_failing.push((envelope.item.number, reason.clone()));
-                park_again(queue, envelope, reason).await.map_err(|e| store_failure(&e))?;
-                continue;
+                Err(e) => {
+                    queue.remove(&done).await.map_err(|e| store_failure(&e))?;
+                    return Err(store_failure(&e));
+                }
             }
-            Err(e) => {
-                queue.remove(&done).await.map_err(|e| store_failure(&e))?;
-                return Err(store_failure(&e));
-            }
+            done.push(envelope.id);
         }
-        done.push(envelope.id);
+        queue.remove(&done).await.map_err(|e| store_failure(&e))?;
+        done.clear();
     }
-    queue.remove(&done).await.map_err(|e| store_failure(&e))?;
     Ok(tally)
 }
 

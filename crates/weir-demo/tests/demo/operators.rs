@@ -80,7 +80,7 @@ fn a_database_password_is_never_printed() {
         &["dlq", "list", "--help"],
         &["report", "--connect-timeout", "1"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let out = Command::new(env!("CARGO_BIN_EXE_weir-demo"))
             .current_dir(dir.path())
             .env("WEIR_DATABASE_URL", &url)
             .args(args)

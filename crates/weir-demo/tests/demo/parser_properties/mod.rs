@@ -5,8 +5,8 @@
 
 #![allow(dead_code)]
 
-use weir_cli::input::{LineAssembler, RawLine};
-use weir_cli::orders::{Line, parse};
+use weir_demo::input::{LineAssembler, RawLine};
+use weir_demo::orders::{Line, parse};
 
 /// Splits `data` fed in chunks of `chunk` bytes (at least 1); the lines and
 /// whether a partial line is left.

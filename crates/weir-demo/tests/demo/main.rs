@@ -14,12 +14,12 @@ use std::time::Duration;
 
 /// Runs `weir ARGS --quiet` in `dir`.
 fn weir(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir")).current_dir(dir).args(args).arg("--quiet").output().expect("run weir")
+    Command::new(env!("CARGO_BIN_EXE_weir-demo")).current_dir(dir).args(args).arg("--quiet").output().expect("run weir")
 }
 
 /// Starts `weir ARGS` in `dir` (not quiet), output piped.
 fn spawn(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+    Command::new(env!("CARGO_BIN_EXE_weir-demo"))
         .current_dir(dir)
         .args(args)
         .stdout(Stdio::piped())
@@ -147,7 +147,7 @@ fn a_run_killed_at_random_moments_finishes_on_rerun_with_the_ledger_intact() {
     let mut rng = fastrand::Rng::with_seed(20);
     let mut kills = 0;
     for _ in 0..4 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir-demo"))
             .current_dir(dir.path())
             .args(["run", "orders.jsonl", "--faults", "0.03", "--down-tenant", "merchant-04", "--quiet"])
             .stdout(Stdio::null())

@@ -1,0 +1,161 @@
+//! `weir sagas list | show | resume`.
+
+use serde_json::json;
+use weir::durable::store::{SagaQuery, SagaRecord, SagaStatus, Store};
+
+use crate::args::{DbArgs, SagasCommand};
+use crate::failure::{Exit, Failure};
+use crate::output;
+
+pub async fn run(db: &DbArgs, command: SagasCommand) -> Result<(), Failure> {
+    let store = crate::store::open(db).await?;
+    match command {
+        SagasCommand::List { status, definition, since, until, after, listing } => {
+            let mut query = SagaQuery::new().limit(listing.limit as usize);
+            if let Some(status) = status {
+                query = query.status(status.into());
+            }
+            if let Some(definition) = definition {
+                query = query.definition(definition);
+            }
+            if let Some(since) = since {
+                query = query.updated_since(since);
+            }
+            if let Some(until) = until {
+                query = query.updated_before(until);
+            }
+            if let Some(after) = after {
+                query = query.after(after);
+            }
+            let sagas = store.find_sagas(&query).await?;
+            let last = sagas.last().map(|s| s.id.clone());
+            if listing.json {
+                let full = sagas.len() as u64 == listing.limit;
+                let next = if full { last } else { None };
+                output::json(&json!({ "sagas": sagas.iter().map(saga_json).collect::<Vec<_>>(), "next_after": next }));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = sagas
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.clone(),
+                        s.definition.clone(),
+                        s.status.to_string(),
+                        output::time_ms(s.updated_at),
+                        s.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            output::table(&["ID", "DEFINITION", "STATUS", "UPDATED", "ERROR"], &rows);
+            super::next_page(sagas.len(), listing.limit, &last.unwrap_or_default());
+        }
+        SagasCommand::Show { id, json } => {
+            let saga = find(&store, &id).await?;
+            if json {
+                output::json(&saga_json(&saga));
+            } else {
+                print_saga(&saga);
+            }
+        }
+        SagasCommand::Resume { id } => resume(&store, &id).await?,
+    }
+    Ok(())
+}
+
+async fn find(store: &Store, id: &str) -> Result<SagaRecord, Failure> {
+    store.saga(id).await?.ok_or_else(|| {
+        Failure::new(
+            Exit::NotFound,
+            format!("no saga {id} in {}; `weir sagas list` shows the ones there are", store.target()),
+        )
+    })
+}
+
+/// Failed: back to compensating. Anything else says why not, and what
+/// will happen to it.
+async fn resume(store: &Store, id: &str) -> Result<(), Failure> {
+    let saga = find(store, id).await?;
+    let now = now_ms();
+    match saga.status {
+        SagaStatus::Failed => {
+            if !store.retry_compensations(&saga).await? {
+                return Err(Failure::new(
+                    Exit::BadState,
+                    format!("saga {id} changed while resuming it; look again with `weir sagas show {id}`"),
+                ));
+            }
+            println!(
+                "saga {id}: back to compensating; the next worker of its application that resumes sagas compensates the failed step(s) again"
+            );
+            Ok(())
+        }
+        SagaStatus::Completed | SagaStatus::Compensated => Err(Failure::new(
+            Exit::BadState,
+            format!("saga {id} is {} and has nothing left to run; only a failed saga can be resumed", saga.status),
+        )),
+        SagaStatus::Running | SagaStatus::Compensating => match (&saga.lease_owner, saga.lease_until) {
+            (Some(owner), Some(until)) if until > now => Err(Failure::new(
+                Exit::BadState,
+                format!(
+                    "saga {id} is {} on worker {owner}, whose lease runs until {}; if that worker is gone, any worker of its application takes the saga over then",
+                    saga.status,
+                    output::time_ms(until)
+                ),
+            )),
+            _ => {
+                println!(
+                    "saga {id} is {} and held by no live worker: the next worker of its application that resumes sagas takes it; nothing to change",
+                    saga.status
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn saga_json(s: &SagaRecord) -> serde_json::Value {
+    json!({
+        "id": s.id,
+        "definition": s.definition,
+        "status": s.status,
+        "input": s.input,
+        "error": s.error,
+        "steps": s.steps,
+        "lease_owner": s.lease_owner,
+        "lease_until": s.lease_until.map(output::time_ms),
+        "created_at": output::time_ms(s.created_at),
+        "updated_at": output::time_ms(s.updated_at),
+    })
+}
+
+fn print_saga(s: &SagaRecord) {
+    println!("saga {} ({}): {}", s.id, s.definition, s.status);
+    println!("created {}, updated {}", output::time_ms(s.created_at), output::time_ms(s.updated_at));
+    if let (Some(owner), Some(until)) = (&s.lease_owner, s.lease_until) {
+        println!("lease: {owner} until {}", output::time_ms(until));
+    }
+    println!("input: {}", s.input);
+    if let Some(error) = &s.error {
+        println!("error: {error}");
+    }
+    let rows: Vec<Vec<String>> = s
+        .steps
+        .iter()
+        .map(|step| {
+            vec![
+                step.name.clone(),
+                serde_json::to_value(step.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                step.attempts.to_string(),
+                step.compensation_attempts.to_string(),
+                step.output.as_ref().map(ToString::to_string).unwrap_or_default(),
+                step.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(&["STEP", "STATUS", "ATTEMPTS", "UNDO ATTEMPTS", "OUTPUT", "ERROR"], &rows);
+}
