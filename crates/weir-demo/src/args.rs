@@ -29,7 +29,7 @@ pub struct DbArgs {
     #[arg(long, global = true, value_name = "FILE")]
     pub db: Option<PathBuf>,
     /// A PostgreSQL URL (postgres:// or postgresql://) instead of the SQLite
-    /// file; several `weir run` share its work.
+    /// file; several `weir-demo run` share its work.
     #[arg(long, global = true, env = "WEIR_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// How long to keep trying to reach a PostgreSQL server, in seconds.

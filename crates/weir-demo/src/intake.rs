@@ -94,7 +94,7 @@ pub enum Started {
     Duplicate,
     /// A conflicting duplicate: the reason names both lines.
     Conflict(String),
-    /// Another live worker is driving the saga (several `weir run` share
+    /// Another live worker is driving the saga (several `weir-demo run` share
     /// a PostgreSQL database); it finishes it.
     Elsewhere,
 }

@@ -64,7 +64,7 @@ impl Location {
     pub fn require_existing(&self) -> Result<(), Failure> {
         match self {
             Location::Sqlite(path) if !path.exists() => Err(Failure::input(format!(
-                "no database at {}: nothing has run there; pass --db with the file a run used, or run `weir run` first",
+                "no database at {}: nothing has run there; pass --db with the file a run used, or run `weir-demo run` first",
                 path.display()
             ))),
             _ => Ok(()),

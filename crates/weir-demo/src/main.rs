@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         if std::thread::current().name() == Some(RUNTIME_THREAD) {
             tracing::debug!(%info, "panic recovered");
         } else {
-            eprintln!("weir: internal error: {info}");
+            eprintln!("weir-demo: internal error: {info}");
         }
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("weir: {}", failure.message);
+            eprintln!("weir-demo: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }
@@ -217,7 +217,7 @@ async fn run_and_report(
     let opts = RunOptions { input, location: location.raw(), workers, environment, worker_id, max_line_bytes, quiet };
     let figures = run::run(&opts, store.clone()).await.map_err(|e| Failure::input(format!("the run stopped: {e}")))?;
     if figures.ending == Ending::Aborted {
-        eprintln!("weir: stopped at once; the sagas in flight and the rest of the input resume on the next run");
+        eprintln!("weir-demo: stopped at once; the sagas in flight and the rest of the input resume on the next run");
         return Ok(exit::INTERRUPTED);
     }
     let report = report::build(&store, &opts.location).await?;
@@ -235,7 +235,7 @@ fn print_report(report: &report::Report, json: bool) {
         report::print(report);
     }
     if report.judgement == Judgement::Violated {
-        eprintln!("weir: an invariant does not hold (see the report)");
+        eprintln!("weir-demo: an invariant does not hold (see the report)");
     }
 }
 

@@ -160,7 +160,7 @@ impl Progress {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                eprintln!("weir: {}", Self::line(&counters, total, start, started.elapsed()));
+                eprintln!("weir-demo: {}", Self::line(&counters, total, start, started.elapsed()));
             }
         }));
     }
@@ -170,7 +170,7 @@ impl Progress {
         if let Some(logger) = &self.logger {
             logger.abort();
             let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            eprintln!("weir: {}", Self::line(&counters, self.total, self.start, self.started.elapsed()));
+            eprintln!("weir-demo: {}", Self::line(&counters, self.total, self.start, self.started.elapsed()));
         }
         if let Some(multi) = &self.multi {
             let _ = multi.clear();

@@ -189,7 +189,7 @@ fn normalize(error: &str) -> String {
 }
 
 pub fn print(report: &Report) {
-    println!("weir report — {}", report.database);
+    println!("weir-demo report — {}", report.database);
     if let Some(run) = &report.last_run {
         let ending = match run.ending {
             Ending::Finished => "",

@@ -1,4 +1,4 @@
-//! `weir run`: the integration pipeline on an input file.
+//! `weir-demo run`: the integration pipeline on an input file.
 //!
 //! ```text
 //! lines ─▶ parse (fan-out; bad lines and panics → dead letters) ─▶ claim the order id for the line
@@ -81,7 +81,7 @@ pub enum Ending {
     Aborted,
 }
 
-/// Figures of one run, kept in the store for `weir report`.
+/// Figures of one run, kept in the store for `weir-demo report`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunFigures {
     pub input: String,
@@ -177,7 +177,7 @@ enum Outcome {
     Duplicate,
     /// Dead-lettered after parsing (a conflicting duplicate).
     DeadLettered,
-    /// Another live worker holds the saga (several `weir run` share a
+    /// Another live worker holds the saga (several `weir-demo run` share a
     /// PostgreSQL database); it finishes it.
     Elsewhere,
 }

@@ -41,7 +41,7 @@ impl Signals {
                 } else {
                     control.abort();
                     if !quiet {
-                        eprintln!("weir: stopping at once; the next run resumes where this one stopped");
+                        eprintln!("weir-demo: stopping at once; the next run resumes where this one stopped");
                     }
                 }
             }

@@ -26,7 +26,7 @@ fn a_last_line_without_its_newline_is_processed() {
     let out = weir(dir.path(), &["run", "more.jsonl", "--db", "more.db"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_accounted(&self::report(dir.path(), &["--db", "more.db"]), 4);
-    let dlq = stdout(&weir(dir.path(), &["dlq", "list", "--db", "more.db"]));
+    let dlq = dead_letters(dir.path(), "more.db");
     assert!(dlq.contains("line 4") && dlq.contains("not a JSON order"), "{dlq}");
 }
 
@@ -54,15 +54,15 @@ fn a_repeated_order_id_is_a_counted_duplicate_or_a_dead_lettered_conflict() {
     assert_accounted(&report, 12);
     assert_eq!(report["totals"]["duplicates"], 1, "{}", report["totals"]);
     assert_eq!(report["totals"]["dead_lettered"], 1, "{}", report["totals"]);
-    let dlq = stdout(&weir(dir.path(), &["dlq", "list"]));
+    let dlq = dead_letters(dir.path(), "weir.db");
     let id = conflicting["order_id"].as_str().unwrap();
     assert!(dlq.contains("line 12") && dlq.contains(&format!("order {id} conflicts with line 5 of")), "{dlq}");
     assert!(dlq.contains("same order_id, different content"), "{dlq}");
 
     // A rerun from the start counts nothing twice; a replay keeps the conflict.
-    assert!(weir(dir.path(), &["cursor", "reset", "orders.jsonl"]).status.success());
+    read_from_start(dir.path(), "orders.jsonl");
     assert!(weir(dir.path(), &["run", "orders.jsonl"]).status.success());
-    let replay = weir(dir.path(), &["dlq", "replay"]);
+    let replay = weir(dir.path(), &["replay", "--all"]);
     assert!(stdout(&replay).contains("1 line(s) still fail"), "{}", stdout(&replay));
     let again = self::report(dir.path(), &[]);
     assert_accounted(&again, 12);

@@ -3,16 +3,6 @@
 
 use super::*;
 
-/// Opens the SQLite state of `dir` with the library, for setting up states
-/// a test needs.
-fn with_store<T>(dir: &Path, f: impl AsyncFnOnce(weir::durable::store::Store) -> T) -> T {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let store = weir::durable::store::Store::open(dir.join("weir.db").to_str().unwrap()).await.unwrap();
-        f(store).await
-    })
-}
-
 /// One judgement, the same in text, JSON and exit code: "not settled" while
 /// a saga is in progress (exit 5; before: text said VIOLATED, JSON said the
 /// invariants hold, exit 0), "holds" once settled (exit 0), "violated"
@@ -25,7 +15,7 @@ fn the_report_gives_one_judgement_in_text_json_and_exit_code() {
     assert_eq!(report(dir.path(), &[])["judgement"], "holds");
 
     // A saga stored but not run yet: in progress.
-    with_store(dir.path(), async |store| {
+    with_store(dir.path(), "weir.db", async |store| {
         // The order saga's steps by name (a record lists its steps); the
         // command's own definition runs them on `resume`.
         let mut definition = weir::durable::saga::SagaDefinition::builder("order");
@@ -50,7 +40,7 @@ fn the_report_gives_one_judgement_in_text_json_and_exit_code() {
     assert_eq!(report(dir.path(), &[])["totals"]["completed"], 6);
 
     // A charge no order explains: the sums differ.
-    with_store(dir.path(), async |_| {
+    with_store(dir.path(), "weir.db", async |_| {
         let pool =
             sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("weir.db").display())).await.unwrap();
         sqlx::query("INSERT INTO ledger_charges (key, order_id, tenant, amount) VALUES ('rogue', 'rogue', 'x', 5)")
@@ -77,7 +67,7 @@ fn a_database_password_is_never_printed() {
         &["--help"][..],
         &["run", "--help"],
         &["report", "--help"],
-        &["dlq", "list", "--help"],
+        &["replay", "--help"],
         &["report", "--connect-timeout", "1"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_weir-demo"))
@@ -119,14 +109,7 @@ fn a_bad_database_url_is_a_usage_error_and_creates_nothing() {
 #[test]
 fn read_only_commands_never_create_a_database() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["report"][..],
-        &["sagas", "list"],
-        &["dlq", "list"],
-        &["dlq", "show", "1"],
-        &["cursor", "show", "x"],
-        &["resume"],
-    ] {
+    for args in [&["report"][..], &["replay"], &["resume"]] {
         let mut args = args.to_vec();
         args.extend(["--db", "nonexist.db"]);
         let out = weir(dir.path(), &args);
@@ -136,7 +119,7 @@ fn read_only_commands_never_create_a_database() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file was created");
 }
 
-/// A second `weir run` on a SQLite file another one is working on refuses
+/// A second `weir-demo run` on a SQLite file another one is working on refuses
 /// with a clear message (before: both ran and reported "0 lines").
 #[test]
 fn a_second_run_on_one_sqlite_file_is_refused() {
@@ -189,8 +172,7 @@ fn usage_errors_and_lists_say_what_they_mean() {
         &["run", "orders.jsonl", "--workers", "0"][..],
         &["run", "orders.jsonl", "--faults", "2"],
         &["demo", "--faults", "-1"],
-        &["sagas", "list", "--status", "bogus"],
-        &["dlq", "show", "#x"],
+        &["replay", "--bogus"],
     ] {
         assert_eq!(weir(dir.path(), args).status.code(), Some(2), "{args:?}");
     }
@@ -203,14 +185,8 @@ fn usage_errors_and_lists_say_what_they_mean() {
     bytes.extend_from_slice(b"not json\n");
     std::fs::write(dir.path().join("orders.jsonl"), bytes).unwrap();
     assert!(weir(dir.path(), &["run", "orders.jsonl"]).status.success());
-    let listed = stdout(&weir(dir.path(), &["sagas", "list"]));
-    assert_eq!(listed.lines().count(), 51, "{listed}");
-    assert!(listed.lines().last().unwrap().contains("the first 50 shown; more exist"), "{listed}");
-    let dlq = stdout(&weir(dir.path(), &["dlq", "list"]));
-    let id = dlq.split_whitespace().next().unwrap();
-    assert!(id.starts_with('#'), "{dlq}");
-    let shown = weir(dir.path(), &["dlq", "show", id]);
-    assert!(shown.status.success() && stdout(&shown).contains("line 61"), "{}", stderr(&shown));
+    let dlq = dead_letters(dir.path(), "weir.db");
+    assert!(dlq.starts_with('#') && dlq.contains("line 61"), "{dlq}");
 
     let out = weir(dir.path(), &["run", "."]);
     assert_eq!(out.status.code(), Some(3));
@@ -231,13 +207,13 @@ fn a_replayed_poison_line_is_a_failure_not_an_internal_error() {
 "#,
     );
     assert!(weir(dir.path(), &["run", "orders.jsonl"]).status.success());
-    let out = spawn(dir.path(), &["dlq", "replay"]).wait_with_output().unwrap();
+    let out = spawn(dir.path(), &["replay", "--all"]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("internal error"), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("line 11: still fails: panicked: unhandled SKU PANIC in order poison-1"), "{text}");
     assert!(text.contains("1 line(s) still fail and stay in the queue"), "{text}");
-    let dlq = stdout(&weir(dir.path(), &["dlq", "list"]));
+    let dlq = dead_letters(dir.path(), "weir.db");
     assert_eq!(dlq.lines().count(), 1, "{dlq}");
     assert_accounted(&report(dir.path(), &[]), 21);
 }

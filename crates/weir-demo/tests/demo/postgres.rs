@@ -1,4 +1,4 @@
-//! Several `weir run` on one PostgreSQL database: they share the work, take
+//! Several `weir-demo run` on one PostgreSQL database: they share the work, take
 //! over a killed one's sagas while they run, and a database's simulated
 //! environment holds for every command on it. Needs
 //! `WEIR_TEST_POSTGRES_URL`; without it each test says it was skipped.
