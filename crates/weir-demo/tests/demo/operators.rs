@@ -217,3 +217,32 @@ fn a_replayed_poison_line_is_a_failure_not_an_internal_error() {
     assert_eq!(dlq.lines().count(), 1, "{dlq}");
     assert_accounted(&report(dir.path(), &[]), 21);
 }
+
+/// `weir-demo replay` replays only the letters an operator marked (`weir
+/// dlq replay`); a marked line that fails again is parked again, unmarked.
+#[test]
+fn replay_takes_only_the_letters_marked_for_it() {
+    use weir::durable::store::LetterQuery;
+    let dir = tempfile::tempdir().unwrap();
+    orders_with_a_bad_line(dir.path(), 20, 5, b"not json\nnot json either\n");
+    assert!(weir(dir.path(), &["run", "orders.jsonl"]).status.success());
+    with_store(dir.path(), "weir.db", async |store| {
+        let queue = store.dead_letters::<serde_json::Value>("weir-cli:lines");
+        let letters = queue.list().await.unwrap();
+        assert_eq!(letters.len(), 2);
+        assert_eq!(queue.request_replay(&[letters[1].id]).await.unwrap(), 1);
+    });
+    let out = weir(dir.path(), &["replay"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 line(s) still fail"), "{}", stdout(&out));
+    with_store(dir.path(), "weir.db", async |store| {
+        let queue = store.dead_letters::<serde_json::Value>("weir-cli:lines");
+        assert_eq!(queue.list().await.unwrap().len(), 2, "both lines still parked");
+        assert!(
+            queue.find(&LetterQuery::new().replay_requested(true)).await.unwrap().is_empty(),
+            "the mark was served"
+        );
+    });
+    let none = weir(dir.path(), &["replay"]);
+    assert!(stdout(&none).contains("0 line(s) still fail"), "{}", stdout(&none));
+}

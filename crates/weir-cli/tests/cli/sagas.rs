@@ -1,0 +1,127 @@
+//! `weir sagas list | show | resume`.
+
+use std::time::Duration;
+
+use super::*;
+use weir::durable::store::SagaStatus;
+
+/// Four completed orders, one compensated, one failed (its compensation
+/// failed), one refund: listed with every filter, page by page, as a
+/// table and as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_are_listed_by_filter_and_page_and_shown_whole() {
+    for target in targets("sagas_are_listed_by_filter_and_page_and_shown_whole").await {
+        let undo_fails = Arc::new(AtomicBool::new(false));
+        let engine = engine(&target.store, undo_fails.clone());
+        for i in 1..=4 {
+            engine.run_with_id(&format!("o{i}"), "order", &"ok").await.unwrap();
+        }
+        engine.run_with_id("o5", "order", &"fail").await.unwrap_err();
+        undo_fails.store(true, Ordering::SeqCst);
+        engine.run_with_id("o6", "order", &"fail").await.unwrap_err();
+        engine.run_with_id("r1", "refund", &"ok").await.unwrap();
+
+        let ids = |v: &serde_json::Value| -> Vec<String> {
+            v["sagas"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+        };
+        let all = json(&target, &["sagas", "list"]).await;
+        assert_eq!(ids(&all).len(), 7);
+        assert_eq!(all["next_after"], serde_json::Value::Null, "not a full page");
+        assert_eq!(ids(&json(&target, &["sagas", "list", "--status", "failed"]).await), ["o6"]);
+        assert_eq!(ids(&json(&target, &["sagas", "list", "--status", "compensated"]).await), ["o5"]);
+        assert_eq!(ids(&json(&target, &["sagas", "list", "--definition", "refund"]).await), ["r1"]);
+        assert_eq!(ids(&json(&target, &["sagas", "list", "--since", "1h"]).await).len(), 7);
+        assert!(ids(&json(&target, &["sagas", "list", "--until", "1h"]).await).is_empty());
+        assert!(ids(&json(&target, &["sagas", "list", "--since", "2999-01-01T00:00:00Z"]).await).is_empty());
+
+        // Pages of three, each after the last, give each saga once, in order.
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut args = vec!["sagas", "list", "--limit", "3"];
+            if let Some(after) = &after {
+                args.extend(["--after", after.as_str()]);
+            }
+            let page = json(&target, &args).await;
+            paged.extend(ids(&page));
+            match page["next_after"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(paged, ids(&all));
+
+        // For people: a table with a header, one row per saga, and how to go on.
+        let table = ok(&target, &["sagas", "list", "--limit", "2"]).await;
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ID") && lines[0].contains("STATUS"), "{table}");
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[3].contains(&format!("--after {}", ids(&all)[1])), "{table}");
+
+        let failed = json(&target, &["sagas", "show", "o6"]).await;
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["input"], "fail");
+        assert_eq!(failed["steps"][0]["status"], "compensation_failed");
+        assert_eq!(failed["steps"][0]["output"], serde_json::json!({"bin": 4}));
+        assert_eq!(failed["steps"][1]["error"], "no courier");
+        let text = ok(&target, &["sagas", "show", "o6"]).await;
+        assert!(text.contains("saga o6 (order): failed") && text.contains("warehouse down"), "{text}");
+        let missing = fails(&target, &["sagas", "show", "nope"], 6).await;
+        assert!(missing.contains("no saga nope") && missing.contains("weir sagas list"), "{missing}");
+        fails(&target, &["sagas", "list", "--after", "nope"], 6).await;
+    }
+}
+
+/// A failed saga resumed from the command is compensated by the
+/// application's next resume; finished sagas and sagas a live worker holds
+/// are refused with exit 7, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_saga_is_resumed_and_others_are_refused_with_the_reason() {
+    for target in targets("a_failed_saga_is_resumed_and_others_are_refused_with_the_reason").await {
+        let undo_fails = Arc::new(AtomicBool::new(true));
+        let engine = engine(&target.store, undo_fails.clone());
+        engine.run_with_id("o1", "order", &"fail").await.unwrap_err();
+        engine.run_with_id("o2", "order", &"ok").await.unwrap();
+
+        let refused = fails(&target, &["sagas", "resume", "o2"], 7).await;
+        assert!(refused.contains("o2 is completed") && refused.contains("only a failed saga"), "{refused}");
+        fails(&target, &["sagas", "resume", "nope"], 6).await;
+
+        let said = ok(&target, &["sagas", "resume", "o1"]).await;
+        assert!(said.contains("back to compensating"), "{said}");
+        assert_eq!(target.store.saga("o1").await.unwrap().unwrap().status, SagaStatus::Compensating);
+        undo_fails.store(false, Ordering::SeqCst);
+        let report = engine.resume().await.unwrap();
+        assert_eq!(report.compensated, 1, "{report:?}");
+        assert_eq!(target.store.saga("o1").await.unwrap().unwrap().status, SagaStatus::Compensated);
+
+        // A saga in flight on a live worker is that worker's.
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let slow = SagaDefinition::builder("slow")
+            .step(
+                "wait",
+                {
+                    let gate = gate.clone();
+                    move |_| {
+                        let gate = gate.clone();
+                        async move {
+                            gate.notified().await;
+                            Ok::<_, StepError>(())
+                        }
+                    }
+                },
+                |_| async { Ok(()) },
+            )
+            .build()
+            .unwrap();
+        let worker = SagaEngine::builder(target.store.clone()).definition(slow).build().unwrap();
+        let running = tokio::spawn(async move { worker.run_with_id("s1", "slow", &()).await });
+        while target.store.saga("s1").await.unwrap().is_none_or(|s| s.lease_until.is_none()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let held = fails(&target, &["sagas", "resume", "s1"], 7).await;
+        assert!(held.contains("s1 is running on worker") && held.contains("lease runs until"), "{held}");
+        gate.notify_one();
+        running.await.unwrap().unwrap();
+    }
+}
