@@ -268,6 +268,29 @@ where
     sql
 }
 
+/// Sends failed saga `id` back to compensating with `steps`, if it is
+/// still failed at `fence` (which it bumps, fencing out any old holder);
+/// the same statement in SQLite and PostgreSQL.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn retry_compensations_sql<'a, DB>(
+    id: &'a str,
+    fence: i64,
+    steps: &'a str,
+    now: i64,
+) -> sqlx::QueryBuilder<'a, DB>
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut sql = sqlx::QueryBuilder::<DB>::new("UPDATE weir_sagas SET status = 'compensating', steps = ");
+    sql.push_bind(steps);
+    sql.push(", fence = fence + 1, lease_owner = NULL, lease_until = NULL, updated_at = ").push_bind(now);
+    sql.push(" WHERE id = ").push_bind(id);
+    sql.push(" AND status = 'failed' AND fence = ").push_bind(fence);
+    sql
+}
+
 /// Every queue with its counts and failure times.
 pub(crate) const QUEUES_SQL: &str = "SELECT queue, COUNT(*) AS letters, COUNT(replay_requested_at) AS replay_requested,
         MIN(first_failure) AS oldest, MAX(last_failure) AS newest

@@ -224,19 +224,12 @@ impl Postgres {
         steps: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        sqlx::query(
-            "UPDATE weir_sagas SET status = 'compensating', steps = $1, fence = fence + 1,
-                    lease_owner = NULL, lease_until = NULL, updated_at = $2
-             WHERE id = $3 AND status = 'failed' AND fence = $4",
-        )
-        .bind(steps)
-        .bind(now)
-        .bind(id)
-        .bind(fence)
-        .execute(&self.pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(|e| self.query_error(e))
+        inspect::retry_compensations_sql::<sqlx::Postgres>(id, fence, steps, now)
+            .build()
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| self.query_error(e))
     }
 
     pub(crate) async fn cursors(&self) -> Result<Vec<CursorRecord>, StoreError> {
