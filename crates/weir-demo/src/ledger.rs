@@ -2,10 +2,19 @@
 //! shipments, in the same database as weir's state. Every effect is keyed
 //! by the saga step's idempotency key, so a step run twice (after a crash)
 //! applies its effect once.
+//!
+//! Its writes are effects of the store's group commit
+//! ([`Store::commit_effect`]): they share weir's one writer connection and
+//! its `fsync`s instead of taking SQLite's write lock in turns with it
+//! (through a pool of its own, with `synchronous = NORMAL`, the demo made
+//! 449 orders/s against 1,994 raw single-row commits/s, 84 % of the time
+//! in commits; as effects, 1,008 orders/s in the same session, 20,000
+//! orders). Reads (the report's checks) use a pool.
 
 use std::collections::{BTreeMap, HashSet};
 
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+use weir::durable::store::{Store, Tx};
 
 use crate::orders::{Order, SKUS};
 
@@ -16,7 +25,42 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pool: AnyPool,
+    store: Store,
 }
+
+/// A value bound to a ledger statement.
+#[derive(Debug, Clone)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Runs one statement on the group commit's connection; rows affected.
+/// `$n` parameters work on both databases.
+async fn exec(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<u64, Error> {
+    macro_rules! run {
+        ($conn:expr) => {{
+            let mut query = sqlx::query(sql);
+            for bind in binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text.clone()),
+                    Bind::Int(n) => query.bind(*n),
+                };
+            }
+            query.execute(&mut *$conn).await?.rows_affected()
+        }};
+    }
+    Ok(match tx {
+        Tx::Sqlite(conn) => run!(conn),
+        Tx::Postgres(conn) => run!(conn),
+        _ => unreachable!("the demo's store is SQLite or PostgreSQL"),
+    })
+}
+
+/// Not enough stock for a reservation: its effect is rolled back.
+#[derive(Debug, thiserror::Error)]
+#[error("not enough stock")]
+struct OutOfStock;
 
 const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS ledger_stock (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL)",
@@ -76,7 +120,9 @@ impl Ledger {
         &self.pool
     }
 
-    pub async fn connect(url: &str) -> Result<Self, Error> {
+    /// Connects to the ledger in the database of `store` (at `url`, for
+    /// the pool that reads).
+    pub async fn connect(url: &str, store: &Store) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
         let pool = sqlx::any::AnyPoolOptions::new()
@@ -108,7 +154,7 @@ impl Ledger {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(Self { pool })
+        Ok(Self { pool, store: store.clone() })
     }
 
     /// Puts the demo's starting stock in place (once).
@@ -124,99 +170,95 @@ impl Ledger {
     }
 
     /// Takes stock for an order; `Ok(false)` when there is not enough.
-    /// Writes come first in each transaction, so that SQLite takes its write
-    /// lock at once (waiting as long as it must) instead of failing to
-    /// upgrade a read snapshot.
     pub async fn reserve(&self, key: &str, order: &Order) -> Result<bool, Error> {
-        let mut tx = self.pool.begin().await?;
-        let new = sqlx::query("INSERT INTO ledger_reservations (key, order_id, sku, qty, released) VALUES ($1, $2, $3, $4, 0) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(&order.order_id)
-            .bind(&order.sku)
-            .bind(i64::from(order.qty))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if new == 0 {
-            // Reserved by an earlier attempt. End the transaction now: a
-            // dropped one is rolled back only when its connection is next
-            // used, and on SQLite it holds the write lock until then.
-            tx.rollback().await?;
-            return Ok(true);
+        let reservation = [
+            Bind::Text(key.to_owned()),
+            Bind::Text(order.order_id.clone()),
+            Bind::Text(order.sku.clone()),
+            Bind::Int(i64::from(order.qty)),
+        ];
+        let take = [Bind::Int(i64::from(order.qty)), Bind::Text(order.sku.clone())];
+        let reserved = self
+            .store
+            .commit_effect(move |tx| {
+                let (reservation, take) = (reservation.clone(), take.clone());
+                Box::pin(async move {
+                    let new = exec(tx, "INSERT INTO ledger_reservations (key, order_id, sku, qty, released) VALUES ($1, $2, $3, $4, 0) ON CONFLICT (key) DO NOTHING", &reservation).await?;
+                    // Reserved by an earlier attempt: nothing more to take.
+                    if new == 1 && exec(tx, "UPDATE ledger_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1", &take).await? == 0 {
+                        return Err(Box::new(OutOfStock) as Error);
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        match reserved {
+            Ok(()) => Ok(true),
+            Err(e) if e.is::<OutOfStock>() => Ok(false),
+            Err(e) => Err(e),
         }
-        let taken = sqlx::query("UPDATE ledger_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1")
-            .bind(i64::from(order.qty))
-            .bind(&order.sku)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if taken == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Gives a reservation's stock back (once).
     pub async fn release(&self, reservation: &str) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE ledger_reservations SET released = 1 WHERE key = $1 AND released = 0 RETURNING sku, qty",
-        )
-        .bind(reservation)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            let (sku, qty): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-            sqlx::query("UPDATE ledger_stock SET qty = qty + $1 WHERE sku = $2")
-                .bind(qty)
-                .bind(sku)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let key = [Bind::Text(reservation.to_owned())];
+        self.effect(move |tx| {
+            let key = key.clone();
+            Box::pin(async move {
+                exec(tx, "UPDATE ledger_stock SET qty = qty + (SELECT qty FROM ledger_reservations WHERE key = $1 AND released = 0) WHERE sku = (SELECT sku FROM ledger_reservations WHERE key = $1 AND released = 0)", &key).await?;
+                exec(tx, "UPDATE ledger_reservations SET released = 1 WHERE key = $1 AND released = 0", &key).await
+            })
+        })
+        .await
     }
 
     /// Records a charge under the payment provider's idempotency key.
     pub async fn charge(&self, key: &str, order: &Order) -> Result<(), Error> {
-        sqlx::query("INSERT INTO ledger_charges (key, order_id, tenant, amount) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(&order.order_id)
-            .bind(&order.tenant)
-            .bind(order.amount_cents as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let charge = [
+            Bind::Text(key.to_owned()),
+            Bind::Text(order.order_id.clone()),
+            Bind::Text(order.tenant.clone()),
+            Bind::Int(order.amount_cents as i64),
+        ];
+        self.statement("INSERT INTO ledger_charges (key, order_id, tenant, amount) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING", charge.to_vec()).await
     }
 
     /// Refunds the charge made under `charge` (once; nothing if none).
     pub async fn refund(&self, charge: &str) -> Result<(), Error> {
-        sqlx::query("INSERT INTO ledger_refunds (key, order_id, amount) SELECT key, order_id, amount FROM ledger_charges WHERE key = $1 ON CONFLICT (key) DO NOTHING")
-            .bind(charge)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.statement("INSERT INTO ledger_refunds (key, order_id, amount) SELECT key, order_id, amount FROM ledger_charges WHERE key = $1 ON CONFLICT (key) DO NOTHING", vec![Bind::Text(charge.to_owned())]).await
     }
 
     pub async fn ship(&self, key: &str, order: &Order) -> Result<(), Error> {
-        sqlx::query(
+        let shipment = vec![Bind::Text(key.to_owned()), Bind::Text(order.order_id.clone())];
+        self.statement(
             "INSERT INTO ledger_shipments (key, order_id, cancelled) VALUES ($1, $2, 0) ON CONFLICT (key) DO NOTHING",
+            shipment,
         )
-        .bind(key)
-        .bind(&order.order_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
     }
 
     pub async fn cancel_shipment(&self, shipment: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE ledger_shipments SET cancelled = 1 WHERE key = $1")
-            .bind(shipment)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.statement(
+            "UPDATE ledger_shipments SET cancelled = 1 WHERE key = $1",
+            vec![Bind::Text(shipment.to_owned())],
+        )
+        .await
+    }
+
+    /// One statement as an effect of the group commit.
+    async fn statement(&self, sql: &'static str, binds: Vec<Bind>) -> Result<(), Error> {
+        self.effect(move |tx| {
+            let binds = binds.clone();
+            Box::pin(async move { exec(tx, sql, &binds).await })
+        })
+        .await
+    }
+
+    async fn effect<F>(&self, effect: F) -> Result<(), Error>
+    where
+        F: for<'t> Fn(&'t mut Tx) -> futures_util::future::BoxFuture<'t, Result<u64, Error>> + Send + Sync + 'static,
+    {
+        self.store.commit_effect(effect).await.map(drop)
     }
 
     /// Checks the ledger against the orders' outcomes: `completed` maps

@@ -90,7 +90,7 @@ const SAGAS_PER_PAGE: usize = 1000;
 const REJECTED: &str = "(rejected lines)";
 
 pub async fn build(store: &Store, location: &str) -> Result<Report, BoxError> {
-    let ledger = Ledger::connect(&any_url(location)).await?;
+    let ledger = Ledger::connect(&any_url(location), store).await?;
     let pool = ledger.pool().clone();
     let mut tenants: BTreeMap<String, TenantRow> = BTreeMap::new();
     let mut errors: HashMap<String, u64> = HashMap::new();

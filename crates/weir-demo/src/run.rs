@@ -192,7 +192,7 @@ pub async fn engine(
     environment: &Environment,
     worker_id: Option<&str>,
 ) -> Result<(SagaEngine, Ledger, Payments), BoxError> {
-    let ledger = Ledger::connect(&any_url(location))
+    let ledger = Ledger::connect(&any_url(location), store)
         .await
         .map_err(|e| format!("cannot open the ledger in {}: {e}", store.target()))?;
     ledger.seed_stock().await?;

@@ -102,11 +102,25 @@ where
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // `-- raw`: the raw commit rates only, in `WEIR_BENCH_DIR` (the folder
+    // of the database they are compared with: the same disk) or a temporary
+    // one; `bench/demo.sh` compares the orders demo with them.
+    let raw_only = std::env::args().any(|a| a == "raw");
     rt.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = match std::env::var("WEIR_BENCH_DIR") {
+            Ok(parent) => tempfile::tempdir_in(parent).expect("temp dir in WEIR_BENCH_DIR"),
+            Err(_) => tempfile::tempdir().expect("temp dir"),
+        };
         let (single, batched) = sqlite_raw(&dir.path().join("raw.db")).await;
         println!("sqlite FULL raw single-row commits: {single:>10.0} tx/s");
         println!("sqlite FULL raw 1000-row transactions: {batched:>10.0} rows/s");
+        if raw_only {
+            #[cfg(feature = "postgres")]
+            if let Ok(url) = std::env::var("WEIR_BENCH_POSTGRES_URL") {
+                postgres_raw(&url).await;
+            }
+            return;
+        }
         for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
             let store = Store::open(dir.path().join(format!("sagas-{in_flight}.db")).to_str().expect("utf-8"))
                 .await
@@ -128,19 +142,28 @@ fn main() {
     });
 }
 
+/// PostgreSQL's raw commit rates (a table of their own, dropped after).
 #[cfg(feature = "postgres")]
-async fn postgres(url: &str) {
+async fn postgres_raw(url: &str) -> f64 {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
-    for sql in [
-        "DROP TABLE IF EXISTS bench_raw, weir_bench_raw",
-        "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, v TEXT)",
-        "DROP TABLE IF EXISTS weir_sagas, weir_cursors, weir_dead_letters, _sqlx_migrations",
-    ] {
+    for sql in ["DROP TABLE IF EXISTS bench_raw", "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, v TEXT)"] {
         sqlx::query(sql).execute(&mut conn).await.expect("setup");
     }
     let (single, batched) = raw_rates(&mut conn, "INSERT INTO bench_raw (v) VALUES ($1)").await;
+    sqlx::query("DROP TABLE bench_raw").execute(&mut conn).await.expect("clean up");
     println!("postgres raw single-row commits (1 connection): {single:>10.0} tx/s");
     println!("postgres raw 1000-row transactions: {batched:>10.0} rows/s");
+    single
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(url: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
+    sqlx::query("DROP TABLE IF EXISTS weir_sagas, weir_cursors, weir_dead_letters, _sqlx_migrations")
+        .execute(&mut conn)
+        .await
+        .expect("setup");
+    let single = postgres_raw(url).await;
     for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
         let store = Store::open(url).await.expect("store");
         let rate = sagas_per_second(store, in_flight, total).await;

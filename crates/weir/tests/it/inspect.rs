@@ -199,3 +199,86 @@ async fn cursors_are_listed_and_removed() {
     })
     .await;
 }
+
+/// Runs `sql` with one text bind on the effect's connection, whichever the
+/// database (`$1` binds on both).
+async fn exec(
+    tx: &mut weir::durable::store::Tx,
+    sql: &'static str,
+    text: String,
+) -> Result<u64, weir::error::BoxError> {
+    use weir::durable::store::Tx;
+    Ok(match tx {
+        Tx::Sqlite(conn) => sqlx::query(sql).bind(text).execute(&mut *conn).await?.rows_affected(),
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => sqlx::query(sql).bind(text).execute(&mut *conn).await?.rows_affected(),
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("a database store"),
+    })
+}
+
+/// An application's writes ride in the store's group commit: their output
+/// comes back once committed, many concurrent ones share transactions, and
+/// one that fails is rolled back alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_commit_in_the_group_commit_and_fail_alone() {
+    let (sqlite, _dir) = crate::support::stores::sqlite().await;
+    let mut stores = vec![sqlite];
+    #[cfg(feature = "postgres")]
+    if let Some(url) = crate::support::stores::postgres_url("effects_commit_in_the_group_commit_and_fail_alone").await {
+        stores.push(Store::open(&url).await.unwrap());
+    }
+    for store in stores {
+        let made = store
+            .commit_effect(|tx| {
+                Box::pin(async move { exec(tx, "CREATE TABLE notes (text TEXT PRIMARY KEY)", String::new()).await })
+            })
+            .await;
+        assert!(made.is_ok(), "{made:?}");
+        let before = store.commit_metrics().transactions;
+        let writes = (0..200).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .commit_effect(move |tx| {
+                        Box::pin(async move { exec(tx, "INSERT INTO notes VALUES ($1)", format!("note {i}")).await })
+                    })
+                    .await
+            })
+        });
+        for inserted in futures_util::future::join_all(writes).await {
+            assert_eq!(inserted.unwrap().unwrap(), 1);
+        }
+        let transactions = store.commit_metrics().transactions - before;
+        assert!(transactions < 200, "200 concurrent effects took {transactions} transactions");
+
+        // A failing effect (a duplicate key, after a write of its own) is
+        // rolled back whole; the next one commits.
+        let failed = store
+            .commit_effect(|tx| {
+                Box::pin(async move {
+                    exec(tx, "INSERT INTO notes VALUES ($1)", "half done".into()).await?;
+                    exec(tx, "INSERT INTO notes VALUES ($1)", "note 7".into()).await
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        let count = |text: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .commit_effect(move |tx| {
+                        Box::pin(
+                            async move { exec(tx, "UPDATE notes SET text = text WHERE text = $1", text.into()).await },
+                        )
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("half done").await, 0, "the failed effect's first write was rolled back");
+        assert_eq!(count("note 199").await, 1);
+    }
+    let err = Store::memory().commit_effect(|_| Box::pin(async { Ok(()) })).await.unwrap_err();
+    assert!(err.to_string().contains("memory store runs no SQL"), "{err}");
+}

@@ -1,6 +1,7 @@
-//! Group commit: one task owns the writer connection; every saga write is
-//! queued to it; it commits whatever queued up while the previous commit
-//! ran, in one transaction, and only then answers each writer.
+//! Group commit: one task owns the writer connection; every saga write and
+//! application effect is queued to it; it commits whatever queued up while
+//! the previous commit ran, in one transaction, and only then answers
+//! each writer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,23 +9,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::effect::{Effect, Output, Tx};
 use super::record::SagaWrite;
 use super::{Backend, StoreError, WriteResult};
+use crate::error::BoxError;
 
 /// The most writes in one transaction.
 const MAX_BATCH: usize = 1024;
 
 type Reply = oneshot::Sender<Result<WriteResult, StoreError>>;
+type EffectReply = oneshot::Sender<Result<Output, BoxError>>;
 
-pub(crate) enum Writer {
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::sqlite::SqliteConnection),
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::postgres::PgConnection),
+/// What a writer queues.
+enum Job {
+    Write(SagaWrite, Reply),
+    Effect(Effect, EffectReply),
 }
 
+/// A batch: saga writes and effects, each with its reply.
+#[derive(Default)]
+struct Batch {
+    writes: Vec<SagaWrite>,
+    replies: Vec<Reply>,
+    effects: Vec<Effect>,
+    effect_replies: Vec<EffectReply>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.writes.len() + self.effects.len()
+    }
+
+    fn push(&mut self, job: Job) {
+        match job {
+            Job::Write(write, reply) => {
+                self.writes.push(write);
+                self.replies.push(reply);
+            }
+            Job::Effect(effect, reply) => {
+                self.effects.push(effect);
+                self.effect_replies.push(reply);
+            }
+        }
+    }
+}
+
+/// What a batch's transaction did: a result per write and per effect.
+pub(crate) type Applied = (Vec<WriteResult>, Vec<Result<Output, BoxError>>);
+
 pub(crate) struct Committer {
-    queue: mpsc::UnboundedSender<(SagaWrite, Reply)>,
+    queue: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
     pub(crate) stats: Arc<Stats>,
 }
@@ -45,7 +79,7 @@ impl Drop for Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(backend: Arc<Backend>, writer: Writer) -> Self {
+    pub(crate) fn start(backend: Arc<Backend>, writer: Tx) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(run(backend, writer, rx, Arc::clone(&stats)));
@@ -55,71 +89,86 @@ impl Committer {
     /// Queues `write`; resolves once its transaction committed.
     pub(crate) async fn write(&self, write: SagaWrite) -> Result<WriteResult, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send((write, reply)).map_err(|_| StoreError::Closed)?;
+        self.queue.send(Job::Write(write, reply)).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `effect`; resolves with its output once its transaction
+    /// committed.
+    pub(crate) async fn effect(&self, effect: Effect) -> Result<Output, BoxError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job::Effect(effect, reply)).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-async fn run(
-    backend: Arc<Backend>,
-    mut writer: Writer,
-    mut rx: mpsc::UnboundedReceiver<(SagaWrite, Reply)>,
-    stats: Arc<Stats>,
-) {
-    let mut writes = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
-    while let Some((write, reply)) = rx.recv().await {
-        writes.push(write);
-        replies.push(reply);
-        while writes.len() < MAX_BATCH {
+async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Stats>) {
+    let mut batch = Batch::default();
+    while let Some(job) = rx.recv().await {
+        batch.push(job);
+        while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok((write, reply)) => {
-                    writes.push(write);
-                    replies.push(reply);
-                }
+                Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
         let started = std::time::Instant::now();
-        let mut outcome = apply(&backend, &mut writer, &writes).await;
+        let mut outcome = apply(&backend, &mut writer, &batch.writes, &batch.effects).await;
         // A deadlock with another process's transaction rolled this one back
         // whole: try again (the lock order is fixed, so it is rare).
         for _ in 0..3 {
             match &outcome {
                 Err(StoreError::Query { source, .. }) if source.to_string().contains("deadlock detected") => {
                     tracing::debug!("group commit hit a deadlock; retrying");
-                    outcome = apply(&backend, &mut writer, &writes).await;
+                    outcome = apply(&backend, &mut writer, &batch.writes, &batch.effects).await;
                 }
                 _ => break,
             }
         }
         stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
-        stats.writes.fetch_add(writes.len() as u64, Ordering::Relaxed);
-        tracing::trace!(writes = writes.len(), ok = outcome.is_ok(), "group commit");
+        stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tracing::trace!(
+            writes = batch.writes.len(),
+            effects = batch.effects.len(),
+            ok = outcome.is_ok(),
+            "group commit"
+        );
         match outcome {
-            Ok(results) => {
-                for (reply, result) in replies.drain(..).zip(results) {
+            Ok((results, outputs)) => {
+                for (reply, result) in batch.replies.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));
+                }
+                for (reply, output) in batch.effect_replies.drain(..).zip(outputs) {
+                    let _ = reply.send(output);
                 }
             }
             Err(error) => {
                 // Nothing of the batch committed: every writer gets the cause.
-                for reply in replies.drain(..) {
+                for reply in batch.replies.drain(..) {
                     let _ = reply.send(Err(error.copy_for_writer()));
+                }
+                for reply in batch.effect_replies.drain(..) {
+                    let _ = reply.send(Err(Box::new(error.copy_for_writer())));
                 }
             }
         }
-        writes.clear();
+        batch.writes.clear();
+        batch.effects.clear();
     }
 }
 
-async fn apply(backend: &Backend, writer: &mut Writer, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, StoreError> {
-    match (backend, writer) {
+async fn apply(
+    backend: &Backend,
+    writer: &mut Tx,
+    writes: &[SagaWrite],
+    effects: &[Effect],
+) -> Result<Applied, StoreError> {
+    match backend {
         #[cfg(feature = "sqlite")]
-        (Backend::Sqlite(s), Writer::Sqlite(conn)) => s.apply(conn, writes).await,
+        Backend::Sqlite(s) => s.apply(writer, writes, effects).await,
         #[cfg(feature = "postgres")]
-        (Backend::Postgres(p), Writer::Postgres(conn)) => p.apply(conn, writes).await,
-        _ => unreachable!("a committer's writer matches its backend"),
+        Backend::Postgres(p) => p.apply(writer, writes, effects).await,
+        Backend::Memory(_) => unreachable!("the memory store has no committer"),
     }
 }

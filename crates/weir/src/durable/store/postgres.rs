@@ -8,6 +8,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, QueryBuilder};
 
+use super::committer::Applied;
+use super::effect::{self, Effect, Tx};
 use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use super::record::{SagaRecord, SagaWrite, now_ms};
 use super::rows;
@@ -106,16 +108,24 @@ impl Postgres {
     }
 
     /// Applies `writes` in one transaction: one commit for all.
+    /// Applies `writes`, then `effects`, in one transaction.
     pub(crate) async fn apply(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut Tx,
         writes: &[SagaWrite],
-    ) -> Result<Vec<WriteResult>, StoreError> {
+        effects: &[Effect],
+    ) -> Result<Applied, StoreError> {
+        let Tx::Postgres(conn) = tx else { unreachable!("a PostgreSQL store's writer is PostgreSQL") };
         sqlx::query("BEGIN").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
-        match apply_batch(conn, writes).await {
-            Ok(results) => {
+        let applied = match apply_batch(conn, writes).await {
+            Ok(results) => effect::run_all(tx, effects).await.map(|outputs| (results, outputs)),
+            Err(e) => Err(e),
+        };
+        let Tx::Postgres(conn) = tx else { unreachable!("a PostgreSQL store's writer is PostgreSQL") };
+        match applied {
+            Ok(applied) => {
                 sqlx::query("COMMIT").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
-                Ok(results)
+                Ok(applied)
             }
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;

@@ -14,6 +14,8 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder};
 use crate::error::find;
 use crate::policy::retry::RetryPolicy;
 
+use super::committer::Applied;
+use super::effect::{self, Effect, Tx};
 use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use super::record::{SagaRecord, SagaWrite};
 use super::rows;
@@ -113,17 +115,25 @@ impl Sqlite {
         self.options.connect().await.map_err(|e| open_error(&self.target, e))
     }
 
-    /// Applies `writes` in one immediate transaction: one fsync for all.
+    /// Applies `writes`, then `effects`, in one immediate transaction: one
+    /// fsync for all.
     pub(crate) async fn apply(
         &self,
-        conn: &mut SqliteConnection,
+        tx: &mut Tx,
         writes: &[SagaWrite],
-    ) -> Result<Vec<WriteResult>, StoreError> {
+        effects: &[Effect],
+    ) -> Result<Applied, StoreError> {
         let q = |e| query_error(&self.target, e);
+        let Tx::Sqlite(conn) = tx else { unreachable!("a SQLite store's writer is SQLite") };
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(q)?;
-        match apply_batch(conn, writes).await {
-            Ok(results) => match sqlx::query("COMMIT").execute(&mut *conn).await {
-                Ok(_) => Ok(results),
+        let applied = match apply_batch(conn, writes).await {
+            Ok(results) => effect::run_all(tx, effects).await.map(|outputs| (results, outputs)),
+            Err(e) => Err(e),
+        };
+        let Tx::Sqlite(conn) = tx else { unreachable!("a SQLite store's writer is SQLite") };
+        match applied {
+            Ok(applied) => match sqlx::query("COMMIT").execute(&mut *conn).await {
+                Ok(_) => Ok(applied),
                 Err(e) => {
                     // A failed COMMIT (a full disk) can leave the transaction
                     // open, holding the write lock: end it.
