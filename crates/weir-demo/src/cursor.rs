@@ -1,7 +1,7 @@
 //! Where a run stands in its input, saved so that a restart re-reads and
 //! re-handles as little as possible.
 //!
-//! Lines finish out of order (512 sagas in flight, one tenant's payments
+//! Lines finish out of order (2,048 sagas in flight, one tenant's payments
 //! retrying). The cursor keeps the first line not yet handled (its byte
 //! offset and number) **and** the lines after it that are handled, as
 //! ranges of line numbers. A restart reads from the offset and skips every

@@ -39,10 +39,10 @@ use crate::signals::Signals;
 
 /// Orders of one tenant in flight at once: one tenant's flood or outage
 /// never takes the whole pipeline.
-pub const PER_TENANT: usize = 32;
+pub const PER_TENANT: usize = 128;
 
 /// Sagas in flight at once.
-const SAGAS_IN_FLIGHT: usize = 512;
+const SAGAS_IN_FLIGHT: usize = 2048;
 
 /// The dead-letter queue of input lines.
 pub const LINES_QUEUE: &str = "weir-cli:lines";

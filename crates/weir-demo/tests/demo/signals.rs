@@ -36,7 +36,9 @@ fn wait_until_started(dir: &Path) {
 fn the_first_signal_drains_and_reports_and_a_rerun_finishes() {
     for name in ["INT", "TERM"] {
         let dir = tempfile::tempdir().unwrap();
-        generate(dir.path(), "orders.jsonl", 4000);
+        // Long enough that a signal lands mid-run: 2,048 orders are in
+        // flight at once and the cursor is first saved after 500 ms.
+        generate(dir.path(), "orders.jsonl", 12_000);
         let child = spawn(dir.path(), &["run", "orders.jsonl"]);
         wait_until_started(dir.path());
         signal(&child, name);
@@ -48,13 +50,13 @@ fn the_first_signal_drains_and_reports_and_a_rerun_finishes() {
         let (_, drained) = report_with_code(dir.path(), &[]);
         assert_eq!(drained["totals"]["in_progress"], 0, "in-flight orders finished: {drained}");
         let handled = drained["lines_handled"].as_u64().unwrap();
-        assert!(handled < 4000, "the run stopped early ({handled} lines)");
+        assert!(handled < 12_000, "the run stopped early ({handled} lines)");
         // Everything taken in was finished and the cursor saved with it: a
         // rerun re-reads nothing that was done.
         assert_eq!(drained["lines_accounted"].as_u64().unwrap(), handled, "{drained}");
         let out = weir(dir.path(), &["run", "orders.jsonl"]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert_accounted(&report(dir.path(), &[]), 4000);
+        assert_accounted(&report(dir.path(), &[]), 12_000);
     }
 }
 
@@ -63,7 +65,7 @@ fn the_first_signal_drains_and_reports_and_a_rerun_finishes() {
 #[test]
 fn a_second_signal_stops_at_once_and_a_rerun_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    generate(dir.path(), "orders.jsonl", 4000);
+    generate(dir.path(), "orders.jsonl", 12_000);
     let child = spawn(dir.path(), &["run", "orders.jsonl"]);
     wait_until_started(dir.path());
     signal(&child, "INT");
@@ -74,5 +76,5 @@ fn a_second_signal_stops_at_once_and_a_rerun_finishes() {
     assert!(stderr(&out).contains("stopping at once"), "{}", stderr(&out));
     let out = weir(dir.path(), &["run", "orders.jsonl"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_accounted(&report(dir.path(), &[]), 4000);
+    assert_accounted(&report(dir.path(), &[]), 12_000);
 }

@@ -4,18 +4,22 @@
 //! applies its effect once.
 //!
 //! Its writes are effects of the store's group commit
-//! ([`Store::commit_effect`]): they share weir's one writer connection and
-//! its `fsync`s instead of taking SQLite's write lock in turns with it
-//! (through a pool of its own, with `synchronous = NORMAL`, the demo made
-//! 449 orders/s against 1,994 raw single-row commits/s, 84 % of the time
-//! in commits; as effects, 1,008 orders/s in the same session, 20,000
-//! orders). Reads (the report's checks) use a pool.
+//! ([`Store::commit_effect`]), batched ([`writer`]): they share weir's one
+//! writer connection and its `fsync`s instead of taking SQLite's write lock
+//! in turns with it (through a pool of its own, with `synchronous =
+//! NORMAL`, the demo made 449 orders/s against 1,994 raw single-row
+//! commits/s, 84 % of the time in commits; one effect per step, 1,008
+//! orders/s in the same session, 20,000 orders). Reads (the report's
+//! checks) use a pool.
 
 use std::collections::{BTreeMap, HashSet};
 
-use sqlx::AnyPool;
-use weir::durable::store::{Store, Tx};
+mod writer;
 
+use sqlx::AnyPool;
+use weir::durable::store::Store;
+
+use self::writer::{Op, Writer};
 use crate::orders::{Order, SKUS};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -25,42 +29,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct Ledger {
     pool: AnyPool,
-    store: Store,
+    writer: Writer,
 }
-
-/// A value bound to a ledger statement.
-#[derive(Debug, Clone)]
-enum Bind {
-    Text(String),
-    Int(i64),
-}
-
-/// Runs one statement on the group commit's connection; rows affected.
-/// `$n` parameters work on both databases.
-async fn exec(tx: &mut Tx, sql: &'static str, binds: &[Bind]) -> Result<u64, Error> {
-    macro_rules! run {
-        ($conn:expr) => {{
-            let mut query = sqlx::query(sql);
-            for bind in binds {
-                query = match bind {
-                    Bind::Text(text) => query.bind(text.clone()),
-                    Bind::Int(n) => query.bind(*n),
-                };
-            }
-            query.execute(&mut *$conn).await?.rows_affected()
-        }};
-    }
-    Ok(match tx {
-        Tx::Sqlite(conn) => run!(conn),
-        Tx::Postgres(conn) => run!(conn),
-        _ => unreachable!("the demo's store is SQLite or PostgreSQL"),
-    })
-}
-
-/// Not enough stock for a reservation: its effect is rolled back.
-#[derive(Debug, thiserror::Error)]
-#[error("not enough stock")]
-struct OutOfStock;
 
 const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS ledger_stock (sku TEXT PRIMARY KEY, qty BIGINT NOT NULL)",
@@ -154,7 +124,7 @@ impl Ledger {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(Self { pool, store: store.clone() })
+        Ok(Self { pool, writer: Writer::start(store.clone()) })
     }
 
     /// Puts the demo's starting stock in place (once).
@@ -171,94 +141,32 @@ impl Ledger {
 
     /// Takes stock for an order; `Ok(false)` when there is not enough.
     pub async fn reserve(&self, key: &str, order: &Order) -> Result<bool, Error> {
-        let reservation = [
-            Bind::Text(key.to_owned()),
-            Bind::Text(order.order_id.clone()),
-            Bind::Text(order.sku.clone()),
-            Bind::Int(i64::from(order.qty)),
-        ];
-        let take = [Bind::Int(i64::from(order.qty)), Bind::Text(order.sku.clone())];
-        let reserved = self
-            .store
-            .commit_effect(move |tx| {
-                let (reservation, take) = (reservation.clone(), take.clone());
-                Box::pin(async move {
-                    let new = exec(tx, "INSERT INTO ledger_reservations (key, order_id, sku, qty, released) VALUES ($1, $2, $3, $4, 0) ON CONFLICT (key) DO NOTHING", &reservation).await?;
-                    // Reserved by an earlier attempt: nothing more to take.
-                    if new == 1 && exec(tx, "UPDATE ledger_stock SET qty = qty - $1 WHERE sku = $2 AND qty >= $1", &take).await? == 0 {
-                        return Err(Box::new(OutOfStock) as Error);
-                    }
-                    Ok(())
-                })
-            })
-            .await;
-        match reserved {
-            Ok(()) => Ok(true),
-            Err(e) if e.is::<OutOfStock>() => Ok(false),
-            Err(e) => Err(e),
-        }
+        let (key, order_id, sku) = (key.to_owned(), order.order_id.clone(), order.sku.clone());
+        self.writer.write(Op::Reserve { key, order_id, sku, qty: i64::from(order.qty) }).await
     }
 
     /// Gives a reservation's stock back (once).
     pub async fn release(&self, reservation: &str) -> Result<(), Error> {
-        let key = [Bind::Text(reservation.to_owned())];
-        self.effect(move |tx| {
-            let key = key.clone();
-            Box::pin(async move {
-                exec(tx, "UPDATE ledger_stock SET qty = qty + (SELECT qty FROM ledger_reservations WHERE key = $1 AND released = 0) WHERE sku = (SELECT sku FROM ledger_reservations WHERE key = $1 AND released = 0)", &key).await?;
-                exec(tx, "UPDATE ledger_reservations SET released = 1 WHERE key = $1 AND released = 0", &key).await
-            })
-        })
-        .await
+        self.writer.write(Op::Release { key: reservation.to_owned() }).await.map(drop)
     }
 
     /// Records a charge under the payment provider's idempotency key.
     pub async fn charge(&self, key: &str, order: &Order) -> Result<(), Error> {
-        let charge = [
-            Bind::Text(key.to_owned()),
-            Bind::Text(order.order_id.clone()),
-            Bind::Text(order.tenant.clone()),
-            Bind::Int(order.amount_cents as i64),
-        ];
-        self.statement("INSERT INTO ledger_charges (key, order_id, tenant, amount) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING", charge.to_vec()).await
+        let (key, order_id, tenant) = (key.to_owned(), order.order_id.clone(), order.tenant.clone());
+        self.writer.write(Op::Charge { key, order_id, tenant, amount: order.amount_cents as i64 }).await.map(drop)
     }
 
     /// Refunds the charge made under `charge` (once; nothing if none).
     pub async fn refund(&self, charge: &str) -> Result<(), Error> {
-        self.statement("INSERT INTO ledger_refunds (key, order_id, amount) SELECT key, order_id, amount FROM ledger_charges WHERE key = $1 ON CONFLICT (key) DO NOTHING", vec![Bind::Text(charge.to_owned())]).await
+        self.writer.write(Op::Refund { key: charge.to_owned() }).await.map(drop)
     }
 
     pub async fn ship(&self, key: &str, order: &Order) -> Result<(), Error> {
-        let shipment = vec![Bind::Text(key.to_owned()), Bind::Text(order.order_id.clone())];
-        self.statement(
-            "INSERT INTO ledger_shipments (key, order_id, cancelled) VALUES ($1, $2, 0) ON CONFLICT (key) DO NOTHING",
-            shipment,
-        )
-        .await
+        self.writer.write(Op::Ship { key: key.to_owned(), order_id: order.order_id.clone() }).await.map(drop)
     }
 
     pub async fn cancel_shipment(&self, shipment: &str) -> Result<(), Error> {
-        self.statement(
-            "UPDATE ledger_shipments SET cancelled = 1 WHERE key = $1",
-            vec![Bind::Text(shipment.to_owned())],
-        )
-        .await
-    }
-
-    /// One statement as an effect of the group commit.
-    async fn statement(&self, sql: &'static str, binds: Vec<Bind>) -> Result<(), Error> {
-        self.effect(move |tx| {
-            let binds = binds.clone();
-            Box::pin(async move { exec(tx, sql, &binds).await })
-        })
-        .await
-    }
-
-    async fn effect<F>(&self, effect: F) -> Result<(), Error>
-    where
-        F: for<'t> Fn(&'t mut Tx) -> futures_util::future::BoxFuture<'t, Result<u64, Error>> + Send + Sync + 'static,
-    {
-        self.store.commit_effect(effect).await.map(drop)
+        self.writer.write(Op::CancelShipment { key: shipment.to_owned() }).await.map(drop)
     }
 
     /// Checks the ledger against the orders' outcomes: `completed` maps
