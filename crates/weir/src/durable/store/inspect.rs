@@ -11,7 +11,123 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::record::{SagaRecord, SagaStatus};
+use super::record::{SagaRecord, SagaStatus, StepStatus, now_ms};
+use super::{Backend, Store, StoreError};
+
+/// What an operator looks at and the few changes one makes.
+impl Store {
+    /// The page of sagas `query` asks for, oldest first; the next page is
+    /// the same query [`after`](SagaQuery::after) this page's last id.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the saga the page starts after is not
+    /// there; [`StoreError`] if the store cannot be read.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::store::{SagaQuery, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::durable::store::StoreError> {
+    /// let store = Store::memory();
+    /// let first = store.find_sagas(&SagaQuery::new().limit(100)).await?;
+    /// assert!(first.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn find_sagas(&self, query: &SagaQuery) -> Result<Vec<SagaRecord>, StoreError> {
+        let after = match &query.after {
+            None => None,
+            Some(id) => {
+                let Some(saga) = self.saga(id).await? else {
+                    return Err(StoreError::NotFound { target: self.target(), what: format!("saga {id}") });
+                };
+                Some((saga.created_at, saga.id))
+            }
+        };
+        let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.find_sagas(query, after)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.find_sagas(query, after).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.find_sagas(query, after).await,
+        }
+    }
+
+    /// Sends `saga`, failed because a compensation failed, back to
+    /// compensating: the steps whose compensation failed are compensated
+    /// again (with fresh attempts) by the next worker of its application
+    /// that claims it. Compensations must be idempotent for this, as for a
+    /// crash. `false` if the saga is no longer failed at the fence it was
+    /// read at (someone else changed it since).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn retry_compensations(&self, saga: &SagaRecord) -> Result<bool, StoreError> {
+        if saga.status != SagaStatus::Failed {
+            return Ok(false);
+        }
+        let mut steps = saga.steps.clone();
+        for step in steps.iter_mut().filter(|s| s.status == StepStatus::CompensationFailed) {
+            step.status = StepStatus::Done;
+            step.compensation_attempts = 0;
+        }
+        let steps = serde_json::to_string(&steps).expect("step records serialize");
+        let (id, fence, now) = (saga.id.as_str(), saga.fence, now_ms());
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.retry_compensations(id, fence, &steps, now)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.retry_compensations(id, fence, &steps, now).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.retry_compensations(id, fence, &steps, now).await,
+        }
+    }
+
+    /// Every saved cursor, by name.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read or a position is not
+    /// JSON.
+    pub async fn cursors(&self) -> Result<Vec<CursorRecord>, StoreError> {
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.cursors()),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.cursors().await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.cursors().await,
+        }
+    }
+
+    /// Removes cursor `name`: its owner starts from the beginning next
+    /// time. `false` if there was none.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn delete_cursor(&self, name: &str) -> Result<bool, StoreError> {
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.delete_cursor(name)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.delete_cursor(name).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.delete_cursor(name).await,
+        }
+    }
+
+    /// Every dead-letter queue that holds letters, by name.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be read.
+    pub async fn dead_letter_queues(&self) -> Result<Vec<QueueSummary>, StoreError> {
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.queues()),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.queues().await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.queues().await,
+        }
+    }
+}
 
 /// Which sagas [`Store::find_sagas`](super::Store::find_sagas) returns:
 /// oldest first (by creation, then id), at most [`limit`](Self::limit).

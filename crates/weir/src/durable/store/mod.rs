@@ -31,10 +31,6 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-
-use crate::error::BoxError;
-
 use self::committer::Committer;
 pub use self::dead_letters::StoreDlq;
 pub use self::effect::Tx;
@@ -321,118 +317,6 @@ impl Store {
         self.find_sagas(&query).await
     }
 
-    /// The page of sagas `query` asks for, oldest first; the next page is
-    /// the same query [`after`](SagaQuery::after) this page's last id.
-    ///
-    /// # Errors
-    /// [`StoreError::NotFound`] if the saga the page starts after is not
-    /// there; [`StoreError`] if the store cannot be read.
-    ///
-    /// # Examples
-    /// ```
-    /// use weir::durable::store::{SagaQuery, Store};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), weir::durable::store::StoreError> {
-    /// let store = Store::memory();
-    /// let first = store.find_sagas(&SagaQuery::new().limit(100)).await?;
-    /// assert!(first.is_empty());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn find_sagas(&self, query: &SagaQuery) -> Result<Vec<SagaRecord>, StoreError> {
-        let after = match &query.after {
-            None => None,
-            Some(id) => {
-                let Some(saga) = self.saga(id).await? else {
-                    return Err(StoreError::NotFound { target: self.target(), what: format!("saga {id}") });
-                };
-                Some((saga.created_at, saga.id))
-            }
-        };
-        let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
-        match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.find_sagas(query, after)),
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.find_sagas(query, after).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.find_sagas(query, after).await,
-        }
-    }
-
-    /// Sends `saga`, failed because a compensation failed, back to
-    /// compensating: the steps whose compensation failed are compensated
-    /// again (with fresh attempts) by the next worker of its application
-    /// that claims it. Compensations must be idempotent for this, as for a
-    /// crash. `false` if the saga is no longer failed at the fence it was
-    /// read at (someone else changed it since).
-    ///
-    /// # Errors
-    /// [`StoreError`] if the store cannot be written.
-    pub async fn retry_compensations(&self, saga: &SagaRecord) -> Result<bool, StoreError> {
-        if saga.status != SagaStatus::Failed {
-            return Ok(false);
-        }
-        let mut steps = saga.steps.clone();
-        for step in steps.iter_mut().filter(|s| s.status == StepStatus::CompensationFailed) {
-            step.status = StepStatus::Done;
-            step.compensation_attempts = 0;
-        }
-        let steps = serde_json::to_string(&steps).expect("step records serialize");
-        let (id, fence, now) = (saga.id.as_str(), saga.fence, now_ms());
-        match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.retry_compensations(id, fence, &steps, now)),
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.retry_compensations(id, fence, &steps, now).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.retry_compensations(id, fence, &steps, now).await,
-        }
-    }
-
-    /// Every saved cursor, by name.
-    ///
-    /// # Errors
-    /// [`StoreError`] if the store cannot be read or a position is not
-    /// JSON.
-    pub async fn cursors(&self) -> Result<Vec<CursorRecord>, StoreError> {
-        match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.cursors()),
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.cursors().await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.cursors().await,
-        }
-    }
-
-    /// Removes cursor `name`: its owner starts from the beginning next
-    /// time. `false` if there was none.
-    ///
-    /// # Errors
-    /// [`StoreError`] if the store cannot be written.
-    pub async fn delete_cursor(&self, name: &str) -> Result<bool, StoreError> {
-        match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.delete_cursor(name)),
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.delete_cursor(name).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.delete_cursor(name).await,
-        }
-    }
-
-    /// Every dead-letter queue that holds letters, by name.
-    ///
-    /// # Errors
-    /// [`StoreError`] if the store cannot be read.
-    pub async fn dead_letter_queues(&self) -> Result<Vec<QueueSummary>, StoreError> {
-        match &*self.inner.backend {
-            Backend::Memory(m) => Ok(m.queues()),
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => s.queues().await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => p.queues().await,
-        }
-    }
-
     /// The saved position of cursor `name`.
     ///
     /// # Errors
@@ -480,72 +364,6 @@ impl Store {
                 busy: Duration::from_nanos(c.stats.busy_ns.load(Relaxed)),
             },
         }
-    }
-
-    /// Runs `effect` — the application's own writes to its own tables in
-    /// this database — inside the store's next group commit, and returns
-    /// its output once that transaction is durable. The effect gets the
-    /// store's writer connection with the transaction open ([`Tx`]); it
-    /// runs in a savepoint, so an effect that fails is rolled back alone.
-    ///
-    /// Why: on SQLite one connection at a time may write a file; an
-    /// application writing its tables through a pool of its own makes the
-    /// store's commits and its own writes wait for each other (see
-    /// `effect.rs`: the orders demo made 0.23 orders per raw commit that
-    /// way). Through here they share one writer and one `fsync`.
-    ///
-    /// The effect may run more than once (the committer runs its batch
-    /// again after a PostgreSQL deadlock; a caller retries after a crash):
-    /// make it idempotent, keyed as a saga step's effects are.
-    ///
-    /// # Errors
-    /// The effect's own error (its writes rolled back, the rest of the
-    /// batch committed); [`StoreError`] (boxed) if the transaction failed
-    /// as a whole, or for the memory store, which has no SQL.
-    ///
-    /// # Cancel safety
-    /// Not cancel safe: once queued, the effect runs and commits even if
-    /// this future is dropped; only its output is lost.
-    ///
-    /// # Examples
-    /// ```
-    /// use weir::durable::store::{Store, Tx};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), weir::error::BoxError> {
-    /// let dir = tempfile::tempdir()?;
-    /// let store = Store::open(dir.path().join("app.db").to_str().unwrap()).await?;
-    /// let created = store
-    ///     .commit_effect(|tx: &mut Tx| {
-    ///         Box::pin(async move {
-    ///             let Tx::Sqlite(conn) = tx else { unreachable!("a SQLite file") };
-    ///             sqlx::query("CREATE TABLE IF NOT EXISTS notes (text TEXT)").execute(&mut *conn).await?;
-    ///             let n = sqlx::query("INSERT INTO notes VALUES ('hello')").execute(&mut *conn).await?;
-    ///             Ok(n.rows_affected())
-    ///         })
-    ///     })
-    ///     .await?;
-    /// assert_eq!(created, 1);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn commit_effect<T, F>(&self, effect: F) -> Result<T, BoxError>
-    where
-        T: Send + 'static,
-        F: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, BoxError>> + Send + Sync + 'static,
-    {
-        let Some(committer) = &self.inner.committer else {
-            return Err(Box::new(StoreError::Open {
-                target: self.target(),
-                source: "the memory store runs no SQL: open a SQLite file or a PostgreSQL database for effects".into(),
-            }));
-        };
-        let erased: effect::Effect = Box::new(move |tx| {
-            let run = effect(tx);
-            Box::pin(async move { run.await.map(|output| Box::new(output) as effect::Output) })
-        });
-        let output = committer.effect(erased).await?;
-        Ok(*output.downcast::<T>().expect("an effect's output has the type its caller asked for"))
     }
 
     /// A durable dead-letter queue named `queue` in this store.

@@ -107,8 +107,8 @@ impl Postgres {
         StoreError::from_query(&self.target, e)
     }
 
-    /// Applies `writes` in one transaction: one commit for all.
     /// Applies `writes`, then `effects`, in one transaction.
+    #[allow(irrefutable_let_patterns)] // a build with one database has one `Tx`
     pub(crate) async fn apply(
         &self,
         tx: &mut Tx,

@@ -117,6 +117,7 @@ impl Sqlite {
 
     /// Applies `writes`, then `effects`, in one immediate transaction: one
     /// fsync for all.
+    #[allow(irrefutable_let_patterns)] // a build with one database has one `Tx`
     pub(crate) async fn apply(
         &self,
         tx: &mut Tx,
