@@ -80,6 +80,9 @@ pub enum SagasCommand {
         /// Only sagas of this definition.
         #[arg(long, value_name = "NAME")]
         definition: Option<String>,
+        /// Only sagas of this tenant (their input's top-level `tenant` field).
+        #[arg(long)]
+        tenant: Option<String>,
         /// Only sagas changed since TIME: an RFC 3339 time (2026-12-01T08:00:00Z) or an age (90m, 2h, 3days).
         #[arg(long, value_parser = when, value_name = "TIME")]
         since: Option<SystemTime>,

@@ -10,13 +10,16 @@ use crate::output;
 pub async fn run(db: &DbArgs, command: SagasCommand) -> Result<(), Failure> {
     let store = crate::store::open(db).await?;
     match command {
-        SagasCommand::List { status, definition, since, until, after, listing } => {
+        SagasCommand::List { status, definition, tenant, since, until, after, listing } => {
             let mut query = SagaQuery::new().limit(listing.limit as usize);
             if let Some(status) = status {
                 query = query.status(status.into());
             }
             if let Some(definition) = definition {
                 query = query.definition(definition);
+            }
+            if let Some(tenant) = tenant {
+                query = query.tenant(tenant);
             }
             if let Some(since) = since {
                 query = query.updated_since(since);

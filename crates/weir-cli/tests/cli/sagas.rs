@@ -19,7 +19,7 @@ async fn sagas_are_listed_by_filter_and_page_and_shown_whole() {
         engine.run_with_id("o5", "order", &"fail").await.unwrap_err();
         undo_fails.store(true, Ordering::SeqCst);
         engine.run_with_id("o6", "order", &"fail").await.unwrap_err();
-        engine.run_with_id("r1", "refund", &"ok").await.unwrap();
+        engine.run_with_id("r1", "refund", &serde_json::json!({"tenant": "acme"})).await.unwrap();
 
         let ids = |v: &serde_json::Value| -> Vec<String> {
             v["sagas"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
@@ -30,6 +30,8 @@ async fn sagas_are_listed_by_filter_and_page_and_shown_whole() {
         assert_eq!(ids(&json(&target, &["sagas", "list", "--status", "failed"]).await), ["o6"]);
         assert_eq!(ids(&json(&target, &["sagas", "list", "--status", "compensated"]).await), ["o5"]);
         assert_eq!(ids(&json(&target, &["sagas", "list", "--definition", "refund"]).await), ["r1"]);
+        assert_eq!(ids(&json(&target, &["sagas", "list", "--tenant", "acme"]).await), ["r1"]);
+        assert!(ids(&json(&target, &["sagas", "list", "--tenant", "other"]).await).is_empty());
         assert_eq!(ids(&json(&target, &["sagas", "list", "--since", "1h"]).await).len(), 7);
         assert!(ids(&json(&target, &["sagas", "list", "--until", "1h"]).await).is_empty());
         assert!(ids(&json(&target, &["sagas", "list", "--since", "2999-01-01T00:00:00Z"]).await).is_empty());

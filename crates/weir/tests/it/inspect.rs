@@ -79,15 +79,21 @@ async fn sagas_are_found_by_status_definition_and_time_a_page_at_a_time() {
         }
         engine.run_with_id("o5", "order", &"fail").await.unwrap_err();
         engine.run_with_id("r0", "refund", &"ok").await.unwrap();
+        engine.run_with_id("r1", "refund", &json!({"tenant": "acme", "cents": 5})).await.unwrap();
 
         let all = store.find_sagas(&SagaQuery::new().limit(100)).await.unwrap();
-        assert_eq!(all.len(), 7);
+        assert_eq!(all.len(), 8);
         let orders = store.find_sagas(&SagaQuery::new().definition("order")).await.unwrap();
         assert_eq!(orders.len(), 6);
+        // A saga's tenant is its input's top-level `tenant`; inputs that are
+        // no object, or another tenant's, are left out.
+        let acme = store.find_sagas(&SagaQuery::new().tenant("acme")).await.unwrap();
+        assert_eq!(acme.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["r1"]);
+        assert!(store.find_sagas(&SagaQuery::new().tenant("ok")).await.unwrap().is_empty());
         let compensated = store.find_sagas(&SagaQuery::new().status(SagaStatus::Compensated)).await.unwrap();
         assert_eq!(compensated.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["o5"]);
         let since = store.find_sagas(&SagaQuery::new().updated_since(before)).await.unwrap();
-        assert_eq!(since.len(), 7);
+        assert_eq!(since.len(), 8);
         assert!(store.find_sagas(&SagaQuery::new().updated_before(before)).await.unwrap().is_empty());
 
         // Pages of two, each after the last id of the one before, give

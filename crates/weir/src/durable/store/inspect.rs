@@ -146,6 +146,7 @@ impl Store {
 pub struct SagaQuery {
     pub(crate) status: Option<SagaStatus>,
     pub(crate) definition: Option<String>,
+    pub(crate) tenant: Option<String>,
     pub(crate) updated_since: Option<i64>,
     pub(crate) updated_before: Option<i64>,
     pub(crate) after: Option<String>,
@@ -161,7 +162,15 @@ impl Default for SagaQuery {
 impl SagaQuery {
     /// Every saga, 50 at most.
     pub fn new() -> Self {
-        Self { status: None, definition: None, updated_since: None, updated_before: None, after: None, limit: 50 }
+        Self {
+            status: None,
+            definition: None,
+            tenant: None,
+            updated_since: None,
+            updated_before: None,
+            after: None,
+            limit: 50,
+        }
     }
 
     /// Only sagas in `status`.
@@ -173,6 +182,14 @@ impl SagaQuery {
     /// Only sagas of the definition named `name`.
     pub fn definition(mut self, name: impl Into<String>) -> Self {
         self.definition = Some(name.into());
+        self
+    }
+
+    /// Only sagas whose input is a JSON object with `"tenant": name` at its
+    /// top level (weir's convention for a saga's tenant: sagas have no
+    /// tenant of their own).
+    pub fn tenant(mut self, name: impl Into<String>) -> Self {
+        self.tenant = Some(name.into());
         self
     }
 
@@ -204,6 +221,7 @@ impl SagaQuery {
     pub(crate) fn matches(&self, saga: &SagaRecord) -> bool {
         self.status.is_none_or(|s| saga.status == s)
             && self.definition.as_ref().is_none_or(|d| &saga.definition == d)
+            && self.tenant.as_ref().is_none_or(|t| saga.input.get("tenant").and_then(|v| v.as_str()) == Some(t))
             && self.updated_since.is_none_or(|t| saga.updated_at >= t)
             && self.updated_before.is_none_or(|t| saga.updated_at < t)
     }
@@ -320,11 +338,25 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// How each database reads a text field of a JSON column.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Json {
+    /// `json_extract(column, '$.field')`
+    Sqlite,
+    /// `(column::jsonb ->> 'field')`
+    Postgres,
+}
+
 /// The page of sagas `query` asks for, after the saga created at
 /// `after.0` with id `after.1`: the same statement in SQLite and
-/// PostgreSQL.
+/// PostgreSQL but for the JSON read of the tenant filter.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn sagas_sql<'a, DB>(query: &'a SagaQuery, after: Option<(i64, &'a str)>) -> sqlx::QueryBuilder<'a, DB>
+pub(crate) fn sagas_sql<'a, DB>(
+    query: &'a SagaQuery,
+    after: Option<(i64, &'a str)>,
+    json: Json,
+) -> sqlx::QueryBuilder<'a, DB>
 where
     DB: sqlx::Database,
     &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
@@ -336,6 +368,13 @@ where
     }
     if let Some(definition) = &query.definition {
         sql.push(" AND definition = ").push_bind(definition.as_str());
+    }
+    if let Some(tenant) = &query.tenant {
+        sql.push(match json {
+            Json::Sqlite => " AND json_valid(input) AND json_extract(input, '$.tenant') = ",
+            Json::Postgres => " AND (input::jsonb ->> 'tenant') = ",
+        });
+        sql.push_bind(tenant.as_str());
     }
     if let Some(since) = query.updated_since {
         sql.push(" AND updated_at >= ").push_bind(since);

@@ -217,7 +217,7 @@ impl Postgres {
         query: &SagaQuery,
         after: Option<(i64, &str)>,
     ) -> Result<Vec<SagaRecord>, StoreError> {
-        let rows = inspect::sagas_sql::<sqlx::Postgres>(query, after)
+        let rows = inspect::sagas_sql::<sqlx::Postgres>(query, after, inspect::Json::Postgres)
             .build()
             .fetch_all(&self.pool)
             .await

@@ -233,7 +233,7 @@ impl Sqlite {
         query: &SagaQuery,
         after: Option<(i64, &str)>,
     ) -> Result<Vec<SagaRecord>, StoreError> {
-        let rows = inspect::sagas_sql::<sqlx::Sqlite>(query, after)
+        let rows = inspect::sagas_sql::<sqlx::Sqlite>(query, after, inspect::Json::Sqlite)
             .build()
             .fetch_all(&self.readers)
             .await
