@@ -8,6 +8,12 @@ use weir::durable::store::Store;
 use crate::Failure;
 use crate::args::DbArgs;
 
+/// Whether a location as [`Location::raw`] gives it is a PostgreSQL URL
+/// (the one place that tells the two apart after parsing).
+pub fn is_postgres(raw: &str) -> bool {
+    raw.starts_with("postgres://") || raw.starts_with("postgresql://")
+}
+
 /// Where the state lives.
 #[derive(Debug, Clone)]
 pub enum Location {
@@ -24,7 +30,7 @@ impl Location {
             return Ok(Location::Sqlite(path.clone()));
         }
         let Some(url) = &db.database_url else { return Ok(Location::Sqlite("weir.db".into())) };
-        const ACCEPTED: &str = "weir accepts postgres:// and postgresql:// URLs, or --db FILE for SQLite";
+        const ACCEPTED: &str = "weir-demo accepts postgres:// and postgresql:// URLs, or --db FILE for SQLite";
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(Failure::usage(format!("--database-url is not a URL; {ACCEPTED}")));
         };

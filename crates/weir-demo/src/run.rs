@@ -31,6 +31,7 @@ use crate::cursor::{Cursor, Watermark};
 use crate::environment::Environment;
 use crate::intake::{self, Repeat, Started};
 use crate::ledger::Ledger;
+use crate::location::is_postgres;
 use crate::orders::{Line, Order, parse};
 use crate::progress::Progress;
 use crate::reader::{count_lines, read_lines};
@@ -114,7 +115,7 @@ pub struct RunFigures {
 
 /// The SQLite path or PostgreSQL URL as sqlx's `Any` driver wants it.
 pub fn any_url(location: &str) -> String {
-    if location.starts_with("postgres") { location.to_owned() } else { format!("sqlite://{location}") }
+    if is_postgres(location) { location.to_owned() } else { format!("sqlite://{location}") }
 }
 
 /// The name an input goes by in cursors, claims and dead-letter keys: its
@@ -204,7 +205,7 @@ pub async fn engine(
     // On SQLite one process works at a time (a lock file sees to it): a
     // stable id lets a rerun take back at once the sagas a killed run held.
     // On PostgreSQL each process gets its own id unless told otherwise.
-    match (worker_id, location.starts_with("postgres")) {
+    match (worker_id, is_postgres(location)) {
         (Some(id), _) => engine = engine.worker_id(id),
         (None, false) => engine = engine.worker_id("weir-local"),
         (None, true) => {}
