@@ -24,6 +24,11 @@
 //!   2 threads than on 1.
 //! - Cancellation reaches every send and receive: they are `.await` points
 //!   of tasks that the group drops on abort.
+//! - A source whose items must be acknowledged (a broker, a work queue)
+//!   hands each item over with a [`Receipt`]
+//!   ([`PipelineBuilder::from_receipts`]); the run settles it once with the
+//!   item's [`Fate`], after that fate is final: at least once, never at
+//!   most once.
 //!
 //! # Stopping a run
 //! - **Graceful drain** ([`Control::drain`]): the source stops taking items
@@ -58,6 +63,7 @@ mod error;
 mod link;
 mod report;
 mod run;
+mod settle;
 mod source;
 mod stage;
 mod worker;
@@ -76,6 +82,8 @@ use self::link::{ChunkSize, Input, Sizing};
 use self::report::Counters;
 pub use self::report::{Report, StageReport};
 pub use self::run::{Control, PipelineStream};
+pub use self::settle::{Fate, Receipt};
+use self::settle::{Receipts, Settle};
 use self::source::SourceOut;
 #[cfg(feature = "test-util")]
 pub(crate) use self::stage::sealed;
@@ -112,6 +120,8 @@ struct Setup {
     stages: Vec<(Arc<str>, usize, Arc<Counters>)>,
     source_emitted: Arc<AtomicU64>,
     collected: Arc<Mutex<Errors<StageError>>>,
+    /// The receipts of the items in flight, for a source that has them.
+    settler: Option<Arc<dyn Settle>>,
     config_error: Option<ConfigError>,
 }
 
@@ -173,7 +183,59 @@ impl PipelineBuilder {
         S: Stream + Send + 'static,
         S::Item: Send + 'static,
     {
-        self.start(move |out| Box::pin(source::from_stream(stream, out)))
+        self.start(move |out| Box::pin(source::from_stream(stream, out, |_, item| item)))
+    }
+
+    /// Starts the pipeline from a stream of items that each come with a
+    /// [`Receipt`] (a broker's message, a queue's claim): the run settles
+    /// each receipt once the item's [`Fate`] is final, so a source that
+    /// acknowledges on settlement delivers at least once. See
+    /// [`Fate`] for where each fate is decided.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use weir::error::BoxError;
+    /// use weir::pipeline::{Fate, Pipeline, Receipt, Stage};
+    ///
+    /// struct Ack(u32, Arc<Mutex<Vec<(u32, Fate)>>>);
+    /// impl Receipt for Ack {
+    ///     async fn settle(self, fate: Fate) -> Result<(), BoxError> {
+    ///         self.1.lock().unwrap().push((self.0, fate));
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::pipeline::PipelineError> {
+    /// let fates = Arc::new(Mutex::new(Vec::new()));
+    /// let items: Vec<_> = (1..=4u32).map(|n| (n, Ack(n, Arc::clone(&fates)))).collect();
+    /// Pipeline::builder()
+    ///     .from_receipts(futures_util::stream::iter(items))
+    ///     .stage(Stage::filter("odd", |n: &u32| n % 2 == 1))
+    ///     .for_each(|_| async { Ok::<_, BoxError>(()) })
+    ///     .await?;
+    /// let mut fates = fates.lock().unwrap().clone();
+    /// fates.sort_by_key(|(n, _)| *n);
+    /// assert_eq!(fates, [(1, Fate::Delivered), (2, Fate::Filtered), (3, Fate::Delivered), (4, Fate::Filtered)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_receipts<S, T, R>(self, stream: S) -> Pipeline<T>
+    where
+        S: Stream<Item = (T, R)> + Send + 'static,
+        T: Send + 'static,
+        R: Receipt,
+    {
+        let receipts = Receipts::<R>::new();
+        let table = Arc::clone(&receipts);
+        let take = move |index, (item, receipt)| {
+            table.insert(index, receipt);
+            item
+        };
+        let mut pipeline = self.start(move |out| Box::pin(source::from_stream(stream, out, take)));
+        pipeline.setup.settler = Some(receipts);
+        pipeline
     }
 
     /// Starts the pipeline from a tokio channel.
@@ -209,6 +271,7 @@ impl PipelineBuilder {
             stages: Vec::new(),
             source_emitted,
             collected: Arc::default(),
+            settler: None,
             config_error,
         };
         Pipeline { setup, output }
@@ -287,6 +350,7 @@ impl<T: Send + 'static> Pipeline<T> {
             stage,
             counters,
             collected: Arc::clone(&self.setup.collected),
+            settler: self.setup.settler.clone(),
             out_chunk: self.setup.out_chunk.clone(),
         });
         for (n, input) in Input::new(self.output, workers).into_iter().enumerate() {

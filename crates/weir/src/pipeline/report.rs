@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Counts for one stage. For a run that finished:
-/// `received = emitted + filtered + skipped + failed + dead_lettered`, and
+/// `received = emitted + filtered + skipped + failed + dead_lettered + released`, and
 /// what one stage emitted, the next received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -29,6 +29,10 @@ pub struct StageReport {
     pub failed: u64,
     /// Items handed to the dead-letter sink.
     pub dead_lettered: u64,
+    /// Items that failed with a transient error and went back to their
+    /// source to be delivered again later ([`Fate::Released`](super::Fate::Released));
+    /// only for a source with receipts.
+    pub released: u64,
     /// Retries made (attempts beyond the first).
     pub retries: u64,
 }
@@ -37,7 +41,7 @@ impl StageReport {
     /// Items the stage took but did not account for: non-zero only for a
     /// run that was stopped while the items were in the stage.
     pub fn in_flight(&self) -> u64 {
-        self.received - (self.emitted + self.filtered + self.skipped + self.failed + self.dead_lettered)
+        self.received - (self.emitted + self.filtered + self.skipped + self.failed + self.dead_lettered + self.released)
     }
 }
 
@@ -87,6 +91,9 @@ impl fmt::Display for Report {
                 "stage `{}` ×{}: in {} / out {} / filtered {} / skipped {} / failed {} / dead-lettered {} / retries {}",
                 s.name, s.workers, s.received, s.emitted, s.filtered, s.skipped, s.failed, s.dead_lettered, s.retries
             )?;
+            if s.released > 0 {
+                writeln!(f, "  released for redelivery: {}", s.released)?;
+            }
         }
         write!(f, "sink: {} item(s){}", self.sink_received, if self.drained { " (drained early)" } else { "" })
     }
@@ -102,6 +109,7 @@ pub(crate) struct Counters {
     pub(crate) skipped: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    pub(crate) released: AtomicU64,
     pub(crate) retries: AtomicU64,
 }
 
@@ -114,6 +122,7 @@ pub(crate) struct Tally {
     pub(crate) skipped: u64,
     pub(crate) failed: u64,
     pub(crate) dead_lettered: u64,
+    pub(crate) released: u64,
     pub(crate) retries: u64,
 }
 
@@ -126,6 +135,7 @@ impl Counters {
             (&self.skipped, t.skipped),
             (&self.failed, t.failed),
             (&self.dead_lettered, t.dead_lettered),
+            (&self.released, t.released),
             (&self.retries, t.retries),
         ];
         for (counter, n) in pairs {
@@ -146,6 +156,7 @@ impl Counters {
             skipped: get(&self.skipped),
             failed: get(&self.failed),
             dead_lettered: get(&self.dead_lettered),
+            released: get(&self.released),
             retries: get(&self.retries),
         }
     }

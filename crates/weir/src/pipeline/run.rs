@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::Fault;
-use super::{Pipeline, PipelineError, Report, Setup};
+use super::{Fate, Pipeline, PipelineError, Report, Setup};
 use crate::error::BoxError;
 use crate::group::cause::CauseCell;
 use crate::group::{CancelCause, Cancellation, Group};
@@ -130,6 +130,12 @@ impl Running {
             self.group.cancel();
         }
         let waited = self.group.wait().await;
+        if let Some(settler) = &self.setup.settler {
+            let abandoned = settler.abandon_all().await;
+            if abandoned > 0 {
+                tracing::warn!(abandoned, "the run ended before some items did; their source will deliver them again");
+            }
+        }
         let report = self.setup.report(sink_received, self.started.elapsed());
         if let Err(Fault::Cancelled(cancelled)) = &waited {
             tracing::warn!(%cancelled, sink_received, "pipeline cancelled");
@@ -163,13 +169,17 @@ impl<T: Send + 'static> Pipeline<T> {
         E: Into<BoxError>,
     {
         let Pipeline { setup, mut output } = self;
+        let settler = setup.settler.clone();
         let running = setup.launch()?;
         let mut received = 0u64;
         let consumed: Result<(), BoxError> = async {
             while let Some(chunk) = output.recv().await {
-                for (_, item) in chunk.items {
+                for (index, item) in chunk.items {
                     received += 1;
                     sink(item).await.map_err(Into::into)?;
+                    if let Some(settler) = &settler {
+                        settler.settle(index, Fate::Delivered).await;
+                    }
                 }
             }
             Ok(())
@@ -227,16 +237,21 @@ impl<T: Send + 'static> Pipeline<T> {
     /// Outside a tokio runtime.
     pub fn into_stream(self) -> Result<PipelineStream<T>, PipelineError> {
         let Pipeline { setup, output } = self;
+        let settler = setup.settler.clone();
         let running = setup.launch()?;
         let received = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&received);
         let items =
             futures_util::stream::unfold((output, Vec::new().into_iter()), move |(mut output, mut buffered)| {
                 let counter = Arc::clone(&counter);
+                let settler = settler.clone();
                 async move {
                     loop {
-                        if let Some((_, item)) = buffered.next() {
+                        if let Some((index, item)) = buffered.next() {
                             counter.fetch_add(1, Ordering::Relaxed);
+                            if let Some(settler) = &settler {
+                                settler.settle(index, Fate::Delivered).await;
+                            }
                             return Some((item, (output, buffered)));
                         }
                         buffered = output.recv().await?.items.into_iter();

@@ -55,7 +55,13 @@ where
 
 /// Feeds a stream's items, sending what it has whenever the stream makes
 /// it wait, so a slow stream's items are not held back to fill a chunk.
-pub(crate) async fn from_stream<S>(stream: S, out: SourceOut<S::Item>) -> Result<(), Fault>
+/// `take` turns the stream's item, numbered, into the pipeline's (and
+/// keeps what else came with it, a receipt).
+pub(crate) async fn from_stream<S, T>(
+    stream: S,
+    out: SourceOut<T>,
+    mut take: impl FnMut(u64, S::Item) -> T,
+) -> Result<(), Fault>
 where
     S: Stream,
 {
@@ -76,7 +82,7 @@ where
             }
         };
         let Some(item) = next else { break };
-        items.push((index, item));
+        items.push((index, take(index, item)));
         if items.len() == chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
             return Ok(());
         }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::error::Fault;
 use super::link::{Chunk, ChunkSize, Indexed, Input};
 use super::report::{Counters, Tally};
+use super::settle::{Fate, Settle};
 use super::stage::{DeadLetter, OnError, Policy, Stage, StageFn};
 use crate::error::{BoxError, Errors, Origin, Skip, StageError, guarded, is};
 use crate::policy::retry::is_transient;
@@ -21,6 +22,8 @@ pub(crate) struct StageShared<T, S> {
     pub(crate) stage: Stage<T, S>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) collected: Arc<Mutex<Errors<StageError>>>,
+    /// The receipts of the run's items, for a source that has them.
+    pub(crate) settler: Option<Arc<dyn Settle>>,
     /// The chunk size of the stage's output link.
     pub(crate) out_chunk: ChunkSize,
 }
@@ -36,6 +39,8 @@ enum Outcome<U> {
     Collected,
     /// Failed and handed to the dead-letter sink.
     DeadLettered,
+    /// Failed with a transient error and went back to its source.
+    Released,
     /// Failed and stops the run.
     Failed(StageError),
 }
@@ -97,10 +102,24 @@ where
                         try_send(output, out);
                     }
                 }
-                Outcome::Filtered => tally.filtered += 1,
-                Outcome::Skipped => tally.skipped += 1,
-                Outcome::Collected => tally.failed += 1,
-                Outcome::DeadLettered => tally.dead_lettered += 1,
+                Outcome::Filtered => {
+                    tally.filtered += 1;
+                    self.settle(index, Fate::Filtered).await;
+                }
+                Outcome::Skipped => {
+                    tally.skipped += 1;
+                    self.settle(index, Fate::Skipped).await;
+                }
+                Outcome::Collected => {
+                    tally.failed += 1;
+                    self.settle(index, Fate::Collected).await;
+                }
+                Outcome::DeadLettered => {
+                    tally.dead_lettered += 1;
+                    self.settle(index, Fate::DeadLettered).await;
+                }
+                Outcome::Released => tally.released += 1, // settled by the release
+                // Settled as abandoned when the run ends: the run stops.
                 Outcome::Failed(error) => {
                     tally.failed += 1;
                     return Err(Fault::Stage(error));
@@ -162,6 +181,10 @@ where
             }
             Err(error) => error,
         };
+        if self.release(index, &error).await {
+            tracing::info!(stage = %stage.name, item = index, error = %error, "item failed; released to its source for redelivery");
+            return Outcome::Released;
+        }
         let failed_at = SystemTime::now();
         let error = stage_error(&stage.name, error, index, attempts, labels);
         let times = (first_failure.unwrap_or(failed_at), failed_at);
@@ -186,6 +209,23 @@ where
             tracing::Span::none()
         };
         NoteWaiting { inner: self.stage.f.call(item), waited }.instrument(span)
+    }
+
+    /// Settles item `index`'s receipt, if the source gave it one.
+    async fn settle(&self, index: u64, fate: Fate) {
+        if let Some(settler) = &self.settler {
+            settler.settle(index, fate).await;
+        }
+    }
+
+    /// Hands a failed item back to its source for a later delivery, if the
+    /// source takes it back and the error is worth another try later: a
+    /// transient one, or an open breaker (which refuses calls now, not
+    /// later).
+    async fn release(&self, index: u64, error: &BoxError) -> bool {
+        let Some(settler) = &self.settler else { return false };
+        let later = self.is_transient(error) || is::<crate::policy::breaker::CircuitOpen>(&**error);
+        later && settler.release(index).await
     }
 
     /// Whether a failed attempt may be retried: the stage's own rule, or

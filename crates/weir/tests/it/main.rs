@@ -20,6 +20,7 @@ mod saga;
 mod saga_crash;
 mod saga_postgres;
 mod scoped;
+mod settle;
 mod support;
 mod testing;
 mod timeout;
