@@ -7,6 +7,8 @@ use crate::error::{BoxError, Cancelled, ConfigError, Errors, Panicked, StageErro
 #[derive(Debug)]
 pub(crate) enum Fault {
     Stage(StageError),
+    /// The source could not go on (a broker gone for good).
+    Source(BoxError),
     Panic(Panicked),
     Cancelled(Cancelled),
 }
@@ -23,6 +25,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Stage(error) => write!(f, "{error}"),
+            Fault::Source(error) => write!(f, "the source failed: {error}"),
             Fault::Panic(panic) => write!(f, "{panic}"),
             Fault::Cancelled(cancelled) => write!(f, "{cancelled}"),
         }
@@ -40,6 +43,7 @@ enum Kind {
     Config(ConfigError),
     Stage(StageError),
     Collected(Errors<StageError>),
+    Source(BoxError),
     Sink(BoxError),
     Panic(Panicked),
     Cancelled(Cancelled),
@@ -57,6 +61,8 @@ enum Kind {
 /// - [`is_cancelled`](Self::is_cancelled) /
 ///   [`is_deadline`](Self::is_deadline): the run was aborted or passed its
 ///   deadline ([`is`](crate::error::is)`::<DeadlineExceeded>` answers too).
+/// - [`source_error`](Self::source_error): a fallible source (one with
+///   receipts, a broker) failed for good.
 /// - [`config_error`](Self::config_error): a setting was invalid; nothing ran.
 /// - a panic outside a stage function (in a source iterator or the sink),
 ///   or an error returned by the sink.
@@ -73,6 +79,7 @@ impl PipelineError {
     pub(crate) fn from_fault(fault: Fault, report: Report) -> Self {
         let kind = match fault {
             Fault::Stage(e) => Kind::Stage(e),
+            Fault::Source(e) => Kind::Source(e),
             Fault::Panic(p) => Kind::Panic(p),
             Fault::Cancelled(c) => Kind::Cancelled(c),
         };
@@ -100,6 +107,14 @@ impl PipelineError {
     pub fn stage_error(&self) -> Option<&StageError> {
         match &self.0.kind {
             Kind::Stage(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The source's own error, if the source failed for good.
+    pub fn source_error(&self) -> Option<&BoxError> {
+        match &self.0.kind {
+            Kind::Source(e) => Some(e),
             _ => None,
         }
     }
@@ -135,7 +150,7 @@ impl PipelineError {
             Kind::Config(e) => e,
             Kind::Stage(e) => e,
             Kind::Collected(all) => all,
-            Kind::Sink(e) => &**e,
+            Kind::Source(e) | Kind::Sink(e) => &**e,
             Kind::Panic(p) => p,
             Kind::Cancelled(c) => c,
         }
@@ -148,6 +163,7 @@ impl fmt::Display for PipelineError {
             Kind::Config(e) => write!(f, "pipeline not started: {e}"),
             Kind::Stage(e) => write!(f, "pipeline failed: {e}"),
             Kind::Collected(all) => write!(f, "pipeline finished with {all}"),
+            Kind::Source(e) => write!(f, "pipeline failed in the source: {e}"),
             Kind::Sink(e) => write!(f, "pipeline failed in the sink: {e}"),
             Kind::Panic(p) => write!(f, "pipeline failed: {p}"),
             Kind::Cancelled(c) => {

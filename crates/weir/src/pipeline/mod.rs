@@ -89,7 +89,7 @@ use self::source::SourceOut;
 pub(crate) use self::stage::sealed;
 pub use self::stage::{DeadLetter, DeadLetterSink, FilterFn, MapFn, OnError, Stage, StageFn, TryMapFn};
 use self::worker::StageShared;
-use crate::error::{ConfigError, Errors, StageError};
+use crate::error::{BoxError, ConfigError, Errors, StageError};
 use crate::group::Group;
 
 /// Spawns one task of the run into its group.
@@ -183,7 +183,7 @@ impl PipelineBuilder {
         S: Stream + Send + 'static,
         S::Item: Send + 'static,
     {
-        self.start(move |out| Box::pin(source::from_stream(stream, out, |_, item| item)))
+        self.start(move |out| Box::pin(source::from_stream(stream, out, |_, item| Ok(item))))
     }
 
     /// Starts the pipeline from a stream of items that each come with a
@@ -191,6 +191,13 @@ impl PipelineBuilder {
     /// each receipt once the item's [`Fate`] is final, so a source that
     /// acknowledges on settlement delivers at least once. See
     /// [`Fate`] for where each fate is decided.
+    ///
+    /// The stream may fail: an `Err` stops the run as a stage's failure
+    /// does (items still inside are settled [`Fate::Abandoned`]), and the
+    /// run returns a [`PipelineError`] whose
+    /// [`source_error`](PipelineError::source_error) is that error. A
+    /// source that can recover from an error by itself (a reconnect)
+    /// should, and yield only the errors it cannot get past.
     ///
     /// # Examples
     /// ```
@@ -209,7 +216,7 @@ impl PipelineBuilder {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), weir::pipeline::PipelineError> {
     /// let fates = Arc::new(Mutex::new(Vec::new()));
-    /// let items: Vec<_> = (1..=4u32).map(|n| (n, Ack(n, Arc::clone(&fates)))).collect();
+    /// let items: Vec<_> = (1..=4u32).map(|n| Ok::<_, BoxError>((n, Ack(n, Arc::clone(&fates))))).collect();
     /// Pipeline::builder()
     ///     .from_receipts(futures_util::stream::iter(items))
     ///     .stage(Stage::filter("odd", |n: &u32| n % 2 == 1))
@@ -221,17 +228,21 @@ impl PipelineBuilder {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn from_receipts<S, T, R>(self, stream: S) -> Pipeline<T>
+    pub fn from_receipts<S, T, R, E>(self, stream: S) -> Pipeline<T>
     where
-        S: Stream<Item = (T, R)> + Send + 'static,
+        S: Stream<Item = Result<(T, R), E>> + Send + 'static,
         T: Send + 'static,
         R: Receipt,
+        E: Into<BoxError> + Send + 'static,
     {
         let receipts = Receipts::<R>::new();
         let table = Arc::clone(&receipts);
-        let take = move |index, (item, receipt)| {
-            table.insert(index, receipt);
-            item
+        let take = move |index, next: Result<(T, R), E>| match next {
+            Ok((item, receipt)) => {
+                table.insert(index, receipt);
+                Ok(item)
+            }
+            Err(error) => Err(Fault::Source(error.into())),
         };
         let mut pipeline = self.start(move |out| Box::pin(source::from_stream(stream, out, take)));
         pipeline.setup.settler = Some(receipts);

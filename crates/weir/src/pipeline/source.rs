@@ -56,11 +56,11 @@ where
 /// Feeds a stream's items, sending what it has whenever the stream makes
 /// it wait, so a slow stream's items are not held back to fill a chunk.
 /// `take` turns the stream's item, numbered, into the pipeline's (and
-/// keeps what else came with it, a receipt).
+/// keeps what else came with it, a receipt), or fails the run.
 pub(crate) async fn from_stream<S, T>(
     stream: S,
     out: SourceOut<T>,
-    mut take: impl FnMut(u64, S::Item) -> T,
+    mut take: impl FnMut(u64, S::Item) -> Result<T, Fault>,
 ) -> Result<(), Fault>
 where
     S: Stream,
@@ -82,7 +82,15 @@ where
             }
         };
         let Some(item) = next else { break };
-        items.push((index, take(index, item)));
+        let item = match take(index, item) {
+            Ok(item) => item,
+            Err(fault) => {
+                // Hand over what was taken: the run settles it either way.
+                out.flush(&mut items).await;
+                return Err(fault);
+            }
+        };
+        items.push((index, item));
         if items.len() == chunk && (!out.flush(&mut items).await || out.drain.is_cancelled()) {
             return Ok(());
         }

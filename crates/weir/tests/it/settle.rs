@@ -67,7 +67,7 @@ async fn classify(n: u32) -> Result<u32, BoxError> {
 #[tokio::test]
 async fn each_item_is_settled_once_with_the_fate_it_met() {
     let book = Book::default();
-    let items: Vec<_> = (1..=6).map(|n| (n, book.receipt(n, n != 6))).collect();
+    let items: Vec<_> = (1..=6).map(|n| Ok::<_, BoxError>((n, book.receipt(n, n != 6)))).collect();
     let dlq = Arc::new(MemoryDlq::new());
     let report = Pipeline::builder()
         .from_receipts(futures_util::stream::iter(items))
@@ -95,7 +95,7 @@ async fn each_item_is_settled_once_with_the_fate_it_met() {
 #[tokio::test]
 async fn collected_and_skipped_failures_are_settled_as_such() {
     let book = Book::default();
-    let items: Vec<_> = (1..=2).map(|n| (n, book.receipt(n, false))).collect();
+    let items: Vec<_> = (1..=2).map(|n| Ok::<_, BoxError>((n, book.receipt(n, false)))).collect();
     let error = Pipeline::builder()
         .from_receipts(futures_util::stream::iter(items))
         .stage(
@@ -117,7 +117,7 @@ async fn collected_and_skipped_failures_are_settled_as_such() {
 async fn an_item_is_settled_only_after_the_sink_returned() {
     let book = Book::default();
     let stored = Arc::new(Mutex::new(Vec::new()));
-    let items: Vec<_> = (1..=100).map(|n| (n, book.receipt(n, false))).collect();
+    let items: Vec<_> = (1..=100).map(|n| Ok::<_, BoxError>((n, book.receipt(n, false)))).collect();
     let seen = stored.clone();
     let check = book.clone();
     Pipeline::builder()
@@ -143,7 +143,7 @@ async fn an_item_is_settled_only_after_the_sink_returned() {
 #[tokio::test]
 async fn a_failed_run_abandons_what_it_had_not_finished_and_settles_nothing_twice() {
     let book = Book::default();
-    let items: Vec<_> = (1..=1000).map(|n| (n, book.receipt(n, false))).collect();
+    let items: Vec<_> = (1..=1000).map(|n| Ok::<_, BoxError>((n, book.receipt(n, false)))).collect();
     let error = Pipeline::builder()
         .from_receipts(futures_util::stream::iter(items))
         .stage(
@@ -172,7 +172,7 @@ async fn a_failed_run_abandons_what_it_had_not_finished_and_settles_nothing_twic
 #[tokio::test]
 async fn a_failing_sink_abandons_its_item() {
     let book = Book::default();
-    let items: Vec<_> = (1..=3).map(|n| (n, book.receipt(n, false))).collect();
+    let items: Vec<_> = (1..=3).map(|n| Ok::<_, BoxError>((n, book.receipt(n, false)))).collect();
     Pipeline::builder()
         .capacity(1)
         .from_receipts(futures_util::stream::iter(items))
@@ -196,7 +196,7 @@ async fn an_aborted_run_abandons_the_items_inside_it() {
         }));
     let control = pipeline.control();
     for n in 1..=3 {
-        tx.send((n, book.receipt(n, false))).await.unwrap();
+        tx.send(Ok::<_, BoxError>((n, book.receipt(n, false)))).await.unwrap();
     }
     let check = taken.clone();
     let run = tokio::spawn(pipeline.for_each(move |n| {
@@ -208,7 +208,7 @@ async fn an_aborted_run_abandons_the_items_inside_it() {
     }));
     tokio::time::sleep(Duration::from_secs(1)).await;
     for n in 4..=6 {
-        tx.send((n, book.receipt(n, false))).await.unwrap();
+        tx.send(Ok::<_, BoxError>((n, book.receipt(n, false)))).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     control.abort();
@@ -228,7 +228,7 @@ async fn a_drain_settles_everything_taken_and_abandons_nothing() {
     let book = Book::default();
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     for n in 1..=200 {
-        tx.send((n, book.receipt(n, false))).await.unwrap();
+        tx.send(Ok::<_, BoxError>((n, book.receipt(n, false)))).await.unwrap();
     }
     let pipeline = Pipeline::builder()
         .capacity(4)
@@ -255,7 +255,7 @@ async fn a_drain_settles_everything_taken_and_abandons_nothing() {
 #[tokio::test]
 async fn into_stream_settles_an_item_when_it_yields_it() {
     let book = Book::default();
-    let items: Vec<_> = (1..=5).map(|n| (n, book.receipt(n, false))).collect();
+    let items: Vec<_> = (1..=5).map(|n| Ok::<_, BoxError>((n, book.receipt(n, false)))).collect();
     let mut stream = Pipeline::builder().from_receipts(futures_util::stream::iter(items)).into_stream().unwrap();
     let first = stream.next().await.unwrap();
     assert_eq!(book.once().get(&first), Some(&Fate::Delivered));
@@ -268,4 +268,22 @@ fn tokio_stream_of<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_failing_source_fails_the_run_and_settles_what_it_gave() {
+    let book = Book::default();
+    let items: Vec<Result<(u32, Ticket), BoxError>> =
+        vec![Ok((1, book.receipt(1, false))), Ok((2, book.receipt(2, false))), Err("broker gone for good".into())];
+    let error = Pipeline::builder()
+        .from_receipts(futures_util::stream::iter(items))
+        .stage(Stage::map("same", |n: u32| async move { n }))
+        .for_each(|_| async { Ok::<_, BoxError>(()) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.source_error().map(ToString::to_string).as_deref(), Some("broker gone for good"));
+    assert!(error.to_string().contains("in the source"), "{error}");
+    let fates = book.once();
+    assert_eq!(fates.len(), 2);
+    assert!(fates.values().all(|f| matches!(f, Fate::Delivered | Fate::Abandoned)), "{fates:?}");
 }
