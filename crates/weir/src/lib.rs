@@ -64,6 +64,7 @@
 
 // The layers, bottom to top; a module uses only those below it (and its
 // own layer's).
+pub mod broker;
 pub mod durable;
 pub mod error;
 pub mod group;

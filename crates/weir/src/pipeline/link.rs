@@ -142,23 +142,19 @@ impl<T> Input<T> {
                 Some(chunk)
             }
             Input::Shared(shared) => {
-                let chunk = {
-                    let mut guard = shared.lock().await;
-                    let (rx, next_seq) = &mut *guard;
-                    let mut chunk = rx.recv().await?;
-                    chunk.seq = *next_seq;
-                    *next_seq += 1;
-                    chunk
-                };
-                // Releasing the lock woke the next worker into this
-                // thread's LIFO slot, which no idle thread may steal: yield
-                // once, so that it runs now and this worker, rescheduled,
-                // can be stolen. Without it a 16-worker stage of CPU work
-                // ran on one thread (41 ms with 1 thread or 2).
-                tokio::task::yield_now().await;
+                let mut guard = shared.lock().await;
+                let (rx, next_seq) = &mut *guard;
+                let mut chunk = rx.recv().await?;
+                chunk.seq = *next_seq;
+                *next_seq += 1;
                 Some(chunk)
             }
         }
+    }
+
+    /// Whether other workers take from this input too.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self, Input::Shared(_))
     }
 
     /// Whether no chunk is ready for this worker right now.

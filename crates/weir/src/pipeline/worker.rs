@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
@@ -58,7 +59,31 @@ where
     ) -> Result<(), Fault> {
         let ordered = self.stage.ordered && self.stage.workers > 1;
         let mut out = Vec::with_capacity(self.out_chunk.get());
-        while let Some(chunk) = input.recv().await {
+        loop {
+            let next = {
+                let mut recv = std::pin::pin!(input.recv());
+                match std::future::poll_fn(|cx| Poll::Ready(recv.as_mut().poll(cx))).await {
+                    Poll::Ready(next) => next,
+                    Poll::Pending => {
+                        // Nothing to take now: pass on what is held instead
+                        // of waiting with it (a source that goes quiet, a
+                        // broker, would hold finished items indefinitely).
+                        if !send(&output, 0, &mut out, self.out_chunk.get(), false).await {
+                            return Ok(());
+                        }
+                        recv.await
+                    }
+                }
+            };
+            let Some(chunk) = next else { break };
+            if input.is_shared() {
+                // Releasing the input's lock woke the next worker into this
+                // thread's LIFO slot, which no idle thread may steal: yield
+                // once, so that it runs now and this worker, rescheduled,
+                // can be stolen. Without it a 16-worker stage of CPU work
+                // ran on one thread (41 ms with 1 thread or 2).
+                tokio::task::yield_now().await;
+            }
             let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
             let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered).await;
             self.counters.add(&tally);

@@ -11,6 +11,8 @@ mod dlq;
 mod group;
 mod hedge;
 mod inspect;
+#[cfg(feature = "nats")]
+mod nats;
 mod pipeline;
 mod policy;
 mod properties;

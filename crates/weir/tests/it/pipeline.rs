@@ -642,3 +642,36 @@ async fn abort_returns_within_100ms_with_every_worker_blocked() {
     settle(|| alive_tasks() == before).await;
     assert_eq!(alive_tasks(), before);
 }
+
+/// A stage with several workers used to hold finished items until more
+/// input came (a worker waiting for input held the shared input's lock,
+/// so its siblings thought more was coming): with a source that goes
+/// quiet and stays open (a broker, a channel), they never reached the
+/// sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_items_reach_the_sink_while_the_source_is_quiet() {
+    for workers in [1, 2, 4] {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let pipeline = Pipeline::builder()
+            .from_receiver(rx)
+            .stage(Stage::map("same", |n: u32| async move { n }).workers(workers))
+            .stage(Stage::map("again", |n: u32| async move { n }).workers(workers));
+        let run = tokio::spawn(pipeline.for_each(move |n| {
+            let _ = seen_tx.send(n);
+            async { Ok::<_, BoxError>(()) }
+        }));
+        for round in 0..5u32 {
+            for n in 0..8 {
+                tx.send(round * 8 + n).await.unwrap();
+            }
+            // The channel stays open: the source is quiet, not finished.
+            for _ in 0..8 {
+                let got = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
+                assert!(got.is_ok(), "{workers} worker(s), round {round}: a finished item never reached the sink");
+            }
+        }
+        drop(tx);
+        run.await.unwrap().unwrap();
+    }
+}

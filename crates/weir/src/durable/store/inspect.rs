@@ -343,8 +343,10 @@ fn sql_limit(limit: usize) -> i64 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Json {
     /// `json_extract(column, '$.field')`
+    #[cfg(feature = "sqlite")]
     Sqlite,
     /// `(column::jsonb ->> 'field')`
+    #[cfg(feature = "postgres")]
     Postgres,
 }
 
@@ -371,7 +373,9 @@ where
     }
     if let Some(tenant) = &query.tenant {
         sql.push(match json {
+            #[cfg(feature = "sqlite")]
             Json::Sqlite => " AND json_valid(input) AND json_extract(input, '$.tenant') = ",
+            #[cfg(feature = "postgres")]
             Json::Postgres => " AND (input::jsonb ->> 'tenant') = ",
         });
         sql.push_bind(tenant.as_str());

@@ -120,6 +120,14 @@ impl RetryPolicy {
         self.max_attempts
     }
 
+    /// The delay before retry `retry` (from 1), drawn afresh: for callers
+    /// that wait elsewhere (a broker's delayed redelivery). Decorrelated
+    /// jitter has no previous delay here and draws from its first range.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn delay_before(&self, retry: u32) -> Duration {
+        self.backoff.delay(retry.max(1), Duration::ZERO, &mut fastrand::Rng::new())
+    }
+
     /// Decides after attempt `attempt` (from 1) failed with a transient
     /// error; `previous` is the last delay, `started` when the first
     /// attempt began.
