@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
@@ -59,38 +58,20 @@ where
     ) -> Result<(), Fault> {
         let ordered = self.stage.ordered && self.stage.workers > 1;
         let mut out = Vec::with_capacity(self.out_chunk.get());
-        loop {
-            let next = {
-                let mut recv = std::pin::pin!(input.recv());
-                match std::future::poll_fn(|cx| Poll::Ready(recv.as_mut().poll(cx))).await {
-                    Poll::Ready(next) => next,
-                    Poll::Pending => {
-                        // Nothing to take now: pass on what is held instead
-                        // of waiting with it (a source that goes quiet, a
-                        // broker, would hold finished items indefinitely).
-                        if !send(&output, 0, &mut out, self.out_chunk.get(), false).await {
-                            return Ok(());
-                        }
-                        recv.await
-                    }
-                }
-            };
-            let Some(chunk) = next else { break };
-            if input.is_shared() {
-                // Releasing the input's lock woke the next worker into this
-                // thread's LIFO slot, which no idle thread may steal: yield
-                // once, so that it runs now and this worker, rescheduled,
-                // can be stolen. Without it a 16-worker stage of CPU work
-                // ran on one thread (41 ms with 1 thread or 2).
-                tokio::task::yield_now().await;
-            }
+        while let Some(chunk) = input.recv().await {
             let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
             let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered).await;
             self.counters.add(&tally);
             if !processed? {
                 return Ok(()); // downstream is gone: the run is stopping
             }
-            let flush = ordered || out.len() >= self.out_chunk.get() || input.is_idle();
+            // Send what is held unless the next chunk is surely there for
+            // this worker: held items wait for more input, and a source
+            // that goes quiet (a broker, a channel) would hold them
+            // indefinitely. Only a worker that owns its input knows a chunk
+            // it saw queued is its own; with a shared input a sibling may
+            // take it, so such a worker always sends.
+            let flush = ordered || out.len() >= self.out_chunk.get() || input.is_shared() || input.is_idle();
             if flush && !send(&output, chunk.seq, &mut out, self.out_chunk.get(), ordered).await {
                 return Ok(());
             }
