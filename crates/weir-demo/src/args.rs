@@ -37,6 +37,17 @@ pub struct DbArgs {
     pub connect_timeout: u64,
 }
 
+/// Where the orders stream is.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// The NATS server (with JetStream).
+    #[arg(long, env = "WEIR_NATS_URL", default_value = "nats://127.0.0.1:4222", value_name = "URL")]
+    pub nats_url: String,
+    /// The stream of order lines (subject `<STREAM>.lines`; dead letters in `<STREAM>_DLQ`).
+    #[arg(long, default_value = "ORDERS", value_name = "STREAM")]
+    pub stream: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generates realistic orders (with malformed lines, poison orders, a flaky payment provider and a tenant whose provider is down) and runs the pipeline on them.
@@ -74,6 +85,38 @@ pub enum Command {
         /// The longest input line read whole, in bytes; a longer line is dead-lettered with its length.
         #[arg(long, default_value_t = input::DEFAULT_MAX_LINE_BYTES, value_parser = positive_usize, value_name = "BYTES")]
         max_line_bytes: usize,
+    },
+    /// Puts a file's orders on a NATS JetStream stream, one message per line, for `weir-demo work` processes to share; a line published again is stored once.
+    Publish {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// The file of orders.
+        input: PathBuf,
+        /// The longest input line read whole, in bytes; a longer line is published cut, and dead-lettered by the worker with its length.
+        #[arg(long, default_value_t = input::DEFAULT_MAX_LINE_BYTES, value_parser = positive_usize, value_name = "BYTES")]
+        max_line_bytes: usize,
+    },
+    /// Takes orders from the NATS stream (shared with every other worker on it) and runs their sagas on the store; many workers on many machines split the work.
+    Work {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// This worker's id (lease owner) [default: a new one per process].
+        #[arg(long, value_name = "ID")]
+        worker_id: Option<String>,
+        /// Stop once the stream has had nothing waiting and nothing in flight, in any worker, for this many seconds [default: run until SIGINT/SIGTERM].
+        #[arg(long, value_name = "SECONDS")]
+        idle_exit: Option<u64>,
+        /// Seconds a message may go without a sign of life from its worker before another worker gets it.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        ack_wait: u64,
+        /// Share of payment calls that fail transiently (a simulated provider), from 0 to 1; stored with the database on its first run [default: 0].
+        #[arg(long, value_parser = share)]
+        faults: Option<f64>,
+        /// A tenant whose payment provider is down (simulated); stored with the database on its first run.
+        #[arg(long, value_name = "TENANT")]
+        down_tenant: Option<String>,
     },
     /// Finishes the sagas an interrupted run left in progress, in the database's stored environment.
     Resume {

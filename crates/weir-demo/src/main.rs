@@ -5,6 +5,7 @@
 //! state it leaves is inspected with the `weir` command (`crates/weir-cli`).
 
 mod args;
+mod broker;
 mod business;
 mod cursor;
 mod environment;
@@ -158,6 +159,31 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             check_input(&input)?;
             let given = Given { faults, down_tenant };
             run_and_report(&db, input, workers, given, worker_id, max_line_bytes, quiet).await
+        }
+        Command::Publish { nats, input, max_line_bytes } => {
+            check_input(&input)?;
+            let topology = broker::Topology { url: nats.nats_url, stream: nats.stream };
+            let count = broker::publish(&topology, &input, max_line_bytes).await.map_err(Failure::input)?;
+            println!("published {count} line(s) of {} to stream {}", input.display(), topology.stream);
+            Ok(exit::OK)
+        }
+        Command::Work { db, nats, worker_id, idle_exit, ack_wait, faults, down_tenant } => {
+            let location = Location::from_args(&db)?;
+            let store = location.open(&db).await?;
+            let environment = environment::settle(&store, Given { faults, down_tenant }).await?;
+            let opts = broker::WorkOptions {
+                topology: broker::Topology { url: nats.nats_url, stream: nats.stream },
+                location: location.raw(),
+                worker_id,
+                idle_exit: idle_exit.map(std::time::Duration::from_secs),
+                ack_wait: std::time::Duration::from_secs(ack_wait),
+                quiet,
+            };
+            let figures = broker::work(&opts, store, &environment)
+                .await
+                .map_err(|e| Failure::input(format!("the worker stopped: {e}")))?;
+            println!("{}", serde_json::to_string(&figures).expect("the figures serialize"));
+            Ok(exit::OK)
         }
         Command::Resume { db } => {
             let location = Location::from_args(&db)?;

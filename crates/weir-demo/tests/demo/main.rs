@@ -4,6 +4,7 @@
 //! `crates/weir-cli`).
 
 mod input;
+mod nats;
 mod operators;
 mod parser_properties;
 mod parsers;

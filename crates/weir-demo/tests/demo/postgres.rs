@@ -6,14 +6,14 @@
 use super::*;
 
 /// A fresh database on the test server, dropped when the guard is.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     admin: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestDatabase {
-    fn create(test: &str) -> Option<Self> {
+    pub(crate) fn create(test: &str) -> Option<Self> {
         let Ok(admin) = std::env::var("WEIR_TEST_POSTGRES_URL") else {
             eprintln!("{test}: skipped: set WEIR_TEST_POSTGRES_URL to run it");
             return None;
