@@ -34,8 +34,10 @@ use weir_demo::orders::{Line, Order, parse};
 
 use crate::cursor::Cursor;
 use crate::intake::{self, Started};
+use crate::progress::Progress;
 use crate::reader::read_lines;
 use crate::run::{PER_TENANT, engine, input_name};
+use crate::settle::settle;
 use crate::signals::Signals;
 
 /// Where the demo's messages live on a NATS server.
@@ -204,6 +206,7 @@ pub async fn work(
     let counted = Arc::clone(&taken);
     let per_tenant = KeyedBulkhead::new(Bulkhead::builder().limit(PER_TENANT))?;
     let pool = ledger.pool().clone();
+    let settling = engine.clone();
     let pipeline = source
         .pipeline(Pipeline::builder().capacity(512))
         .await?
@@ -253,10 +256,16 @@ pub async fn work(
             std::future::ready(Ok::<(), BoxError>(()))
         })
         .await;
-    watcher.abort();
     if let Some(idle) = idle {
         idle.abort();
     }
+    if signals.seen() == 0 {
+        // Sagas whose run failed midway (the store unreachable for a
+        // moment) or whose worker died: finish them before leaving.
+        let progress = Progress::new(opts.quiet, 0, 0);
+        settle(&store, &settling, &signals, &progress).await?;
+    }
+    watcher.abort();
     // Acknowledgements are fire-and-forget: make sure they left.
     client.flush().await?;
     let report = report?;

@@ -25,6 +25,16 @@ fn work(dir: &Path, db: &str, nats: &str, stream: &str) -> Child {
         .unwrap()
 }
 
+fn publish_raw(nats: &str, subject: &str, payloads: &[&[u8]]) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let context = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
+        for payload in payloads {
+            context.publish(subject.to_owned(), payload.to_vec().into()).await.unwrap().await.unwrap();
+        }
+    });
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -69,6 +79,12 @@ fn nats_four_workers_split_the_orders_through_kills_and_a_stopped_worker() {
     let again = weir(dir.path(), &["publish", "orders.jsonl", "--nats-url", &nats, "--stream", &stream]);
     assert!(again.status.success(), "{}", stderr(&again));
 
+    // Messages that are not the pipeline's: bad JSON, the wrong shape, and
+    // a huge one. Each is dead-lettered with its reason, once.
+    let junk: [&[u8]; 3] = [b"{not json", br#"{"number": "seven"}"#, &vec![b'x'; 700_000]];
+    publish_raw(&nats, &format!("{stream}.lines"), &junk);
+    let expected_letters = expected_letters + junk.len() as u64;
+
     let mut workers: Vec<Child> = (0..4).map(|_| work(dir.path(), &db.url, &nats, &stream)).collect();
     std::thread::sleep(Duration::from_millis(300));
     signal(&workers[3], "STOP");
@@ -78,9 +94,23 @@ fn nats_four_workers_split_the_orders_through_kills_and_a_stopped_worker() {
         let _ = workers[victim].wait();
         workers[victim] = work(dir.path(), &db.url, &nats, &stream);
     }
+    // Every worker's database connections cut, twice: they reconnect; an
+    // order whose write failed is nak'ed and comes back.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(500));
+        let cut = Command::new("psql")
+            .args([db.admin.as_str(), "-tAc"])
+            .arg(format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                db.name
+            ))
+            .output()
+            .unwrap();
+        assert!(cut.status.success(), "{}", stderr(&cut));
+    }
     // Past its leases (10 s) and its messages' ack_wait (2 s): the others
     // took its orders over; what it writes now must be fenced off.
-    std::thread::sleep(Duration::from_secs(11));
+    std::thread::sleep(Duration::from_secs(10));
     signal(&workers[3], "CONT");
     let mut figures = Vec::new();
     for worker in workers {
@@ -89,12 +119,25 @@ fn nats_four_workers_split_the_orders_through_kills_and_a_stopped_worker() {
         figures.push(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
     }
 
-    let report = report(dir.path(), &["--database-url", &db.url]);
+    let letters = dead_letter_stream(&nats, &stream);
+    let mut reasons: Vec<&String> = letters.iter().collect();
+    reasons.sort();
+    reasons.dedup();
+    let (code, report) = report_with_code(dir.path(), &["--database-url", &db.url]);
+    assert_eq!(
+        code,
+        Some(0),
+        "report: {report}\n{} dead letters: {:?}",
+        letters.len(),
+        &reasons[..reasons.len().min(12)]
+    );
     let t = &report["totals"];
     let sagas: u64 = ["completed", "compensated", "failed", "duplicates"].iter().map(|k| t[k].as_u64().unwrap()).sum();
-    let letters = dead_letter_stream(&nats, &stream);
     assert_eq!(letters.len() as u64, expected_letters, "exactly the poison lines are dead letters: {letters:?}");
-    assert_eq!(sagas + expected_letters, 3000, "every order accounted for once: {t}");
+    assert_eq!(sagas + expected_letters, 3000 + 3, "every order accounted for once: {t}");
+    for reason in ["not a line of the demo", "expected"] {
+        assert!(letters.iter().any(|l| l.contains(reason)), "{reason}: {letters:?}");
+    }
     assert_eq!(t["in_progress"], 0);
     assert!(report["invariants"]["charged_twice"].as_array().unwrap().is_empty(), "nobody charged twice");
     assert_eq!(report["judgement"], "holds", "{}", report["invariants"]);

@@ -7,8 +7,8 @@ use super::*;
 
 /// A fresh database on the test server, dropped when the guard is.
 pub(crate) struct TestDatabase {
-    admin: String,
-    name: String,
+    pub(crate) admin: String,
+    pub(crate) name: String,
     pub(crate) url: String,
 }
 

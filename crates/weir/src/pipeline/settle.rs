@@ -15,7 +15,7 @@
 //! | it returned [`Skip`](crate::error::Skip), or failed under [`OnError::Skip`](super::OnError::Skip) | [`Fate::Skipped`] |
 //! | failed, and the dead-letter sink stored it | [`Fate::DeadLettered`] |
 //! | failed under [`OnError::Collect`](super::OnError::Collect) | [`Fate::Collected`] |
-//! | failed with a transient error, and its receipt [may be redelivered](Receipt::may_redeliver) | [`Fate::Released`] |
+//! | failed with a transient error, and its receipt [may be redelivered](Receipt::may_redeliver); or failed for good, and the dead-letter sink failed too | [`Fate::Released`] |
 //! | the run ended before the item did (a failure under `Fail`, the sink's error, an abort, a deadline) | [`Fate::Abandoned`] |
 //!
 //! A receipt is settled after its fate is durable as far as the run can

@@ -121,7 +121,10 @@ pub struct DeadLetter<T> {
 /// implements it.
 ///
 /// If this returns an error, the item is not lost: the run fails with a
-/// [`StageError`] naming the stage, the item and both causes.
+/// [`StageError`] naming the stage, the item and both causes; or, for an
+/// item that came with a [`Receipt`](super::Receipt), the item goes back
+/// to its source ([`Fate::Released`](super::Fate::Released), delivered
+/// again later) and the run goes on.
 pub trait DeadLetterSink<T>: Send + Sync + 'static {
     /// Stores one failed item.
     fn dead_letter(&self, letter: DeadLetter<T>) -> BoxFuture<'_, Result<(), BoxError>>;

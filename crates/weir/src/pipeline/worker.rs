@@ -270,6 +270,7 @@ where
             Policy::DeadLetter(sink) => {
                 let item = item.expect("dead-lettering stages keep the item");
                 let description = error.to_string();
+                let index = error.item().index();
                 let (first_failure, last_failure) = times;
                 match sink.dead_letter(DeadLetter { item, error, first_failure, last_failure }).await {
                     Ok(()) => {
@@ -277,6 +278,13 @@ where
                         Outcome::DeadLettered
                     }
                     Err(sink_error) => {
+                        if let Some(settler) = self.settler.as_ref().filter(|_| index.is_some()) {
+                            // Its source still has it: give it back for a
+                            // later delivery rather than stop the run.
+                            tracing::error!(stage = %self.stage.name, error = %description, sink_error = %sink_error, "the dead-letter sink failed; the item goes back to its source");
+                            settler.settle(index.unwrap_or_default(), Fate::Released).await;
+                            return Outcome::Released;
+                        }
                         let cause: BoxError =
                             format!("{description}; and the dead-letter sink failed: {sink_error}").into();
                         Outcome::Failed(StageError::builder(self.stage.name.clone(), cause).build())

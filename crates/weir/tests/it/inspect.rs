@@ -288,3 +288,39 @@ async fn effects_commit_in_the_group_commit_and_fail_alone() {
     let err = Store::memory().commit_effect(|_| Box::pin(async { Ok(()) })).await.unwrap_err();
     assert!(err.to_string().contains("memory store runs no SQL"), "{err}");
 }
+
+/// The group committer's connection terminated by the server (an
+/// operator's `pg_terminate_backend`, a failover): the batch in flight
+/// fails, the committer reconnects, and the next writes commit. Before,
+/// every write of the process failed from then on.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn the_store_reconnects_after_its_connections_are_terminated() {
+    use sqlx::Connection;
+    let test = "the_store_reconnects_after_its_connections_are_terminated";
+    let Some(url) = crate::support::stores::postgres_url(test).await else { return };
+    let store = Store::open(&url).await.unwrap();
+    let select = |store: Store| async move {
+        store.commit_effect(|tx| Box::pin(async move { exec(tx, "SELECT 1", String::new()).await })).await
+    };
+    assert!(select(store.clone()).await.is_ok());
+    let name = url.rsplit_once('/').unwrap().1.to_owned();
+    let admin_url = std::env::var("WEIR_TEST_POSTGRES_URL").unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "the committer's connection was there to terminate");
+    // The first write may fail (it met the dead connection); then it works.
+    let mut results = Vec::new();
+    for _ in 0..3 {
+        results.push(select(store.clone()).await.map_err(|e| e.to_string()));
+    }
+    assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
+    // Reads through the pool recover too.
+    assert!(store.find_sagas(&weir::durable::store::SagaQuery::new()).await.is_ok());
+}

@@ -287,3 +287,42 @@ async fn a_failing_source_fails_the_run_and_settles_what_it_gave() {
     assert_eq!(fates.len(), 2);
     assert!(fates.values().all(|f| matches!(f, Fate::Delivered | Fate::Abandoned)), "{fates:?}");
 }
+
+/// A dead-letter sink that fails.
+struct BrokenSink;
+
+impl weir::pipeline::DeadLetterSink<u32> for BrokenSink {
+    fn dead_letter(
+        &self,
+        _: weir::pipeline::DeadLetter<u32>,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Err("dead-letter stream did not answer".into()) })
+    }
+}
+
+#[tokio::test]
+async fn an_item_the_dead_letter_sink_cannot_take_goes_back_to_its_source() {
+    let book = Book::default();
+    let items: Vec<_> = (1..=3).map(|n| Ok::<_, BoxError>((n, book.receipt(n, false)))).collect();
+    let report = Pipeline::builder()
+        .from_receipts(futures_util::stream::iter(items))
+        .stage(
+            Stage::try_map("check", |n: u32| async move { if n == 2 { Err(Permanent::new("bad")) } else { Ok(n) } })
+                .dead_letter(Arc::new(BrokenSink)),
+        )
+        .for_each(|_| async { Ok::<_, BoxError>(()) })
+        .await
+        .expect("the run goes on");
+    assert_eq!(book.once().get(&2), Some(&Fate::Released));
+    assert_eq!(report.stage("check").unwrap().released, 1);
+    // Without receipts the item has nowhere to go: the run fails.
+    let error = Pipeline::from_iter([2u32])
+        .stage(
+            Stage::try_map("check", |_: u32| async { Err::<u32, _>(Permanent::new("bad")) })
+                .dead_letter(Arc::new(BrokenSink)),
+        )
+        .for_each(|_| async { Ok::<_, BoxError>(()) })
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("dead-letter sink failed"), "{error}");
+}

@@ -11,6 +11,10 @@ use super::delivery::Delivery;
 use crate::durable::dlq::{DeadLetterQueue, Envelope};
 use crate::error::BoxError;
 
+/// Attempts to store one dead letter before giving up (the item then goes
+/// back to its source: see [`DeadLetterSink`](crate::pipeline::DeadLetterSink)).
+const PUBLISH_ATTEMPTS: u32 = 3;
+
 /// The headers weir adds to a dead letter; the body is the message's own
 /// payload, untouched, so a replay republishes exactly what was sent.
 pub mod headers {
@@ -118,8 +122,27 @@ impl JetStreamDlq {
         map.insert(headers::SEQUENCE, item.stream_sequence.to_string().as_str());
         map.insert(headers::DELIVERED, item.delivered.to_string().as_str());
         map.insert(headers::PUBLISHED, millis(item.published).to_string().as_str());
-        let ack = self.context.publish_with_headers(self.subject.clone(), map, item.payload.clone()).await?.await?;
-        Ok(ack.sequence)
+        // The deduplication id makes a retried publish safe: a letter whose
+        // acknowledgement was lost is stored once.
+        let mut attempt = 1;
+        loop {
+            let sent = async {
+                let ack =
+                    self.context.publish_with_headers(self.subject.clone(), map.clone(), item.payload.clone()).await?;
+                Ok::<_, BoxError>(ack.await?.sequence)
+            };
+            match sent.await {
+                Ok(sequence) => return Ok(sequence),
+                Err(error) if attempt < PUBLISH_ATTEMPTS => {
+                    tracing::warn!(error = %error, attempt, stream = %self.stream, "dead letter not stored yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    return Err(format!("dead-letter stream `{}`: {attempt} attempts: {error}", self.stream).into());
+                }
+            }
+        }
     }
 
     /// Every letter, oldest first.

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -151,10 +152,37 @@ async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedRecei
                 for reply in batch.effect_replies.drain(..) {
                     let _ = reply.send(Err(Box::new(error.copy_for_writer())));
                 }
+                heal(&backend, &mut writer).await;
             }
         }
         batch.writes.clear();
         batch.effects.clear();
+    }
+}
+
+/// After a failed transaction: if the writer connection is gone (the
+/// server restarted, an operator terminated it), opens a new one for the
+/// next batches, retrying with backoff for up to about 15 s; queued writes
+/// wait meanwhile instead of failing one after another. Without it, one
+/// lost connection failed every later write of the process.
+async fn heal(backend: &Backend, writer: &mut Tx) {
+    if writer.ping().await {
+        return;
+    }
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=8 {
+        match backend.writer().await {
+            Ok(fresh) => {
+                tracing::warn!(attempt, "the store's writer connection was lost; reconnected");
+                *writer = fresh;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(attempt, error = %error, ?delay, "the store's writer connection was lost; reconnecting");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(4));
+            }
+        }
     }
 }
 

@@ -114,6 +114,20 @@ impl std::fmt::Debug for Tx {
     }
 }
 
+impl Tx {
+    /// Whether the connection still answers.
+    pub(crate) async fn ping(&mut self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Tx::Sqlite(conn) => sqlx::Connection::ping(conn).await.is_ok(),
+            #[cfg(feature = "postgres")]
+            Tx::Postgres(conn) => sqlx::Connection::ping(conn).await.is_ok(),
+            #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+            _ => unreachable!("no database store in this build"),
+        }
+    }
+}
+
 /// An effect's result, its type erased until its caller gets it back.
 pub(crate) type Output = Box<dyn Any + Send>;
 

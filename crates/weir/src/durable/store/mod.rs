@@ -76,6 +76,19 @@ pub(crate) enum Backend {
     Postgres(postgres::Postgres),
 }
 
+impl Backend {
+    /// A new connection for the group committer.
+    pub(crate) async fn writer(&self) -> Result<Tx, StoreError> {
+        match self {
+            Backend::Memory(_) => unreachable!("the memory store has no committer"),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => Ok(Tx::Sqlite(s.writer().await?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => Ok(Tx::Postgres(p.writer().await?)),
+        }
+    }
+}
+
 /// What a store's group committer did: transactions, saga writes in
 /// them, and the time spent from `BEGIN` to `COMMIT`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -174,10 +187,8 @@ impl Store {
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub async fn sqlite(path: &std::path::Path) -> Result<Self, StoreError> {
-        let backend = sqlite::Sqlite::open(path).await?;
-        let writer = backend.writer().await?;
-        let backend = Arc::new(Backend::Sqlite(backend));
-        let committer = Committer::start(Arc::clone(&backend), Tx::Sqlite(writer));
+        let backend = Arc::new(Backend::Sqlite(sqlite::Sqlite::open(path).await?));
+        let committer = Committer::start(Arc::clone(&backend), backend.writer().await?);
         Ok(Self { inner: Arc::new(Inner { backend, committer: Some(committer) }) })
     }
 
@@ -199,10 +210,8 @@ impl Store {
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn postgres_with_retry(url: &str, max_wait: Duration) -> Result<Self, StoreError> {
-        let backend = postgres::Postgres::open(url, max_wait).await?;
-        let writer = backend.writer().await?;
-        let backend = Arc::new(Backend::Postgres(backend));
-        let committer = Committer::start(Arc::clone(&backend), Tx::Postgres(writer));
+        let backend = Arc::new(Backend::Postgres(postgres::Postgres::open(url, max_wait).await?));
+        let committer = Committer::start(Arc::clone(&backend), backend.writer().await?);
         Ok(Self { inner: Arc::new(Inner { backend, committer: Some(committer) }) })
     }
 
