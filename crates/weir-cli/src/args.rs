@@ -47,6 +47,9 @@ pub enum Command {
     Dlq {
         #[command(flatten)]
         db: DbArgs,
+        /// A NATS server: QUEUE then names a JetStream dead-letter stream (weir's `JetStreamDlq`), and `replay` republishes letters to the subjects they came from.
+        #[arg(long, global = true, env = "WEIR_NATS_URL", hide_env_values = true, value_name = "URL")]
+        nats_url: Option<String>,
         #[command(subcommand)]
         command: DlqCommand,
     },

@@ -33,7 +33,8 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Sagas { db, command } => commands::sagas::run(&db, command).await,
-        Command::Dlq { db, command } => commands::dlq::run(&db, command).await,
+        Command::Dlq { nats_url: Some(url), command, .. } => commands::dlq_nats::run(&url, command).await,
+        Command::Dlq { db, command, nats_url: None } => commands::dlq::run(&db, command).await,
         Command::Cursors { db, command } => commands::cursors::run(&db, command).await,
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use weir::durable::dlq::Envelope;
 use weir::durable::store::{LetterQuery, Store, StoreDlq};
 
-use crate::args::{DbArgs, DlqCommand};
+use crate::args::{DbArgs, DlqCommand, Listing};
 use crate::failure::{Exit, Failure};
 use crate::output;
 
@@ -37,31 +37,7 @@ pub async fn run(db: &DbArgs, command: DlqCommand) -> Result<(), Failure> {
                 query = query.after(after);
             }
             let letters = queue.find(&query).await?;
-            let last = letters.last().map(|e| e.id);
-            if listing.json {
-                let next = if letters.len() as u64 == listing.limit { last } else { None };
-                output::json(
-                    &json!({ "queue": queue.name(), "letters": letters.iter().map(letter_json).collect::<Vec<_>>(), "next_after": next }),
-                );
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = letters
-                .iter()
-                .map(|e| {
-                    vec![
-                        format!("#{}", e.id),
-                        e.stage.clone(),
-                        e.tenant.clone().unwrap_or_default(),
-                        e.attempts.to_string(),
-                        output::time(e.last_failure),
-                        if e.replay_requested.is_some() { "yes".into() } else { String::new() },
-                        e.error_chain.last().cloned().unwrap_or_default(),
-                        e.item.to_string(),
-                    ]
-                })
-                .collect();
-            output::table(&["ID", "STAGE", "TENANT", "ATTEMPTS", "LAST FAILURE", "MARKED", "REASON", "ITEM"], &rows);
-            super::next_page(letters.len(), listing.limit, &last.map(|id| id.to_string()).unwrap_or_default());
+            print_letters(queue.name(), &letters, &listing);
             Ok(())
         }
         DlqCommand::Show { queue, id, json } => {
@@ -98,6 +74,35 @@ pub async fn run(db: &DbArgs, command: DlqCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// A page of letters, as a table or JSON, with how to ask for the next.
+pub(super) fn print_letters(queue: &str, letters: &[Envelope<Value>], listing: &Listing) {
+    let last = letters.last().map(|e| e.id);
+    if listing.json {
+        let next = if letters.len() as u64 == listing.limit { last } else { None };
+        output::json(
+            &json!({ "queue": queue, "letters": letters.iter().map(letter_json).collect::<Vec<_>>(), "next_after": next }),
+        );
+        return;
+    }
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|e| {
+            vec![
+                format!("#{}", e.id),
+                e.stage.clone(),
+                e.tenant.clone().unwrap_or_default(),
+                e.attempts.to_string(),
+                output::time(e.last_failure),
+                if e.replay_requested.is_some() { "yes".into() } else { String::new() },
+                e.error_chain.last().cloned().unwrap_or_default(),
+                e.item.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "STAGE", "TENANT", "ATTEMPTS", "LAST FAILURE", "MARKED", "REASON", "ITEM"], &rows);
+    super::next_page(letters.len(), listing.limit, &last.map(|id| id.to_string()).unwrap_or_default());
 }
 
 async fn list_queues(store: &Store, json: bool) -> Result<(), Failure> {
@@ -174,7 +179,7 @@ async fn chosen(queue: &StoreDlq<Value>, ids: Vec<u64>, all: bool) -> Result<Vec
     Ok(ids)
 }
 
-fn letter_json(e: &Envelope<Value>) -> Value {
+pub(super) fn letter_json(e: &Envelope<Value>) -> Value {
     json!({
         "id": e.id,
         "item": e.item,
@@ -190,7 +195,7 @@ fn letter_json(e: &Envelope<Value>) -> Value {
     })
 }
 
-fn print_letter(queue: &str, e: &Envelope<Value>) {
+pub(super) fn print_letter(queue: &str, e: &Envelope<Value>) {
     println!("letter #{} of {queue}: failed in stage `{}` after {} attempt(s)", e.id, e.stage, e.attempts);
     println!("first failure {}, last {}", output::time(e.first_failure), output::time(e.last_failure));
     if let Some(tenant) = &e.tenant {

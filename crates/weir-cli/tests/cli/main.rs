@@ -5,6 +5,7 @@
 
 mod cursors;
 mod dlq;
+mod dlq_nats;
 mod errors;
 mod sagas;
 

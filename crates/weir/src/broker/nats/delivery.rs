@@ -44,6 +44,19 @@ impl Delivery {
         })
     }
 
+    /// A message read from a stream rather than delivered by a consumer
+    /// (a dead letter made by hand, a test): delivered 0 times, stored now.
+    pub fn from_stored(subject: impl Into<String>, payload: Bytes, stream_sequence: u64) -> Self {
+        Self {
+            subject: subject.into(),
+            payload,
+            headers: None,
+            stream_sequence,
+            delivered: 0,
+            published: SystemTime::now(),
+        }
+    }
+
     /// The value of header `name`, if the message has it.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.as_ref()?.get(name).map(|v| v.as_str())

@@ -88,6 +88,25 @@ impl JetStreamDlq {
         Ok(Self { context, stream: stream.to_owned(), subject: subject.to_owned() })
     }
 
+    /// The dead-letter queue on the existing stream `stream` (its letters
+    /// go to the stream's first subject): what an operator's tool opens.
+    ///
+    /// # Errors
+    /// No such stream, or one without subjects.
+    pub async fn open(context: jetstream::Context, stream: &str) -> Result<Self, BoxError> {
+        let mut found = context.get_stream(stream).await.map_err(|e| format!("dead-letter stream `{stream}`: {e}"))?;
+        let info = found.info().await?;
+        let Some(subject) = info.config.subjects.first().cloned() else {
+            return Err(format!("stream `{stream}` captures no subject: not a dead-letter stream").into());
+        };
+        Ok(Self { context, stream: stream.to_owned(), subject })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.stream
+    }
+
     async fn stream(&self) -> Result<stream::Stream, BoxError> {
         Ok(self
             .context
