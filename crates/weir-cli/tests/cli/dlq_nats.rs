@@ -29,7 +29,7 @@ async fn nats_dead_letter_streams_are_listed_replayed_and_purged() {
     // Three messages that failed: stored the way a pipeline stores them.
     for n in 1..=3u64 {
         let sent = js.publish(format!("{source}.in"), format!(r#"{{"n":{n}}}"#).into()).await.unwrap().await.unwrap();
-        let mut stream = js.get_stream(&source).await.unwrap();
+        let stream = js.get_stream(&source).await.unwrap();
         let message = stream.get_raw_message(sent.sequence).await.unwrap();
         let delivery = Delivery::from_stored(message.subject.to_string(), message.payload, sent.sequence);
         let mut envelope = Envelope::new(delivery, "charge", 3);
