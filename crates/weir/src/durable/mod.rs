@@ -9,6 +9,9 @@
 
 pub mod checkpoint;
 pub mod dlq;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod queue;
 pub mod saga;
 // Without a database feature only the memory store remains; the shared
 // database plumbing is then unused, not wrong.

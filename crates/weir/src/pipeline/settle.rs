@@ -2,27 +2,8 @@
 //! whose items must be acknowledged (a broker's messages, a work queue's
 //! claims).
 //!
-//! An item from [`PipelineBuilder::from_receipts`](super::PipelineBuilder::from_receipts)
-//! comes with a [`Receipt`]. The run keeps the receipts by the item's
-//! index (which every stage keeps: stages are one item in, at most one
-//! out), and settles each one exactly once, where the item's fate becomes
-//! final:
-//!
-//! | where | fate |
-//! | --- | --- |
-//! | the sink took it (`for_each`'s closure returned `Ok`, `collect`/`fold` took it, `into_stream` yielded it) | [`Fate::Delivered`] |
-//! | a filter dropped it | [`Fate::Filtered`] |
-//! | it returned [`Skip`](crate::error::Skip), or failed under [`OnError::Skip`](super::OnError::Skip) | [`Fate::Skipped`] |
-//! | failed, and the dead-letter sink stored it | [`Fate::DeadLettered`] |
-//! | failed under [`OnError::Collect`](super::OnError::Collect) | [`Fate::Collected`] |
-//! | failed with a transient error, and its receipt [may be redelivered](Receipt::may_redeliver); or failed for good, and the dead-letter sink failed too | [`Fate::Released`] |
-//! | the run ended before the item did (a failure under `Fail`, the sink's error, an abort, a deadline) | [`Fate::Abandoned`] |
-//!
-//! A receipt is settled after its fate is durable as far as the run can
-//! know: after the sink's closure returned, after the dead-letter sink
-//! returned. So a source that acknowledges on settlement delivers **at
-//! least once**: a crash before the acknowledgement redelivers the item,
-//! never loses it.
+//! The public contract is on [`Fate`] and [`Receipt`] (this module is
+//! private; both are re-exported by `pipeline`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,8 +13,30 @@ use futures_util::future::BoxFuture;
 
 use crate::error::BoxError;
 
-/// How an item's way through a run ended. See the [module
-/// docs](self) for where each is decided.
+/// How an item's way through a run ended: what a source that must
+/// acknowledge its items hears.
+///
+/// An item from [`PipelineBuilder::from_receipts`](super::PipelineBuilder::from_receipts)
+/// comes with a [`Receipt`]. The run keeps the receipts by the item's
+/// index (which every stage keeps: stages are one item in, at most one
+/// out), and settles each one exactly once, where the item's fate becomes
+/// final:
+///
+/// | where | fate |
+/// | --- | --- |
+/// | the sink took it (`for_each`'s closure returned `Ok`, `collect`/`fold` took it, `into_stream` yielded it) | `Delivered` |
+/// | a filter dropped it | `Filtered` |
+/// | it returned [`Skip`](crate::error::Skip), or failed under [`OnError::Skip`](super::OnError::Skip) | `Skipped` |
+/// | failed, and the dead-letter sink stored it | `DeadLettered` |
+/// | failed under [`OnError::Collect`](super::OnError::Collect) | `Collected` |
+/// | failed with a transient error, and its receipt [may be redelivered](Receipt::may_redeliver); or failed for good, and the dead-letter sink failed too | `Released` |
+/// | the run ended before the item did (a failure under `Fail`, the sink's error, an abort, a deadline) | `Abandoned` |
+///
+/// A receipt is settled after its fate is durable as far as the run can
+/// know: after the sink's closure returned, after the dead-letter sink
+/// returned. So a source that acknowledges on settlement delivers **at
+/// least once**: a crash before the acknowledgement redelivers the item,
+/// never loses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fate {

@@ -16,6 +16,8 @@ mod nats;
 mod pipeline;
 mod policy;
 mod properties;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod queue;
 mod rate;
 mod retry;
 mod saga;

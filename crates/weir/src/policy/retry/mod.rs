@@ -123,7 +123,7 @@ impl RetryPolicy {
     /// The delay before retry `retry` (from 1), drawn afresh: for callers
     /// that wait elsewhere (a broker's delayed redelivery). Decorrelated
     /// jitter has no previous delay here and draws from its first range.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "nats", feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn delay_before(&self, retry: u32) -> Duration {
         self.backoff.delay(retry.max(1), Duration::ZERO, &mut fastrand::Rng::new())
     }

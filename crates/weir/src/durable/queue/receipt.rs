@@ -1,0 +1,220 @@
+//! [`JobReceipt`] and the queue as a pipeline source: claims in batches,
+//! leases renewed while jobs run, each job settled by its fate.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use futures_util::Stream;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::sql::{self, Settlement};
+use super::{Job, WorkQueue};
+use crate::error::BoxError;
+use crate::pipeline::{Fate, Receipt};
+
+/// Jobs claimed per round trip.
+const CLAIM_BATCH: usize = 32;
+/// Consecutive failed claims before the source gives up (the run fails).
+const CLAIM_FAILURES: u32 = 8;
+
+/// A claimed job's receipt: settling it writes the job's new status, if
+/// this worker still holds the claim.
+///
+/// | fate | the job becomes |
+/// | --- | --- |
+/// | `Delivered`, `Filtered` | `done` |
+/// | `Skipped` | `skipped` |
+/// | `Collected` | `failed` |
+/// | `DeadLettered` | `dead` |
+/// | `Released` | `queued` again after the queue's retry delay for its attempts |
+/// | `Abandoned`, or dropped unsettled | `queued` again at once |
+pub struct JobReceipt {
+    claim: Option<Claim>,
+}
+
+struct Claim {
+    queue: WorkQueue,
+    id: i64,
+    fence: i64,
+    attempts: u32,
+    held: Arc<Held>,
+}
+
+impl std::fmt::Debug for JobReceipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let claim = self.claim.as_ref();
+        f.debug_struct("JobReceipt").field("job", &claim.map(|c| c.id)).field("fence", &claim.map(|c| c.fence)).finish()
+    }
+}
+
+impl Claim {
+    async fn settle(self, how: Settlement) -> Result<(), BoxError> {
+        let id = self.id;
+        self.held.release(id);
+        let settled = self.queue.settle_claim(id, self.fence, how).await?;
+        if !settled {
+            tracing::warn!(queue = %self.queue.name, job = id, "a job's claim was taken over before it was settled (its lease expired); the new claim settles it");
+        }
+        Ok(())
+    }
+}
+
+impl Receipt for JobReceipt {
+    fn may_redeliver(&self) -> bool {
+        self.claim.as_ref().is_some_and(|c| c.attempts < c.queue.retry.max_attempts())
+    }
+
+    async fn settle(mut self, fate: Fate) -> Result<(), BoxError> {
+        let Some(claim) = self.claim.take() else { return Ok(()) };
+        let how = match fate {
+            Fate::Delivered | Fate::Filtered => Settlement::Final("done"),
+            Fate::Skipped => Settlement::Final("skipped"),
+            Fate::DeadLettered => Settlement::Final("dead"),
+            Fate::Released => Settlement::Again { after: claim.queue.retry.delay_before(claim.attempts), error: None },
+            Fate::Abandoned => Settlement::Again { after: Duration::ZERO, error: None },
+            // Collected, and any fate added later: failed for good.
+            _ => Settlement::Final("failed"),
+        };
+        claim.settle(how).await
+    }
+}
+
+impl Drop for JobReceipt {
+    /// A job whose receipt is dropped unsettled (taken by a source that
+    /// was dropped, a run's future dropped) goes back to the queue at once
+    /// rather than when its lease runs out.
+    fn drop(&mut self) {
+        let Some(claim) = self.claim.take() else { return };
+        claim.held.release(claim.id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = claim.settle(Settlement::Again { after: Duration::ZERO, error: None }).await {
+                    tracing::debug!(error = %error, "could not give a job back; its lease runs out instead");
+                }
+            });
+        }
+    }
+}
+
+/// The claims a source holds, renewed on a timer by a task that stops
+/// when the last holder is gone.
+struct Held {
+    jobs: Mutex<HashMap<i64, i64>>,
+    _stop: DropGuard,
+}
+
+impl Held {
+    fn start(queue: &WorkQueue) -> Arc<Self> {
+        let stop = CancellationToken::new();
+        let held = Arc::new(Self { jobs: Mutex::new(HashMap::new()), _stop: stop.clone().drop_guard() });
+        let (weak, queue) = (Arc::downgrade(&held), queue.clone());
+        tokio::spawn(renew(weak, queue, stop));
+        held
+    }
+
+    fn hold(&self, job: &Job) {
+        self.lock().insert(job.id, job.fence);
+    }
+
+    fn release(&self, id: i64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every third of the lease, extends the leases of the claims held.
+async fn renew(held: Weak<Held>, queue: WorkQueue, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(queue.lease / 3);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(current) = held.upgrade() else { return };
+        let jobs: Vec<(i64, i64)> = current.lock().iter().map(|(id, fence)| (*id, *fence)).collect();
+        drop(current);
+        if jobs.is_empty() {
+            continue;
+        }
+        let lease = queue.lease;
+        let extended = queue
+            .store
+            .commit_effect(move |tx| {
+                let jobs = jobs.clone();
+                Box::pin(async move { sql::extend(tx, &jobs, SystemTime::now() + lease).await })
+            })
+            .await;
+        match extended {
+            Ok(lost) if !lost.is_empty() => {
+                tracing::warn!(queue = %queue.name, jobs = ?lost, "claims lost before their jobs finished (leases expired): other workers run them again");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(queue = %queue.name, error = %error, "could not renew the leases of running jobs")
+            }
+        }
+    }
+}
+
+/// The source: claims while the pipeline takes, waits while there is
+/// nothing to claim.
+pub(super) fn source(
+    queue: WorkQueue,
+    worker: String,
+) -> impl Stream<Item = Result<(Job, JobReceipt), BoxError>> + Send + 'static {
+    struct State {
+        queue: WorkQueue,
+        worker: String,
+        claimed: VecDeque<(Job, JobReceipt)>,
+        held: Option<Arc<Held>>,
+        idle: Duration,
+        failures: u32,
+    }
+    let state =
+        State { queue, worker, claimed: VecDeque::new(), held: None, idle: Duration::from_millis(10), failures: 0 };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(next) = state.claimed.pop_front() {
+                return Some((Ok(next), state));
+            }
+            let held = Arc::clone(state.held.get_or_insert_with(|| Held::start(&state.queue)));
+            match state.queue.claim(&state.worker, CLAIM_BATCH).await {
+                Ok(jobs) if jobs.is_empty() => {
+                    state.failures = 0;
+                    tokio::time::sleep(state.idle).await;
+                    state.idle = (state.idle * 2).min(Duration::from_millis(250));
+                }
+                Ok(jobs) => {
+                    state.failures = 0;
+                    state.idle = Duration::from_millis(10);
+                    for job in jobs {
+                        held.hold(&job);
+                        let claim = Claim {
+                            queue: state.queue.clone(),
+                            id: job.id,
+                            fence: job.fence,
+                            attempts: job.attempts,
+                            held: Arc::clone(&held),
+                        };
+                        state.claimed.push_back((job, JobReceipt { claim: Some(claim) }));
+                    }
+                }
+                Err(error) if state.failures + 1 < CLAIM_FAILURES => {
+                    state.failures += 1;
+                    tracing::warn!(queue = %state.queue.name, error = %error, attempt = state.failures, "claiming failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100) * state.failures).await;
+                }
+                Err(error) => {
+                    let error =
+                        format!("queue `{}`: claiming failed {CLAIM_FAILURES} times: {error}", state.queue.name);
+                    return Some((Err(error.into()), state));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,251 @@
+//! The work queue's statements, the same text on SQLite and PostgreSQL
+//! (run on the group commit's connection, inside its transaction).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use super::{Job, Limits, NewJob, QueueCounts};
+use crate::durable::store::Tx;
+use crate::error::BoxError;
+
+/// Runs `$body` with `$conn` bound to the transaction's connection,
+/// whichever the database.
+macro_rules! on {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            #[cfg(feature = "sqlite")]
+            Tx::Sqlite($conn) => $body,
+            #[cfg(feature = "postgres")]
+            Tx::Postgres($conn) => $body,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("a database store"),
+        }
+    };
+}
+
+fn is_postgres(tx: &Tx) -> bool {
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub(super) async fn enqueue(tx: &mut Tx, queue: &str, job: &NewJob, now: SystemTime) -> Result<i64, BoxError> {
+    let payload = serde_json::to_string(&job.payload)?;
+    let (now, available) = (ms(now), ms(now + job.delay));
+    let inserted: Option<i64> = on!(tx, conn => sqlx::query_scalar(
+        "INSERT INTO weir_queue_jobs (queue, dedup_id, partition_key, priority, payload, status, available_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7) ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(queue)
+    .bind(&job.dedup_id)
+    .bind(&job.partition_key)
+    .bind(job.priority)
+    .bind(&payload)
+    .bind(available)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?);
+    if let Some(id) = inserted {
+        return Ok(id);
+    }
+    // Deduplicated: the job enqueued before under this id.
+    let id: i64 = on!(tx, conn => sqlx::query_scalar("SELECT id FROM weir_queue_jobs WHERE queue = $1 AND dedup_id = $2")
+        .bind(queue)
+        .bind(&job.dedup_id)
+        .fetch_one(&mut *conn)
+        .await?);
+    Ok(id)
+}
+
+/// A claimable row: id, partition key.
+type Candidate = (i64, Option<String>);
+
+pub(super) async fn claim(
+    tx: &mut Tx,
+    queue: &str,
+    worker: &str,
+    max: usize,
+    limits: Limits,
+    lease: Duration,
+    now: SystemTime,
+) -> Result<Vec<Job>, BoxError> {
+    let limited = limits.per_queue.is_some() || limits.per_key.is_some();
+    let postgres = is_postgres(tx);
+    if limited && postgres {
+        // Claims of a limited queue are serial across the fleet: each
+        // counts what is held, then claims within the limits. (On SQLite
+        // the transaction holds the file's write lock already.)
+        on!(tx, conn => {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("weir_queue:{queue}"))
+                .execute(&mut *conn)
+                .await?;
+        });
+    }
+    let now_ms = ms(now);
+    let (mut held_total, mut held_by_key) = (0u32, HashMap::<Option<String>, u32>::new());
+    if limited {
+        let held: Vec<(Option<String>, i64)> = on!(tx, conn => sqlx::query_as(
+            "SELECT partition_key, COUNT(*) FROM weir_queue_jobs WHERE queue = $1 AND status = 'claimed' AND lease_until > $2 GROUP BY partition_key",
+        )
+        .bind(queue)
+        .bind(now_ms)
+        .fetch_all(&mut *conn)
+        .await?);
+        for (key, count) in held {
+            held_total += count as u32;
+            held_by_key.insert(key, count as u32);
+        }
+    }
+    let room = limits.per_queue.map_or(max, |limit| limit.saturating_sub(held_total) as usize).min(max);
+    if room == 0 {
+        return Ok(Vec::new());
+    }
+    // Look further than `room` when a key may be full, so that other keys'
+    // jobs behind it are found.
+    let scan = if limits.per_key.is_some() { (room * 8).max(64) } else { room };
+    let skip_locked = if postgres && !limited { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let select = format!(
+        "SELECT id, partition_key FROM weir_queue_jobs WHERE queue = $1 \
+         AND ((status = 'queued' AND available_at <= $2) OR (status = 'claimed' AND lease_until <= $2)) \
+         ORDER BY priority DESC, available_at, id LIMIT $3{skip_locked}"
+    );
+    let candidates: Vec<Candidate> = on!(tx, conn => sqlx::query_as(&select)
+        .bind(queue)
+        .bind(now_ms)
+        .bind(scan as i64)
+        .fetch_all(&mut *conn)
+        .await?);
+    let mut chosen = Vec::with_capacity(room);
+    for (id, key) in candidates {
+        if chosen.len() == room {
+            break;
+        }
+        if let Some(limit) = limits.per_key {
+            let held = held_by_key.entry(key.clone()).or_default();
+            if *held >= limit {
+                continue;
+            }
+            *held += 1;
+        }
+        chosen.push(id);
+    }
+    let until = ms(now + lease);
+    let mut jobs = Vec::with_capacity(chosen.len());
+    for id in chosen {
+        let row: (i64, String, Option<String>, Option<String>, i32, i64) = on!(tx, conn => sqlx::query_as(
+            "UPDATE weir_queue_jobs SET status = 'claimed', lease_owner = $2, lease_until = $3, fence = fence + 1, \
+             attempts = attempts + 1, updated_at = $4 WHERE id = $1 \
+             RETURNING id, payload, partition_key, dedup_id, attempts, fence",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .bind(now_ms)
+        .fetch_one(&mut *conn)
+        .await?);
+        let (id, payload, partition_key, dedup_id, attempts, fence) = row;
+        let payload = serde_json::from_str(&payload).map_err(|e| format!("queue job {id}: its payload: {e}"))?;
+        jobs.push(Job { id, payload, partition_key, dedup_id, attempts: attempts.max(0) as u32, fence });
+    }
+    Ok(jobs)
+}
+
+/// How a settled job leaves its claim.
+#[derive(Debug, Clone)]
+pub(super) enum Settlement {
+    /// A final status: `done`, `skipped`, `failed` or `dead`.
+    Final(&'static str),
+    /// Back to `queued`, claimable after `after`, with why.
+    Again { after: Duration, error: Option<String> },
+}
+
+/// Settles job `id` if `fence` still holds its claim; `false` if another
+/// claim took it over (this worker's lease had expired).
+pub(super) async fn settle(
+    tx: &mut Tx,
+    id: i64,
+    fence: i64,
+    how: &Settlement,
+    now: SystemTime,
+) -> Result<bool, BoxError> {
+    let now_ms = ms(now);
+    let changed = match how {
+        Settlement::Final(status) => on!(tx, conn => sqlx::query(
+            "UPDATE weir_queue_jobs SET status = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+             WHERE id = $1 AND fence = $2 AND status = 'claimed'",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(*status)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()),
+        Settlement::Again { after, error } => on!(tx, conn => sqlx::query(
+            "UPDATE weir_queue_jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL, available_at = $3, \
+             last_error = COALESCE($4, last_error), updated_at = $5 WHERE id = $1 AND fence = $2 AND status = 'claimed'",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(ms(now + *after))
+        .bind(error)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()),
+    };
+    Ok(changed == 1)
+}
+
+/// Extends the leases of the claims `held` (id, fence) to `until`; the
+/// ids whose claim is no longer this worker's.
+pub(super) async fn extend(tx: &mut Tx, held: &[(i64, i64)], until: SystemTime) -> Result<Vec<i64>, BoxError> {
+    let mut lost = Vec::new();
+    for &(id, fence) in held {
+        let changed = on!(tx, conn => sqlx::query(
+            "UPDATE weir_queue_jobs SET lease_until = $3 WHERE id = $1 AND fence = $2 AND status = 'claimed'",
+        )
+        .bind(id)
+        .bind(fence)
+        .bind(ms(until))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected());
+        if changed == 0 {
+            lost.push(id);
+        }
+    }
+    Ok(lost)
+}
+
+pub(super) async fn counts(tx: &mut Tx, queue: &str, now: SystemTime) -> Result<QueueCounts, BoxError> {
+    let rows: Vec<(String, i64)> = on!(tx, conn => sqlx::query_as(
+        "SELECT CASE WHEN status = 'claimed' AND lease_until <= $2 THEN 'queued' ELSE status END AS s, COUNT(*) \
+         FROM weir_queue_jobs WHERE queue = $1 GROUP BY s",
+    )
+    .bind(queue)
+    .bind(ms(now))
+    .fetch_all(&mut *conn)
+    .await?);
+    let mut counts = QueueCounts::default();
+    for (status, n) in rows {
+        let n = n.max(0) as u64;
+        match status.as_str() {
+            "queued" => counts.queued += n,
+            "claimed" => counts.claimed += n,
+            "done" => counts.done += n,
+            "skipped" | "failed" => counts.skipped += n,
+            "dead" => counts.dead += n,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}

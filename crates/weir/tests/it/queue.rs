@@ -1,0 +1,213 @@
+//! The durable work queue on SQLite and PostgreSQL: enqueue (deduplicated,
+//! prioritized, delayed, in the caller's transaction), claims under leases
+//! and fences, settlement by fate, and fleet-wide concurrency limits that
+//! hold across independent stores (as across processes).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use weir::durable::queue::{Job, NewJob, WorkQueue};
+use weir::durable::store::Store;
+use weir::error::{BoxError, Permanent};
+use weir::pipeline::{Pipeline, Stage};
+
+/// A SQLite store, and a PostgreSQL one when the server is there; the
+/// URL (or path) to open more stores on the same database.
+async fn stores(test: &str) -> Vec<(Store, String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.db").to_str().unwrap().to_owned();
+    let mut all = vec![(Store::open(&path).await.unwrap(), path, Some(dir))];
+    #[cfg(feature = "postgres")]
+    if let Some(url) = crate::support::stores::postgres_url(test).await {
+        all.push((Store::open(&url).await.unwrap(), url, None));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = test;
+    all
+}
+
+#[tokio::test]
+async fn queue_jobs_are_deduplicated_prioritized_delayed_and_claimed_once() {
+    for (store, _, _dir) in stores("queue_jobs_are_deduplicated_prioritized_delayed_and_claimed_once").await {
+        let queue = WorkQueue::new(store.clone(), "mail");
+        let low = queue.enqueue(NewJob::new(json!("low")).dedup_id("a")).await.unwrap();
+        assert_eq!(queue.enqueue(NewJob::new(json!("low again")).dedup_id("a")).await.unwrap(), low, "deduplicated");
+        queue.enqueue(NewJob::new(json!("high")).priority(5)).await.unwrap();
+        queue.enqueue(NewJob::new(json!("later")).delay(Duration::from_secs(3600))).await.unwrap();
+        let first = queue.claim("w1", 10).await.unwrap();
+        let payloads: Vec<&serde_json::Value> = first.iter().map(|j| &j.payload).collect();
+        assert_eq!(payloads, [&json!("high"), &json!("low")], "by priority; the delayed one waits");
+        assert!(first.iter().all(|j| j.attempts == 1 && j.fence == 1));
+        assert!(queue.claim("w2", 10).await.unwrap().is_empty(), "a claimed job is nobody else's");
+        let counts = queue.counts().await.unwrap();
+        assert_eq!((counts.queued, counts.claimed), (1, 2));
+    }
+}
+
+#[tokio::test]
+async fn queue_a_job_enqueued_in_a_failed_transaction_does_not_exist() {
+    for (store, _, _dir) in stores("queue_a_job_enqueued_in_a_failed_transaction_does_not_exist").await {
+        let failed = store
+            .commit_effect(|tx| {
+                Box::pin(async move {
+                    WorkQueue::enqueue_in(tx, "mail", &NewJob::new(json!("ghost"))).await?;
+                    Err::<(), BoxError>("the caller's own write failed".into())
+                })
+            })
+            .await;
+        assert!(failed.is_err());
+        store
+            .commit_effect(|tx| {
+                Box::pin(async move { WorkQueue::enqueue_in(tx, "mail", &NewJob::new(json!("real"))).await })
+            })
+            .await
+            .unwrap();
+        let jobs = WorkQueue::new(store, "mail").claim("w", 10).await.unwrap();
+        assert_eq!(jobs.iter().map(|j| &j.payload).collect::<Vec<_>>(), [&json!("real")]);
+    }
+}
+
+#[tokio::test]
+async fn queue_a_worker_whose_lease_expired_cannot_settle_the_job_again() {
+    for (store, _, _dir) in stores("queue_a_worker_whose_lease_expired_cannot_settle_the_job_again").await {
+        let queue = WorkQueue::new(store, "mail").lease(Duration::from_millis(200));
+        queue.enqueue(NewJob::new(json!(1))).await.unwrap();
+        // Worker A claims and stalls past its lease (nothing renews it).
+        let job_a = queue.claim("a", 1).await.unwrap().remove(0);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let again = queue.claim("b", 10).await.unwrap();
+        assert_eq!(again.len(), 1, "the expired claim is claimed again");
+        assert_eq!((again[0].id, again[0].fence, again[0].attempts), (job_a.id, job_a.fence + 1, 2));
+        // A wakes up and settles: fenced off, B's claim stands.
+        assert!(!queue.complete(&job_a).await.unwrap(), "A's claim is gone");
+        assert!(!queue.retry_later(&job_a, Duration::ZERO, "late").await.unwrap());
+        let counts = queue.counts().await.unwrap();
+        assert_eq!((counts.claimed, counts.done), (1, 0), "A's late settlement changed nothing");
+        assert!(queue.complete(&again[0]).await.unwrap());
+        assert_eq!(queue.counts().await.unwrap().done, 1);
+    }
+}
+
+#[tokio::test]
+async fn queue_fates_become_statuses() {
+    for (store, _, _dir) in stores("queue_fates_become_statuses").await {
+        let retry = weir::policy::retry::RetryPolicy::builder()
+            .max_attempts(2)
+            .initial_delay(Duration::from_millis(10))
+            .jitter(weir::policy::retry::Jitter::None)
+            .build()
+            .unwrap();
+        let queue = WorkQueue::new(store, "orders").retry(retry);
+        for n in 1..=4 {
+            queue.enqueue(NewJob::new(json!(n))).await.unwrap();
+        }
+        let dlq = Arc::new(weir::durable::dlq::MemoryDlq::new());
+        let flaky = Arc::new(AtomicU32::new(0));
+        let calls = Arc::clone(&flaky);
+        let pipeline = Pipeline::builder().from_receipts(queue.source("w")).stage(
+            Stage::try_map("handle", move |job: Job| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    match job.payload.as_i64() {
+                        Some(2) => Err(Permanent::new("bad order").into()),
+                        Some(3) if calls.fetch_add(1, Ordering::SeqCst) == 0 => Err("blip".into()),
+                        Some(4) => Err(weir::error::Skip.into()),
+                        _ => Ok::<_, BoxError>(job.id),
+                    }
+                }
+            })
+            .dead_letter(dlq.clone()),
+        );
+        let control = pipeline.control();
+        let watch = queue.clone();
+        tokio::spawn(async move {
+            loop {
+                let counts = watch.counts().await.unwrap();
+                if counts.done + counts.dead + counts.skipped == 4 {
+                    control.drain();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let report = pipeline.for_each(|_| async { Ok::<_, BoxError>(()) }).await.unwrap();
+        let counts = queue.counts().await.unwrap();
+        assert_eq!((counts.done, counts.dead, counts.skipped, counts.queued), (2, 1, 1, 0), "{report}");
+        assert_eq!(report.stage("handle").unwrap().released, 1, "the blip went back to the queue once");
+    }
+}
+
+/// Four independent stores on one database (as four processes would be),
+/// each running a pipeline over the queue: no partition key ever has more
+/// than its limit of jobs running, nor the queue more than its own, and
+/// every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_limits_hold_across_workers() {
+    for (_, location, _dir) in stores("queue_limits_hold_across_workers").await {
+        let (per_key, total) = (2u32, 5u32);
+        let first = Store::open(&location).await.unwrap();
+        let queue = WorkQueue::new(first, "limited");
+        for n in 0..120 {
+            queue.enqueue(NewJob::new(json!(n)).partition_key(format!("tenant-{}", n % 4))).await.unwrap();
+        }
+        let running: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let peaks: Arc<Mutex<(HashMap<String, u32>, u32)>> = Arc::default();
+        let ran: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let mut workers = Vec::new();
+        for w in 0..4 {
+            let store = Store::open(&location).await.unwrap();
+            let queue = WorkQueue::new(store, "limited").concurrency(total).concurrency_per_key(per_key);
+            let (running, peaks, ran) = (Arc::clone(&running), Arc::clone(&peaks), Arc::clone(&ran));
+            let pipeline = Pipeline::builder().from_receipts(queue.source(format!("w{w}"))).stage(
+                Stage::map("work", move |job: Job| {
+                    let (running, peaks, ran) = (Arc::clone(&running), Arc::clone(&peaks), Arc::clone(&ran));
+                    async move {
+                        let key = job.partition_key.clone().unwrap();
+                        {
+                            let mut running = running.lock().unwrap();
+                            let n = {
+                                let n = running.entry(key.clone()).or_default();
+                                *n += 1;
+                                *n
+                            };
+                            let sum = running.values().sum::<u32>();
+                            let mut peaks = peaks.lock().unwrap();
+                            let peak = peaks.0.entry(key.clone()).or_default();
+                            *peak = (*peak).max(n);
+                            peaks.1 = peaks.1.max(sum);
+                        }
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                        *running.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                        ran.lock().unwrap().push(job.id);
+                    }
+                })
+                .workers(8),
+            );
+            let control = pipeline.control();
+            let watch = queue.clone();
+            tokio::spawn(async move {
+                while watch.counts().await.map(|c| c.done).unwrap_or(0) < 120 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                control.drain();
+            });
+            workers.push(tokio::spawn(pipeline.for_each(|()| async { Ok::<_, BoxError>(()) })));
+        }
+        for worker in workers {
+            tokio::time::timeout(Duration::from_secs(60), worker).await.expect("the workers finish").unwrap().unwrap();
+        }
+        let (per_key_peaks, total_peak) = peaks.lock().unwrap().clone();
+        assert!(per_key_peaks.values().all(|p| *p <= per_key), "per-key peaks {per_key_peaks:?} over {per_key}");
+        assert!(total_peak <= total, "queue peak {total_peak} over {total}");
+        assert!(per_key_peaks.values().any(|p| *p == per_key), "the limit was reached (the test tests something)");
+        let mut ran = ran.lock().unwrap().clone();
+        assert_eq!(ran.len(), 120, "120 runs");
+        ran.sort_unstable();
+        ran.dedup();
+        assert_eq!(ran.len(), 120, "of 120 jobs: each ran once");
+        assert_eq!(queue.counts().await.unwrap().done, 120);
+    }
+}
