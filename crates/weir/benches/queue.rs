@@ -1,0 +1,118 @@
+//! The durable work queue on PostgreSQL: jobs claimed and completed per
+//! second by 1 and 4 worker processes, without limits and with a
+//! fleet-wide per-key limit.
+//!
+//! `WEIR_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p weir --features postgres --bench queue`
+//! (skipped without the variable). It creates a database of its own and
+//! drops it. The workers are this program started again with
+//! `WEIR_BENCH_QUEUE_WORKER` set.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use weir::durable::queue::{NewJob, WorkQueue};
+use weir::durable::store::Store;
+
+const JOBS: u64 = 20_000;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if let Ok(url) = std::env::var("WEIR_BENCH_QUEUE_WORKER") {
+        let limited = std::env::var("WEIR_BENCH_QUEUE_LIMITED").is_ok();
+        rt.block_on(worker(&url, limited));
+        return;
+    }
+    let Ok(admin) = std::env::var("WEIR_BENCH_POSTGRES_URL") else {
+        println!("queue bench skipped: set WEIR_BENCH_POSTGRES_URL (a PostgreSQL server)");
+        return;
+    };
+    println!("jobs claimed and completed per second, {JOBS} jobs, PostgreSQL:");
+    for limited in [false, true] {
+        for processes in [1, 4] {
+            let rate = rt.block_on(run(&admin, processes, limited));
+            let how = if limited { "at most 8 per key (16 keys), 64 in all" } else { "no limit" };
+            println!("  {processes} process(es), {how}: {rate:>8.0} jobs/s");
+        }
+    }
+}
+
+fn queue(store: Store, limited: bool) -> WorkQueue {
+    let queue = WorkQueue::new(store, "bench");
+    if limited { queue.concurrency(64).concurrency_per_key(8) } else { queue }
+}
+
+async fn run(admin: &str, processes: usize, limited: bool) -> f64 {
+    let name = format!("weir_bench_queue_{:08x}", fastrand::u32(..));
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let store = Store::open(&url).await.unwrap();
+    let jobs = queue(store.clone(), limited);
+    let enqueues: Vec<_> = (0..JOBS)
+        .map(|n| {
+            let jobs = jobs.clone();
+            tokio::spawn(async move {
+                jobs.enqueue(NewJob::new(serde_json::json!(n)).partition_key(format!("k{}", n % 16))).await.unwrap()
+            })
+        })
+        .collect();
+    for enqueue in enqueues {
+        enqueue.await.unwrap();
+    }
+    let started = Instant::now();
+    let mut children: Vec<Child> = (0..processes)
+        .map(|_| {
+            let mut command = Command::new(std::env::current_exe().unwrap());
+            command.env("WEIR_BENCH_QUEUE_WORKER", &url).stdout(Stdio::null());
+            if limited {
+                command.env("WEIR_BENCH_QUEUE_LIMITED", "1");
+            }
+            command.spawn().unwrap()
+        })
+        .collect();
+    while jobs.counts().await.unwrap().done < JOBS {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop((jobs, store));
+    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await;
+    JOBS as f64 / elapsed.as_secs_f64()
+}
+
+/// One worker process: claims and completes until killed, 8 claim loops
+/// at once.
+async fn worker(url: &str, limited: bool) {
+    let store = Store::open(url).await.unwrap();
+    let loops: Vec<_> = (0..8)
+        .map(|n| {
+            let queue = queue(store.clone(), limited);
+            tokio::spawn(async move {
+                let worker = format!("{}-{n}", std::process::id());
+                loop {
+                    let jobs = queue.claim(&worker, 32).await.unwrap();
+                    if jobs.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    let done: Vec<_> = jobs
+                        .into_iter()
+                        .map(|job| {
+                            let queue = queue.clone();
+                            tokio::spawn(async move { queue.complete(&job).await.unwrap() })
+                        })
+                        .collect();
+                    for d in done {
+                        d.await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+}
