@@ -14,6 +14,7 @@ CREATE TABLE weir_queue_jobs (
     attempts      INTEGER NOT NULL DEFAULT 0,
     lease_owner   TEXT,
     lease_until   BIGINT,
+    claimed_at    BIGINT,
     fence         BIGINT NOT NULL DEFAULT 0,
     last_error    TEXT,
     created_at    BIGINT NOT NULL,
@@ -21,3 +22,4 @@ CREATE TABLE weir_queue_jobs (
 );
 CREATE UNIQUE INDEX weir_queue_jobs_dedup ON weir_queue_jobs (queue, dedup_id) WHERE dedup_id IS NOT NULL;
 CREATE INDEX weir_queue_jobs_ready ON weir_queue_jobs (queue, status, priority, available_at, id);
+CREATE INDEX weir_queue_jobs_claimed ON weir_queue_jobs (queue, claimed_at);

@@ -179,7 +179,7 @@ async fn queue_limits_hold_across_workers() {
                             *peak = (*peak).max(n);
                             peaks.1 = peaks.1.max(sum);
                         }
-                        tokio::time::sleep(Duration::from_millis(3)).await;
+                        tokio::time::sleep(Duration::from_millis(30)).await;
                         *running.lock().unwrap().get_mut(&key).unwrap() -= 1;
                         ran.lock().unwrap().push(job.id);
                     }
@@ -209,5 +209,60 @@ async fn queue_limits_hold_across_workers() {
         ran.dedup();
         assert_eq!(ran.len(), 120, "of 120 jobs: each ran once");
         assert_eq!(queue.counts().await.unwrap().done, 120);
+    }
+}
+
+/// A per-key rate limit (4 claims a second per tenant) holds across four
+/// independent stores: in no window shorter than the period (less the
+/// time from claim to start) does a tenant start more than 4 jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_rate_limits_hold_across_workers() {
+    for (_, location, _dir) in stores("queue_rate_limits_hold_across_workers").await {
+        let first = Store::open(&location).await.unwrap();
+        let queue = WorkQueue::new(first, "rated");
+        for n in 0..24 {
+            queue.enqueue(NewJob::new(json!(n)).partition_key(format!("tenant-{}", n % 2))).await.unwrap();
+        }
+        let started_at: Arc<Mutex<Vec<(String, std::time::Instant)>>> = Arc::default();
+        let began = std::time::Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..4 {
+            let store = Store::open(&location).await.unwrap();
+            let queue = WorkQueue::new(store, "rated").rate_per_key(4, Duration::from_secs(1));
+            let started_at = Arc::clone(&started_at);
+            let pipeline = Pipeline::builder().from_receipts(queue.source(format!("w{w}"))).stage(
+                Stage::map("work", move |job: Job| {
+                    started_at.lock().unwrap().push((job.partition_key.clone().unwrap(), std::time::Instant::now()));
+                    async {}
+                })
+                .workers(4),
+            );
+            let control = pipeline.control();
+            let watch = queue.clone();
+            tokio::spawn(async move {
+                while watch.counts().await.map(|c| c.done).unwrap_or(0) < 24 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                control.drain();
+            });
+            workers.push(tokio::spawn(pipeline.for_each(|()| async { Ok::<_, BoxError>(()) })));
+        }
+        for worker in workers {
+            tokio::time::timeout(Duration::from_secs(60), worker).await.expect("the workers finish").unwrap().unwrap();
+        }
+        let started = started_at.lock().unwrap().clone();
+        assert_eq!(started.len(), 24);
+        for tenant in ["tenant-0", "tenant-1"] {
+            let mut times: Vec<std::time::Instant> =
+                started.iter().filter(|(t, _)| t == tenant).map(|(_, at)| *at).collect();
+            times.sort();
+            for (i, from) in times.iter().enumerate() {
+                let within =
+                    times[i..].iter().take_while(|at| at.duration_since(*from) < Duration::from_millis(900)).count();
+                assert!(within <= 4, "{tenant}: {within} jobs started within 0.9 s");
+            }
+        }
+        // 12 jobs per tenant at 4 a second: at least two full periods.
+        assert!(began.elapsed() >= Duration::from_secs(2), "the limit held jobs back");
     }
 }

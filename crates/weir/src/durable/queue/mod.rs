@@ -2,9 +2,9 @@
 //! every process that opens the same store: jobs are enqueued (with a
 //! deduplication id, a priority, a delay, a partition key), claimed by one
 //! worker at a time under a lease, and settled by the pipeline that ran
-//! them. Concurrency limits per queue and per partition key (a tenant)
-//! hold **across the fleet**: they are checked in the database, in the
-//! transaction that claims.
+//! them. Concurrency limits and rate limits (claims per period), per queue
+//! and per partition key (a tenant), hold **across the fleet**: they are
+//! checked in the database, in the transaction that claims.
 //!
 //! ```text
 //! enqueue ─▶ queued ─claim (lease, fence+1)─▶ claimed ─▶ done | skipped | failed | dead
@@ -124,7 +124,7 @@ pub struct QueueCounts {
 /// A durable work queue in a [`Store`]; see the [module docs](self).
 ///
 /// # Defaults
-/// - no concurrency limit, per queue or per key;
+/// - no concurrency or rate limit, per queue or per key;
 /// - a 30 s lease, renewed every 10 s while a job runs;
 /// - at most 5 claims per job; a job that failed with a transient error
 ///   waits 1 s, doubling to 60 s, before its next claim.
@@ -140,8 +140,20 @@ pub struct WorkQueue {
 /// Fleet-wide limits on claimed jobs.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Limits {
+    /// Jobs claimed at once, in the queue.
     pub(crate) per_queue: Option<u32>,
+    /// Jobs claimed at once, per partition key.
     pub(crate) per_key: Option<u32>,
+    /// Claims per period, in the queue.
+    pub(crate) rate: Option<(u32, Duration)>,
+    /// Claims per period, per partition key.
+    pub(crate) rate_per_key: Option<(u32, Duration)>,
+}
+
+impl Limits {
+    pub(crate) fn any(&self) -> bool {
+        self.per_queue.is_some() || self.per_key.is_some() || self.rate.is_some() || self.rate_per_key.is_some()
+    }
 }
 
 impl WorkQueue {
@@ -174,6 +186,20 @@ impl WorkQueue {
     /// whole fleet.
     pub fn concurrency_per_key(mut self, jobs: u32) -> Self {
         self.limits.per_key = Some(jobs.max(1));
+        self
+    }
+
+    /// At most `claims` claims per `period` in the whole fleet (a job's
+    /// latest claim counts). A job that would exceed it stays queued.
+    pub fn rate(mut self, claims: u32, period: Duration) -> Self {
+        self.limits.rate = Some((claims.max(1), period));
+        self
+    }
+
+    /// At most `claims` claims per `period` per partition key (a tenant's
+    /// calls to a rate-limited API), in the whole fleet.
+    pub fn rate_per_key(mut self, claims: u32, period: Duration) -> Self {
+        self.limits.rate_per_key = Some((claims.max(1), period));
         self
     }
 

@@ -76,7 +76,7 @@ pub(super) async fn claim(
     lease: Duration,
     now: SystemTime,
 ) -> Result<Vec<Job>, BoxError> {
-    let limited = limits.per_queue.is_some() || limits.per_key.is_some();
+    let limited = limits.any();
     let postgres = is_postgres(tx);
     if limited && postgres {
         // Claims of a limited queue are serial across the fleet: each
@@ -104,13 +104,35 @@ pub(super) async fn claim(
             held_by_key.insert(key, count as u32);
         }
     }
-    let room = limits.per_queue.map_or(max, |limit| limit.saturating_sub(held_total) as usize).min(max);
+    let mut room = limits.per_queue.map_or(max, |limit| limit.saturating_sub(held_total) as usize).min(max);
+    if let Some((claims, period)) = limits.rate {
+        let recent: i64 = on!(tx, conn => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM weir_queue_jobs WHERE queue = $1 AND claimed_at > $2",
+        )
+        .bind(queue)
+        .bind(ms(now - period))
+        .fetch_one(&mut *conn)
+        .await?);
+        room = room.min(claims.saturating_sub(recent.max(0) as u32) as usize);
+    }
+    let mut recent_by_key = HashMap::<Option<String>, u32>::new();
+    if let Some((_, period)) = limits.rate_per_key {
+        let recent: Vec<(Option<String>, i64)> = on!(tx, conn => sqlx::query_as(
+            "SELECT partition_key, COUNT(*) FROM weir_queue_jobs WHERE queue = $1 AND claimed_at > $2 GROUP BY partition_key",
+        )
+        .bind(queue)
+        .bind(ms(now - period))
+        .fetch_all(&mut *conn)
+        .await?);
+        recent_by_key.extend(recent.into_iter().map(|(key, n)| (key, n.max(0) as u32)));
+    }
     if room == 0 {
         return Ok(Vec::new());
     }
     // Look further than `room` when a key may be full, so that other keys'
     // jobs behind it are found.
-    let scan = if limits.per_key.is_some() { (room * 8).max(64) } else { room };
+    let per_key = limits.per_key.is_some() || limits.rate_per_key.is_some();
+    let scan = if per_key { (room * 8).max(64) } else { room };
     let skip_locked = if postgres && !limited { " FOR UPDATE SKIP LOCKED" } else { "" };
     let select = format!(
         "SELECT id, partition_key FROM weir_queue_jobs WHERE queue = $1 \
@@ -129,12 +151,17 @@ pub(super) async fn claim(
             break;
         }
         if let Some(limit) = limits.per_key {
-            let held = held_by_key.entry(key.clone()).or_default();
-            if *held >= limit {
+            if held_by_key.get(&key).copied().unwrap_or(0) >= limit {
                 continue;
             }
-            *held += 1;
         }
+        if let Some((claims, _)) = limits.rate_per_key {
+            if recent_by_key.get(&key).copied().unwrap_or(0) >= claims {
+                continue;
+            }
+        }
+        *held_by_key.entry(key.clone()).or_default() += 1;
+        *recent_by_key.entry(key).or_default() += 1;
         chosen.push(id);
     }
     let until = ms(now + lease);
@@ -142,7 +169,7 @@ pub(super) async fn claim(
     for id in chosen {
         let row: (i64, String, Option<String>, Option<String>, i32, i64) = on!(tx, conn => sqlx::query_as(
             "UPDATE weir_queue_jobs SET status = 'claimed', lease_owner = $2, lease_until = $3, fence = fence + 1, \
-             attempts = attempts + 1, updated_at = $4 WHERE id = $1 \
+             attempts = attempts + 1, claimed_at = $4, updated_at = $4 WHERE id = $1 \
              RETURNING id, payload, partition_key, dedup_id, attempts, fence",
         )
         .bind(id)
