@@ -150,15 +150,12 @@ pub(super) async fn claim(
         if chosen.len() == room {
             break;
         }
-        if let Some(limit) = limits.per_key {
-            if held_by_key.get(&key).copied().unwrap_or(0) >= limit {
-                continue;
-            }
-        }
-        if let Some((claims, _)) = limits.rate_per_key {
-            if recent_by_key.get(&key).copied().unwrap_or(0) >= claims {
-                continue;
-            }
+        let held = held_by_key.get(&key).copied().unwrap_or(0);
+        let recent = recent_by_key.get(&key).copied().unwrap_or(0);
+        if limits.per_key.is_some_and(|limit| held >= limit)
+            || limits.rate_per_key.is_some_and(|(claims, _)| recent >= claims)
+        {
+            continue;
         }
         *held_by_key.entry(key.clone()).or_default() += 1;
         *recent_by_key.entry(key).or_default() += 1;
