@@ -44,6 +44,9 @@ async fn queue_jobs_are_deduplicated_prioritized_delayed_and_claimed_once() {
         assert!(queue.claim("w2", 10).await.unwrap().is_empty(), "a claimed job is nobody else's");
         let counts = queue.counts().await.unwrap();
         assert_eq!((counts.queued, counts.claimed), (1, 2));
+        assert_eq!(queue.complete_all(&first).await.unwrap(), 2);
+        assert_eq!(queue.complete_all(&first).await.unwrap(), 0, "done already");
+        assert_eq!(queue.counts().await.unwrap().done, 2);
     }
 }
 

@@ -276,6 +276,22 @@ impl WorkQueue {
         self.settle(job, sql::Settlement::Final("done")).await
     }
 
+    /// Marks many claimed jobs done in one statement; how many were still
+    /// this worker's (the others were claimed again after their lease
+    /// expired).
+    ///
+    /// # Errors
+    /// The store failing.
+    pub async fn complete_all(&self, jobs: &[Job]) -> Result<u64, BoxError> {
+        let held: Vec<(i64, i64)> = jobs.iter().map(|job| (job.id, job.fence)).collect();
+        self.store
+            .commit_effect(move |tx| {
+                let held = held.clone();
+                Box::pin(async move { sql::complete_all(tx, &held, SystemTime::now()).await })
+            })
+            .await
+    }
+
     /// Gives a claimed job back to the queue, claimable again after
     /// `after`, keeping `error` as its last error; `false` as for
     /// [`complete`](Self::complete).

@@ -161,24 +161,32 @@ pub(super) async fn claim(
         *recent_by_key.entry(key).or_default() += 1;
         chosen.push(id);
     }
-    let until = ms(now + lease);
-    let mut jobs = Vec::with_capacity(chosen.len());
-    for id in chosen {
-        let row: (i64, String, Option<String>, Option<String>, i32, i64) = on!(tx, conn => sqlx::query_as(
-            "UPDATE weir_queue_jobs SET status = 'claimed', lease_owner = $2, lease_until = $3, fence = fence + 1, \
-             attempts = attempts + 1, claimed_at = $4, updated_at = $4 WHERE id = $1 \
-             RETURNING id, payload, partition_key, dedup_id, attempts, fence",
-        )
-        .bind(id)
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement for the batch; the ids are integers the database gave.
+    let ids: Vec<String> = chosen.iter().map(i64::to_string).collect();
+    let update = format!(
+        "UPDATE weir_queue_jobs SET status = 'claimed', lease_owner = $1, lease_until = $2, fence = fence + 1, \
+         attempts = attempts + 1, claimed_at = $3, updated_at = $3 WHERE id IN ({}) \
+         RETURNING id, payload, partition_key, dedup_id, attempts, fence",
+        ids.join(", ")
+    );
+    type Claimed = (i64, String, Option<String>, Option<String>, i32, i64);
+    let rows: Vec<Claimed> = on!(tx, conn => sqlx::query_as(&update)
         .bind(worker)
-        .bind(until)
+        .bind(ms(now + lease))
         .bind(now_ms)
-        .fetch_one(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?);
-        let (id, payload, partition_key, dedup_id, attempts, fence) = row;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for (id, payload, partition_key, dedup_id, attempts, fence) in rows {
         let payload = serde_json::from_str(&payload).map_err(|e| format!("queue job {id}: its payload: {e}"))?;
         jobs.push(Job { id, payload, partition_key, dedup_id, attempts: attempts.max(0) as u32, fence });
     }
+    // The claim order: priority, then availability (RETURNING's is not).
+    let rank: HashMap<i64, usize> = chosen.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    jobs.sort_by_key(|job| rank[&job.id]);
     Ok(jobs)
 }
 
@@ -227,6 +235,22 @@ pub(super) async fn settle(
         .rows_affected()),
     };
     Ok(changed == 1)
+}
+
+/// Marks the claims `held` (id, fence) done in one statement; how many
+/// were still this worker's.
+pub(super) async fn complete_all(tx: &mut Tx, held: &[(i64, i64)], now: SystemTime) -> Result<u64, BoxError> {
+    if held.is_empty() {
+        return Ok(0);
+    }
+    // Integers the database gave: safe to write into the statement.
+    let pairs: Vec<String> = held.iter().map(|(id, fence)| format!("({id}, {fence})")).collect();
+    let update = format!(
+        "UPDATE weir_queue_jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+         WHERE status = 'claimed' AND (id, fence) IN (VALUES {})",
+        pairs.join(", ")
+    );
+    Ok(on!(tx, conn => sqlx::query(&update).bind(ms(now)).execute(&mut *conn).await?.rows_affected()))
 }
 
 /// Extends the leases of the claims `held` (id, fence) to `until`; the
