@@ -269,3 +269,33 @@ async fn queue_rate_limits_hold_across_workers() {
         assert!(began.elapsed() >= Duration::from_secs(2), "the limit held jobs back");
     }
 }
+
+/// On PostgreSQL an enqueue announces itself when it commits (`NOTIFY
+/// weir_queue, '<queue>'`), so idle workers claim at once instead of at
+/// their next poll; an enqueue in a transaction that fails announces
+/// nothing.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn queue_an_enqueue_wakes_idle_workers_on_postgres() {
+    let Some(url) = crate::support::stores::postgres_url("queue_an_enqueue_wakes_idle_workers_on_postgres").await
+    else {
+        return;
+    };
+    let store = Store::open(&url).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&url).await.unwrap();
+    listener.listen("weir_queue").await.unwrap();
+    let failed = store
+        .commit_effect(|tx| {
+            Box::pin(async move {
+                WorkQueue::enqueue_in(tx, "mail", &NewJob::new(json!("ghost"))).await?;
+                Err::<(), BoxError>("rolled back".into())
+            })
+        })
+        .await;
+    assert!(failed.is_err());
+    WorkQueue::new(store, "mail").enqueue(NewJob::new(json!("real"))).await.unwrap();
+    let note = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(note.payload(), "mail");
+    let none = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(none.is_err(), "one notification: the rolled-back enqueue sent none");
+}

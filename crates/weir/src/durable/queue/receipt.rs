@@ -15,6 +15,8 @@ use crate::pipeline::{Fate, Receipt};
 
 /// Jobs claimed per round trip.
 const CLAIM_BATCH: usize = 32;
+/// The longest wait between claims of an idle source.
+const MAX_POLL: Duration = Duration::from_millis(250);
 /// Consecutive failed claims before the source gives up (the run fails).
 const CLAIM_FAILURES: u32 = 8;
 
@@ -161,6 +163,57 @@ async fn renew(held: Weak<Held>, queue: WorkQueue, stop: CancellationToken) {
     }
 }
 
+/// How an idle source learns of new jobs: on PostgreSQL, a `LISTEN` on the
+/// queue's channel (an enqueue notifies when it commits), with the poll as
+/// a fallback for what a notification cannot say (a delay that ran out, a
+/// lease that expired, a limit freed); elsewhere, the poll alone.
+#[derive(Default)]
+struct Wakeups {
+    #[cfg(feature = "postgres")]
+    listener: Option<sqlx::postgres::PgListener>,
+    #[cfg(feature = "postgres")]
+    tried: bool,
+}
+
+impl Wakeups {
+    /// Waits `poll`, or less if a job is enqueued in `queue` meanwhile.
+    async fn wait(&mut self, queue: &WorkQueue, poll: Duration) {
+        #[cfg(feature = "postgres")]
+        {
+            if !self.tried {
+                self.tried = true;
+                if let crate::durable::store::Backend::Postgres(pg) = queue.store.backend() {
+                    match pg.listener(sql::NOTIFY_CHANNEL).await {
+                        Ok(listener) => self.listener = Some(listener),
+                        Err(error) => tracing::debug!(error = %error, "no LISTEN for the queue; polling"),
+                    }
+                }
+            }
+            if let Some(listener) = &mut self.listener {
+                let deadline = tokio::time::sleep(poll);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        () = &mut deadline => return,
+                        note = listener.recv() => match note {
+                            Ok(note) if note.payload() == queue.name() => return,
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::debug!(error = %error, "the queue's LISTEN connection failed; polling");
+                                self.listener = None;
+                                deadline.await;
+                                return;
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        let _ = queue;
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// The source: claims while the pipeline takes, waits while there is
 /// nothing to claim.
 pub(super) fn source(
@@ -174,9 +227,17 @@ pub(super) fn source(
         held: Option<Arc<Held>>,
         idle: Duration,
         failures: u32,
+        wakeups: Wakeups,
     }
-    let state =
-        State { queue, worker, claimed: VecDeque::new(), held: None, idle: Duration::from_millis(10), failures: 0 };
+    let state = State {
+        queue,
+        worker,
+        claimed: VecDeque::new(),
+        held: None,
+        idle: Duration::from_millis(10),
+        failures: 0,
+        wakeups: Wakeups::default(),
+    };
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(next) = state.claimed.pop_front() {
@@ -186,8 +247,8 @@ pub(super) fn source(
             match state.queue.claim(&state.worker, CLAIM_BATCH).await {
                 Ok(jobs) if jobs.is_empty() => {
                     state.failures = 0;
-                    tokio::time::sleep(state.idle).await;
-                    state.idle = (state.idle * 2).min(Duration::from_millis(250));
+                    state.wakeups.wait(&state.queue, state.idle).await;
+                    state.idle = (state.idle * 2).min(MAX_POLL);
                 }
                 Ok(jobs) => {
                     state.failures = 0;

@@ -23,6 +23,10 @@ macro_rules! on {
     };
 }
 
+/// The PostgreSQL channel a job's enqueueing is announced on (the payload
+/// is the queue's name).
+pub(crate) const NOTIFY_CHANNEL: &str = "weir_queue";
+
 fn is_postgres(tx: &Tx) -> bool {
     match tx {
         #[cfg(feature = "postgres")]
@@ -53,6 +57,12 @@ pub(super) async fn enqueue(tx: &mut Tx, queue: &str, job: &NewJob, now: SystemT
     .fetch_optional(&mut *conn)
     .await?);
     if let Some(id) = inserted {
+        if is_postgres(tx) {
+            // Wakes idle workers of the queue when the transaction commits.
+            on!(tx, conn => {
+                sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(queue).execute(&mut *conn).await?;
+            });
+        }
         return Ok(id);
     }
     // Deduplicated: the job enqueued before under this id.

@@ -96,6 +96,14 @@ impl Postgres {
         }
     }
 
+    /// A connection that listens on `channel` (`LISTEN`).
+    pub(crate) async fn listener(&self, channel: &str) -> Result<sqlx::postgres::PgListener, StoreError> {
+        let mut listener =
+            sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(|e| self.query_error(e))?;
+        listener.listen(channel).await.map_err(|e| self.query_error(e))?;
+        Ok(listener)
+    }
+
     pub(crate) async fn writer(&self) -> Result<PgConnection, StoreError> {
         self.options
             .connect()
