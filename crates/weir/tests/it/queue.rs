@@ -299,3 +299,98 @@ async fn queue_an_enqueue_wakes_idle_workers_on_postgres() {
     let none = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
     assert!(none.is_err(), "one notification: the rolled-back enqueue sent none");
 }
+
+/// Runs a queue worker when the harness starts this binary as one (see
+/// `queue_limits_hold_across_processes`); a no-op in a normal test run.
+#[test]
+fn queue_limit_worker_entry() {
+    let (Ok(location), Ok(log)) = (std::env::var("WEIR_QUEUE_WORKER_DB"), std::env::var("WEIR_QUEUE_WORKER_LOG"))
+    else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let store = Store::open(&location).await.unwrap();
+        let queue = WorkQueue::new(store, "fleet").concurrency(5).concurrency_per_key(2);
+        let intervals = Arc::new(Mutex::new(String::new()));
+        let written = Arc::clone(&intervals);
+        let pipeline = Pipeline::builder().from_receipts(queue.source(format!("pid-{}", std::process::id()))).stage(
+            Stage::map("work", move |job: Job| {
+                let intervals = Arc::clone(&written);
+                async move {
+                    let start = now_ns();
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let line = format!("{} {start} {}\n", job.partition_key.unwrap(), now_ns());
+                    intervals.lock().unwrap().push_str(&line);
+                }
+            })
+            .workers(8),
+        );
+        let control = pipeline.control();
+        let watch = queue.clone();
+        tokio::spawn(async move {
+            while watch.counts().await.map(|c| c.done).unwrap_or(0) < 120 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            control.drain();
+        });
+        pipeline.for_each(|()| async { Ok::<_, BoxError>(()) }).await.unwrap();
+        std::fs::write(&log, intervals.lock().unwrap().as_bytes()).unwrap();
+    });
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Four worker processes on one limited queue: counting the jobs each
+/// was running, on one clock, no tenant ever had more than 2 running at
+/// once in the fleet, nor the queue more than 5.
+#[tokio::test]
+async fn queue_limits_hold_across_processes() {
+    for (_, location, _dir) in stores("queue_limits_hold_across_processes").await {
+        let queue = WorkQueue::new(Store::open(&location).await.unwrap(), "fleet");
+        for n in 0..120 {
+            queue.enqueue(NewJob::new(json!(n)).partition_key(format!("tenant-{}", n % 4))).await.unwrap();
+        }
+        let logs = tempfile::tempdir().unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|w| {
+                std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "queue::queue_limit_worker_entry", "--nocapture", "--test-threads=1"])
+                    .env("WEIR_QUEUE_WORKER_DB", &location)
+                    .env("WEIR_QUEUE_WORKER_LOG", logs.path().join(format!("{w}.log")))
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+            assert!(status.success());
+        }
+        // Every start and end, in time order: the running count per tenant.
+        let mut events: Vec<(u128, i32, String)> = Vec::new();
+        for w in 0..4 {
+            for line in std::fs::read_to_string(logs.path().join(format!("{w}.log"))).unwrap().lines() {
+                let parts: Vec<&str> = line.split(' ').collect();
+                events.push((parts[1].parse().unwrap(), 1, parts[0].to_owned()));
+                events.push((parts[2].parse().unwrap(), -1, parts[0].to_owned()));
+            }
+        }
+        assert_eq!(events.len(), 240, "120 jobs ran, once each");
+        events.sort_by_key(|(at, delta, _)| (*at, *delta)); // an end before a start at the same instant
+        let (mut running, mut total, mut peak, mut peak_total) = (HashMap::<String, i32>::new(), 0, 0, 0);
+        for (_, delta, tenant) in events {
+            let n = running.entry(tenant).or_default();
+            *n += delta;
+            total += delta;
+            peak = peak.max(*n);
+            peak_total = peak_total.max(total);
+        }
+        assert!(peak <= 2, "a tenant had {peak} jobs running at once across the processes");
+        assert!(peak_total <= 5, "the queue had {peak_total} jobs running at once");
+        assert_eq!(peak, 2, "the per-tenant limit was reached (the test tests something)");
+        assert_eq!(queue.counts().await.unwrap().done, 120);
+    }
+}
