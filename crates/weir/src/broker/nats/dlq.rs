@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use super::delivery::Delivery;
 use crate::durable::dlq::{DeadLetterQueue, Envelope};
 use crate::error::BoxError;
+use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// Attempts to store one dead letter before giving up (the item then goes
 /// back to its source: see [`DeadLetterSink`](crate::pipeline::DeadLetterSink)).
@@ -143,25 +144,24 @@ impl JetStreamDlq {
         map.insert(headers::PUBLISHED, millis(item.published).to_string().as_str());
         // The deduplication id makes a retried publish safe: a letter whose
         // acknowledgement was lost is stored once.
-        let mut attempt = 1;
-        loop {
-            let sent = async {
-                let ack =
-                    self.context.publish_with_headers(self.subject.clone(), map.clone(), item.payload.clone()).await?;
-                Ok::<_, BoxError>(ack.await?.sequence)
-            };
-            match sent.await {
-                Ok(sequence) => return Ok(sequence),
-                Err(error) if attempt < PUBLISH_ATTEMPTS => {
-                    tracing::warn!(error = %error, attempt, stream = %self.stream, "dead letter not stored yet; trying again");
-                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-                    attempt += 1;
-                }
-                Err(error) => {
-                    return Err(format!("dead-letter stream `{}`: {attempt} attempts: {error}", self.stream).into());
-                }
-            }
-        }
+        let publish = |_| async {
+            let ack =
+                self.context.publish_with_headers(self.subject.clone(), map.clone(), item.payload.clone()).await?;
+            Ok::<_, BoxError>(ack.await?.sequence)
+        };
+        let warn = |error: &BoxError, attempt, delay| {
+            tracing::warn!(error = %error, attempt, ?delay, stream = %self.stream, "dead letter not stored yet; trying again");
+        };
+        let retry = RetryPolicy::builder()
+            .max_attempts(PUBLISH_ATTEMPTS)
+            .initial_delay(Duration::from_millis(200))
+            .jitter(Jitter::None)
+            .build()
+            .expect("valid");
+        retry
+            .drive(None, publish, |_| true, warn)
+            .await
+            .map_err(|e| format!("dead-letter stream `{}`: {e}", self.stream).into())
     }
 
     /// Every letter, oldest first.

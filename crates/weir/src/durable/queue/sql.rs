@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use super::{Job, Limits, NewJob, QueueCounts};
-use crate::durable::store::Tx;
+use crate::durable::store::{Tx, ms};
 use crate::error::BoxError;
 
 /// Runs `$body` with `$conn` bound to the transaction's connection,
@@ -34,10 +34,6 @@ fn is_postgres(tx: &Tx) -> bool {
         #[allow(unreachable_patterns)]
         _ => false,
     }
-}
-
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub(super) async fn enqueue(tx: &mut Tx, queue: &str, job: &NewJob, now: SystemTime) -> Result<i64, BoxError> {

@@ -14,6 +14,7 @@ use super::effect::{Effect, Output, Tx};
 use super::record::SagaWrite;
 use super::{Backend, StoreError, WriteResult};
 use crate::error::BoxError;
+use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// The most writes in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -169,19 +170,23 @@ async fn heal(backend: &Backend, writer: &mut Tx) {
     if writer.ping().await {
         return;
     }
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=8 {
-        match backend.writer().await {
-            Ok(fresh) => {
-                tracing::warn!(attempt, "the store's writer connection was lost; reconnected");
-                *writer = fresh;
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(attempt, error = %error, ?delay, "the store's writer connection was lost; reconnecting");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(4));
-            }
+    let reconnect = RetryPolicy::builder()
+        .max_attempts(8)
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(4))
+        .jitter(Jitter::None)
+        .build()
+        .expect("valid");
+    let warn = |error: &StoreError, attempt, delay| {
+        tracing::warn!(attempt, error = %error, ?delay, "the store's writer connection was lost; reconnecting");
+    };
+    match reconnect.drive(None, |_| backend.writer(), |_| true, warn).await {
+        Ok(fresh) => {
+            tracing::warn!("the store's writer connection was lost; reconnected");
+            *writer = fresh;
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "the store's writer connection is lost; the next batch tries again")
         }
     }
 }

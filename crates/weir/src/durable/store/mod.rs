@@ -35,6 +35,8 @@ use self::committer::Committer;
 pub use self::dead_letters::StoreDlq;
 pub use self::effect::Tx;
 pub use self::error::{StoreError, redact_url};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use self::inspect::ms;
 pub use self::inspect::{CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use self::memory::Memory;
 pub use self::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
