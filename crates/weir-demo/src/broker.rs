@@ -195,7 +195,13 @@ pub async fn work(
             },
         )
         .await?;
-    let (engine, ledger, _payments) = engine(&store, &opts.location, environment, opts.worker_id.as_deref()).await?;
+    // A worker that starts while the database drops connections (a
+    // failover, an operator's `pg_terminate_backend`) tries again.
+    let startup = RetryPolicy::builder().max_attempts(5).initial_delay(Duration::from_millis(200)).build()?;
+    let (engine, ledger, _payments) = startup
+        .call(|| engine(&store, &opts.location, environment, opts.worker_id.as_deref()))
+        .await
+        .map_err(|e| format!("starting the worker: {e}"))?;
     let redelivery = RetryPolicy::builder()
         .max_attempts(8)
         .initial_delay(Duration::from_millis(500))

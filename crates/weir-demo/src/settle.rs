@@ -26,25 +26,41 @@ pub async fn settle(
     // on them): reported by `resume`, not waited for.
     let mut unfinishable = HashSet::new();
     let mut said = false;
+    let mut failures = 0;
     while signals.seen() == 0 {
-        let resumed = engine.resume().await?;
+        // A lost connection (the database restarted, an operator cut it)
+        // is not the end of the run: look again, a few times.
+        let looked = async {
+            let resumed = engine.resume().await?;
+            let mut open = store.sagas(Some(SagaStatus::Running), usize::MAX >> 1).await?;
+            open.extend(store.sagas(Some(SagaStatus::Compensating), usize::MAX >> 1).await?);
+            Ok::<_, BoxError>((resumed, open))
+        };
+        let (resumed, open) = match looked.await {
+            Ok(looked) => looked,
+            Err(error) if failures < 5 => {
+                failures += 1;
+                tracing::warn!(error = %error, "settling: looking at the sagas failed; trying again");
+                tokio::time::sleep(LEASE / 10).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         unfinishable.extend(resumed.unknown_definitions.into_iter().map(|(id, _)| id));
         unfinishable.extend(resumed.errors.iter().map(|e| e.saga_id().to_owned()));
         let mut waiting = 0;
-        for status in [SagaStatus::Running, SagaStatus::Compensating] {
-            for saga in store.sagas(Some(status), usize::MAX >> 1).await? {
-                if unfinishable.contains(&saga.id) {
-                    continue;
-                }
-                if saga.lease_owner.as_deref() == Some(engine.worker_id()) {
-                    waiting += 1;
-                    continue;
-                }
-                let first = *first_lease.entry(saga.id.clone()).or_insert(saga.lease_until);
-                let renewed = matches!((first, saga.lease_until), (Some(a), Some(b)) if b > a);
-                if !renewed {
-                    waiting += 1;
-                }
+        for saga in open {
+            if unfinishable.contains(&saga.id) {
+                continue;
+            }
+            if saga.lease_owner.as_deref() == Some(engine.worker_id()) {
+                waiting += 1;
+                continue;
+            }
+            let first = *first_lease.entry(saga.id.clone()).or_insert(saga.lease_until);
+            let renewed = matches!((first, saga.lease_until), (Some(a), Some(b)) if b > a);
+            if !renewed {
+                waiting += 1;
             }
         }
         if waiting == 0 {
