@@ -61,12 +61,7 @@ pub async fn run(db: &DbArgs, command: DlqCommand) -> Result<(), Failure> {
             Ok(())
         }
         DlqCommand::Purge { queue, ids, all, yes } => {
-            if all && !yes {
-                return Err(Failure::new(
-                    Exit::Usage,
-                    format!("purging every letter of {queue} deletes them for good: add --yes to confirm"),
-                ));
-            }
+            confirm_purge(&queue, all, yes)?;
             let queue = existing(&store, &queue).await?;
             let ids = chosen(&queue, ids, all).await?;
             queue.remove(&ids).await?;
@@ -74,6 +69,17 @@ pub async fn run(db: &DbArgs, command: DlqCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `purge --all` deletes every letter for good: only with `--yes`.
+pub(super) fn confirm_purge(queue: &str, all: bool, yes: bool) -> Result<(), Failure> {
+    if all && !yes {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!("purging every letter of {queue} deletes them for good: add --yes to confirm"),
+        ));
+    }
+    Ok(())
 }
 
 /// A page of letters, as a table or JSON, with how to ask for the next.

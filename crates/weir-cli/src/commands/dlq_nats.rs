@@ -81,12 +81,7 @@ pub async fn run(url: &str, command: DlqCommand) -> Result<(), Failure> {
             Ok(())
         }
         DlqCommand::Purge { queue, ids, all, yes } => {
-            if all && !yes {
-                return Err(Failure::new(
-                    Exit::Usage,
-                    format!("purging every letter of {queue} deletes them for good: add --yes to confirm"),
-                ));
-            }
+            super::dlq::confirm_purge(&queue, all, yes)?;
             let dlq = open(queue).await?;
             let ids: Vec<u64> = chosen(&dlq, ids, all).await?.iter().map(|e| e.id).collect();
             dlq.remove(&ids).await.map_err(failed)?;
