@@ -18,6 +18,8 @@ mod policy;
 mod properties;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod queue;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod queue_sagas;
 mod rate;
 mod retry;
 mod saga;

@@ -31,7 +31,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
 
+pub(crate) use self::receipt::Claimer;
 pub use self::receipt::JobReceipt;
+pub(crate) use self::sql::Settlement;
 use crate::durable::store::{Store, Tx};
 use crate::error::BoxError;
 use crate::policy::retry::RetryPolicy;
@@ -115,8 +117,11 @@ pub struct QueueCounts {
     pub claimed: u64,
     /// Ran to the end.
     pub done: u64,
-    /// Skipped, or failed for good and kept in a run's errors.
+    /// Skipped.
     pub skipped: u64,
+    /// Failed for good and kept in a run's errors (not dead-lettered); for
+    /// a saga, it ended compensated or failed.
+    pub failed: u64,
     /// Failed for good and dead-lettered.
     pub dead: u64,
 }
@@ -233,7 +238,7 @@ impl WorkQueue {
         self.store
             .commit_effect(move |tx| {
                 let (queue, job) = (Arc::clone(&queue), Arc::clone(&job));
-                Box::pin(async move { sql::enqueue(tx, &queue, &job, SystemTime::now()).await })
+                Box::pin(async move { Ok(sql::enqueue(tx, &queue, &job, SystemTime::now()).await?.0) })
             })
             .await
     }
@@ -245,6 +250,16 @@ impl WorkQueue {
     /// # Errors
     /// The statement failing.
     pub async fn enqueue_in(tx: &mut Tx, queue: &str, job: &NewJob) -> Result<i64, BoxError> {
+        Ok(sql::enqueue(tx, queue, job, SystemTime::now()).await?.0)
+    }
+
+    /// [`enqueue_in`](Self::enqueue_in), also giving the payload stored
+    /// before when `job`'s deduplication id was enqueued before.
+    pub(crate) async fn enqueue_or_find_in(
+        tx: &mut Tx,
+        queue: &str,
+        job: &NewJob,
+    ) -> Result<(i64, Option<serde_json::Value>), BoxError> {
         sql::enqueue(tx, queue, job, SystemTime::now()).await
     }
 
@@ -273,7 +288,7 @@ impl WorkQueue {
     /// # Errors
     /// The store failing.
     pub async fn complete(&self, job: &Job) -> Result<bool, BoxError> {
-        self.settle(job, sql::Settlement::Final("done")).await
+        self.settle(job, sql::Settlement::done()).await
     }
 
     /// Marks many claimed jobs done in one statement; how many were still

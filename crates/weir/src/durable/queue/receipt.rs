@@ -70,15 +70,31 @@ impl Receipt for JobReceipt {
     async fn settle(mut self, fate: Fate) -> Result<(), BoxError> {
         let Some(claim) = self.claim.take() else { return Ok(()) };
         let how = match fate {
-            Fate::Delivered | Fate::Filtered => Settlement::Final("done"),
-            Fate::Skipped => Settlement::Final("skipped"),
-            Fate::DeadLettered => Settlement::Final("dead"),
+            Fate::Delivered | Fate::Filtered => Settlement::done(),
+            Fate::Skipped => Settlement::Final { status: "skipped", error: None },
+            Fate::DeadLettered => Settlement::Final { status: "dead", error: None },
             Fate::Released => Settlement::Again { after: claim.queue.retry.delay_before(claim.attempts), error: None },
             Fate::Abandoned => Settlement::Again { after: Duration::ZERO, error: None },
             // Collected, and any fate added later: failed for good.
-            _ => Settlement::Final("failed"),
+            _ => Settlement::Final { status: "failed", error: None },
         };
         claim.settle(how).await
+    }
+}
+
+impl JobReceipt {
+    /// Settles the job as `how` (for outcomes a [`Fate`] does not say:
+    /// the saga worker's, with their reasons).
+    pub(crate) async fn settle_as(mut self, how: Settlement) -> Result<(), BoxError> {
+        match self.claim.take() {
+            Some(claim) => claim.settle(how).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The queue's wait before this job's next claim, after this one.
+    pub(crate) fn retry_delay(&self) -> Duration {
+        self.claim.as_ref().map_or(Duration::ZERO, |c| c.queue.retry.delay_before(c.attempts))
     }
 }
 
@@ -214,67 +230,87 @@ impl Wakeups {
     }
 }
 
+/// A worker's claims on a queue: each claimed job comes with its
+/// receipt, and the leases of the jobs whose receipts are alive are
+/// renewed; between empty claims, [`wait`](Self::wait) sleeps until a
+/// job may be there (a notification, or a poll growing from 10 ms to
+/// 250 ms).
+pub(crate) struct Claimer {
+    queue: WorkQueue,
+    worker: String,
+    held: Option<Arc<Held>>,
+    idle: Duration,
+    failures: u32,
+    wakeups: Wakeups,
+}
+
+impl Claimer {
+    pub(crate) fn new(queue: WorkQueue, worker: String) -> Self {
+        Self { queue, worker, held: None, idle: Duration::from_millis(10), failures: 0, wakeups: Wakeups::default() }
+    }
+
+    /// Claims up to `max` jobs (none when the queue is empty or at its
+    /// limits). A failed claim is tried again, waiting longer each time;
+    /// the error once [`CLAIM_FAILURES`] claims in a row failed.
+    pub(crate) async fn take(&mut self, max: usize) -> Result<Vec<(Job, JobReceipt)>, BoxError> {
+        let held = Arc::clone(self.held.get_or_insert_with(|| Held::start(&self.queue)));
+        loop {
+            match self.queue.claim(&self.worker, max).await {
+                Ok(jobs) => {
+                    self.failures = 0;
+                    if !jobs.is_empty() {
+                        self.idle = Duration::from_millis(10);
+                    }
+                    let receipts = jobs.into_iter().map(|job| {
+                        held.hold(&job);
+                        let claim = Claim {
+                            queue: self.queue.clone(),
+                            id: job.id,
+                            fence: job.fence,
+                            attempts: job.attempts,
+                            held: Arc::clone(&held),
+                        };
+                        (job, JobReceipt { claim: Some(claim) })
+                    });
+                    return Ok(receipts.collect());
+                }
+                Err(error) if self.failures + 1 < CLAIM_FAILURES => {
+                    self.failures += 1;
+                    tracing::warn!(queue = %self.queue.name, error = %error, attempt = self.failures, "claiming failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100) * self.failures).await;
+                }
+                Err(error) => {
+                    self.failures = 0;
+                    let queue = &self.queue.name;
+                    return Err(format!("queue `{queue}`: claiming failed {CLAIM_FAILURES} times: {error}").into());
+                }
+            }
+        }
+    }
+
+    /// After a claim that found nothing: waits until a job may be there.
+    pub(crate) async fn wait(&mut self) {
+        self.wakeups.wait(&self.queue, self.idle).await;
+        self.idle = (self.idle * 2).min(MAX_POLL);
+    }
+}
+
 /// The source: claims while the pipeline takes, waits while there is
 /// nothing to claim.
 pub(super) fn source(
     queue: WorkQueue,
     worker: String,
 ) -> impl Stream<Item = Result<(Job, JobReceipt), BoxError>> + Send + 'static {
-    struct State {
-        queue: WorkQueue,
-        worker: String,
-        claimed: VecDeque<(Job, JobReceipt)>,
-        held: Option<Arc<Held>>,
-        idle: Duration,
-        failures: u32,
-        wakeups: Wakeups,
-    }
-    let state = State {
-        queue,
-        worker,
-        claimed: VecDeque::new(),
-        held: None,
-        idle: Duration::from_millis(10),
-        failures: 0,
-        wakeups: Wakeups::default(),
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
+    let state = (Claimer::new(queue, worker), VecDeque::new());
+    futures_util::stream::unfold(state, |(mut claimer, mut claimed)| async move {
         loop {
-            if let Some(next) = state.claimed.pop_front() {
-                return Some((Ok(next), state));
+            if let Some(next) = claimed.pop_front() {
+                return Some((Ok(next), (claimer, claimed)));
             }
-            let held = Arc::clone(state.held.get_or_insert_with(|| Held::start(&state.queue)));
-            match state.queue.claim(&state.worker, CLAIM_BATCH).await {
-                Ok(jobs) if jobs.is_empty() => {
-                    state.failures = 0;
-                    state.wakeups.wait(&state.queue, state.idle).await;
-                    state.idle = (state.idle * 2).min(MAX_POLL);
-                }
-                Ok(jobs) => {
-                    state.failures = 0;
-                    state.idle = Duration::from_millis(10);
-                    for job in jobs {
-                        held.hold(&job);
-                        let claim = Claim {
-                            queue: state.queue.clone(),
-                            id: job.id,
-                            fence: job.fence,
-                            attempts: job.attempts,
-                            held: Arc::clone(&held),
-                        };
-                        state.claimed.push_back((job, JobReceipt { claim: Some(claim) }));
-                    }
-                }
-                Err(error) if state.failures + 1 < CLAIM_FAILURES => {
-                    state.failures += 1;
-                    tracing::warn!(queue = %state.queue.name, error = %error, attempt = state.failures, "claiming failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(100) * state.failures).await;
-                }
-                Err(error) => {
-                    let error =
-                        format!("queue `{}`: claiming failed {CLAIM_FAILURES} times: {error}", state.queue.name);
-                    return Some((Err(error.into()), state));
-                }
+            match claimer.take(CLAIM_BATCH).await {
+                Ok(jobs) if jobs.is_empty() => claimer.wait().await,
+                Ok(jobs) => claimed.extend(jobs),
+                Err(error) => return Some((Err(error), (claimer, claimed))),
             }
         }
     })

@@ -36,7 +36,14 @@ fn is_postgres(tx: &Tx) -> bool {
     }
 }
 
-pub(super) async fn enqueue(tx: &mut Tx, queue: &str, job: &NewJob, now: SystemTime) -> Result<i64, BoxError> {
+/// Enqueues `job`; its id, and the payload stored before if its
+/// deduplication id was enqueued before (then nothing is added).
+pub(super) async fn enqueue(
+    tx: &mut Tx,
+    queue: &str,
+    job: &NewJob,
+    now: SystemTime,
+) -> Result<(i64, Option<serde_json::Value>), BoxError> {
     let payload = serde_json::to_string(&job.payload)?;
     let (now, available) = (ms(now), ms(now + job.delay));
     let inserted: Option<i64> = on!(tx, conn => sqlx::query_scalar(
@@ -59,15 +66,18 @@ pub(super) async fn enqueue(tx: &mut Tx, queue: &str, job: &NewJob, now: SystemT
                 sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(queue).execute(&mut *conn).await?;
             });
         }
-        return Ok(id);
+        return Ok((id, None));
     }
     // Deduplicated: the job enqueued before under this id.
-    let id: i64 = on!(tx, conn => sqlx::query_scalar("SELECT id FROM weir_queue_jobs WHERE queue = $1 AND dedup_id = $2")
-        .bind(queue)
-        .bind(&job.dedup_id)
-        .fetch_one(&mut *conn)
-        .await?);
-    Ok(id)
+    let (id, stored): (i64, String) = on!(tx, conn => sqlx::query_as(
+        "SELECT id, payload FROM weir_queue_jobs WHERE queue = $1 AND dedup_id = $2",
+    )
+    .bind(queue)
+    .bind(&job.dedup_id)
+    .fetch_one(&mut *conn)
+    .await?);
+    let stored = serde_json::from_str(&stored).map_err(|e| format!("queue job {id}: its payload: {e}"))?;
+    Ok((id, Some(stored)))
 }
 
 /// A claimable row: id, partition key.
@@ -198,11 +208,18 @@ pub(super) async fn claim(
 
 /// How a settled job leaves its claim.
 #[derive(Debug, Clone)]
-pub(super) enum Settlement {
-    /// A final status: `done`, `skipped`, `failed` or `dead`.
-    Final(&'static str),
+pub(crate) enum Settlement {
+    /// A final status (`done`, `skipped`, `failed` or `dead`), with why
+    /// when there is more to say than the status.
+    Final { status: &'static str, error: Option<String> },
     /// Back to `queued`, claimable after `after`, with why.
     Again { after: Duration, error: Option<String> },
+}
+
+impl Settlement {
+    pub(crate) fn done() -> Self {
+        Self::Final { status: "done", error: None }
+    }
 }
 
 /// Settles job `id` if `fence` still holds its claim; `false` if another
@@ -216,14 +233,15 @@ pub(super) async fn settle(
 ) -> Result<bool, BoxError> {
     let now_ms = ms(now);
     let changed = match how {
-        Settlement::Final(status) => on!(tx, conn => sqlx::query(
-            "UPDATE weir_queue_jobs SET status = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-             WHERE id = $1 AND fence = $2 AND status = 'claimed'",
+        Settlement::Final { status, error } => on!(tx, conn => sqlx::query(
+            "UPDATE weir_queue_jobs SET status = $3, lease_owner = NULL, lease_until = NULL, \
+             last_error = COALESCE($5, last_error), updated_at = $4 WHERE id = $1 AND fence = $2 AND status = 'claimed'",
         )
         .bind(id)
         .bind(fence)
         .bind(*status)
         .bind(now_ms)
+        .bind(error)
         .execute(&mut *conn)
         .await?
         .rows_affected()),
@@ -296,7 +314,8 @@ pub(super) async fn counts(tx: &mut Tx, queue: &str, now: SystemTime) -> Result<
             "queued" => counts.queued += n,
             "claimed" => counts.claimed += n,
             "done" => counts.done += n,
-            "skipped" | "failed" => counts.skipped += n,
+            "skipped" => counts.skipped += n,
+            "failed" => counts.failed += n,
             "dead" => counts.dead += n,
             _ => {}
         }

@@ -49,20 +49,24 @@ use crate::policy::Stack;
 ///   no step starts before the previous transition is durable.
 #[derive(Clone)]
 pub struct SagaEngine {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     background: Arc<Background>,
 }
 
-struct Inner {
-    store: Store,
-    definitions: HashMap<String, SagaDefinition>,
+pub(super) struct Inner {
+    pub(super) store: Store,
+    pub(super) definitions: HashMap<String, SagaDefinition>,
     steps: Stack,
     compensations: Stack,
-    lease: Duration,
-    worker: String,
-    slots: Arc<Semaphore>,
+    pub(super) lease: Duration,
+    pub(super) worker: String,
+    pub(super) slots: Arc<Semaphore>,
     max_in_flight: usize,
     reclaim: bool,
+    /// How many [`work`](SagaEngine::work) loops run: while one does, the
+    /// heartbeat takes over no expired saga (the queue redelivers their
+    /// jobs within its limits).
+    pub(super) serving_queues: AtomicU64,
     /// The names of `definitions`, for claims.
     definition_names: Vec<String>,
     /// The sagas this engine is driving now: their leases are renewed.
@@ -192,6 +196,7 @@ impl SagaEngine {
                 slots: Arc::new(Semaphore::new(settings.max_in_flight)),
                 max_in_flight: settings.max_in_flight,
                 reclaim: settings.reclaim,
+                serving_queues: AtomicU64::new(0),
                 definition_names,
                 driving: Mutex::default(),
                 claiming: tokio::sync::Mutex::default(),
@@ -250,8 +255,21 @@ impl SagaEngine {
     /// # Cancel safety
     /// As [`run`](Self::run).
     pub async fn run_with_id<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<String, SagaError> {
-        let (def, mut record) = self.new_record(id, definition, input)?;
+        if !self.inner.definitions.contains_key(definition) {
+            return Err(SagaError::for_unknown_definition(id, definition));
+        }
         let _slot = self.inner.slots.acquire().await.expect("never closed");
+        self.run_in_slot(id, definition, input).await
+    }
+
+    /// [`run_with_id`](Self::run_with_id) in a slot the caller holds.
+    pub(super) async fn run_in_slot<I: Serialize>(
+        &self,
+        id: &str,
+        definition: &str,
+        input: &I,
+    ) -> Result<String, SagaError> {
+        let (def, mut record) = self.new_record(id, definition, input)?;
         self.start_heartbeat();
         let Some(_driving) = Driving::start(&self.inner, id) else {
             return Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() }));
@@ -390,7 +408,7 @@ impl SagaEngine {
 
     /// Every third of the lease, while the engine lives: renews the leases
     /// of the sagas it drives, then takes over expired ones.
-    fn start_heartbeat(&self) {
+    pub(super) fn start_heartbeat(&self) {
         self.background.heartbeat.get_or_init(|| {
             let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
             tokio::spawn(async move {
@@ -401,7 +419,7 @@ impl SagaEngine {
                     if let Err(error) = store.heartbeat(worker, &inner.driving_ids(), inner.lease).await {
                         tracing::warn!(%worker, %error, "could not renew leases");
                     }
-                    if inner.reclaim {
+                    if inner.reclaim && inner.serving_queues.load(Ordering::Relaxed) == 0 {
                         inner.reclaim_expired(&drives).await;
                     }
                 }

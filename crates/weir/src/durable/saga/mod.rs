@@ -50,6 +50,8 @@ mod builder;
 mod definition;
 mod engine;
 mod error;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod queued;
 mod run;
 mod step;
 
@@ -57,4 +59,7 @@ pub use self::builder::SagaEngineBuilder;
 pub use self::definition::{SagaDefinition, SagaDefinitionBuilder};
 pub use self::engine::{ResumeReport, SagaEngine};
 pub use self::error::SagaError;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use self::queued::{SagaStart, WorkReport};
 pub use self::step::{StepContext, StepError};
