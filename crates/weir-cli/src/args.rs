@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use weir::durable::queue::JobStatus;
 use weir::durable::store::SagaStatus;
 
 use crate::failure::EXIT_CODES;
@@ -12,7 +13,7 @@ use crate::failure::EXIT_CODES;
 #[command(
     name = "weir",
     version,
-    about = "Look at and act on the durable state of a weir application: sagas, dead-letter queues, cursors.",
+    about = "Look at and act on the durable state of a weir application: sagas, dead-letter queues, work queues, cursors.",
     after_help = EXIT_CODES
 )]
 pub struct Cli {
@@ -52,6 +53,13 @@ pub enum Command {
         nats_url: Option<String>,
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Durable work queues (weir's `WorkQueue`, sagas started through one included): list queues and jobs, show one, put failed or dead jobs back.
+    Queues {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        command: QueuesCommand,
     },
     /// Saved cursors (where an application's sources resume): list, show, reset.
     Cursors {
@@ -192,6 +200,92 @@ pub enum DlqCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// Without QUEUE: every queue with its jobs counted by status. With QUEUE: its jobs, oldest first.
+    List {
+        /// The queue whose jobs to list.
+        queue: Option<String>,
+        /// Only jobs in this status (a claim whose lease expired counts as queued).
+        #[arg(long, value_enum, requires = "queue")]
+        status: Option<JobStatusArg>,
+        /// Only jobs with this partition key (a tenant).
+        #[arg(long, requires = "queue", value_name = "KEY")]
+        key: Option<String>,
+        /// The page after this job id.
+        #[arg(long, value_name = "ID", requires = "queue")]
+        after: Option<i64>,
+        #[command(flatten)]
+        listing: Listing,
+    },
+    /// One job: its payload (JSON), status, attempts, lease and last error.
+    Show {
+        /// The queue.
+        queue: String,
+        /// The job's id.
+        id: i64,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Puts jobs that ended failed, dead or skipped back in the queue with fresh attempts (once what failed them is fixed); a saga's job that ran to its end only reports that end again.
+    Requeue {
+        /// The queue.
+        queue: String,
+        /// The jobs' ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every failed, dead or skipped job of the queue (with --status, only those).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only jobs in this status.
+        #[arg(long, value_enum, requires = "all")]
+        status: Option<EndedStatusArg>,
+    },
+}
+
+/// A job status, as the command line spells it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum JobStatusArg {
+    Queued,
+    Claimed,
+    Done,
+    Skipped,
+    Failed,
+    Dead,
+}
+
+impl From<JobStatusArg> for JobStatus {
+    fn from(s: JobStatusArg) -> Self {
+        match s {
+            JobStatusArg::Queued => JobStatus::Queued,
+            JobStatusArg::Claimed => JobStatus::Claimed,
+            JobStatusArg::Done => JobStatus::Done,
+            JobStatusArg::Skipped => JobStatus::Skipped,
+            JobStatusArg::Failed => JobStatus::Failed,
+            JobStatusArg::Dead => JobStatus::Dead,
+        }
+    }
+}
+
+/// The statuses a job can be put back from.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EndedStatusArg {
+    Skipped,
+    Failed,
+    Dead,
+}
+
+impl From<EndedStatusArg> for JobStatus {
+    fn from(s: EndedStatusArg) -> Self {
+        match s {
+            EndedStatusArg::Skipped => JobStatus::Skipped,
+            EndedStatusArg::Failed => JobStatus::Failed,
+            EndedStatusArg::Dead => JobStatus::Dead,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

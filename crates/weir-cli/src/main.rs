@@ -1,5 +1,5 @@
 //! `weir`: the operator's command for the durable state of any weir
-//! application — its sagas, dead-letter queues and cursors, in a SQLite
+//! application — its sagas, dead-letter queues, work queues and cursors, in a SQLite
 //! file or a PostgreSQL database. It knows none of the application's
 //! types: items, inputs and outputs are shown as JSON. Built on weir's
 //! public API only.
@@ -35,6 +35,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Sagas { db, command } => commands::sagas::run(&db, command).await,
         Command::Dlq { nats_url: Some(url), command, .. } => commands::dlq_nats::run(&url, command).await,
         Command::Dlq { db, command, nats_url: None } => commands::dlq::run(&db, command).await,
+        Command::Queues { db, command } => commands::queues::run(&db, command).await,
         Command::Cursors { db, command } => commands::cursors::run(&db, command).await,
     }
 }

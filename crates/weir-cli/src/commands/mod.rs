@@ -4,6 +4,7 @@
 pub mod cursors;
 pub mod dlq;
 pub mod dlq_nats;
+pub mod queues;
 pub mod sagas;
 
 /// The line that ends a full page: how to ask for the next one.

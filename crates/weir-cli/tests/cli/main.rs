@@ -7,6 +7,7 @@ mod cursors;
 mod dlq;
 mod dlq_nats;
 mod errors;
+mod queues;
 mod sagas;
 
 use std::path::PathBuf;

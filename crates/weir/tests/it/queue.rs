@@ -418,3 +418,43 @@ async fn claim_times(location: &str, queue: &str) -> HashMap<String, Vec<i64>> {
     }
     by_key
 }
+
+/// What an operator sees and does: every queue with its counts, a
+/// queue's jobs by status and key, page by page, an expired claim shown
+/// as queued, and failed or dead jobs put back with fresh attempts
+/// (others left as they are).
+#[tokio::test]
+async fn queue_jobs_are_listed_and_the_ones_that_ended_badly_requeued() {
+    use weir::durable::queue::{JobQuery, JobStatus};
+    for (store, _, _dir) in stores("queue_jobs_are_listed_and_the_ones_that_ended_badly_requeued").await {
+        let mail = WorkQueue::new(store.clone(), "mail").lease(Duration::from_millis(100));
+        let other = WorkQueue::new(store.clone(), "other");
+        for n in 0..5 {
+            mail.enqueue(NewJob::new(json!(n)).partition_key(if n % 2 == 0 { "even" } else { "odd" })).await.unwrap();
+        }
+        other.enqueue(NewJob::new(json!("x"))).await.unwrap();
+        let claimed = mail.claim("w", 3).await.unwrap();
+        mail.complete(&claimed[0]).await.unwrap();
+        assert!(mail.mark_dead(&claimed[1], "bad payload").await.unwrap());
+        let names: Vec<String> = WorkQueue::queues(&store).await.unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["mail", "other"]);
+
+        let all = mail.jobs(&JobQuery::new()).await.unwrap();
+        let statuses: Vec<JobStatus> = all.iter().map(|j| j.status).collect();
+        use JobStatus::*;
+        assert_eq!(statuses, [Done, Dead, Claimed, Queued, Queued]);
+        assert_eq!(all[1].last_error.as_deref(), Some("bad payload"));
+        let page = mail.jobs(&JobQuery::new().after(all[1].id).limit(2)).await.unwrap();
+        assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
+        let even = mail.jobs(&JobQuery::new().partition_key("even").status(Queued)).await.unwrap();
+        assert_eq!(even.iter().map(|j| &j.payload).collect::<Vec<_>>(), [&json!(4)], "2 is claimed");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(mail.job(all[2].id).await.unwrap().unwrap().status, Queued, "its lease expired");
+        assert!(mail.job(all[4].id + 100).await.unwrap().is_none());
+
+        let requeued = mail.requeue(&[all[0].id, all[1].id, all[3].id]).await.unwrap();
+        assert_eq!(requeued, [all[1].id], "only the dead one: done and queued ones stay");
+        let back = mail.job(all[1].id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.attempts), (Queued, 0));
+    }
+}

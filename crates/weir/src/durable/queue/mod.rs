@@ -23,6 +23,7 @@
 //!
 //! Needs a database store (SQLite or PostgreSQL); the memory store refuses.
 
+mod inspect;
 mod receipt;
 mod sql;
 
@@ -31,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
 
+pub use self::inspect::{JobQuery, JobRecord, JobStatus};
 pub(crate) use self::receipt::Claimer;
 pub use self::receipt::JobReceipt;
 pub(crate) use self::sql::Settlement;
@@ -315,6 +317,25 @@ impl WorkQueue {
     /// The store failing.
     pub async fn retry_later(&self, job: &Job, after: Duration, error: &str) -> Result<bool, BoxError> {
         self.settle(job, sql::Settlement::Again { after, error: Some(error.to_owned()) }).await
+    }
+
+    /// Marks a claimed job failed for good, keeping `error`; `false` as
+    /// for [`complete`](Self::complete).
+    ///
+    /// # Errors
+    /// The store failing.
+    pub async fn fail(&self, job: &Job, error: &str) -> Result<bool, BoxError> {
+        self.settle(job, sql::Settlement::Final { status: "failed", error: Some(error.to_owned()) }).await
+    }
+
+    /// Marks a claimed job dead (it can never run as it is: a bad payload),
+    /// keeping `error`; [`requeue`](Self::requeue) puts it back. `false` as
+    /// for [`complete`](Self::complete).
+    ///
+    /// # Errors
+    /// The store failing.
+    pub async fn mark_dead(&self, job: &Job, error: &str) -> Result<bool, BoxError> {
+        self.settle(job, sql::Settlement::Final { status: "dead", error: Some(error.to_owned()) }).await
     }
 
     async fn settle(&self, job: &Job, how: sql::Settlement) -> Result<bool, BoxError> {

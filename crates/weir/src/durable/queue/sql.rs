@@ -22,6 +22,7 @@ macro_rules! on {
         }
     };
 }
+pub(super) use on;
 
 /// The PostgreSQL channel a job's enqueueing is announced on (the payload
 /// is the queue's name).
@@ -60,12 +61,7 @@ pub(super) async fn enqueue(
     .fetch_optional(&mut *conn)
     .await?);
     if let Some(id) = inserted {
-        if is_postgres(tx) {
-            // Wakes idle workers of the queue when the transaction commits.
-            on!(tx, conn => {
-                sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(queue).execute(&mut *conn).await?;
-            });
-        }
+        notify(tx, queue).await?;
         return Ok((id, None));
     }
     // Deduplicated: the job enqueued before under this id.
@@ -78,6 +74,17 @@ pub(super) async fn enqueue(
     .await?);
     let stored = serde_json::from_str(&stored).map_err(|e| format!("queue job {id}: its payload: {e}"))?;
     Ok((id, Some(stored)))
+}
+
+/// On PostgreSQL, wakes the idle workers of `queue` when the transaction
+/// commits (nothing if it fails); elsewhere, nothing: workers poll.
+pub(super) async fn notify(tx: &mut Tx, queue: &str) -> Result<(), BoxError> {
+    if is_postgres(tx) {
+        on!(tx, conn => {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(queue).execute(&mut *conn).await?;
+        });
+    }
+    Ok(())
 }
 
 /// A claimable row: id, partition key.
