@@ -220,6 +220,45 @@ impl SagaEngine {
     ///
     /// [`max_in_flight`]: super::SagaEngineBuilder::max_in_flight
     ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio_util::sync::CancellationToken;
+    /// use weir::durable::queue::WorkQueue;
+    /// use weir::durable::saga::{SagaDefinition, SagaEngine, SagaStart, StepError};
+    /// use weir::durable::store::Store;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::error::BoxError> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path().join("app.db").to_str().unwrap()).await?;
+    /// let order = SagaDefinition::builder("order")
+    ///     .step("charge", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+    ///     .build()?;
+    /// let engine = SagaEngine::builder(store.clone()).definition(order).build()?;
+    /// let queue = WorkQueue::new(store, "orders").concurrency_per_key(2);
+    /// for n in 0..3 {
+    ///     let start = SagaStart::new(format!("order-{n}"), "order", &n)?.partition_key("acme");
+    ///     engine.enqueue(&queue, &start).await?;
+    /// }
+    /// engine.enqueue(&queue, &SagaStart::new("order-0", "order", &0)?).await?; // queued once
+    ///
+    /// // A worker: serves the queue until told to stop (here: once it is empty).
+    /// let stop = CancellationToken::new();
+    /// let (watch, stopper) = (queue.clone(), stop.clone());
+    /// tokio::spawn(async move {
+    ///     while watch.counts().await.map(|c| c.queued + c.claimed).unwrap_or(1) > 0 {
+    ///         tokio::time::sleep(Duration::from_millis(10)).await;
+    ///     }
+    ///     stopper.cancel();
+    /// });
+    /// let report = engine.work(&queue, stop).await?;
+    /// assert_eq!(report.completed, 3);
+    /// assert_eq!(queue.counts().await?.done, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// The store failing to claim 8 times in a row (the sagas already
     /// claimed are driven to their end first).
