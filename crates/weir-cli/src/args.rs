@@ -37,7 +37,7 @@ pub struct DbArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Saga instances: list, show one, resume a failed one.
+    /// Saga instances: list, show one, resume a failed one, cancel a running one, delete and prune ended ones.
     Sagas {
         #[command(flatten)]
         db: DbArgs,
@@ -119,6 +119,47 @@ pub enum SagasCommand {
         /// The saga's id.
         id: String,
     },
+    /// Cancels a running saga: the worker holding it stops the running step at its next heartbeat and compensates every completed step (and the one it stopped) in reverse; if no worker holds it, the next one of its application that claims it does. The request is durable.
+    Cancel {
+        /// The saga's id.
+        id: String,
+        /// Why, kept with the saga and in its error.
+        #[arg(long, default_value = "cancelled by an operator")]
+        reason: String,
+    },
+    /// Deletes sagas that have ended (completed, compensated or failed); a running one must be cancelled first.
+    Delete {
+        /// The sagas' ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Retention: deletes the sagas that ended in one of the statuses and last changed before a time. Failed ones are kept unless named: they wait for a person.
+    Prune {
+        /// Last changed before TIME: an RFC 3339 time or an age (30days).
+        #[arg(long, value_parser = when, value_name = "TIME")]
+        before: SystemTime,
+        /// The statuses to delete (repeat or separate with commas).
+        #[arg(long, value_enum, value_delimiter = ',', default_values = ["completed", "compensated"])]
+        status: Vec<EndedSagaArg>,
+    },
+}
+
+/// A status a saga ends in, as the command line spells it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EndedSagaArg {
+    Completed,
+    Compensated,
+    Failed,
+}
+
+impl From<EndedSagaArg> for SagaStatus {
+    fn from(s: EndedSagaArg) -> Self {
+        match s {
+            EndedSagaArg::Completed => SagaStatus::Completed,
+            EndedSagaArg::Compensated => SagaStatus::Compensated,
+            EndedSagaArg::Failed => SagaStatus::Failed,
+        }
+    }
 }
 
 /// A saga state, as the command line spells it.

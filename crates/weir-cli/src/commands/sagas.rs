@@ -1,4 +1,4 @@
-//! `weir sagas list | show | resume`.
+//! `weir sagas list | show | resume | cancel | delete | prune`.
 
 use serde_json::json;
 use weir::durable::store::{SagaQuery, SagaRecord, SagaStatus, Store};
@@ -62,17 +62,45 @@ pub async fn run(db: &DbArgs, command: SagasCommand) -> Result<(), Failure> {
             }
         }
         SagasCommand::Resume { id } => resume(&store, &id).await?,
+        SagasCommand::Cancel { id, reason } => cancel(&store, &id, &reason).await?,
+        SagasCommand::Delete { ids } => {
+            // All or none: every one must be there and ended.
+            for id in &ids {
+                let saga = find(&store, id).await?;
+                if saga.status.is_active() {
+                    return Err(Failure::new(
+                        Exit::BadState,
+                        format!(
+                            "saga {id} is {}: cancel it (`weir sagas cancel {id}`) or wait until it ends; nothing was deleted",
+                            saga.status
+                        ),
+                    ));
+                }
+            }
+            for id in &ids {
+                store.delete_saga(id).await?;
+            }
+            println!("{} saga(s) deleted", ids.len());
+        }
+        SagasCommand::Prune { before, status } => {
+            let statuses: Vec<SagaStatus> = status.into_iter().map(Into::into).collect();
+            let deleted = store.prune_sagas(&statuses, before).await?;
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            println!("{deleted} saga(s) deleted ({} before {})", names.join(", "), output::time(before));
+        }
     }
     Ok(())
 }
 
 async fn find(store: &Store, id: &str) -> Result<SagaRecord, Failure> {
-    store.saga(id).await?.ok_or_else(|| {
-        Failure::new(
-            Exit::NotFound,
-            format!("no saga {id} in {}; `weir sagas list` shows the ones there are", store.target()),
-        )
-    })
+    store.saga(id).await?.ok_or_else(|| not_found(store, id))
+}
+
+fn not_found(store: &Store, id: &str) -> Failure {
+    Failure::new(
+        Exit::NotFound,
+        format!("no saga {id} in {}; `weir sagas list` shows the ones there are", store.target()),
+    )
 }
 
 /// Failed: back to compensating. Anything else says why not, and what
@@ -117,6 +145,29 @@ async fn resume(store: &Store, id: &str) -> Result<(), Failure> {
     }
 }
 
+/// Records the request; says who carries it out.
+async fn cancel(store: &Store, id: &str, reason: &str) -> Result<(), Failure> {
+    let saga = store.request_cancel(id, reason).await?;
+    let Some(saga) = saga else { return Err(not_found(store, id)) };
+    match (saga.status, &saga.lease_owner, saga.lease_until) {
+        (SagaStatus::Running, Some(owner), Some(until)) if until > now_ms() => println!(
+            "saga {id}: cancel requested; worker {owner} stops it at its next heartbeat (within a third of its lease) and compensates its completed steps"
+        ),
+        (SagaStatus::Running, _, _) => println!(
+            "saga {id}: cancel requested; no worker holds it now: the next worker of its application that claims it (a take-over, or a resume) compensates its completed steps"
+        ),
+        (status, _, _) => {
+            return Err(Failure::new(
+                Exit::BadState,
+                format!(
+                    "saga {id} is {status}: only a running saga can be cancelled (a compensating one is rolling back already)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -128,6 +179,7 @@ fn saga_json(s: &SagaRecord) -> serde_json::Value {
         "status": s.status,
         "input": s.input,
         "error": s.error,
+        "cancel_requested": s.cancel_requested,
         "steps": s.steps,
         "lease_owner": s.lease_owner,
         "lease_until": s.lease_until.map(output::time_ms),
@@ -145,6 +197,9 @@ fn print_saga(s: &SagaRecord) {
     println!("input: {}", s.input);
     if let Some(error) = &s.error {
         println!("error: {error}");
+    }
+    if let Some(reason) = &s.cancel_requested {
+        println!("cancel requested: {reason}");
     }
     let rows: Vec<Vec<String>> = s
         .steps

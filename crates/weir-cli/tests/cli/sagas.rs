@@ -127,3 +127,50 @@ async fn a_failed_saga_is_resumed_and_others_are_refused_with_the_reason() {
         running.await.unwrap().unwrap();
     }
 }
+
+/// `cancel` stores the request (the application's next worker carries it
+/// out), refuses an ended saga; `delete` takes ended sagas only, all or
+/// none; `prune` deletes by status and age, keeping failed ones unless
+/// named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_are_cancelled_deleted_and_pruned() {
+    for target in targets("sagas_are_cancelled_deleted_and_pruned").await {
+        let undo_fails = Arc::new(AtomicBool::new(false));
+        let engine = engine(&target.store, undo_fails.clone());
+        engine.run_with_id("done", "order", &"ok").await.unwrap();
+        engine.run_with_id("rolled", "order", &"fail").await.unwrap_err();
+        undo_fails.store(true, Ordering::SeqCst);
+        engine.run_with_id("broken", "order", &"fail").await.unwrap_err();
+        undo_fails.store(false, Ordering::SeqCst);
+        engine.submit("waiting", "order", &"ok").await.unwrap();
+
+        let asked = ok(&target, &["sagas", "cancel", "waiting", "--reason", "duplicate order"]).await;
+        assert!(asked.contains("cancel requested") && asked.contains("no worker holds it"), "{asked}");
+        let shown = ok(&target, &["sagas", "show", "waiting"]).await;
+        assert!(shown.contains("cancel requested: duplicate order"), "{shown}");
+        let refused = fails(&target, &["sagas", "cancel", "done"], 7).await;
+        assert!(refused.contains("completed") && refused.contains("only a running saga"), "{refused}");
+        fails(&target, &["sagas", "cancel", "nope"], 6).await;
+
+        let busy = fails(&target, &["sagas", "delete", "done", "waiting"], 7).await;
+        assert!(busy.contains("saga waiting is running") && busy.contains("nothing was deleted"), "{busy}");
+        assert!(target.store.saga("done").await.unwrap().is_some());
+
+        // The application's next worker carries the cancel out.
+        let report = engine.resume().await.unwrap();
+        assert_eq!(report.compensated, 1, "{report:?}");
+        let waiting = json(&target, &["sagas", "show", "waiting"]).await;
+        assert_eq!(
+            (waiting["status"].as_str(), waiting["cancel_requested"].as_str()),
+            (Some("compensated"), Some("duplicate order"))
+        );
+
+        assert!(ok(&target, &["sagas", "delete", "done"]).await.contains("1 saga(s) deleted"));
+        fails(&target, &["sagas", "delete", "done"], 6).await;
+        let pruned = ok(&target, &["sagas", "prune", "--before", "2999-01-01T00:00:00Z"]).await;
+        assert!(pruned.contains("2 saga(s) deleted (completed, compensated"), "{pruned}");
+        assert!(target.store.saga("broken").await.unwrap().is_some(), "failed ones wait for a person");
+        let failed = ok(&target, &["sagas", "prune", "--before", "2999-01-01T00:00:00Z", "--status", "failed"]).await;
+        assert!(failed.contains("1 saga(s) deleted"), "{failed}");
+    }
+}

@@ -17,6 +17,6 @@ pub mod saga;
 // database plumbing is then unused, not wrong.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
-    allow(dead_code, unused_variables, unreachable_patterns)
+    allow(dead_code, unused_variables, unreachable_patterns, unreachable_code)
 )]
 pub mod store;

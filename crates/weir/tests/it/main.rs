@@ -24,6 +24,7 @@ mod rate;
 mod retry;
 mod saga;
 mod saga_crash;
+mod saga_manage;
 mod saga_postgres;
 mod scoped;
 mod settle;

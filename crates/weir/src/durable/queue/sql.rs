@@ -8,21 +8,7 @@ use super::{Job, Limits, NewJob, QueueCounts};
 use crate::durable::store::{Tx, ms};
 use crate::error::BoxError;
 
-/// Runs `$body` with `$conn` bound to the transaction's connection,
-/// whichever the database.
-macro_rules! on {
-    ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            #[cfg(feature = "sqlite")]
-            Tx::Sqlite($conn) => $body,
-            #[cfg(feature = "postgres")]
-            Tx::Postgres($conn) => $body,
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("a database store"),
-        }
-    };
-}
-pub(super) use on;
+pub(super) use crate::durable::store::on_tx as on;
 
 /// The PostgreSQL channel a job's enqueueing is announced on (the payload
 /// is the queue's name).

@@ -1,7 +1,7 @@
 //! Runs sagas: starts new ones durably, resumes stored ones, keeps the
 //! leases of the ones it holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -69,8 +69,9 @@ pub(super) struct Inner {
     pub(super) serving_queues: AtomicU64,
     /// The names of `definitions`, for claims.
     definition_names: Vec<String>,
-    /// The sagas this engine is driving now: their leases are renewed.
-    driving: Mutex<HashSet<String>>,
+    /// The sagas this engine is driving now (their leases are renewed),
+    /// each with the signal that stops it when it is cancelled.
+    driving: Mutex<HashMap<String, Arc<CancelSignal>>>,
     /// Held across each claim and the registration of what it claimed in
     /// `driving`: a claim that takes this worker's own sagas ([`resume`]'s)
     /// must not see one that another claim of this engine (the heartbeat's
@@ -78,7 +79,7 @@ pub(super) struct Inner {
     /// second time and the first drive's fence goes stale.
     ///
     /// [`resume`]: SagaEngine::resume
-    claiming: tokio::sync::Mutex<()>,
+    pub(super) claiming: tokio::sync::Mutex<()>,
     /// Sagas taken over in the background since the engine started.
     reclaimed: AtomicU64,
     /// Background drives not finished yet, and a wake-up when none is.
@@ -122,22 +123,46 @@ impl Drop for Background {
 }
 
 /// A saga this engine is driving, for as long as the guard lives.
-struct Driving {
+pub(super) struct Driving {
     inner: Arc<Inner>,
     id: String,
+    signal: Arc<CancelSignal>,
+}
+
+/// How a drive learns that its saga was cancelled: the heartbeat (or
+/// [`SagaEngine::cancel`] here) sets the reason, then fires the token.
+#[derive(Debug, Default)]
+pub(super) struct CancelSignal {
+    pub(super) token: tokio_util::sync::CancellationToken,
+    pub(super) reason: OnceLock<String>,
+}
+
+impl CancelSignal {
+    pub(super) fn fire(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_owned());
+        self.token.cancel();
+    }
 }
 
 impl Driving {
     /// Marks `id` as driven here; `None` if it is already.
-    fn start(inner: &Arc<Inner>, id: &str) -> Option<Self> {
-        let fresh = inner.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned());
-        fresh.then(|| Self { inner: Arc::clone(inner), id: id.to_owned() })
+    pub(super) fn start(inner: &Arc<Inner>, id: &str) -> Option<Self> {
+        let mut driving = inner.driving.lock().unwrap_or_else(|p| p.into_inner());
+        if driving.contains_key(id) {
+            return None;
+        }
+        let signal = Arc::new(CancelSignal::default());
+        driving.insert(id.to_owned(), Arc::clone(&signal));
+        Some(Self { inner: Arc::clone(inner), id: id.to_owned(), signal })
     }
 }
 
 impl Drop for Driving {
     fn drop(&mut self) {
-        self.inner.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        let mut driving = self.inner.driving.lock().unwrap_or_else(|p| p.into_inner());
+        if driving.get(&self.id).is_some_and(|signal| Arc::ptr_eq(signal, &self.signal)) {
+            driving.remove(&self.id);
+        }
     }
 }
 
@@ -271,7 +296,7 @@ impl SagaEngine {
     ) -> Result<String, SagaError> {
         let (def, mut record) = self.new_record(id, definition, input)?;
         self.start_heartbeat();
-        let Some(_driving) = Driving::start(&self.inner, id) else {
+        let Some(driving) = Driving::start(&self.inner, id) else {
             return Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() }));
         };
         // Started here, so held here from the first write on.
@@ -281,7 +306,7 @@ impl SagaEngine {
         let store = &self.inner.store;
         if store.write(SagaWrite::Insert(Box::new(record.clone()))).await.map_err(|e| SagaError::store(id, e))? {
             tracing::debug!(saga = %id, definition, "saga started");
-            return self.driver(def).drive(record).await;
+            return self.inner.driver(def, &driving.signal).drive(record).await;
         }
         // It exists: with another input it is another request under the same
         // id (refused); else drive it on if it is ours to take, or report how
@@ -297,11 +322,13 @@ impl SagaEngine {
             store.claim_one(id, &self.inner.worker, self.inner.lease).await.map_err(|e| SagaError::store(id, e))?
         };
         match claimed {
-            Some(record) => self.inner.drive_claimed(record).await,
+            Some(record) => self.inner.drive_claimed(record, &driving).await,
             None => {
                 let record = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
                 match record {
-                    Some(record) if !record.status.is_active() => self.driver(def).drive(record).await,
+                    Some(record) if !record.status.is_active() => {
+                        self.inner.driver(def, &driving.signal).drive(record).await
+                    }
                     _ => Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() })),
                 }
             }
@@ -355,7 +382,7 @@ impl SagaEngine {
                 let (inner, report) = (Arc::clone(inner), Arc::clone(&report));
                 round
                     .spawn(async move {
-                        let outcome = inner.drive_claimed(record).await;
+                        let outcome = inner.drive_claimed(record, &driving).await;
                         drop(driving);
                         engine_record(&report, outcome);
                         Ok(())
@@ -396,14 +423,11 @@ impl SagaEngine {
             fence: 0,
             lease_owner: None,
             lease_until: None,
+            cancel_requested: None,
             created_at: now,
             updated_at: now,
         };
         Ok((def, record))
-    }
-
-    fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
-        self.inner.driver(definition)
     }
 
     /// Every third of the lease, while the engine lives: renews the leases
@@ -419,6 +443,7 @@ impl SagaEngine {
                     if let Err(error) = store.heartbeat(worker, &inner.driving_ids(), inner.lease).await {
                         tracing::warn!(%worker, %error, "could not renew leases");
                     }
+                    inner.stop_cancelled().await;
                     if inner.reclaim && inner.serving_queues.load(Ordering::Relaxed) == 0 {
                         inner.reclaim_expired(&drives).await;
                     }
@@ -441,18 +466,38 @@ impl Inner {
     }
 
     fn driving_ids(&self) -> Vec<String> {
-        self.driving.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
-    async fn drive_claimed(&self, record: SagaRecord) -> Result<String, SagaError> {
-        match self.definitions.get(&record.definition) {
-            None => Err(SagaError::for_unknown_definition(&record.id, &record.definition)),
-            Some(def) => self.driver(def).drive(record).await,
+    /// The cancel signal of saga `id`, if this engine is driving it.
+    pub(super) fn signal_of(&self, id: &str) -> Option<Arc<CancelSignal>> {
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Stops the drives of the sagas this engine holds that were asked to
+    /// be cancelled (they compensate).
+    async fn stop_cancelled(&self) {
+        match self.store.cancel_requests(&self.worker).await {
+            Ok(requests) => {
+                for (id, reason) in requests {
+                    if let Some(signal) = self.signal_of(&id) {
+                        signal.fire(&reason);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(worker = %self.worker, %error, "could not read cancel requests"),
         }
     }
 
-    fn driver<'a>(&'a self, definition: &'a SagaDefinition) -> Driver<'a> {
-        Driver { store: &self.store, definition, steps: &self.steps, compensations: &self.compensations }
+    pub(super) async fn drive_claimed(&self, record: SagaRecord, driving: &Driving) -> Result<String, SagaError> {
+        match self.definitions.get(&record.definition) {
+            None => Err(SagaError::for_unknown_definition(&record.id, &record.definition)),
+            Some(def) => self.driver(def, &driving.signal).drive(record).await,
+        }
+    }
+
+    fn driver<'a>(&'a self, definition: &'a SagaDefinition, cancel: &'a CancelSignal) -> Driver<'a> {
+        Driver { store: &self.store, definition, steps: &self.steps, compensations: &self.compensations, cancel }
     }
 
     /// Claims as many expired sagas as there are free slots and drives each
@@ -489,7 +534,7 @@ impl Inner {
                 let _counted = counted;
                 let _slot = inner.slots.acquire().await.expect("never closed");
                 let id = record.id.clone();
-                if let Err(error) = inner.drive_claimed(record).await
+                if let Err(error) = inner.drive_claimed(record, &driving).await
                     && !(error.is_compensated() || error.is_failed())
                 {
                     tracing::warn!(saga = %id, %error, "a saga taken over did not finish");

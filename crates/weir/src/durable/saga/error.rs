@@ -17,6 +17,16 @@ enum Kind {
     InputConflict { stored: Box<serde_json::Value> },
 }
 
+/// The cause of a saga rolled back because it was cancelled
+/// ([`SagaEngine::cancel`](super::SagaEngine::cancel),
+/// [`Store::request_cancel`](crate::durable::store::Store::request_cancel)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled: {reason}")]
+pub struct SagaCancelled {
+    /// Why, as the request said.
+    pub reason: String,
+}
+
 /// A saga did not complete. Says which saga, why, and what was undone.
 ///
 /// - [`is_compensated`](Self::is_compensated): a step failed and every
@@ -49,6 +59,12 @@ impl SagaError {
 
     pub(crate) fn input_conflict(saga: &str, stored: serde_json::Value) -> Self {
         Self { saga: saga.to_owned(), kind: Kind::InputConflict { stored: Box::new(stored) } }
+    }
+
+    /// Whether the saga was rolled back because it was cancelled (then
+    /// [`cause`](Self::cause) is a [`SagaCancelled`] with the reason).
+    pub fn is_cancelled(&self) -> bool {
+        self.cause().is_some_and(|cause| cause.is::<SagaCancelled>())
     }
 
     /// The stored input, when [`run_with_id`](super::SagaEngine::run_with_id)
@@ -127,13 +143,17 @@ impl SagaError {
 impl fmt::Display for SagaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            Kind::Compensated { step, cause } if step.is_empty() => {
+                write!(f, "saga {} rolled back: {cause}", self.saga)
+            }
             Kind::Compensated { step, cause } => {
                 write!(f, "saga {} rolled back: step `{step}` failed: {cause}", self.saga)
             }
             Kind::Failed { step, cause, compensations } => write!(
                 f,
-                "saga {} failed: step `{step}` failed: {cause}; and {} compensation(s) failed: {}",
+                "saga {} failed: {}{cause}; and {} compensation(s) failed: {}",
                 self.saga,
+                if step.is_empty() { String::new() } else { format!("step `{step}` failed: ") },
                 compensations.len(),
                 compensations.errors().map(ToString::to_string).collect::<Vec<_>>().join("; ")
             ),

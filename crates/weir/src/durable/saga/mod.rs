@@ -47,6 +47,7 @@
 //! ```
 
 mod builder;
+mod cancel;
 mod definition;
 mod engine;
 mod error;
@@ -56,9 +57,10 @@ mod run;
 mod step;
 
 pub use self::builder::SagaEngineBuilder;
+pub use self::cancel::CancelOutcome;
 pub use self::definition::{SagaDefinition, SagaDefinitionBuilder};
 pub use self::engine::{ResumeReport, SagaEngine};
-pub use self::error::SagaError;
+pub use self::error::{SagaCancelled, SagaError};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use self::queued::{SagaStart, WorkReport};

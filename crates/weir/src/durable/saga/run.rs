@@ -9,7 +9,8 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::definition::StepDef;
-use super::{SagaDefinition, SagaError, StepContext, StepError};
+use super::engine::CancelSignal;
+use super::{SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
 use crate::durable::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
 use crate::error::{BoxError, Errors, Origin};
 use crate::policy::Stack;
@@ -20,6 +21,8 @@ pub(crate) struct Driver<'a> {
     pub(crate) definition: &'a SagaDefinition,
     pub(crate) steps: &'a Stack,
     pub(crate) compensations: &'a Stack,
+    /// Fired when the saga is cancelled while this drive holds it.
+    pub(crate) cancel: &'a CancelSignal,
 }
 
 /// A failure remembered while compensating: the step and the cause.
@@ -33,8 +36,20 @@ impl Driver<'_> {
     pub(crate) async fn drive(&self, mut record: SagaRecord) -> Result<String, SagaError> {
         let input = Arc::new(record.input.clone());
         let mut failure: Option<Failure> = None;
+        if let (SagaStatus::Running, Some(reason)) = (record.status, record.cancel_requested.clone()) {
+            // Claimed with a cancel request: a worker before this one (the
+            // fence says there was one) may have been inside the first
+            // pending step, so it counts as interrupted.
+            let held_before = record.fence > 1;
+            let maybe_inside = record.steps.iter().position(|s| s.status == StepStatus::Pending);
+            failure = Some(self.stop(&mut record, &reason, maybe_inside.filter(|_| held_before)).await?);
+        }
         loop {
             match record.status {
+                SagaStatus::Running if self.cancel.token.is_cancelled() => {
+                    let reason = self.cancel.reason.get().cloned().unwrap_or_default();
+                    failure = Some(self.stop(&mut record, &reason, None).await?);
+                }
                 SagaStatus::Running => match record.steps.iter().position(|s| s.status == StepStatus::Pending) {
                     None => return self.finish(&mut record, SagaStatus::Completed).await.map(|()| record.id),
                     Some(i) => {
@@ -43,7 +58,7 @@ impl Driver<'_> {
                         }
                     }
                 },
-                SagaStatus::Compensating => match record.steps.iter().rposition(|s| s.status == StepStatus::Done) {
+                SagaStatus::Compensating => match record.steps.iter().rposition(|s| s.needs_compensation()) {
                     Some(i) => self.compensate(&mut record, &input, i).await?,
                     None => return self.end_compensation(record, failure).await,
                 },
@@ -64,7 +79,17 @@ impl Driver<'_> {
         let step = &self.definition.steps[i];
         let forward = |attempt| (step.forward)(self.context(record, input, i, attempt));
         let policies = step.policies.as_ref().unwrap_or(self.steps);
-        let (result, attempts) = self.attempts(policies, &step.name, forward).await;
+        let run = tokio::select! {
+            biased;
+            () = self.cancel.token.cancelled() => None,
+            run = self.attempts(policies, &step.name, forward) => Some(run),
+        };
+        let Some((result, attempts)) = run else {
+            // Cancelled inside the step: it is dropped at its next await,
+            // its effect unknown, so it is compensated too.
+            let reason = self.cancel.reason.get().cloned().unwrap_or_default();
+            return self.stop(record, &reason, Some(i)).await.map(Some);
+        };
         let rec = &mut record.steps[i];
         rec.attempts += attempts;
         let failure = match result {
@@ -120,6 +145,28 @@ impl Driver<'_> {
         self.save(record).await
     }
 
+    /// Stops the saga going forward because it was cancelled: step
+    /// `interrupted` (if any) is marked so and compensated with the done
+    /// ones; the saga starts compensating.
+    async fn stop(
+        &self,
+        record: &mut SagaRecord,
+        reason: &str,
+        interrupted: Option<usize>,
+    ) -> Result<Failure, SagaError> {
+        if let Some(i) = interrupted {
+            let step = &mut record.steps[i];
+            step.status = StepStatus::Interrupted;
+            step.error = Some("interrupted by a cancel; its effect is unknown, so it is compensated".into());
+        }
+        tracing::info!(saga = %record.id, reason, "saga cancelled; compensating");
+        record.status = SagaStatus::Compensating;
+        record.error = Some(format!("cancelled: {reason}"));
+        record.cancel_requested.get_or_insert_with(|| reason.to_owned());
+        self.save(record).await?;
+        Ok(Failure { step: String::new(), cause: Box::new(SagaCancelled { reason: reason.to_owned() }) })
+    }
+
     async fn end_compensation(&self, mut record: SagaRecord, failure: Option<Failure>) -> Result<String, SagaError> {
         let any_failed = record.steps.iter().any(|s| s.status == StepStatus::CompensationFailed);
         let status = if any_failed { SagaStatus::Failed } else { SagaStatus::Compensated };
@@ -132,6 +179,12 @@ impl Driver<'_> {
     fn ended(&self, record: &SagaRecord, failure: Option<Failure>) -> SagaError {
         let (step, cause) = match failure {
             Some(f) => (f.step, f.cause),
+            None if record.cancel_requested.is_some()
+                && !record.steps.iter().any(|s| s.status == StepStatus::Failed) =>
+            {
+                let reason = record.cancel_requested.clone().unwrap_or_default();
+                (String::new(), Box::new(SagaCancelled { reason }) as BoxError)
+            }
             None => {
                 let failed = record.steps.iter().find(|s| s.status == StepStatus::Failed);
                 let step = failed.map(|s| s.name.clone()).unwrap_or_default();

@@ -87,6 +87,23 @@ impl Store {
     }
 }
 
+/// Runs `$body` with `$conn` bound to the transaction's connection,
+/// whichever the database: for statements whose text is the same on
+/// SQLite and PostgreSQL (`$1` placeholders work on both).
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            #[cfg(feature = "sqlite")]
+            $crate::durable::store::Tx::Sqlite($conn) => $body,
+            #[cfg(feature = "postgres")]
+            $crate::durable::store::Tx::Postgres($conn) => $body,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("a database store"),
+        }
+    };
+}
+pub(crate) use on_tx;
+
 /// The group commit's connection, lent to an effect inside the open
 /// transaction (see [`Store::commit_effect`](super::Store::commit_effect)).
 /// Run statements on it; never `BEGIN`, `COMMIT` or `ROLLBACK`: the

@@ -47,6 +47,17 @@ pub enum StoreError {
         /// What was looked for (`saga order-7`).
         what: String,
     },
+    /// The saga is still running or compensating, and the request needs
+    /// one that ended (deleting it).
+    #[error("saga {saga} in {target} is {status}: cancel it, or wait until it ends, then try again")]
+    Active {
+        /// The path or redacted URL.
+        target: String,
+        /// The saga's id.
+        saga: String,
+        /// Where it stands.
+        status: super::SagaStatus,
+    },
     /// A stored value could not be read back.
     #[error("corrupt record in {target}: {detail}")]
     Corrupt {

@@ -109,6 +109,30 @@ impl Memory {
         n
     }
 
+    pub(crate) fn request_cancel(&self, id: &str, reason: &str, now: i64) {
+        let mut state = self.lock();
+        if let Some(saga) = state.sagas.get_mut(id).filter(|s| s.status == SagaStatus::Running) {
+            saga.cancel_requested.get_or_insert_with(|| reason.to_owned());
+            saga.updated_at = now;
+        }
+    }
+
+    pub(crate) fn cancel_requests(&self, owner: &str) -> Vec<(String, String)> {
+        let state = self.lock();
+        let asked = |s: &&SagaRecord| s.status == SagaStatus::Running && s.lease_owner.as_deref() == Some(owner);
+        state.sagas.values().filter(asked).filter_map(|s| Some((s.id.clone(), s.cancel_requested.clone()?))).collect()
+    }
+
+    pub(crate) fn delete_ended(&self, id: Option<&str>, statuses: &[SagaStatus], before: i64) -> u64 {
+        let mut state = self.lock();
+        let before_len = state.sagas.len();
+        state.sagas.retain(|_, s| {
+            let doomed = statuses.contains(&s.status) && s.updated_at < before && id.is_none_or(|id| s.id == id);
+            !doomed
+        });
+        (before_len - state.sagas.len()) as u64
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<SagaRecord> {
         self.lock().sagas.get(id).cloned()
     }

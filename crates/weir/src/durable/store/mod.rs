@@ -19,6 +19,7 @@ mod dead_letters;
 mod effect;
 mod error;
 mod inspect;
+mod manage;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use self::committer::Committer;
 pub use self::dead_letters::StoreDlq;
 pub use self::effect::Tx;
+pub(crate) use self::effect::on_tx;
 pub use self::error::{StoreError, redact_url};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use self::inspect::ms;

@@ -70,6 +70,10 @@ pub enum StepStatus {
     Compensated,
     /// Its compensation failed after its retries.
     CompensationFailed,
+    /// Running when the saga was cancelled (or possibly running: its
+    /// worker was gone): its effect may have happened, so it is
+    /// compensated like a done step.
+    Interrupted,
 }
 
 /// One step's record.
@@ -94,6 +98,12 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// Whether a saga rolling back must undo this step: it is done, or
+    /// was interrupted with its effect unknown.
+    pub fn needs_compensation(&self) -> bool {
+        matches!(self.status, StepStatus::Done | StepStatus::Interrupted)
+    }
+
     pub(crate) fn pending(name: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -128,6 +138,9 @@ pub struct SagaRecord {
     pub lease_owner: Option<String>,
     /// Until when (ms since the epoch).
     pub lease_until: Option<i64>,
+    /// Why it was asked to be cancelled, once it was
+    /// ([`SagaEngine::cancel`](crate::durable::saga::SagaEngine::cancel)).
+    pub cancel_requested: Option<String>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it was last written (ms since the epoch).

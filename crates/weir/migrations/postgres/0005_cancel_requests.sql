@@ -1,0 +1,4 @@
+-- weir's durable state, schema version 5: a request to cancel a running
+-- saga (its reason), durable until the saga's holder (or the next worker
+-- to claim it) stops it and compensates its completed steps.
+ALTER TABLE weir_sagas ADD COLUMN cancel_requested TEXT;

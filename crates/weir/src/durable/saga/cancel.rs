@@ -1,0 +1,117 @@
+//! [`SagaEngine::cancel`]: stop a running saga and compensate what it did.
+//!
+//! A cancel is a durable request first ([`Store::request_cancel`]); then
+//! whoever holds the saga carries it out. Compensations are never
+//! skipped:
+//! - the worker driving the saga stops it at its next heartbeat (every
+//!   third of the lease): the step running then is dropped at its next
+//!   `.await` and, its effect unknown, compensated with the done ones;
+//! - a saga no live worker holds is taken by the engine that cancels it
+//!   (or, if that engine does not know its definition or is gone, by the
+//!   next worker that claims it); if a worker before held it, its first
+//!   pending step may have been running and is compensated too;
+//! - a crash anywhere after the request leaves the request stored: the
+//!   next claim compensates.
+//!
+//! Compensations themselves are never cancelled; one that keeps failing
+//! ends the saga `failed`, as any compensation does.
+//!
+//! [`Store::request_cancel`]: crate::durable::store::Store::request_cancel
+
+use super::engine::Driving;
+use super::{SagaEngine, SagaError};
+use crate::durable::store::{SagaStatus, StoreError};
+
+/// What [`SagaEngine::cancel`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// No live worker held the saga: this engine took it and rolled it
+    /// back; the error says how it ended
+    /// ([`is_compensated`](SagaError::is_compensated), or
+    /// [`is_failed`](SagaError::is_failed) if a compensation failed) and
+    /// [`is_cancelled`](SagaError::is_cancelled) is true.
+    RolledBack(SagaError),
+    /// A live worker holds the saga (this engine included): it stops the
+    /// saga within a third of its lease and compensates it; the request is
+    /// durable meanwhile.
+    Requested {
+        /// The worker holding the saga.
+        worker: String,
+    },
+    /// Nothing to cancel: the saga is already rolling back or has ended.
+    NotRunning(SagaStatus),
+}
+
+impl SagaEngine {
+    /// Cancels saga `id` with `reason`: the running step is stopped and
+    /// every step that completed (or may have: the one interrupted) is
+    /// compensated in reverse. See the [module docs](self) for who
+    /// carries it out and why no cancel, crash or timeout skips a
+    /// compensation.
+    ///
+    /// # Errors
+    /// [`SagaError`] wrapping [`StoreError::NotFound`] if there is no saga
+    /// `id`; the store failing.
+    ///
+    /// # Cancel safety
+    /// The request is durable once written; dropping the future after
+    /// that leaves it to the saga's holder or next claimer.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::saga::{CancelOutcome, SagaDefinition, SagaEngine, StepError};
+    /// use weir::durable::store::{SagaStatus, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::error::BoxError> {
+    /// let store = Store::memory();
+    /// let order = SagaDefinition::builder("order")
+    ///     .step("charge", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+    ///     .build()?;
+    /// let engine = SagaEngine::builder(store.clone()).definition(order).build()?;
+    /// engine.submit("order-1", "order", &7).await?; // stored, not started
+    /// match engine.cancel("order-1", "the customer changed their mind").await? {
+    ///     CancelOutcome::RolledBack(how) => assert!(how.is_cancelled() && how.is_compensated()),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// assert_eq!(store.saga("order-1").await?.unwrap().status, SagaStatus::Compensated);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<CancelOutcome, SagaError> {
+        let store = &self.inner.store;
+        let requested = store.request_cancel(id, reason).await.map_err(|e| SagaError::store(id, e))?;
+        let Some(saga) = requested else {
+            return Err(SagaError::store(
+                id,
+                StoreError::NotFound { target: store.target(), what: format!("saga {id}") },
+            ));
+        };
+        if saga.status != SagaStatus::Running {
+            return Ok(CancelOutcome::NotRunning(saga.status));
+        }
+        if let Some(signal) = self.inner.signal_of(id) {
+            signal.fire(saga.cancel_requested.as_deref().unwrap_or(reason));
+            return Ok(CancelOutcome::Requested { worker: self.inner.worker.clone() });
+        }
+        let holder = || CancelOutcome::Requested { worker: saga.lease_owner.clone().unwrap_or_default() };
+        if !self.inner.definitions.contains_key(&saga.definition) {
+            return Ok(holder());
+        }
+        self.start_heartbeat();
+        let claimed = {
+            let _claiming = self.inner.claiming.lock().await;
+            let claimed = store.claim_one(id, &self.inner.worker, self.inner.lease).await;
+            let claimed = claimed.map_err(|e| SagaError::store(id, e))?;
+            claimed.and_then(|record| Some((Driving::start(&self.inner, id)?, record)))
+        };
+        let Some((driving, record)) = claimed else { return Ok(holder()) };
+        match self.inner.drive_claimed(record, &driving).await {
+            Err(error) if error.is_compensated() || error.is_failed() => Ok(CancelOutcome::RolledBack(error)),
+            Err(error) => Err(error),
+            // It ended before the request reached it.
+            Ok(_) => Ok(CancelOutcome::NotRunning(SagaStatus::Completed)),
+        }
+    }
+}

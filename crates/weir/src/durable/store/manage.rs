@@ -1,0 +1,134 @@
+//! Managing sagas in production: a durable request to cancel one, and
+//! deleting the ones that ended (one by one, or by age: retention).
+//!
+//! Each statement is the same text on SQLite and PostgreSQL and runs in
+//! the store's group commit, so it is ordered with the sagas' own writes.
+
+use std::time::SystemTime;
+
+use super::record::{SagaRecord, SagaStatus, now_ms};
+use super::{Backend, Store, StoreError, on_tx};
+use crate::error::BoxError;
+
+impl Store {
+    /// Records a request to cancel saga `id` with `reason`, if it is
+    /// running forward (a saga already compensating or ended is left as it
+    /// is; a second request keeps the first reason). The request is
+    /// durable: the worker holding the saga stops it at its next heartbeat
+    /// and compensates its completed steps, or the next worker to claim it
+    /// does. Returns the saga as it stands after the request, `None` if
+    /// there is none. Use [`SagaEngine::cancel`] to also carry the cancel
+    /// out at once when no live worker holds the saga.
+    ///
+    /// [`SagaEngine::cancel`]: crate::durable::saga::SagaEngine::cancel
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store cannot be written.
+    pub async fn request_cancel(&self, id: &str, reason: &str) -> Result<Option<SagaRecord>, StoreError> {
+        let (id_owned, reason, now) = (id.to_owned(), reason.to_owned(), now_ms());
+        match &*self.inner.backend {
+            Backend::Memory(m) => m.request_cancel(id, &reason, now),
+            _ => {
+                self.statement(move |tx| {
+                    let (id, reason) = (id_owned.clone(), reason.clone());
+                    Box::pin(async move {
+                        let sql = "UPDATE weir_sagas SET cancel_requested = COALESCE(cancel_requested, $2), updated_at = $3 \
+                                   WHERE id = $1 AND status = 'running'";
+                        on_tx!(tx, conn => {
+                            sqlx::query(sql).bind(&id).bind(&reason).bind(now).execute(&mut *conn).await?;
+                        });
+                        Ok(())
+                    })
+                })
+                .await?;
+            }
+        }
+        self.saga(id).await
+    }
+
+    /// The running sagas `owner` holds that were asked to be cancelled:
+    /// `(id, reason)`.
+    pub(crate) async fn cancel_requests(&self, owner: &str) -> Result<Vec<(String, String)>, StoreError> {
+        #[allow(irrefutable_let_patterns)] // without a database feature, memory is all there is
+        if let Backend::Memory(m) = &*self.inner.backend {
+            return Ok(m.cancel_requests(owner));
+        }
+        let owner = owner.to_owned();
+        self.statement(move |tx| {
+            let owner = owner.clone();
+            Box::pin(async move {
+                let sql = "SELECT id, cancel_requested FROM weir_sagas \
+                           WHERE lease_owner = $1 AND status = 'running' AND cancel_requested IS NOT NULL";
+                Ok(on_tx!(tx, conn => sqlx::query_as(sql).bind(&owner).fetch_all(&mut *conn).await?))
+            })
+        })
+        .await
+    }
+
+    /// Deletes saga `id` if it has ended (completed, compensated or
+    /// failed); `false` if there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Active`] for a saga still running or compensating
+    /// (cancel it first); [`StoreError`] if the store fails.
+    pub async fn delete_saga(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(saga) = self.saga(id).await? else { return Ok(false) };
+        if saga.status.is_active() {
+            return Err(StoreError::Active { target: self.target(), saga: id.to_owned(), status: saga.status });
+        }
+        let deleted = self.delete_ended(Some(id.to_owned()), &[saga.status], i64::MAX).await?;
+        Ok(deleted == 1)
+    }
+
+    /// Retention: deletes the sagas in one of `statuses` (active ones are
+    /// never deleted: they are skipped) last changed before `before`;
+    /// how many were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the store fails.
+    pub async fn prune_sagas(&self, statuses: &[SagaStatus], before: SystemTime) -> Result<u64, StoreError> {
+        let ended: Vec<SagaStatus> = statuses.iter().copied().filter(|s| !s.is_active()).collect();
+        if ended.is_empty() {
+            return Ok(0);
+        }
+        let before = super::inspect::ms(before);
+        self.delete_ended(None, &ended, before).await
+    }
+
+    /// Deletes ended sagas in `statuses` changed before `before` (ms),
+    /// only saga `id` if given.
+    async fn delete_ended(&self, id: Option<String>, statuses: &[SagaStatus], before: i64) -> Result<u64, StoreError> {
+        #[allow(irrefutable_let_patterns)] // without a database feature, memory is all there is
+        if let Backend::Memory(m) = &*self.inner.backend {
+            return Ok(m.delete_ended(id.as_deref(), statuses, before));
+        }
+        // Status names are weir's own words: safe to write into the statement.
+        let names: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "DELETE FROM weir_sagas WHERE status IN ({}) AND updated_at < $1 AND ($2 IS NULL OR id = $2)",
+            names.join(", ")
+        );
+        self.statement(move |tx| {
+            let (sql, id) = (sql.clone(), id.clone());
+            Box::pin(async move {
+                Ok(on_tx!(tx, conn => sqlx::query(&sql).bind(before).bind(&id).execute(&mut *conn).await?.rows_affected()))
+            })
+        })
+        .await
+    }
+
+    /// Runs `effect` in the group commit; its error as a [`StoreError`].
+    async fn statement<T, F>(&self, effect: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t mut super::Tx) -> futures_util::future::BoxFuture<'t, Result<T, BoxError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.commit_effect(effect).await.map_err(|source| match source.downcast::<StoreError>() {
+            Ok(error) => *error,
+            Err(source) => StoreError::Query { target: self.target(), source },
+        })
+    }
+}

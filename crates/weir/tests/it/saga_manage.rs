@@ -1,0 +1,238 @@
+//! Managing sagas: cancel (the running step stopped, every completed step
+//! and the interrupted one compensated in reverse, whoever carries it
+//! out, across a crash), delete and retention; on memory, SQLite and
+//! PostgreSQL.
+#![cfg(feature = "sqlite")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use weir::durable::saga::{CancelOutcome, SagaDefinition, SagaEngine, StepContext, StepError};
+use weir::durable::store::{SagaStatus, StepStatus, Store, StoreError};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Every store to try, each with a way to open a second handle on the
+/// same state (a second process would): memory shares its handle.
+async fn stores(test: &str) -> Vec<(Store, Option<String>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.db").to_str().unwrap().to_owned();
+    let mut all = vec![(Store::memory(), None, None), (Store::open(&path).await.unwrap(), Some(path), Some(dir))];
+    #[cfg(feature = "postgres")]
+    if let Some(url) = crate::support::stores::postgres_url(test).await {
+        all.push((Store::open(&url).await.unwrap(), Some(url), None));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = test;
+    all
+}
+
+async fn another_handle(store: &Store, location: &Option<String>) -> Store {
+    match location {
+        Some(location) => Store::open(location).await.unwrap(),
+        None => store.clone(),
+    }
+}
+
+/// reserve → charge → ship; `ship` waits until it is dropped (a call
+/// that never answers), so a saga sits in it until cancelled.
+fn order(log: &Log) -> SagaDefinition {
+    let step = |log: &Log, name: &'static str| {
+        let log = log.clone();
+        move |_: StepContext| {
+            log.lock().unwrap().push(name.to_owned());
+            async { Ok::<_, StepError>(()) }
+        }
+    };
+    let undo = |log: &Log, name: &'static str| {
+        let log = log.clone();
+        move |_: StepContext| {
+            log.lock().unwrap().push(name.to_owned());
+            async { Ok(()) }
+        }
+    };
+    let shipping = log.clone();
+    SagaDefinition::builder("order")
+        .step("reserve", step(log, "reserve"), undo(log, "release"))
+        .step("charge", step(log, "charge"), undo(log, "refund"))
+        .step(
+            "ship",
+            move |_: StepContext| {
+                shipping.lock().unwrap().push("ship".to_owned());
+                std::future::pending::<Result<(), StepError>>()
+            },
+            undo(log, "recall"),
+        )
+        .build()
+        .unwrap()
+}
+
+fn engine(store: Store, log: &Log, worker: &str) -> SagaEngine {
+    SagaEngine::builder(store).definition(order(log)).worker_id(worker).lease(Duration::from_secs(1)).build().unwrap()
+}
+
+async fn wait_for(log: &Log, entry: &str) {
+    while !log.lock().unwrap().iter().any(|e| e == entry) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A cancel from another process while a live worker sits in `ship`: the
+/// worker stops the step at its next heartbeat and compensates it (its
+/// effect unknown) and the done steps, in reverse; its caller hears a
+/// cancelled, compensated saga.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_cancel_stops_the_running_step_and_compensates_in_reverse() {
+    for (store, location, _dir) in stores("saga_cancel_stops_the_running_step_and_compensates_in_reverse").await {
+        let log = Log::default();
+        let worker = engine(store.clone(), &log, "worker");
+        let running = tokio::spawn({
+            let worker = worker.clone();
+            async move { worker.run_with_id("o-1", "order", &1).await }
+        });
+        wait_for(&log, "ship").await;
+
+        let operator = engine(another_handle(&store, &location).await, &log, "operator");
+        let asked = operator.cancel("o-1", "customer changed their mind").await.unwrap();
+        assert!(matches!(&asked, CancelOutcome::Requested { worker } if worker == "worker"), "{asked:?}");
+        let error =
+            tokio::time::timeout(Duration::from_secs(10), running).await.expect("stopped").unwrap().unwrap_err();
+        assert!(error.is_cancelled() && error.is_compensated(), "{error}");
+        assert!(error.to_string().contains("cancelled: customer changed their mind"), "{error}");
+        assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "ship", "recall", "refund", "release"]);
+
+        let saga = store.saga("o-1").await.unwrap().unwrap();
+        assert_eq!(saga.status, SagaStatus::Compensated);
+        assert_eq!(saga.cancel_requested.as_deref(), Some("customer changed their mind"));
+        assert!(saga.steps.iter().all(|s| s.status == StepStatus::Compensated), "{:?}", saga.steps);
+        let again = operator.cancel("o-1", "twice").await.unwrap();
+        assert!(matches!(again, CancelOutcome::NotRunning(SagaStatus::Compensated)), "{again:?}");
+    }
+}
+
+/// The worker died inside `ship` (its drive dropped, its lease left to
+/// run out): the cancelling engine takes the saga over and compensates it
+/// itself, `ship` included (it may have happened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_cancel_of_a_saga_whose_worker_died_is_carried_out_by_the_canceller() {
+    for (store, location, _dir) in
+        stores("saga_cancel_of_a_saga_whose_worker_died_is_carried_out_by_the_canceller").await
+    {
+        let log = Log::default();
+        let dead = SagaEngine::builder(store.clone())
+            .definition(order(&log))
+            .worker_id("dead")
+            .lease(Duration::from_secs(1))
+            .reclaim_expired(false)
+            .build()
+            .unwrap();
+        let running = tokio::spawn(async move { dead.run_with_id("o-1", "order", &1).await });
+        wait_for(&log, "ship").await;
+        running.abort();
+        let _ = running.await;
+
+        // Without background take-overs, so that the cancel is what rolls it back.
+        let operator = SagaEngine::builder(another_handle(&store, &location).await)
+            .definition(order(&log))
+            .worker_id("operator")
+            .lease(Duration::from_secs(1))
+            .reclaim_expired(false)
+            .build()
+            .unwrap();
+        let first = operator.cancel("o-1", "stuck").await.unwrap();
+        // Asked while the dead worker's lease still ran: it is stored.
+        assert!(matches!(first, CancelOutcome::Requested { .. }), "{first:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let outcome = operator.cancel("o-1", "stuck, again").await.unwrap();
+        let CancelOutcome::RolledBack(error) = outcome else { panic!("{outcome:?}") };
+        assert!(error.is_cancelled() && error.is_compensated(), "{error}");
+        assert!(error.to_string().contains("cancelled: stuck"), "the first reason is kept: {error}");
+        assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "ship", "recall", "refund", "release"]);
+        let saga = store.saga("o-1").await.unwrap().unwrap();
+        assert_eq!(saga.status, SagaStatus::Compensated);
+    }
+}
+
+/// The crash boundary "cancel requested": the request is stored (here by
+/// the `weir` command's path, `Store::request_cancel`), no worker is
+/// alive; the next engine to resume compensates the saga. A saga that
+/// never started has nothing to compensate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_cancel_requested_while_every_worker_is_down_is_carried_out_on_resume() {
+    for (store, location, _dir) in
+        stores("saga_cancel_requested_while_every_worker_is_down_is_carried_out_on_resume").await
+    {
+        let log = Log::default();
+        let first = SagaEngine::builder(store.clone())
+            .definition(order(&log))
+            .worker_id("first")
+            .lease(Duration::from_secs(1))
+            .reclaim_expired(false) // it must not start the submitted one
+            .build()
+            .unwrap();
+        first.submit("never-started", "order", &2).await.unwrap();
+        let running = tokio::spawn({
+            let first = first.clone();
+            async move { first.run_with_id("o-1", "order", &1).await }
+        });
+        wait_for(&log, "ship").await;
+        running.abort();
+        let _ = running.await;
+        drop(first);
+        let asked = store.request_cancel("o-1", "operator").await.unwrap().unwrap();
+        assert_eq!((asked.status, asked.cancel_requested.as_deref()), (SagaStatus::Running, Some("operator")));
+        store.request_cancel("never-started", "operator").await.unwrap();
+        assert!(store.request_cancel("nope", "operator").await.unwrap().is_none());
+
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let next = engine(another_handle(&store, &location).await, &log, "next");
+        let report = next.resume().await.unwrap();
+        assert_eq!((report.resumed, report.compensated), (2, 2), "{report:?}");
+        assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "ship", "recall", "refund", "release"]);
+        let untouched = store.saga("never-started").await.unwrap().unwrap();
+        assert_eq!(untouched.status, SagaStatus::Compensated);
+        assert!(untouched.steps.iter().all(|s| s.status == StepStatus::Pending), "nothing ran, nothing undone");
+    }
+}
+
+/// Deleting a saga needs it ended; retention deletes ended sagas by
+/// status and age, never active ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_delete_and_retention_remove_only_ended_sagas() {
+    for (store, _, _dir) in stores("saga_delete_and_retention_remove_only_ended_sagas").await {
+        let log = Log::default();
+        let quick = SagaDefinition::builder("quick")
+            .step("one", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+            .build()
+            .unwrap();
+        let failing = SagaDefinition::builder("failing")
+            .step("one", |_| async { Err::<(), _>(StepError::terminal("no")) }, |_| async { Ok(()) })
+            .build()
+            .unwrap();
+        let engine = SagaEngine::builder(store.clone())
+            .definition(quick)
+            .definition(failing)
+            .definition(order(&log))
+            .build()
+            .unwrap();
+        for n in 0..3 {
+            engine.run_with_id(&format!("done-{n}"), "quick", &n).await.unwrap();
+        }
+        engine.run_with_id("rolled-back", "failing", &0).await.unwrap_err();
+        engine.submit("waiting", "order", &0).await.unwrap();
+
+        let busy = store.delete_saga("waiting").await.unwrap_err();
+        assert!(matches!(busy, StoreError::Active { status: SagaStatus::Running, .. }), "{busy}");
+        assert!(busy.to_string().contains("cancel it"), "{busy}");
+        assert!(store.delete_saga("done-0").await.unwrap());
+        assert!(!store.delete_saga("done-0").await.unwrap(), "gone");
+
+        let future = SystemTime::now() + Duration::from_secs(60);
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(store.prune_sagas(&[SagaStatus::Completed], past).await.unwrap(), 0, "none that old");
+        let all = [SagaStatus::Completed, SagaStatus::Compensated, SagaStatus::Running];
+        assert_eq!(store.prune_sagas(&all, future).await.unwrap(), 3, "2 completed, 1 compensated; running kept");
+        let left: Vec<String> = store.sagas(None, 10).await.unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(left, ["waiting"]);
+    }
+}
