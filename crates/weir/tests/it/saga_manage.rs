@@ -236,3 +236,59 @@ async fn saga_delete_and_retention_remove_only_ended_sagas() {
         assert_eq!(left, ["waiting"]);
     }
 }
+
+/// A step whose every attempt timed out may have taken effect: with
+/// `compensate_if_timed_out` its compensation runs with the done steps'
+/// (it is `interrupted`); without, it is `failed` and not compensated. A
+/// step that failed with an answer is never compensated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_timed_out_step_is_compensated_when_its_definition_asks() {
+    for asks in [true, false] {
+        let log = Log::default();
+        let (a, b, c) = (log.clone(), log.clone(), log.clone());
+        let mut def = SagaDefinition::builder("pay")
+            .step(
+                "reserve",
+                |_| async { Ok::<_, StepError>(()) },
+                move |_| {
+                    a.lock().unwrap().push("release".to_owned());
+                    async { Ok(()) }
+                },
+            )
+            .step(
+                "charge",
+                move |_| {
+                    b.lock().unwrap().push("charge".to_owned());
+                    std::future::pending::<Result<(), StepError>>()
+                },
+                move |_| {
+                    c.lock().unwrap().push("refund".to_owned());
+                    async { Ok(()) }
+                },
+            );
+        if asks {
+            def = def.compensate_if_timed_out("charge");
+        }
+        let retry = weir::policy::retry::RetryPolicy::builder()
+            .max_attempts(2)
+            .initial_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let (store, _dir) = crate::support::stores::sqlite().await;
+        let engine = SagaEngine::builder(store.clone())
+            .definition(def.build().unwrap())
+            .step_timeout(Duration::from_millis(30))
+            .step_retry(retry)
+            .build()
+            .unwrap();
+        let error = engine.run_with_id("p-1", "pay", &1).await.unwrap_err();
+        assert!(error.is_compensated() && !error.is_cancelled(), "{error}");
+        assert!(error.to_string().contains("timed out"), "{error}");
+        let expected: &[&str] =
+            if asks { &["charge", "charge", "refund", "release"] } else { &["charge", "charge", "release"] };
+        assert_eq!(*log.lock().unwrap(), expected);
+        let charge = &store.saga("p-1").await.unwrap().unwrap().steps[1];
+        let status = if asks { StepStatus::Compensated } else { StepStatus::Failed };
+        assert_eq!(charge.status, status);
+    }
+}

@@ -20,6 +20,9 @@ pub(crate) struct StepDef {
     pub(crate) compensate: Option<Compensate>,
     /// The step's own policies, instead of the engine's step policies.
     pub(crate) policies: Option<Stack>,
+    /// Whether the step is compensated when it failed because its last
+    /// attempt timed out (its effect unknown).
+    pub(crate) compensate_timed_out: bool,
 }
 
 /// A named sequence of steps, each with a forward action and (usually) a
@@ -42,7 +45,7 @@ impl std::fmt::Debug for SagaDefinition {
 impl SagaDefinition {
     /// Starts a definition named `name`.
     pub fn builder(name: impl Into<Arc<str>>) -> SagaDefinitionBuilder {
-        SagaDefinitionBuilder { name: name.into(), steps: Vec::new(), policies: Vec::new() }
+        SagaDefinitionBuilder { name: name.into(), steps: Vec::new(), policies: Vec::new(), timed_out: Vec::new() }
     }
 
     /// Its name.
@@ -56,6 +59,7 @@ pub struct SagaDefinitionBuilder {
     name: Arc<str>,
     steps: Vec<StepDef>,
     policies: Vec<(String, Stack)>,
+    timed_out: Vec<String>,
 }
 
 impl std::fmt::Debug for SagaDefinitionBuilder {
@@ -102,7 +106,13 @@ impl SagaDefinitionBuilder {
                 serde_json::to_value(output).map_err(|e| StepError::terminal(format!("step output is not JSON: {e}")))
             })
         });
-        self.steps.push(StepDef { name: Arc::from(name), forward, compensate, policies: None });
+        self.steps.push(StepDef {
+            name: Arc::from(name),
+            forward,
+            compensate,
+            policies: None,
+            compensate_timed_out: false,
+        });
         self
     }
 
@@ -130,11 +140,36 @@ impl SagaDefinitionBuilder {
         self
     }
 
+    /// Compensates step `step` also when it fails because its last attempt
+    /// timed out ([`step_timeout`](super::SagaEngineBuilder::step_timeout)):
+    /// the call may have taken effect without answering (a payment sent,
+    /// its reply lost), so its compensation runs with the done steps'. Its
+    /// compensation must then accept a step that did not happen (look it
+    /// up by the step's idempotency key). Off by default: a step that
+    /// failed is taken not to have happened.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::saga::{SagaDefinition, StepError};
+    ///
+    /// let order = SagaDefinition::builder("order")
+    ///     .step("charge", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+    ///     .compensate_if_timed_out("charge")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(order.name(), "order");
+    /// ```
+    pub fn compensate_if_timed_out(mut self, step: &str) -> Self {
+        self.timed_out.push(step.to_owned());
+        self
+    }
+
     /// Checks the definition.
     ///
     /// # Errors
     /// [`ConfigError`] for no steps, an empty or repeated step name, or
-    /// policies for a step the definition does not have.
+    /// policies (or `compensate_if_timed_out`) for a step the definition
+    /// does not have.
     pub fn build(mut self) -> Result<SagaDefinition, ConfigError> {
         if self.steps.is_empty() {
             return Err(ConfigError::new("saga steps", format!("none in `{}`", self.name), "add at least one step"));
@@ -157,6 +192,16 @@ impl SagaDefinitionBuilder {
                 ));
             };
             step.policies = Some(policies);
+        }
+        for name in self.timed_out {
+            let Some(step) = self.steps.iter_mut().find(|s| *s.name == *name) else {
+                return Err(ConfigError::new(
+                    "saga compensate_if_timed_out",
+                    format!("{name:?} in `{}`", self.name),
+                    "name a step of the definition",
+                ));
+            };
+            step.compensate_timed_out = true;
         }
         Ok(SagaDefinition { name: self.name, steps: Arc::new(self.steps) })
     }

@@ -105,7 +105,10 @@ impl Driver<'_> {
             }
             Err(error) => {
                 tracing::warn!(saga = %record.id, step = %step.name, attempts, %error, "step failed; compensating");
-                rec.status = StepStatus::Failed;
+                // A step that timed out may have taken effect: compensated
+                // too when its definition asks.
+                let unknown = step.compensate_timed_out && error.timed_out();
+                rec.status = if unknown { StepStatus::Interrupted } else { StepStatus::Failed };
                 rec.error = Some(error.to_string());
                 record.status = SagaStatus::Compensating;
                 record.error = Some(format!("step `{}` failed: {error}", step.name));

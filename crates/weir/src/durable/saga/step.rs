@@ -107,6 +107,11 @@ impl StepError {
         self.source
     }
 
+    /// Whether its last attempt timed out (the step's effect is unknown).
+    pub(super) fn timed_out(&self) -> bool {
+        crate::error::find::<crate::error::TimedOut>(&*self.source).is_some()
+    }
+
     /// The error a policy stack sees: the cause, marked when terminal.
     pub(super) fn into_box_error(self) -> BoxError {
         if self.retryable { self.source } else { Box::new(Terminal(self.source)) }
