@@ -292,3 +292,54 @@ async fn saga_a_timed_out_step_is_compensated_when_its_definition_asks() {
         assert_eq!(charge.status, status);
     }
 }
+
+/// A durable deadline: passed while the saga sits in `ship`, its holder
+/// stops the step and compensates; passed while its worker is dead, the
+/// live worker that takes it over compensates instead of going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_passed_deadline_cancels_and_compensates_on_whichever_worker_is_alive() {
+    for (store, location, _dir) in
+        stores("saga_a_passed_deadline_cancels_and_compensates_on_whichever_worker_is_alive").await
+    {
+        let log = Log::default();
+        let worker = engine(store.clone(), &log, "worker");
+        let soon = SystemTime::now() + Duration::from_millis(300);
+        let error = worker.run_with_deadline("o-1", "order", &1, soon).await.unwrap_err();
+        assert!(error.is_cancelled() && error.is_compensated(), "{error}");
+        assert!(error.to_string().contains("deadline passed"), "{error}");
+        assert!(SystemTime::now() >= soon, "not before its deadline");
+        assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "ship", "recall", "refund", "release"]);
+        assert!(store.saga("o-1").await.unwrap().unwrap().deadline_at.is_some());
+        drop(worker); // it would take part two's saga over with its own log
+
+        // The worker dies inside `ship`; the deadline passes; a live worker
+        // (its background take-over) rolls the saga back.
+        let log = Log::default();
+        let dying = SagaEngine::builder(store.clone())
+            .definition(order(&log))
+            .worker_id("dying")
+            .lease(Duration::from_secs(1))
+            .reclaim_expired(false)
+            .build()
+            .unwrap();
+        // Before its lease (1 s) runs out: the take-over finds it past due.
+        let soon = SystemTime::now() + Duration::from_millis(400);
+        let running = tokio::spawn(async move { dying.run_with_deadline("o-2", "order", &2, soon).await });
+        wait_for(&log, "ship").await;
+        running.abort();
+        let _ = running.await;
+        let live = engine(another_handle(&store, &location).await, &log, "live");
+        live.resume().await.unwrap(); // starts its take-over; o-2's lease has not expired yet
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while store.saga("o-2").await.unwrap().unwrap().status.is_active() {
+            assert!(std::time::Instant::now() < deadline, "the live worker rolled it back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let saga = store.saga("o-2").await.unwrap().unwrap();
+        assert_eq!(saga.status, SagaStatus::Compensated);
+        assert!(saga.error.as_deref().unwrap_or_default().contains("deadline passed"), "{:?}", saga.error);
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.iter().filter(|e| *e == "ship").count(), 1, "never went forward again: {log:?}");
+        assert_eq!(&log[log.len() - 3..], ["recall", "refund", "release"]);
+    }
+}

@@ -284,7 +284,35 @@ impl SagaEngine {
             return Err(SagaError::for_unknown_definition(id, definition));
         }
         let _slot = self.inner.slots.acquire().await.expect("never closed");
-        self.run_in_slot(id, definition, input).await
+        self.run_in_slot(id, definition, input, None).await
+    }
+
+    /// Like [`run_with_id`](Self::run_with_id), with a durable deadline:
+    /// if the saga has not ended by `deadline`, it is cancelled and
+    /// compensated (the running step stopped, as by
+    /// [`cancel`](Self::cancel)) by whichever worker holds it then, or by
+    /// the next one to claim it. A saga that already exists keeps the
+    /// deadline it started with.
+    ///
+    /// # Errors
+    /// As [`run_with_id`](Self::run_with_id); a saga stopped by its
+    /// deadline ends with [`SagaError::is_cancelled`] and the reason "its
+    /// deadline passed".
+    ///
+    /// # Cancel safety
+    /// As [`run`](Self::run): the deadline is stored with the saga.
+    pub async fn run_with_deadline<I: Serialize>(
+        &self,
+        id: &str,
+        definition: &str,
+        input: &I,
+        deadline: std::time::SystemTime,
+    ) -> Result<String, SagaError> {
+        if !self.inner.definitions.contains_key(definition) {
+            return Err(SagaError::for_unknown_definition(id, definition));
+        }
+        let _slot = self.inner.slots.acquire().await.expect("never closed");
+        self.run_in_slot(id, definition, input, Some(deadline)).await
     }
 
     /// [`run_with_id`](Self::run_with_id) in a slot the caller holds.
@@ -293,8 +321,10 @@ impl SagaEngine {
         id: &str,
         definition: &str,
         input: &I,
+        deadline: Option<std::time::SystemTime>,
     ) -> Result<String, SagaError> {
         let (def, mut record) = self.new_record(id, definition, input)?;
+        record.deadline_at = deadline.map(crate::durable::store::ms);
         self.start_heartbeat();
         let Some(driving) = Driving::start(&self.inner, id) else {
             return Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() }));
@@ -424,6 +454,7 @@ impl SagaEngine {
             lease_owner: None,
             lease_until: None,
             cancel_requested: None,
+            deadline_at: None,
             created_at: now,
             updated_at: now,
         };

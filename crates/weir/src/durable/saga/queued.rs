@@ -19,7 +19,7 @@
 //! the saga's lease ran out) and carries it on from its last transition.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -42,6 +42,7 @@ pub struct SagaStart {
     partition_key: Option<String>,
     priority: i32,
     delay: Duration,
+    deadline: Option<SystemTime>,
 }
 
 impl SagaStart {
@@ -61,7 +62,16 @@ impl SagaStart {
             partition_key: None,
             priority: 0,
             delay: Duration::ZERO,
+            deadline: None,
         })
+    }
+
+    /// Cancelled and compensated if it has not ended by `deadline` (see
+    /// [`SagaEngine::run_with_deadline`]); a start still queued then is
+    /// rolled back as soon as a worker claims it.
+    pub fn deadline(mut self, deadline: SystemTime) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The key the queue's per-key limits count by (a tenant).
@@ -83,7 +93,10 @@ impl SagaStart {
     }
 
     fn job(&self) -> NewJob {
-        let payload = serde_json::json!({ "saga": self.id, "definition": self.definition, "input": self.input });
+        let mut payload = serde_json::json!({ "saga": self.id, "definition": self.definition, "input": self.input });
+        if let Some(deadline) = self.deadline {
+            payload["deadline_at"] = crate::durable::store::ms(deadline).into();
+        }
         let mut job = NewJob::new(payload).dedup_id(&self.id).priority(self.priority).delay(self.delay);
         if let Some(key) = &self.partition_key {
             job = job.partition_key(key);
@@ -101,6 +114,11 @@ impl SagaStart {
             partition_key: job.partition_key.clone(),
             priority: 0,
             delay: Duration::ZERO,
+            deadline: job
+                .payload
+                .get("deadline_at")
+                .and_then(serde_json::Value::as_u64)
+                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
         })
     }
 }
@@ -222,7 +240,7 @@ impl SagaEngine {
     ///
     /// # Examples
     /// ```
-    /// use std::time::Duration;
+    /// use std::time::{Duration, SystemTime};
     /// use tokio_util::sync::CancellationToken;
     /// use weir::durable::queue::WorkQueue;
     /// use weir::durable::saga::{SagaDefinition, SagaEngine, SagaStart, StepError};
@@ -333,7 +351,7 @@ impl SagaEngine {
             return give_back_or_bury(receipt, why).await;
         }
         let run = loop {
-            match self.run_in_slot(&start.id, &start.definition, &start.input).await {
+            match self.run_in_slot(&start.id, &start.definition, &start.input, start.deadline).await {
                 // Another worker holds the saga (one that stopped past its
                 // job's lease, or drives it outside the queue): wait it out;
                 // this job's lease is renewed meanwhile.

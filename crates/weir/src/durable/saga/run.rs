@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::definition::StepDef;
 use super::engine::CancelSignal;
 use super::{SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
-use crate::durable::store::{SagaRecord, SagaStatus, SagaWrite, StepStatus, Store};
+use crate::durable::store::{
+    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, now_ms, stop_reason,
+};
 use crate::error::{BoxError, Errors, Origin};
 use crate::policy::Stack;
 use crate::policy::retry::is_transient;
@@ -36,8 +38,10 @@ impl Driver<'_> {
     pub(crate) async fn drive(&self, mut record: SagaRecord) -> Result<String, SagaError> {
         let input = Arc::new(record.input.clone());
         let mut failure: Option<Failure> = None;
-        if let (SagaStatus::Running, Some(reason)) = (record.status, record.cancel_requested.clone()) {
-            // Claimed with a cancel request: a worker before this one (the
+        let due = record.cancel_requested.is_some() || deadline_left(&record).is_some_and(|left| left.is_zero());
+        if record.status == SagaStatus::Running && due {
+            let reason = stop_reason(record.cancel_requested.clone(), record.deadline_at);
+            // Claimed with a cancel request or past its deadline: a worker before this one (the
             // fence says there was one) may have been inside the first
             // pending step, so it counts as interrupted.
             let held_before = record.fence > 1;
@@ -49,6 +53,9 @@ impl Driver<'_> {
                 SagaStatus::Running if self.cancel.token.is_cancelled() => {
                     let reason = self.cancel.reason.get().cloned().unwrap_or_default();
                     failure = Some(self.stop(&mut record, &reason, None).await?);
+                }
+                SagaStatus::Running if deadline_left(&record).is_some_and(|left| left.is_zero()) => {
+                    failure = Some(self.stop(&mut record, DEADLINE_PASSED, None).await?);
                 }
                 SagaStatus::Running => match record.steps.iter().position(|s| s.status == StepStatus::Pending) {
                     None => return self.finish(&mut record, SagaStatus::Completed).await.map(|()| record.id),
@@ -79,16 +86,23 @@ impl Driver<'_> {
         let step = &self.definition.steps[i];
         let forward = |attempt| (step.forward)(self.context(record, input, i, attempt));
         let policies = step.policies.as_ref().unwrap_or(self.steps);
+        let deadline = async {
+            match deadline_left(record) {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
         let run = tokio::select! {
             biased;
-            () = self.cancel.token.cancelled() => None,
-            run = self.attempts(policies, &step.name, forward) => Some(run),
+            () = self.cancel.token.cancelled() => Err(self.cancel.reason.get().cloned().unwrap_or_default()),
+            () = deadline => Err(DEADLINE_PASSED.to_owned()),
+            run = self.attempts(policies, &step.name, forward) => Ok(run),
         };
-        let Some((result, attempts)) = run else {
+        let (result, attempts) = match run {
+            Ok(run) => run,
             // Cancelled inside the step: it is dropped at its next await,
             // its effect unknown, so it is compensated too.
-            let reason = self.cancel.reason.get().cloned().unwrap_or_default();
-            return self.stop(record, &reason, Some(i)).await.map(Some);
+            Err(reason) => return self.stop(record, &reason, Some(i)).await.map(Some),
         };
         let rec = &mut record.steps[i];
         rec.attempts += attempts;
@@ -258,4 +272,11 @@ impl Driver<'_> {
         let result = result.map_err(|e| StepError::from_box_error(e.into_attempted()));
         (result, retries + 1)
     }
+}
+
+/// How long until `record`'s deadline (zero once it passed); `None`
+/// without one.
+fn deadline_left(record: &SagaRecord) -> Option<std::time::Duration> {
+    let at = record.deadline_at?;
+    Some(std::time::Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)))
 }

@@ -46,23 +46,27 @@ impl Store {
         self.saga(id).await
     }
 
-    /// The running sagas `owner` holds that were asked to be cancelled:
-    /// `(id, reason)`.
+    /// The running sagas `owner` holds that were asked to be cancelled or
+    /// whose deadline passed: `(id, reason)`.
     pub(crate) async fn cancel_requests(&self, owner: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let now = now_ms();
         #[allow(irrefutable_let_patterns)] // without a database feature, memory is all there is
-        if let Backend::Memory(m) = &*self.inner.backend {
-            return Ok(m.cancel_requests(owner));
-        }
-        let owner = owner.to_owned();
-        self.statement(move |tx| {
-            let owner = owner.clone();
-            Box::pin(async move {
-                let sql = "SELECT id, cancel_requested FROM weir_sagas \
-                           WHERE lease_owner = $1 AND status = 'running' AND cancel_requested IS NOT NULL";
-                Ok(on_tx!(tx, conn => sqlx::query_as(sql).bind(&owner).fetch_all(&mut *conn).await?))
+        let found: Vec<(String, Option<String>, Option<i64>)> = if let Backend::Memory(m) = &*self.inner.backend {
+            m.cancel_requests(owner, now)
+        } else {
+            let owner = owner.to_owned();
+            self.statement(move |tx| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    let sql = "SELECT id, cancel_requested, deadline_at FROM weir_sagas \
+                               WHERE lease_owner = $1 AND status = 'running' \
+                               AND (cancel_requested IS NOT NULL OR deadline_at <= $2)";
+                    Ok(on_tx!(tx, conn => sqlx::query_as(sql).bind(&owner).bind(now).fetch_all(&mut *conn).await?))
+                })
             })
-        })
-        .await
+            .await?
+        };
+        Ok(found.into_iter().map(|(id, asked, deadline)| (id, stop_reason(asked, deadline))).collect())
     }
 
     /// Deletes saga `id` if it has ended (completed, compensated or
@@ -130,5 +134,17 @@ impl Store {
             Ok(error) => *error,
             Err(source) => StoreError::Query { target: self.target(), source },
         })
+    }
+}
+
+/// The reason a saga stopped by its deadline gives.
+pub(crate) const DEADLINE_PASSED: &str = "its deadline passed";
+
+/// Why a running saga must stop: the request's reason, or its deadline.
+pub(crate) fn stop_reason(asked: Option<String>, deadline: Option<i64>) -> String {
+    match (asked, deadline) {
+        (Some(reason), _) => reason,
+        (None, Some(_)) => DEADLINE_PASSED.to_owned(),
+        (None, None) => String::new(),
     }
 }

@@ -117,10 +117,17 @@ impl Memory {
         }
     }
 
-    pub(crate) fn cancel_requests(&self, owner: &str) -> Vec<(String, String)> {
+    pub(crate) fn cancel_requests(&self, owner: &str, now: i64) -> Vec<(String, Option<String>, Option<i64>)> {
         let state = self.lock();
-        let asked = |s: &&SagaRecord| s.status == SagaStatus::Running && s.lease_owner.as_deref() == Some(owner);
-        state.sagas.values().filter(asked).filter_map(|s| Some((s.id.clone(), s.cancel_requested.clone()?))).collect()
+        let held = |s: &&SagaRecord| s.status == SagaStatus::Running && s.lease_owner.as_deref() == Some(owner);
+        let due = |s: &&SagaRecord| s.cancel_requested.is_some() || s.deadline_at.is_some_and(|at| at <= now);
+        state
+            .sagas
+            .values()
+            .filter(held)
+            .filter(due)
+            .map(|s| (s.id.clone(), s.cancel_requested.clone(), s.deadline_at))
+            .collect()
     }
 
     pub(crate) fn delete_ended(&self, id: Option<&str>, statuses: &[SagaStatus], before: i64) -> u64 {

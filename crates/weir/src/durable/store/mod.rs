@@ -20,6 +20,7 @@ mod effect;
 mod error;
 mod inspect;
 mod manage;
+pub(crate) use self::manage::{DEADLINE_PASSED, stop_reason};
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

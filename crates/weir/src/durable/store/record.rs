@@ -141,6 +141,8 @@ pub struct SagaRecord {
     /// Why it was asked to be cancelled, once it was
     /// ([`SagaEngine::cancel`](crate::durable::saga::SagaEngine::cancel)).
     pub cancel_requested: Option<String>,
+    /// When it is cancelled if it has not ended (ms since the epoch).
+    pub deadline_at: Option<i64>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it was last written (ms since the epoch).
