@@ -46,9 +46,15 @@ pub enum CancelOutcome {
 impl SagaEngine {
     /// Cancels saga `id` with `reason`: the running step is stopped and
     /// every step that completed (or may have: the one interrupted) is
-    /// compensated in reverse. See the [module docs](self) for who
-    /// carries it out and why no cancel, crash or timeout skips a
-    /// compensation.
+    /// compensated in reverse.
+    ///
+    /// The request is stored first ([`Store::request_cancel`](crate::durable::store::Store::request_cancel)). The worker
+    /// driving the saga reads it at its next heartbeat (a third of the
+    /// lease), drops the running step and compensates; a saga no live
+    /// worker holds is taken and compensated here (or, if this engine does
+    /// not know its definition, by the next worker that claims it). A
+    /// crash after the request leaves it stored for the next claim.
+    /// Compensations are never cancelled.
     ///
     /// # Errors
     /// [`SagaError`] wrapping [`StoreError::NotFound`] if there is no saga

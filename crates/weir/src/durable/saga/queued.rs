@@ -240,7 +240,7 @@ impl SagaEngine {
     ///
     /// # Examples
     /// ```
-    /// use std::time::{Duration, SystemTime};
+    /// use std::time::Duration;
     /// use tokio_util::sync::CancellationToken;
     /// use weir::durable::queue::WorkQueue;
     /// use weir::durable::saga::{SagaDefinition, SagaEngine, SagaStart, StepError};

@@ -38,7 +38,6 @@ pub use self::dead_letters::StoreDlq;
 pub use self::effect::Tx;
 pub(crate) use self::effect::on_tx;
 pub use self::error::{StoreError, redact_url};
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use self::inspect::ms;
 pub use self::inspect::{CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use self::memory::Memory;
