@@ -328,7 +328,9 @@ async fn starting_a_known_id_with_another_input_is_a_conflict() {
         engine.run_with_id("order-9", "once", &first).await.unwrap();
         let err = engine.run_with_id("order-9", "once", &Order { id: 9, cents: 600 }).await.unwrap_err();
         assert_eq!(err.conflicting_input(), Some(&serde_json::to_value(&first).unwrap()), "{err}");
-        assert!(err.to_string().contains("exists with another input"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(r#"exists as once {"cents":500,"id":9}"#), "names the stored input: {text}");
+        assert!(text.contains(r#"asked for once {"cents":600,"id":9}"#), "and the request's: {text}");
         assert!(!err.is_compensated() && !err.is_failed() && !err.is_lease_lost());
         assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing ran for the conflicting start");
         assert_eq!(store.saga("order-9").await.unwrap().unwrap().input, serde_json::to_value(&first).unwrap());

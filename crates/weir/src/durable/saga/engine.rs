@@ -345,7 +345,8 @@ impl SagaEngine {
         if let Some(stored) = stored
             && (stored.input != record.input || stored.definition != record.definition)
         {
-            return Err(SagaError::input_conflict(id, stored.input));
+            let stored_start = (stored.definition.as_str(), &stored.input);
+            return Err(SagaError::input_conflict(id, stored_start, (definition, &record.input)));
         }
         let claimed = {
             let _claiming = self.inner.claiming.lock().await;

@@ -14,7 +14,7 @@ enum Kind {
     /// No definition of that name is registered.
     UnknownDefinition(String),
     /// A saga with that id exists with another input (or definition).
-    InputConflict { stored: Box<serde_json::Value> },
+    InputConflict { stored: Box<serde_json::Value>, stored_definition: String, requested: String },
 }
 
 /// The cause of a saga rolled back because it was cancelled
@@ -57,8 +57,20 @@ impl SagaError {
         Self { saga: saga.to_owned(), kind: Kind::UnknownDefinition(definition.to_owned()) }
     }
 
-    pub(crate) fn input_conflict(saga: &str, stored: serde_json::Value) -> Self {
-        Self { saga: saga.to_owned(), kind: Kind::InputConflict { stored: Box::new(stored) } }
+    /// Saga `saga` started as `stored` (definition, input); a request
+    /// asked for `requested`.
+    pub(crate) fn input_conflict(
+        saga: &str,
+        (stored_definition, stored): (&str, &serde_json::Value),
+        (definition, input): (&str, &serde_json::Value),
+    ) -> Self {
+        let requested = format!("{definition} {}", clip(&input.to_string()));
+        let kind = Kind::InputConflict {
+            stored: Box::new(stored.clone()),
+            stored_definition: stored_definition.to_owned(),
+            requested,
+        };
+        Self { saga: saga.to_owned(), kind }
     }
 
     /// Whether the saga was rolled back because it was cancelled (then
@@ -73,7 +85,7 @@ impl SagaError {
     /// was run.
     pub fn conflicting_input(&self) -> Option<&serde_json::Value> {
         match &self.kind {
-            Kind::InputConflict { stored } => Some(stored),
+            Kind::InputConflict { stored, .. } => Some(stored),
             _ => None,
         }
     }
@@ -163,10 +175,11 @@ impl fmt::Display for SagaError {
                 "saga {} uses definition `{name}`, which is not registered; it is kept as it is: register the definition and resume",
                 self.saga
             ),
-            Kind::InputConflict { .. } => write!(
+            Kind::InputConflict { stored, stored_definition, requested } => write!(
                 f,
-                "saga {} exists with another input; an id is started once, with one input: use a new id for other content",
-                self.saga
+                "saga {} exists as {stored_definition} {}; this request asked for {requested}: an id is started once, with one input (use a new id for other content)",
+                self.saga,
+                clip(&stored.to_string())
             ),
         }
     }
@@ -179,5 +192,13 @@ impl std::error::Error for SagaError {
             Kind::Store(e) => Some(e),
             Kind::UnknownDefinition(_) | Kind::InputConflict { .. } => None,
         }
+    }
+}
+
+/// An input shown in an error: at most 200 characters.
+fn clip(json: &str) -> String {
+    match json.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &json[..at]),
+        None => json.to_owned(),
     }
 }

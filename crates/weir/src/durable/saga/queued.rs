@@ -219,12 +219,10 @@ impl SagaEngine {
         start: &SagaStart,
         (job, stored): (i64, Option<serde_json::Value>),
     ) -> Result<i64, SagaError> {
-        match stored {
-            Some(stored) if stored != start.job().payload => {
-                Err(SagaError::input_conflict(&start.id, stored.get("input").cloned().unwrap_or(stored)))
-            }
-            _ => Ok(job),
-        }
+        let Some(stored) = stored.filter(|stored| *stored != start.job().payload) else { return Ok(job) };
+        let definition = stored.get("definition").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let input = stored.get("input").unwrap_or(&serde_json::Value::Null);
+        Err(SagaError::input_conflict(&start.id, (definition, input), (&start.definition, &start.input)))
     }
 
     /// Serves `queue` until `stop` is cancelled: claims as many saga starts
