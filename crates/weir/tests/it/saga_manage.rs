@@ -343,3 +343,128 @@ async fn saga_a_passed_deadline_cancels_and_compensates_on_whichever_worker_is_a
         assert_eq!(&log[log.len() - 3..], ["recall", "refund", "release"]);
     }
 }
+
+/// A worker process when the harness starts this binary as one (see
+/// `saga_cancel_survives_a_sigkill_of_the_worker_at_any_moment`); a no-op
+/// in a normal test run. `run` drives saga o-1 into `ship`, where it
+/// waits; `resume` resumes what is left. Each step and compensation
+/// appends its name to the log file as it starts.
+#[cfg(unix)]
+#[test]
+fn cancel_worker_entry() {
+    let (Ok(db), Ok(log), Ok(phase)) = (
+        std::env::var("WEIR_CANCEL_WORKER_DB"),
+        std::env::var("WEIR_CANCEL_WORKER_LOG"),
+        std::env::var("WEIR_CANCEL_WORKER_PHASE"),
+    ) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let file = Arc::new(Mutex::new(file));
+        let note = move |name: &str| file.lock().unwrap().write_all(format!("{name}\n").as_bytes()).unwrap();
+        let step = |name: &'static str| {
+            let note = note.clone();
+            move |_: StepContext| {
+                note(name);
+                async { Ok::<_, StepError>(()) }
+            }
+        };
+        let undo = |name: &'static str| {
+            let note = note.clone();
+            move |_: StepContext| {
+                note(name);
+                async {
+                    // Long enough for a kill to land inside a compensation.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(())
+                }
+            }
+        };
+        let ship = note.clone();
+        let def = SagaDefinition::builder("order")
+            .step("reserve", step("reserve"), undo("release"))
+            .step("charge", step("charge"), undo("refund"))
+            .step(
+                "ship",
+                move |_: StepContext| {
+                    ship("ship");
+                    std::future::pending::<Result<(), StepError>>()
+                },
+                undo("recall"),
+            )
+            .build()
+            .unwrap();
+        let store = Store::open(&db).await.unwrap();
+        let engine = SagaEngine::builder(store)
+            .definition(def)
+            .worker_id(format!("pid-{}", std::process::id()))
+            .lease(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        match phase.as_str() {
+            "run" => drop(engine.run_with_id("o-1", "order", &1).await),
+            _ => drop(engine.resume().await.unwrap()),
+        }
+    });
+}
+
+/// A cancel requested while a worker process sits in `ship`, then the
+/// worker SIGKILLed at moments before, around and after its heartbeat
+/// reads the request (and inside a compensation): the next worker
+/// process compensates what is left. Every step is undone, in reverse,
+/// none is run forward again, and a compensation runs twice at most when
+/// the kill landed inside it (at least once, like every step).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_cancel_survives_a_sigkill_of_the_worker_at_any_moment() {
+    for delay_ms in [0u64, 150, 350, 420, 700] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weir.db").to_str().unwrap().to_owned();
+        let log = dir.path().join("steps.log");
+        let store = Store::open(&db).await.unwrap();
+        let worker = |phase: &str| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "saga_manage::cancel_worker_entry", "--nocapture", "--test-threads=1"])
+                .env("WEIR_CANCEL_WORKER_DB", &db)
+                .env("WEIR_CANCEL_WORKER_LOG", &log)
+                .env("WEIR_CANCEL_WORKER_PHASE", phase)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let read = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
+        let mut first = worker("run");
+        while !read().iter().any(|l| l == "ship") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        store.request_cancel("o-1", "operator").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+
+        tokio::time::sleep(Duration::from_millis(1100)).await; // its lease runs out
+        let mut next = worker("resume");
+        let status = tokio::task::spawn_blocking(move || next.wait()).await.unwrap().unwrap();
+        assert!(status.success());
+
+        let saga = store.saga("o-1").await.unwrap().unwrap();
+        let steps = read();
+        assert_eq!(saga.status, SagaStatus::Compensated, "killed {delay_ms} ms after the request: {steps:?}");
+        assert!(saga.error.as_deref().unwrap_or_default().contains("cancelled: operator"), "{:?}", saga.error);
+        assert_eq!(&steps[..3], ["reserve", "charge", "ship"], "{steps:?}");
+        assert!(
+            steps[3..].iter().all(|s| ["recall", "refund", "release"].contains(&s.as_str())),
+            "nothing forward: {steps:?}"
+        );
+        for undo in ["recall", "refund", "release"] {
+            let n = steps.iter().filter(|s| *s == undo).count();
+            assert!((1..=2).contains(&n), "{undo} ran {n} times after a kill {delay_ms} ms in: {steps:?}");
+        }
+        let first_run = |name: &str| steps.iter().position(|s| s == name).unwrap();
+        assert!(first_run("recall") < first_run("refund") && first_run("refund") < first_run("release"), "{steps:?}");
+        eprintln!("killed {delay_ms} ms after the request: {}", steps.join(" "));
+    }
+}
