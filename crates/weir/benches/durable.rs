@@ -3,6 +3,8 @@
 //! rate and the batched insert rate measured the same way, in the same run.
 //! PostgreSQL figures need `WEIR_BENCH_POSTGRES_URL` (a database the bench
 //! may create tables in). Run with `cargo bench -p weir --bench durable --all-features`.
+//! Also a saga's own latency with one in flight (p50, p99) beside the
+//! latency of one raw single-row commit on the same database.
 //! Prints a table; it does not use criterion's sampling because each figure
 //! is a throughput over thousands of real commits.
 
@@ -41,6 +43,32 @@ async fn sagas_per_second(store: Store, in_flight: usize, total: usize) -> f64 {
     (total / in_flight * in_flight) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Each saga's latency, one at a time, over `total` sagas: p50 and p99.
+async fn saga_latency(store: Store, total: usize) -> (Duration, Duration) {
+    let engine = SagaEngine::builder(store).definition(definition()).build().expect("valid");
+    let mut samples = Vec::with_capacity(total);
+    for _ in 0..total {
+        let started = Instant::now();
+        engine.run("bench", &()).await.expect("completes");
+        samples.push(started.elapsed());
+    }
+    percentiles(samples)
+}
+
+/// p50 and p99 of `samples`.
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// Raw commit rates and the latency of one single-row commit.
+struct Raw {
+    single: f64,
+    batched: f64,
+    commit: (Duration, Duration),
+}
+
 /// Events/s through a cursor consumer reading a JSONL file, saving its
 /// cursor every 1,000 events.
 async fn consumer_events_per_second(store: Store, path: &std::path::Path) -> f64 {
@@ -62,7 +90,7 @@ async fn consumer_events_per_second(store: Store, path: &std::path::Path) -> f64
 
 /// Single-row transactions per second, one connection, on the same kind of
 /// store; and rows/s in 1,000-row transactions.
-async fn sqlite_raw(path: &std::path::Path) -> (f64, f64) {
+async fn sqlite_raw(path: &std::path::Path) -> Raw {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
     for pragma in
@@ -73,7 +101,7 @@ async fn sqlite_raw(path: &std::path::Path) -> (f64, f64) {
     raw_rates(&mut conn, "INSERT INTO t (v) VALUES (?1)").await
 }
 
-async fn raw_rates<C>(conn: &mut C, insert: &'static str) -> (f64, f64)
+async fn raw_rates<C>(conn: &mut C, insert: &'static str) -> Raw
 where
     C: Connection,
     for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
@@ -82,10 +110,13 @@ where
 {
     let n = 2000;
     let started = Instant::now();
+    let mut commits = Vec::with_capacity(n);
     for i in 0..n {
+        let one = Instant::now();
         let mut tx = conn.begin().await.expect("begin");
         sqlx::query(insert).bind(format!("row {i}")).execute(&mut *tx).await.expect("insert");
         tx.commit().await.expect("commit");
+        commits.push(one.elapsed());
     }
     let single = n as f64 / started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -97,7 +128,7 @@ where
         tx.commit().await.expect("commit");
     }
     let batched = 20_000.0 / started.elapsed().as_secs_f64();
-    (single, batched)
+    Raw { single, batched, commit: percentiles(commits) }
 }
 
 fn main() {
@@ -111,7 +142,7 @@ fn main() {
             Ok(parent) => tempfile::tempdir_in(parent).expect("temp dir in WEIR_BENCH_DIR"),
             Err(_) => tempfile::tempdir().expect("temp dir"),
         };
-        let (single, batched) = sqlite_raw(&dir.path().join("raw.db")).await;
+        let Raw { single, batched, commit } = sqlite_raw(&dir.path().join("raw.db")).await;
         println!("sqlite FULL raw single-row commits: {single:>10.0} tx/s");
         println!("sqlite FULL raw 1000-row transactions: {batched:>10.0} rows/s");
         if raw_only {
@@ -131,6 +162,12 @@ fn main() {
                 rate / single
             );
         }
+        let store = Store::open(dir.path().join("latency.db").to_str().expect("utf-8")).await.expect("store");
+        let (p50, p99) = saga_latency(store, 500).await;
+        println!(
+            "sqlite FULL 3-step saga latency, 1 in flight: p50 {p50:?} p99 {p99:?} (one raw commit: p50 {:?} p99 {:?})",
+            commit.0, commit.1
+        );
         let store = Store::open(dir.path().join("cursor.db").to_str().expect("utf-8")).await.expect("store");
         let rate = consumer_events_per_second(store, &dir.path().join("events.jsonl")).await;
         println!("sqlite FULL cursor consumer, checkpoint every 1,000: {rate:>10.0} events/s");
@@ -144,26 +181,31 @@ fn main() {
 
 /// PostgreSQL's raw commit rates (a table of their own, dropped after).
 #[cfg(feature = "postgres")]
-async fn postgres_raw(url: &str) -> f64 {
+async fn postgres_raw(url: &str) -> Raw {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
     for sql in ["DROP TABLE IF EXISTS bench_raw", "CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, v TEXT)"] {
         sqlx::query(sql).execute(&mut conn).await.expect("setup");
     }
-    let (single, batched) = raw_rates(&mut conn, "INSERT INTO bench_raw (v) VALUES ($1)").await;
+    let raw = raw_rates(&mut conn, "INSERT INTO bench_raw (v) VALUES ($1)").await;
     sqlx::query("DROP TABLE bench_raw").execute(&mut conn).await.expect("clean up");
-    println!("postgres raw single-row commits (1 connection): {single:>10.0} tx/s");
-    println!("postgres raw 1000-row transactions: {batched:>10.0} rows/s");
-    single
+    println!("postgres raw single-row commits (1 connection): {:>10.0} tx/s", raw.single);
+    println!("postgres raw 1000-row transactions: {:>10.0} rows/s", raw.batched);
+    raw
 }
 
 #[cfg(feature = "postgres")]
 async fn postgres(url: &str) {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
-    sqlx::query("DROP TABLE IF EXISTS weir_sagas, weir_cursors, weir_dead_letters, _sqlx_migrations")
+    sqlx::query("DROP TABLE IF EXISTS weir_sagas, weir_cursors, weir_dead_letters, weir_queue_jobs, _sqlx_migrations")
         .execute(&mut conn)
         .await
         .expect("setup");
-    let single = postgres_raw(url).await;
+    let Raw { single, commit, .. } = postgres_raw(url).await;
+    let (p50, p99) = saga_latency(Store::open(url).await.expect("store"), 500).await;
+    println!(
+        "postgres 3-step saga latency, 1 in flight: p50 {p50:?} p99 {p99:?} (one raw commit: p50 {:?} p99 {:?})",
+        commit.0, commit.1
+    );
     for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
         let store = Store::open(url).await.expect("store");
         let rate = sagas_per_second(store, in_flight, total).await;
