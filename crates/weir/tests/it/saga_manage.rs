@@ -187,7 +187,10 @@ async fn saga_cancel_requested_while_every_worker_is_down_is_carried_out_on_resu
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let next = engine(another_handle(&store, &location).await, &log, "next");
         let report = next.resume().await.unwrap();
-        assert_eq!((report.resumed, report.compensated), (2, 2), "{report:?}");
+        // Some may have been taken by its background take-over instead
+        // (counted apart); either way resume returns after both ended.
+        assert_eq!(report.resumed + next.reclaimed(), 2, "{report:?}");
+        assert_eq!(store.saga("o-1").await.unwrap().unwrap().status, SagaStatus::Compensated);
         assert_eq!(*log.lock().unwrap(), ["reserve", "charge", "ship", "recall", "refund", "release"]);
         let untouched = store.saga("never-started").await.unwrap().unwrap();
         assert_eq!(untouched.status, SagaStatus::Compensated);
