@@ -280,11 +280,7 @@ impl SagaEngine {
     /// # Cancel safety
     /// As [`run`](Self::run).
     pub async fn run_with_id<I: Serialize>(&self, id: &str, definition: &str, input: &I) -> Result<String, SagaError> {
-        if !self.inner.definitions.contains_key(definition) {
-            return Err(SagaError::for_unknown_definition(id, definition));
-        }
-        let _slot = self.inner.slots.acquire().await.expect("never closed");
-        self.run_in_slot(id, definition, input, None).await
+        self.run_in_a_slot(id, definition, input, None).await
     }
 
     /// Like [`run_with_id`](Self::run_with_id), with a durable deadline:
@@ -308,11 +304,22 @@ impl SagaEngine {
         input: &I,
         deadline: std::time::SystemTime,
     ) -> Result<String, SagaError> {
+        self.run_in_a_slot(id, definition, input, Some(deadline)).await
+    }
+
+    /// Waits for a free slot, then [`run_in_slot`](Self::run_in_slot).
+    async fn run_in_a_slot<I: Serialize>(
+        &self,
+        id: &str,
+        definition: &str,
+        input: &I,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<String, SagaError> {
         if !self.inner.definitions.contains_key(definition) {
             return Err(SagaError::for_unknown_definition(id, definition));
         }
         let _slot = self.inner.slots.acquire().await.expect("never closed");
-        self.run_in_slot(id, definition, input, Some(deadline)).await
+        self.run_in_slot(id, definition, input, deadline).await
     }
 
     /// [`run_with_id`](Self::run_with_id) in a slot the caller holds.

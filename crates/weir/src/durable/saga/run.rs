@@ -41,9 +41,9 @@ impl Driver<'_> {
         let due = record.cancel_requested.is_some() || deadline_left(&record).is_some_and(|left| left.is_zero());
         if record.status == SagaStatus::Running && due {
             let reason = stop_reason(record.cancel_requested.clone(), record.deadline_at);
-            // Claimed with a cancel request or past its deadline: a worker before this one (the
-            // fence says there was one) may have been inside the first
-            // pending step, so it counts as interrupted.
+            // Claimed with a cancel request or past its deadline: a worker
+            // before this one (the fence says there was one) may have been
+            // inside the first pending step, so it counts as interrupted.
             let held_before = record.fence > 1;
             let maybe_inside = record.steps.iter().position(|s| s.status == StepStatus::Pending);
             failure = Some(self.stop(&mut record, &reason, maybe_inside.filter(|_| held_before)).await?);
@@ -162,7 +162,8 @@ impl Driver<'_> {
         self.save(record).await
     }
 
-    /// Stops the saga going forward because it was cancelled: step
+    /// Stops the saga going forward because it was cancelled (or its
+    /// deadline passed): step
     /// `interrupted` (if any) is marked so and compensated with the done
     /// ones; the saga starts compensating.
     async fn stop(
