@@ -302,11 +302,9 @@ impl SagaEngine {
                 }
                 continue;
             }
-            let jobs = tokio::select! {
-                () = stop.cancelled() => break,
-                jobs = claimer.take(free) => jobs,
-            };
-            match jobs {
+            // Not raced with `stop`: a claim dropped half-way may still
+            // commit, and its jobs would wait out their leases unrun.
+            match claimer.take(free).await {
                 Ok(jobs) if jobs.is_empty() => tokio::select! {
                     () = stop.cancelled() => break,
                     () = claimer.wait() => {}
