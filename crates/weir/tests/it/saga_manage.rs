@@ -471,3 +471,82 @@ async fn saga_cancel_survives_a_sigkill_of_the_worker_at_any_moment() {
         eprintln!("killed {delay_ms} ms after the request: {}", steps.join(" "));
     }
 }
+
+/// Definition versions: a saga finishes on the version it started on; a
+/// worker that has only a newer version keeps the saga and reports it
+/// (never runs it with the other code); new sagas start on the highest
+/// version registered; asking again for a started saga after an upgrade
+/// is the same request, not a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_saga_finishes_on_the_version_it_started_on() {
+    let (store, _dir) = crate::support::stores::sqlite().await;
+    let log = Log::default();
+    let version = |n: u32, second_waits: bool| {
+        let (a, b) = (log.clone(), log.clone());
+        SagaDefinition::builder("order")
+            .version(n)
+            .step(
+                "reserve",
+                move |_| {
+                    a.lock().unwrap().push(format!("v{n} reserve"));
+                    async { Ok::<_, StepError>(()) }
+                },
+                |_| async { Ok(()) },
+            )
+            .step(
+                "ship",
+                move |_| {
+                    b.lock().unwrap().push(format!("v{n} ship"));
+                    async move {
+                        if second_waits {
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, StepError>(())
+                    }
+                },
+                |_| async { Ok(()) },
+            )
+            .build()
+            .unwrap()
+    };
+    let engine = |defs: Vec<SagaDefinition>| {
+        let mut builder = SagaEngine::builder(store.clone()).lease(Duration::from_secs(1)).reclaim_expired(false);
+        for def in defs {
+            builder = builder.definition(def);
+        }
+        builder.build().unwrap()
+    };
+    let old = engine(vec![version(1, true)]);
+    let running = tokio::spawn(async move { old.run_with_id("o-1", "order", &1).await });
+    wait_for(&log, "v1 ship").await;
+    running.abort();
+    let _ = running.await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let newer = engine(vec![version(2, false)]);
+    let report = newer.resume().await.unwrap();
+    assert_eq!(report.unknown_definitions, [("o-1".to_owned(), "order".to_owned())], "kept and reported");
+    assert_eq!(store.saga("o-1").await.unwrap().unwrap().status, SagaStatus::Running);
+    newer.run_with_id("o-2", "order", &2).await.unwrap();
+    assert_eq!(store.saga("o-2").await.unwrap().unwrap().definition, "order@v2");
+
+    // The newer worker's claim on o-1 (which it could not run) runs out.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let both = engine(vec![version(1, false), version(2, false)]);
+    let report = both.resume().await.unwrap();
+    assert_eq!(report.completed, 1, "{report:?}");
+    both.run_with_id("o-1", "order", &1).await.unwrap(); // the same request after the upgrade
+    both.run_with_id("o-3", "order", &3).await.unwrap();
+    both.run_with_id("o-4", "order@v1", &4).await.unwrap(); // pinned
+    assert_eq!(store.saga("o-1").await.unwrap().unwrap().definition, "order");
+    assert_eq!(store.saga("o-3").await.unwrap().unwrap().definition, "order@v2");
+    assert_eq!(store.saga("o-4").await.unwrap().unwrap().definition, "order");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["v1 reserve", "v1 ship", "v2 reserve", "v2 ship", "v1 ship", "v2 reserve", "v2 ship", "v1 reserve", "v1 ship"],
+        "o-1 finished on v1's code"
+    );
+    let duplicate =
+        SagaEngine::builder(store.clone()).definition(version(2, false)).definition(version(2, false)).build();
+    assert!(duplicate.unwrap_err().to_string().contains("order@v2"));
+}

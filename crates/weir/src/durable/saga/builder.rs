@@ -146,14 +146,14 @@ impl SagaEngineBuilder {
     /// Checks the settings.
     ///
     /// # Errors
-    /// [`ConfigError`] for two definitions with one name, 0 sagas in
-    /// flight, a zero step timeout, or a lease under 1 s.
+    /// [`ConfigError`] for two definitions with one name and version, 0
+    /// sagas in flight, a zero step timeout, or a lease under 1 s.
     pub fn build(self) -> Result<SagaEngine, ConfigError> {
         let mut definitions = HashMap::new();
         for def in self.definitions {
-            let name = def.name.to_string();
-            if definitions.insert(name.clone(), def).is_some() {
-                return Err(ConfigError::new("saga definition", name, "register each definition name once"));
+            let key = def.key();
+            if definitions.insert(key.clone(), def).is_some() {
+                return Err(ConfigError::new("saga definition", key, "register each definition name and version once"));
             }
         }
         if self.max_in_flight == 0 {

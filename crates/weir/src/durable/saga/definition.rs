@@ -32,31 +32,65 @@ pub(crate) struct StepDef {
 #[derive(Clone)]
 pub struct SagaDefinition {
     pub(crate) name: Arc<str>,
+    pub(crate) version: u32,
     pub(crate) steps: Arc<Vec<StepDef>>,
 }
 
 impl std::fmt::Debug for SagaDefinition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let steps: Vec<&str> = self.steps.iter().map(|s| &*s.name).collect();
-        f.debug_struct("SagaDefinition").field("name", &self.name).field("steps", &steps).finish()
+        let f = &mut f.debug_struct("SagaDefinition");
+        f.field("name", &self.name).field("version", &self.version).field("steps", &steps).finish()
     }
 }
 
 impl SagaDefinition {
     /// Starts a definition named `name`.
     pub fn builder(name: impl Into<Arc<str>>) -> SagaDefinitionBuilder {
-        SagaDefinitionBuilder { name: name.into(), steps: Vec::new(), policies: Vec::new(), timed_out: Vec::new() }
+        SagaDefinitionBuilder {
+            name: name.into(),
+            version: 1,
+            steps: Vec::new(),
+            policies: Vec::new(),
+            timed_out: Vec::new(),
+        }
     }
 
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Its version (1 unless [set](SagaDefinitionBuilder::version)).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// What a stored saga names its definition by: the name for version 1
+    /// (so sagas stored before versions existed are version 1), else
+    /// `name@v{version}`.
+    pub fn key(&self) -> String {
+        key(&self.name, self.version)
+    }
+}
+
+/// A definition's key from its name and version.
+pub(crate) fn key(name: &str, version: u32) -> String {
+    if version == 1 { name.to_owned() } else { format!("{name}@v{version}") }
+}
+
+/// The name in a definition key (`order@v2` → `order`).
+pub(crate) fn name_of(key: &str) -> &str {
+    match key.rsplit_once("@v") {
+        Some((name, version)) if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => key,
+    }
 }
 
 /// Builds a [`SagaDefinition`].
 pub struct SagaDefinitionBuilder {
     name: Arc<str>,
+    version: u32,
     steps: Vec<StepDef>,
     policies: Vec<(String, Stack)>,
     timed_out: Vec<String>,
@@ -140,6 +174,29 @@ impl SagaDefinitionBuilder {
         self
     }
 
+    /// The definition's version (default 1). Register each version of a
+    /// definition with the engine: a saga finishes on the version it
+    /// started on (stored with it as its [`key`](SagaDefinition::key)),
+    /// new sagas start on the highest version registered, and a saga whose
+    /// version no worker registered is kept and reported, never run by
+    /// another version's code.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::saga::{SagaDefinition, StepError};
+    ///
+    /// let v2 = SagaDefinition::builder("order")
+    ///     .version(2)
+    ///     .step("charge", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!((v2.version(), v2.key()), (2, "order@v2".to_owned()));
+    /// ```
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
     /// Compensates step `step` also when it fails because its last attempt
     /// timed out ([`step_timeout`](super::SagaEngineBuilder::step_timeout)):
     /// the call may have taken effect without answering (a payment sent,
@@ -171,6 +228,16 @@ impl SagaDefinitionBuilder {
     /// policies (or `compensate_if_timed_out`) for a step the definition
     /// does not have.
     pub fn build(mut self) -> Result<SagaDefinition, ConfigError> {
+        if self.version == 0 {
+            return Err(ConfigError::new("saga version", format!("0 in `{}`", self.name), "versions start at 1"));
+        }
+        if self.name.contains("@v") {
+            return Err(ConfigError::new(
+                "saga definition name",
+                &*self.name,
+                "leave `@v` out of the name: set the version with `version(n)`",
+            ));
+        }
         if self.steps.is_empty() {
             return Err(ConfigError::new("saga steps", format!("none in `{}`", self.name), "add at least one step"));
         }
@@ -203,6 +270,6 @@ impl SagaDefinitionBuilder {
             };
             step.compensate_timed_out = true;
         }
-        Ok(SagaDefinition { name: self.name, steps: Arc::new(self.steps) })
+        Ok(SagaDefinition { name: self.name, version: self.version, steps: Arc::new(self.steps) })
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::builder::{SagaEngineBuilder, Settings};
+use super::definition::name_of;
 use super::run::Driver;
 use super::{SagaDefinition, SagaError};
 use crate::durable::store::{ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
@@ -55,7 +56,11 @@ pub struct SagaEngine {
 
 pub(super) struct Inner {
     pub(super) store: Store,
+    /// By [key](SagaDefinition::key): every version registered.
     pub(super) definitions: HashMap<String, SagaDefinition>,
+    /// By name: the key of the highest version registered, which new
+    /// sagas start on.
+    latest: HashMap<String, String>,
     steps: Stack,
     compensations: Stack,
     pub(super) lease: Duration,
@@ -209,11 +214,20 @@ impl SagaEngine {
     /// first `run` or `resume`.
     pub(super) fn start(settings: Settings) -> Self {
         let definition_names = settings.definitions.keys().cloned().collect();
+        let mut latest: HashMap<String, (u32, String)> = HashMap::new();
+        for (key, def) in &settings.definitions {
+            let entry = latest.entry(def.name().to_owned()).or_insert((def.version(), key.clone()));
+            if def.version() > entry.0 {
+                *entry = (def.version(), key.clone());
+            }
+        }
+        let latest = latest.into_iter().map(|(name, (_, key))| (name, key)).collect();
         Self {
             background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
             inner: Arc::new(Inner {
                 store: settings.store,
                 definitions: settings.definitions,
+                latest,
                 steps: settings.steps,
                 compensations: settings.compensations,
                 lease: settings.lease,
@@ -315,7 +329,7 @@ impl SagaEngine {
         input: &I,
         deadline: Option<std::time::SystemTime>,
     ) -> Result<String, SagaError> {
-        if !self.inner.definitions.contains_key(definition) {
+        if self.inner.resolve(definition).is_none() {
             return Err(SagaError::for_unknown_definition(id, definition));
         }
         let _slot = self.inner.slots.acquire().await.expect("never closed");
@@ -349,8 +363,10 @@ impl SagaEngine {
         // id (refused); else drive it on if it is ours to take, or report how
         // it ended.
         let stored = store.saga(id).await.map_err(|e| SagaError::store(id, e))?;
+        // (Another version of the same definition is the same request: the
+        // saga goes on with the version it started on.)
         if let Some(stored) = stored
-            && (stored.input != record.input || stored.definition != record.definition)
+            && (stored.input != record.input || name_of(&stored.definition) != name_of(&record.definition))
         {
             let stored_start = (stored.definition.as_str(), &stored.input);
             return Err(SagaError::input_conflict(id, stored_start, (definition, &record.input)));
@@ -444,7 +460,7 @@ impl SagaEngine {
         definition: &str,
         input: &I,
     ) -> Result<(&SagaDefinition, SagaRecord), SagaError> {
-        let Some(def) = self.inner.definitions.get(definition) else {
+        let Some((key, def)) = self.inner.resolve(definition) else {
             return Err(SagaError::for_unknown_definition(id, definition));
         };
         let input = serde_json::to_value(input).map_err(|e| {
@@ -453,7 +469,7 @@ impl SagaEngine {
         let now = now_ms();
         let record = SagaRecord {
             id: id.to_owned(),
-            definition: definition.to_owned(),
+            definition: key,
             input,
             status: SagaStatus::Running,
             steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
@@ -502,6 +518,18 @@ impl Inner {
             }
             idle.await;
         }
+    }
+
+    /// The definition a new saga of `definition` starts on, with its key:
+    /// the highest version registered under that name, or exactly the
+    /// version a key (`order@v2`, `order@v1`) names.
+    pub(super) fn resolve(&self, definition: &str) -> Option<(String, &SagaDefinition)> {
+        let key = match self.latest.get(definition) {
+            Some(latest) => latest.clone(),
+            None => definition.strip_suffix("@v1").unwrap_or(definition).to_owned(),
+        };
+        let def = self.definitions.get(&key)?;
+        Some((key, def))
     }
 
     fn driving_ids(&self) -> Vec<String> {

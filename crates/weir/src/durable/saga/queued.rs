@@ -208,9 +208,9 @@ impl SagaEngine {
     }
 
     fn check_definition(&self, start: &SagaStart) -> Result<(), SagaError> {
-        match self.inner.definitions.contains_key(&start.definition) {
-            true => Ok(()),
-            false => Err(SagaError::for_unknown_definition(&start.id, &start.definition)),
+        match self.inner.resolve(&start.definition) {
+            Some(_) => Ok(()),
+            None => Err(SagaError::for_unknown_definition(&start.id, &start.definition)),
         }
     }
 
@@ -342,7 +342,7 @@ impl SagaEngine {
             let why = format!("job {} is not a saga's start (it needs `saga`, `definition`, `input`)", job.id);
             return settle(receipt, Outcome::Dead, Some(why)).await;
         };
-        if !self.inner.definitions.contains_key(&start.definition) {
+        if self.inner.resolve(&start.definition).is_none() {
             let why = format!("no worker here knows saga definition `{}`", start.definition);
             return give_back_or_bury(receipt, why).await;
         }
