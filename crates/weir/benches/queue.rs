@@ -1,6 +1,8 @@
 //! The durable work queue on PostgreSQL: jobs claimed and completed per
 //! second by 1 and 4 worker processes, without limits and with a
-//! fleet-wide per-key limit.
+//! fleet-wide per-key limit; and 3-step sagas started through the queue
+//! (`SagaEngine::enqueue` / `work`) by 1 and 4 processes, beside the same
+//! sagas run by one process directly (`run`, the same in flight), same run.
 //!
 //! `WEIR_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test cargo bench -p weir --features postgres --bench queue`
 //! (skipped without the variable). It creates a database of its own and
@@ -12,15 +14,23 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use weir::durable::queue::{NewJob, WorkQueue};
+use weir::durable::saga::{SagaDefinition, SagaEngine, SagaStart, StepError};
 use weir::durable::store::Store;
 
 const JOBS: u64 = 20_000;
+/// Sagas per saga run.
+const SAGAS: u64 = 4_000;
+/// Sagas in flight per process.
+const IN_FLIGHT: usize = 64;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     if let Ok(url) = std::env::var("WEIR_BENCH_QUEUE_WORKER") {
         let limited = std::env::var("WEIR_BENCH_QUEUE_LIMITED").is_ok();
-        rt.block_on(worker(&url, limited));
+        match std::env::var("WEIR_BENCH_QUEUE_SAGAS") {
+            Ok(_) => rt.block_on(saga_worker(&url)),
+            Err(_) => rt.block_on(worker(&url, limited)),
+        }
         return;
     }
     let Ok(admin) = std::env::var("WEIR_BENCH_POSTGRES_URL") else {
@@ -35,6 +45,97 @@ fn main() {
             println!("  {processes} process(es), {how}: {rate:>8.0} jobs/s");
         }
     }
+    println!("3-step sagas per second, {SAGAS} sagas, {IN_FLIGHT} in flight per process, PostgreSQL:");
+    let direct = rt.block_on(sagas_direct(&admin));
+    println!("  1 process, run directly (the peer): {direct:>8.0} sagas/s");
+    for processes in [1, 4] {
+        let rate = rt.block_on(sagas_through_queue(&admin, processes));
+        println!("  {processes} process(es) through the queue: {rate:>8.0} sagas/s ({:.2}x the peer)", rate / direct);
+    }
+}
+
+fn definition() -> SagaDefinition {
+    SagaDefinition::builder("bench")
+        .step("one", |_| async { Ok::<_, StepError>(1) }, |_| async { Ok(()) })
+        .step("two", |_| async { Ok::<_, StepError>(2) }, |_| async { Ok(()) })
+        .step("three", |_| async { Ok::<_, StepError>(3) }, |_| async { Ok(()) })
+        .build()
+        .unwrap()
+}
+
+fn saga_engine(store: Store) -> SagaEngine {
+    SagaEngine::builder(store).definition(definition()).max_in_flight(IN_FLIGHT).build().unwrap()
+}
+
+/// A fresh database: its URL, and the admin connection that drops it.
+async fn database(admin: &str) -> (String, String, sqlx::PgConnection) {
+    let name = format!("weir_bench_queue_{:08x}", fastrand::u32(..));
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    (name, url, conn)
+}
+
+/// The peer: one process runs the sagas with `run`, `IN_FLIGHT` at once.
+async fn sagas_direct(admin: &str) -> f64 {
+    let (name, url, mut conn) = database(admin).await;
+    let engine = saga_engine(Store::open(&url).await.unwrap());
+    let started = Instant::now();
+    let mut running = tokio::task::JoinSet::new();
+    for lane in 0..IN_FLIGHT as u64 {
+        let engine = engine.clone();
+        running.spawn(async move {
+            for n in (lane..SAGAS).step_by(IN_FLIGHT) {
+                engine.run_with_id(&format!("s-{n}"), "bench", &n).await.unwrap();
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
+    let rate = SAGAS as f64 / started.elapsed().as_secs_f64();
+    drop(engine);
+    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await;
+    rate
+}
+
+/// Sagas enqueued, then `processes` workers serve the queue until every
+/// job is done.
+async fn sagas_through_queue(admin: &str, processes: usize) -> f64 {
+    let (name, url, mut conn) = database(admin).await;
+    let store = Store::open(&url).await.unwrap();
+    let engine = saga_engine(store.clone());
+    let jobs = WorkQueue::new(store.clone(), "sagas");
+    for n in 0..SAGAS {
+        engine.enqueue(&jobs, &SagaStart::new(format!("s-{n}"), "bench", &n).unwrap()).await.unwrap();
+    }
+    let started = Instant::now();
+    let mut children: Vec<Child> = (0..processes)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .env("WEIR_BENCH_QUEUE_WORKER", &url)
+                .env("WEIR_BENCH_QUEUE_SAGAS", "1")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    while jobs.counts().await.unwrap().done < SAGAS {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop((engine, jobs, store));
+    let _ = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut conn).await;
+    SAGAS as f64 / elapsed.as_secs_f64()
+}
+
+/// One saga worker process: serves the queue until killed.
+async fn saga_worker(url: &str) {
+    let engine = saga_engine(Store::open(url).await.unwrap());
+    let queue = WorkQueue::new(engine.store().clone(), "sagas");
+    engine.work(&queue, tokio_util::sync::CancellationToken::new()).await.unwrap();
 }
 
 fn queue(store: Store, limited: bool) -> WorkQueue {
