@@ -180,6 +180,7 @@ fn saga_json(s: &SagaRecord) -> serde_json::Value {
         "input": s.input,
         "error": s.error,
         "cancel_requested": s.cancel_requested,
+        "deadline": s.deadline_at.map(output::time_ms),
         "steps": s.steps,
         "lease_owner": s.lease_owner,
         "lease_until": s.lease_until.map(output::time_ms),
@@ -200,6 +201,9 @@ fn print_saga(s: &SagaRecord) {
     }
     if let Some(reason) = &s.cancel_requested {
         println!("cancel requested: {reason}");
+    }
+    if let Some(deadline) = s.deadline_at {
+        println!("deadline: {}", output::time_ms(deadline));
     }
     let rows: Vec<Vec<String>> = s
         .steps

@@ -143,6 +143,15 @@ async fn sagas_are_cancelled_deleted_and_pruned() {
         engine.run_with_id("broken", "order", &"fail").await.unwrap_err();
         undo_fails.store(false, Ordering::SeqCst);
         engine.submit("waiting", "order", &"ok").await.unwrap();
+        let far = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800); // 2100-01-01
+        let timed = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.run_with_deadline("timed", "order", &"ok", far).await }
+        });
+        timed.await.unwrap().unwrap();
+        let timed = json(&target, &["sagas", "show", "timed"]).await;
+        assert_eq!(timed["deadline"], "2100-01-01T00:00:00Z");
+        assert!(ok(&target, &["sagas", "show", "timed"]).await.contains("deadline: 2100-01-01T00:00:00Z"));
 
         let asked = ok(&target, &["sagas", "cancel", "waiting", "--reason", "duplicate order"]).await;
         assert!(asked.contains("cancel requested") && asked.contains("no worker holds it"), "{asked}");
@@ -168,7 +177,7 @@ async fn sagas_are_cancelled_deleted_and_pruned() {
         assert!(ok(&target, &["sagas", "delete", "done"]).await.contains("1 saga(s) deleted"));
         fails(&target, &["sagas", "delete", "done"], 6).await;
         let pruned = ok(&target, &["sagas", "prune", "--before", "2999-01-01T00:00:00Z"]).await;
-        assert!(pruned.contains("2 saga(s) deleted (completed, compensated"), "{pruned}");
+        assert!(pruned.contains("3 saga(s) deleted (completed, compensated"), "{pruned}");
         assert!(target.store.saga("broken").await.unwrap().is_some(), "failed ones wait for a person");
         let failed = ok(&target, &["sagas", "prune", "--before", "2999-01-01T00:00:00Z", "--status", "failed"]).await;
         assert!(failed.contains("1 saga(s) deleted"), "{failed}");
