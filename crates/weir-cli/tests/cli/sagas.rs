@@ -144,11 +144,7 @@ async fn sagas_are_cancelled_deleted_and_pruned() {
         undo_fails.store(false, Ordering::SeqCst);
         engine.submit("waiting", "order", &"ok").await.unwrap();
         let far = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800); // 2100-01-01
-        let timed = tokio::spawn({
-            let engine = engine.clone();
-            async move { engine.run_with_deadline("timed", "order", &"ok", far).await }
-        });
-        timed.await.unwrap().unwrap();
+        engine.run_with_deadline("timed", "order", &"ok", far).await.unwrap();
         let timed = json(&target, &["sagas", "show", "timed"]).await;
         assert_eq!(timed["deadline"], "2100-01-01T00:00:00Z");
         assert!(ok(&target, &["sagas", "show", "timed"]).await.contains("deadline: 2100-01-01T00:00:00Z"));
