@@ -550,3 +550,41 @@ async fn saga_a_saga_finishes_on_the_version_it_started_on() {
         SagaEngine::builder(store.clone()).definition(version(2, false)).definition(version(2, false)).build();
     assert!(duplicate.unwrap_err().to_string().contains("order@v2"));
 }
+
+/// A saga rolled back by a bug is forked onto the fixed version: the new
+/// saga runs with the same input on v2 (once, however often it is asked);
+/// the original stays as it was; a running saga cannot be forked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_an_ended_saga_is_forked_onto_a_newer_version() {
+    let (store, _dir) = crate::support::stores::sqlite().await;
+    let version = |n: u32| {
+        SagaDefinition::builder("order")
+            .version(n)
+            .step(
+                "ship",
+                move |ctx: StepContext| async move {
+                    let weight: u32 = ctx.input()?;
+                    if n == 1 && weight > 10 { Err(StepError::terminal("bug: heavy parcels refused")) } else { Ok(n) }
+                },
+                |_| async { Ok(()) },
+            )
+            .build()
+            .unwrap()
+    };
+    let v1 = SagaEngine::builder(store.clone()).definition(version(1)).build().unwrap();
+    assert!(v1.run_with_id("o-1", "order", &12).await.unwrap_err().is_compensated());
+    let both = SagaEngine::builder(store.clone()).definition(version(1)).definition(version(2)).build().unwrap();
+    assert_eq!(both.fork("o-1", "o-1-retry", None).await.unwrap(), "o-1-retry");
+    both.fork("o-1", "o-1-retry", None).await.unwrap(); // asked again: the same saga
+    let forked = store.saga("o-1-retry").await.unwrap().unwrap();
+    assert_eq!(
+        (forked.definition.as_str(), forked.status, &forked.input),
+        ("order@v2", SagaStatus::Completed, &serde_json::json!(12))
+    );
+    assert_eq!(forked.steps[0].output, Some(serde_json::json!(2)));
+    assert_eq!(store.saga("o-1").await.unwrap().unwrap().status, SagaStatus::Compensated, "the original is kept");
+    assert!(both.fork("nope", "x", None).await.is_err());
+    both.submit("waiting", "order", &1).await.unwrap();
+    let busy = both.fork("waiting", "w2", None).await.unwrap_err();
+    assert!(busy.to_string().contains("cancel it"), "{busy}");
+}

@@ -1,4 +1,5 @@
-//! [`SagaEngine::cancel`]: stop a running saga and compensate what it did.
+//! [`SagaEngine::cancel`]: stop a running saga and compensate what it did;
+//! [`SagaEngine::fork`]: start an ended one again, on a newer version.
 //!
 //! A cancel is a durable request first ([`Store::request_cancel`]); then
 //! whoever holds the saga carries it out. Compensations are never
@@ -119,5 +120,39 @@ impl SagaEngine {
             // It ended before the request reached it.
             Ok(_) => Ok(CancelOutcome::NotRunning(SagaStatus::Completed)),
         }
+    }
+}
+
+impl SagaEngine {
+    /// Starts saga `new_id` with the input of ended saga `id` (completed,
+    /// compensated or failed), on `definition` — a key such as
+    /// `order@v3`, or a name for its highest registered version; `None`
+    /// for the highest version of `id`'s own definition — and drives it
+    /// like [`run_with_id`](Self::run_with_id) (so forking twice with one
+    /// `new_id` starts it once). For the saga that was rolled back because
+    /// of a bug since fixed in a new version. The original is left as it
+    /// is.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (in a [`SagaError`]) if there is no saga
+    /// `id`; [`StoreError::Active`] if it has not ended (cancel it first);
+    /// as [`run_with_id`](Self::run_with_id) for the new saga.
+    ///
+    /// # Cancel safety
+    /// As [`run`](Self::run).
+    pub async fn fork(&self, id: &str, new_id: &str, definition: Option<&str>) -> Result<String, SagaError> {
+        let store = &self.inner.store;
+        let Some(saga) = store.saga(id).await.map_err(|e| SagaError::store(id, e))? else {
+            return Err(SagaError::store(
+                id,
+                StoreError::NotFound { target: store.target(), what: format!("saga {id}") },
+            ));
+        };
+        if saga.status.is_active() {
+            let active = StoreError::Active { target: store.target(), saga: id.to_owned(), status: saga.status };
+            return Err(SagaError::store(id, active));
+        }
+        let definition = definition.unwrap_or_else(|| super::definition::name_of(&saga.definition));
+        self.run_with_id(new_id, definition, &saga.input).await
     }
 }
