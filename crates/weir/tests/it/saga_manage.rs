@@ -588,3 +588,49 @@ async fn saga_an_ended_saga_is_forked_onto_a_newer_version() {
     let busy = both.fork("waiting", "w2", None).await.unwrap_err();
     assert!(busy.to_string().contains("cancel it"), "{busy}");
 }
+
+/// With a retention, the running engine deletes completed and compensated
+/// sagas once they are older than it; failed and running ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_the_engine_deletes_ended_sagas_past_their_retention() {
+    let (store, _dir) = crate::support::stores::sqlite().await;
+    let log = Log::default();
+    let failing = SagaDefinition::builder("failing")
+        .step(
+            "one",
+            |_| async { Ok::<_, StepError>(()) },
+            |_| async { Err::<(), _>(StepError::terminal("undo failed")) },
+        )
+        .step("two", |_| async { Err::<(), _>(StepError::terminal("no")) }, |_| async { Ok(()) })
+        .build()
+        .unwrap();
+    let quick = SagaDefinition::builder("quick")
+        .step("one", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+        .build()
+        .unwrap();
+    let engine = SagaEngine::builder(store.clone())
+        .definition(quick)
+        .definition(failing)
+        .definition(order(&log))
+        .lease(Duration::from_secs(1))
+        .compensation_retry(weir::policy::retry::RetryPolicy::builder().max_attempts(1).build().unwrap())
+        .retention(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    engine.run_with_id("done", "quick", &1).await.unwrap();
+    let broken = engine.run_with_id("broken", "failing", &1).await.unwrap_err();
+    assert!(broken.is_failed(), "{broken}");
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_with_id("waiting", "order", &1).await }
+    });
+    wait_for(&log, "ship").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.saga("done").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the heartbeat pruned it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.saga("broken").await.unwrap().unwrap().status, SagaStatus::Failed, "failed ones stay");
+    assert_eq!(store.saga("waiting").await.unwrap().unwrap().status, SagaStatus::Running, "running ones stay");
+    waiting.abort();
+}

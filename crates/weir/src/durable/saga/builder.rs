@@ -30,6 +30,7 @@ pub struct SagaEngineBuilder {
     worker: Option<String>,
     max_in_flight: usize,
     reclaim: bool,
+    retention: Option<Duration>,
 }
 
 /// A checked [`SagaEngineBuilder`], for [`SagaEngine`] to start from.
@@ -42,6 +43,7 @@ pub(super) struct Settings {
     pub(super) worker: String,
     pub(super) max_in_flight: usize,
     pub(super) reclaim: bool,
+    pub(super) retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for SagaEngineBuilder {
@@ -62,7 +64,21 @@ impl SagaEngineBuilder {
             worker: None,
             max_in_flight: 64,
             reclaim: true,
+            retention: None,
         }
+    }
+
+    /// Retention: sagas that ended completed or compensated are deleted
+    /// once they have been ended this long, by the running engine's
+    /// heartbeat (checked every `keep` or every minute, whichever is
+    /// sooner). `failed` sagas are kept: they wait for a person. Off by
+    /// default (sagas are kept until [`Store::prune_sagas`] or
+    /// `weir sagas prune`).
+    ///
+    /// [`Store::prune_sagas`]: crate::durable::store::Store::prune_sagas
+    pub fn retention(mut self, keep: Duration) -> Self {
+        self.retention = Some(keep);
+        self
     }
 
     /// Registers a definition under its name.
@@ -184,6 +200,7 @@ impl SagaEngineBuilder {
             worker,
             max_in_flight: self.max_in_flight,
             reclaim: self.reclaim,
+            retention: self.retention,
         }))
     }
 }

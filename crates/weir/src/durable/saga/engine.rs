@@ -68,6 +68,8 @@ pub(super) struct Inner {
     pub(super) slots: Arc<Semaphore>,
     max_in_flight: usize,
     reclaim: bool,
+    /// How long ended sagas are kept, and when they were last pruned.
+    retention: Option<(Duration, Mutex<Option<std::time::Instant>>)>,
     /// How many [`work`](SagaEngine::work) loops run: while one does, the
     /// heartbeat takes over no expired saga (the queue redelivers their
     /// jobs within its limits).
@@ -235,6 +237,7 @@ impl SagaEngine {
                 slots: Arc::new(Semaphore::new(settings.max_in_flight)),
                 max_in_flight: settings.max_in_flight,
                 reclaim: settings.reclaim,
+                retention: settings.retention.map(|keep| (keep, Mutex::new(None))),
                 serving_queues: AtomicU64::new(0),
                 definition_names,
                 driving: Mutex::default(),
@@ -499,6 +502,7 @@ impl SagaEngine {
                         tracing::warn!(%worker, %error, "could not renew leases");
                     }
                     inner.stop_cancelled().await;
+                    inner.prune_if_due().await;
                     if inner.reclaim && inner.serving_queues.load(Ordering::Relaxed) == 0 {
                         inner.reclaim_expired(&drives).await;
                     }
@@ -539,6 +543,25 @@ impl Inner {
     /// The cancel signal of saga `id`, if this engine is driving it.
     pub(super) fn signal_of(&self, id: &str) -> Option<Arc<CancelSignal>> {
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Deletes the completed and compensated sagas older than the
+    /// retention, at most once per `min(retention, 1 min)`.
+    async fn prune_if_due(&self) {
+        let Some((keep, last)) = &self.retention else { return };
+        {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < (*keep).min(Duration::from_secs(60))) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let before = std::time::SystemTime::now() - *keep;
+        match self.store.prune_sagas(&[SagaStatus::Completed, SagaStatus::Compensated], before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "ended sagas past their retention deleted"),
+            Err(error) => tracing::warn!(%error, "could not delete ended sagas past their retention"),
+        }
     }
 
     /// Stops the drives of the sagas this engine holds that were asked to
