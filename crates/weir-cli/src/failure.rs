@@ -47,7 +47,7 @@ impl From<StoreError> for Failure {
             StoreError::Open { .. } | StoreError::Foreign { .. } | StoreError::SchemaTooNew { .. } => Exit::Database,
             StoreError::Corrupt { .. } => Exit::Invariant,
             StoreError::NotFound { .. } => Exit::NotFound,
-            StoreError::LeaseLost { .. } | StoreError::Active { .. } => Exit::BadState,
+            StoreError::LeaseLost { .. } | StoreError::Active { .. } | StoreError::NotRunning { .. } => Exit::BadState,
             _ => Exit::Failed,
         };
         Failure::new(code, e)

@@ -88,6 +88,11 @@ impl SagaEngine {
     /// ```
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<CancelOutcome, SagaError> {
         let store = &self.inner.store;
+        // Held from the request to the claim: a sleeping saga is due once
+        // the request is stored, and this engine's own waker must not take
+        // it in between (the cancel would then be carried out there, and
+        // this call could only say it was requested).
+        let claiming = self.inner.claiming.lock().await;
         let requested = store.request_cancel(id, reason).await.map_err(|e| SagaError::store(id, e))?;
         let Some(saga) = requested else {
             return Err(SagaError::store(
@@ -108,7 +113,7 @@ impl SagaEngine {
         }
         self.start_heartbeat();
         let claimed = {
-            let _claiming = self.inner.claiming.lock().await;
+            let _claiming = claiming;
             let claimed = store.claim_one(id, &self.inner.worker, self.inner.lease).await;
             let claimed = claimed.map_err(|e| SagaError::store(id, e))?;
             claimed.and_then(|record| Some((Driving::start(&self.inner, id)?, record)))
@@ -154,5 +159,35 @@ impl SagaEngine {
         }
         let definition = definition.unwrap_or_else(|| super::definition::name_of(&saga.definition));
         self.run_with_id(new_id, definition, &saga.input).await
+    }
+}
+
+impl SagaEngine {
+    /// Sends event `name` with `payload` to saga `id`: stored durably
+    /// first, then the saga, if it is parked waiting, is due at once (this
+    /// engine's waker takes it now; another process's within its poll of
+    /// a second). A step waiting for `name`
+    /// ([`wait_event`](super::SagaDefinitionBuilder::wait_event)) takes
+    /// the oldest event of that name not taken yet, once; an event sent
+    /// before the saga reaches that step waits for it. Sending twice
+    /// stores two events (a second step waiting for the same name takes
+    /// the second). Returns the event's number.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (in a [`SagaError`]) if there is no saga
+    /// `id`; [`StoreError::NotRunning`] if it is compensating or ended
+    /// (no step of it would take the event: nothing is stored); the
+    /// payload not serializing to JSON; the store failing.
+    ///
+    /// # Cancel safety
+    /// The event is stored once the store's write commits, even if this
+    /// future is dropped after that.
+    pub async fn send_event<P: serde::Serialize>(&self, id: &str, name: &str, payload: &P) -> Result<i64, SagaError> {
+        let payload = serde_json::to_value(payload).map_err(|e| {
+            SagaError::store(id, StoreError::Corrupt { target: "event payload".into(), detail: e.to_string() })
+        })?;
+        let event = self.inner.store.send_event(id, name, &payload).await.map_err(|e| SagaError::store(id, e))?;
+        self.inner.rewake.notify_one();
+        Ok(event)
     }
 }

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -14,10 +15,35 @@ use crate::policy::Stack;
 pub(crate) type Forward = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
 pub(crate) type Compensate = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync>;
 
+/// What a step does.
+pub(crate) enum Action {
+    /// Calls `forward`; `compensate` undoes it.
+    Call { forward: Forward, compensate: Option<Compensate> },
+    /// Sleeps until the time this gives when the saga first reaches the
+    /// step (kept, so a restart does not move it).
+    Sleep(WakeTime),
+    /// Waits for event `event`, at most `timeout` from when the saga first
+    /// reached the step.
+    Event { event: Arc<str>, timeout: Duration, on_timeout: OnTimeout },
+}
+
+pub(crate) type WakeTime = Arc<dyn Fn(&StepContext) -> Result<SystemTime, StepError> + Send + Sync>;
+
+/// What a step waiting for an event does when none arrives in time
+/// ([`SagaDefinitionBuilder::wait_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// The step fails with [`EventTimedOut`](super::EventTimedOut) and the
+    /// saga compensates its completed steps (no approval in 24 h: undo).
+    Compensate,
+    /// The step completes with `null` as its output and the saga goes on;
+    /// a later step reads `ctx.output::<Option<T>>(step)` and decides.
+    Continue,
+}
+
 pub(crate) struct StepDef {
     pub(crate) name: Arc<str>,
-    pub(crate) forward: Forward,
-    pub(crate) compensate: Option<Compensate>,
+    pub(crate) action: Action,
     /// The step's own policies, instead of the engine's step policies.
     pub(crate) policies: Option<Stack>,
     /// Whether the step is compensated when it failed because its last
@@ -64,6 +90,11 @@ impl SagaDefinition {
     /// Its version (1 unless [set](SagaDefinitionBuilder::version)).
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// Whether a step of it sleeps or waits for an event.
+    pub(crate) fn has_waits(&self) -> bool {
+        self.steps.iter().any(|s| !matches!(s.action, Action::Call { .. }))
     }
 
     /// What a stored saga names its definition by: the name for version 1
@@ -127,7 +158,7 @@ impl SagaDefinitionBuilder {
         self.push(name, forward, None)
     }
 
-    fn push<F, FFut, O>(mut self, name: &str, forward: F, compensate: Option<Compensate>) -> Self
+    fn push<F, FFut, O>(self, name: &str, forward: F, compensate: Option<Compensate>) -> Self
     where
         F: Fn(StepContext) -> FFut + Send + Sync + 'static,
         FFut: Future<Output = Result<O, StepError>> + Send + 'static,
@@ -140,14 +171,92 @@ impl SagaDefinitionBuilder {
                 serde_json::to_value(output).map_err(|e| StepError::terminal(format!("step output is not JSON: {e}")))
             })
         });
-        self.steps.push(StepDef {
-            name: Arc::from(name),
-            forward,
-            compensate,
-            policies: None,
-            compensate_timed_out: false,
-        });
+        self.push_action(name, Action::Call { forward, compensate })
+    }
+
+    fn push_action(mut self, name: &str, action: Action) -> Self {
+        self.steps.push(StepDef { name: Arc::from(name), action, policies: None, compensate_timed_out: false });
         self
+    }
+
+    /// Adds a durable timer: the saga sleeps for `duration` from when it
+    /// first reaches this step. The wake-up time is stored; while it
+    /// sleeps the saga holds no worker, no lease and no task, and after a
+    /// restart it wakes at the stored time (at once if that has passed),
+    /// on whichever worker is alive. Its output is `null`; nothing to undo.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::durable::saga::{SagaDefinition, SagaEngine, StepError};
+    /// use weir::durable::store::Store;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::error::BoxError> {
+    /// let trial = SagaDefinition::builder("trial")
+    ///     .step("start", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+    ///     .sleep("wait a day", Duration::from_secs(24 * 3600))
+    ///     .step_without_compensation("bill", |_| async { Ok::<_, StepError>(()) })
+    ///     .build()?;
+    /// let engine = SagaEngine::builder(Store::memory()).definition(trial).build()?;
+    /// let asleep = engine.run_with_id("trial-1", "trial", &()).await.unwrap_err();
+    /// assert!(asleep.is_suspended()); // stored; any worker wakes it in a day
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sleep(self, name: &str, duration: Duration) -> Self {
+        self.push_action(name, Action::Sleep(Arc::new(move |_: &StepContext| Ok(SystemTime::now() + duration))))
+    }
+
+    /// Adds a durable timer until the time `when` computes from the saga
+    /// (its input, earlier steps' outputs) when the saga first reaches this
+    /// step; the time is stored, as for [`sleep`](Self::sleep). A time
+    /// already past goes on at once; an error from `when` fails the step
+    /// (the saga compensates).
+    pub fn sleep_until<W>(self, name: &str, when: W) -> Self
+    where
+        W: Fn(&StepContext) -> Result<SystemTime, StepError> + Send + Sync + 'static,
+    {
+        self.push_action(name, Action::Sleep(Arc::new(when)))
+    }
+
+    /// Adds a step that waits for event `event`, sent with
+    /// [`SagaEngine::send_event`](super::SagaEngine::send_event) (from
+    /// any process, before or after the saga got here), at most `timeout`
+    /// from when the saga first reaches it. The step's output is the
+    /// event's payload; later steps read it with
+    /// [`StepContext::output`]. Events are durable: one sent is delivered
+    /// at least once and taken by one step once (the oldest of that name
+    /// not taken yet). While it waits the saga holds no worker and no
+    /// lease. When no event arrives in time, `on_timeout` decides: fail
+    /// and compensate, or go on with `null`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::durable::saga::{OnTimeout, SagaDefinition, SagaEngine, StepError};
+    /// use weir::durable::store::{SagaStatus, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::error::BoxError> {
+    /// let refund = SagaDefinition::builder("refund")
+    ///     .wait_event("approval", "approved", Duration::from_secs(24 * 3600), OnTimeout::Compensate)
+    ///     .step_without_compensation("pay", |ctx| async move {
+    ///         let approver: String = ctx.output("approval")?;
+    ///         Ok::<_, StepError>(format!("paid, approved by {approver}"))
+    ///     })
+    ///     .build()?;
+    /// let store = Store::memory();
+    /// let engine = SagaEngine::builder(store.clone()).definition(refund).build()?;
+    /// assert!(engine.run_with_id("r-1", "refund", &()).await.unwrap_err().is_suspended());
+    /// engine.send_event("r-1", "approved", &"ana").await?;
+    /// engine.resume().await?; // a worker's wake-up does this on its own
+    /// assert_eq!(store.saga("r-1").await?.unwrap().status, SagaStatus::Completed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_event(self, name: &str, event: &str, timeout: Duration, on_timeout: OnTimeout) -> Self {
+        self.push_action(name, Action::Event { event: Arc::from(event), timeout, on_timeout })
     }
 
     /// The policies of step `step`'s attempts, instead of the engine's
@@ -258,6 +367,13 @@ impl SagaDefinitionBuilder {
                     "name a step of the definition",
                 ));
             };
+            if !matches!(step.action, Action::Call { .. }) {
+                return Err(ConfigError::new(
+                    "saga step_policies",
+                    format!("{name:?} in `{}`", self.name),
+                    "name a step that calls something: a step that sleeps or waits has no attempts to shape",
+                ));
+            }
             step.policies = Some(policies);
         }
         for name in self.timed_out {

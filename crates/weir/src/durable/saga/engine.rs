@@ -89,6 +89,14 @@ pub(super) struct Inner {
     pub(super) claiming: tokio::sync::Mutex<()>,
     /// Sagas taken over in the background since the engine started.
     reclaimed: AtomicU64,
+    /// Whether a registered definition sleeps or waits for events (then
+    /// the engine runs a waker).
+    has_waits: bool,
+    /// Wakes the waker to look again for the next due saga: a saga parked
+    /// or an event sent here.
+    pub(super) rewake: tokio::sync::Notify,
+    /// Parked sagas this engine woke since it started.
+    woken: AtomicU64,
     /// Background drives not finished yet, and a wake-up when none is.
     background_running: AtomicU64,
     background_idle: tokio::sync::Notify,
@@ -117,13 +125,14 @@ impl Drop for BackgroundDrive {
 /// the last handle of the engine is dropped.
 struct Background {
     heartbeat: OnceLock<JoinHandle<()>>,
+    waker: OnceLock<JoinHandle<()>>,
     drives: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(heartbeat) = self.heartbeat.get() {
-            heartbeat.abort();
+        for task in [self.heartbeat.get(), self.waker.get()].into_iter().flatten() {
+            task.abort();
         }
         self.drives.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
     }
@@ -199,6 +208,9 @@ pub struct ResumeReport {
     pub failed: u64,
     /// How many another worker took over meanwhile.
     pub lease_lost: u64,
+    /// How many went to sleep or to wait for an event (parked: a worker's
+    /// wake-up carries each on when it is due).
+    pub suspended: u64,
     /// Sagas whose definition is not registered: kept as they are, never
     /// dropped; `(saga id, definition name)`.
     pub unknown_definitions: Vec<(String, String)>,
@@ -224,8 +236,13 @@ impl SagaEngine {
             }
         }
         let latest = latest.into_iter().map(|(name, (_, key))| (name, key)).collect();
+        let has_waits = settings.definitions.values().any(SagaDefinition::has_waits);
         Self {
-            background: Arc::new(Background { heartbeat: OnceLock::new(), drives: Arc::default() }),
+            background: Arc::new(Background {
+                heartbeat: OnceLock::new(),
+                waker: OnceLock::new(),
+                drives: Arc::default(),
+            }),
             inner: Arc::new(Inner {
                 store: settings.store,
                 definitions: settings.definitions,
@@ -243,6 +260,9 @@ impl SagaEngine {
                 driving: Mutex::default(),
                 claiming: tokio::sync::Mutex::default(),
                 reclaimed: AtomicU64::new(0),
+                has_waits,
+                rewake: tokio::sync::Notify::new(),
+                woken: AtomicU64::new(0),
                 background_running: AtomicU64::new(0),
                 background_idle: tokio::sync::Notify::new(),
             }),
@@ -265,13 +285,21 @@ impl SagaEngine {
         self.inner.reclaimed.load(Ordering::Relaxed)
     }
 
+    /// How many sleeping or waiting sagas this engine woke when they were
+    /// due (or an event arrived) since it started.
+    pub fn woken(&self) -> u64 {
+        self.inner.woken.load(Ordering::Relaxed)
+    }
+
     /// Starts a saga of `definition` with `input` and drives it to its end.
     /// The saga is written before its first step runs. Returns its id.
     ///
     /// # Errors
     /// [`SagaError`]: rolled back (with the failed step's cause), failed
     /// (with the compensation errors too), an unknown definition, or the
-    /// store failing.
+    /// store failing; [`SagaError::is_suspended`] when it went to sleep or
+    /// to wait for an event (not a failure: it is stored, and a worker's
+    /// wake-up carries it on when it is due).
     ///
     /// # Cancel safety
     /// Dropping the future stops the saga between two durable transitions
@@ -386,6 +414,7 @@ impl SagaEngine {
                     Some(record) if !record.status.is_active() => {
                         self.inner.driver(def, &driving.signal).drive(record).await
                     }
+                    Some(record) if let Some(asleep) = suspended(&record) => Err(asleep),
                     _ => Err(SagaError::store(id, StoreError::LeaseLost { saga: id.to_owned() })),
                 }
             }
@@ -425,7 +454,7 @@ impl SagaEngine {
             let claimed = {
                 let _claiming = inner.claiming.lock().await;
                 let driving = inner.driving_ids();
-                let scope = ClaimScope { own: Some(&driving), definitions: None };
+                let scope = ClaimScope { own: Some(&driving), definitions: None, parked_only: false };
                 let batch = inner.store.claim(&inner.worker, inner.lease, inner.max_in_flight, scope).await?;
                 // Claimed while this engine started driving it: leave it there.
                 let fresh = batch.into_iter().filter(|r| seen.insert(r.id.clone()));
@@ -489,8 +518,15 @@ impl SagaEngine {
     }
 
     /// Every third of the lease, while the engine lives: renews the leases
-    /// of the sagas it drives, then takes over expired ones.
+    /// of the sagas it drives, then takes over expired ones. Also starts
+    /// the waker if a definition sleeps or waits.
     pub(super) fn start_heartbeat(&self) {
+        if self.inner.has_waits {
+            self.background.waker.get_or_init(|| {
+                let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
+                tokio::spawn(async move { inner.wake_parked(&drives).await })
+            });
+        }
         self.background.heartbeat.get_or_init(|| {
             let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
             tokio::spawn(async move {
@@ -504,7 +540,7 @@ impl SagaEngine {
                     inner.stop_cancelled().await;
                     inner.prune_if_due().await;
                     if inner.reclaim && inner.serving_queues.load(Ordering::Relaxed) == 0 {
-                        inner.reclaim_expired(&drives).await;
+                        inner.take_over(&drives, false).await;
                     }
                 }
             })
@@ -587,22 +623,26 @@ impl Inner {
     }
 
     fn driver<'a>(&'a self, definition: &'a SagaDefinition, cancel: &'a CancelSignal) -> Driver<'a> {
-        Driver { store: &self.store, definition, steps: &self.steps, compensations: &self.compensations, cancel }
+        let (steps, compensations, parked) = (&self.steps, &self.compensations, &self.rewake);
+        Driver { store: &self.store, definition, steps, compensations, cancel, parked }
     }
 
-    /// Claims as many expired sagas as there are free slots and drives each
-    /// in `drives`.
-    async fn reclaim_expired(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>) {
+    /// Claims as many sagas as there are free slots and drives each in
+    /// `drives`: those whose lease expired and the parked ones that are due
+    /// (only the parked ones with `parked_only`: a wake-up). Returns how
+    /// many it claimed.
+    async fn take_over(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>, parked_only: bool) -> usize {
         // Finished drives are reaped here, so the set stays small.
         while drives.lock().unwrap_or_else(|p| p.into_inner()).try_join_next().is_some() {}
         let free = self.slots.available_permits();
         if free == 0 {
-            return;
+            return 0;
         }
-        // Only expired ones (a saga this engine drives has a live lease, so
-        // no claim here can race a drive that is just starting), and only of
-        // definitions it has (another engine may have the others).
-        let scope = ClaimScope { own: None, definitions: Some(&self.definition_names) };
+        // Only expired or due ones (a saga this engine drives has a live
+        // lease, so no claim here can race a drive that is just starting),
+        // and only of definitions it has (another engine may have the
+        // others).
+        let scope = ClaimScope { own: None, definitions: Some(&self.definition_names), parked_only };
         // Counted from the claim on, so that `resume` waiting for the
         // background to be idle cannot miss a claim under way.
         let _claim_counted = BackgroundDrive::start(self);
@@ -610,14 +650,20 @@ impl Inner {
         let claimed = match self.store.claim(&self.worker, self.lease, free, scope).await {
             Ok(claimed) => claimed,
             Err(error) => {
-                tracing::warn!(worker = %self.worker, %error, "could not take over expired sagas");
-                return;
+                tracing::warn!(worker = %self.worker, %error, "could not take over expired or due sagas");
+                return 0;
             }
         };
+        let count = claimed.len();
         for record in claimed {
             let Some(driving) = Driving::start(self, &record.id) else { continue };
-            self.reclaimed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
+            if parked_only || was_parked(&record) {
+                self.woken.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(saga = %record.id, worker = %self.worker, "woke a saga that was due");
+            } else {
+                self.reclaimed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
+            }
             let inner = Arc::clone(self);
             let counted = BackgroundDrive::start(self);
             drives.lock().unwrap_or_else(|p| p.into_inner()).spawn(async move {
@@ -625,14 +671,78 @@ impl Inner {
                 let _slot = inner.slots.acquire().await.expect("never closed");
                 let id = record.id.clone();
                 if let Err(error) = inner.drive_claimed(record, &driving).await
-                    && !(error.is_compensated() || error.is_failed())
+                    && !(error.is_compensated() || error.is_failed() || error.is_suspended())
                 {
                     tracing::warn!(saga = %id, %error, "a saga taken over did not finish");
                 }
                 drop(driving);
             });
         }
+        count
     }
+
+    /// The waker: sleeps until the earliest parked saga of this engine's
+    /// definitions is due (looking again at least every `WAKE_POLL`, and
+    /// whenever a saga parks or an event is sent here), then claims the
+    /// due ones with its free slots. One task and one indexed query per
+    /// poll, however many sagas sleep.
+    async fn wake_parked(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>) {
+        loop {
+            let rewake = self.rewake.notified();
+            let next = match self.store.next_wake(&self.definition_names).await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::warn!(worker = %self.worker, %error, "could not look for sagas to wake");
+                    None
+                }
+            };
+            let now = now_ms();
+            match next {
+                Some(at) if at < now => {
+                    if self.take_over(drives, true).await == 0 {
+                        // No free slot (or another worker was quicker):
+                        // wait for a slot, or a moment.
+                        tokio::select! {
+                            permit = self.slots.acquire() => drop(permit),
+                            () = tokio::time::sleep(WAKE_RETRY) => {}
+                        }
+                    }
+                }
+                _ => {
+                    let until_due = next.map_or(WAKE_POLL, |at| Duration::from_millis((at - now + 1) as u64));
+                    tokio::select! {
+                        () = tokio::time::sleep(until_due.min(WAKE_POLL)) => {}
+                        () = rewake => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often the waker looks for sagas made due elsewhere (an event sent
+/// by another process, a saga parked by another worker to wake sooner
+/// than any this one knew).
+const WAKE_POLL: Duration = Duration::from_secs(1);
+
+/// How long the waker waits before claiming again when it could not.
+const WAKE_RETRY: Duration = Duration::from_millis(20);
+
+/// Whether `record` was parked at its first pending step (that step has a
+/// wake-up time).
+fn was_parked(record: &SagaRecord) -> bool {
+    let pending = record.steps.iter().find(|s| s.status == crate::durable::store::StepStatus::Pending);
+    pending.is_some_and(|s| s.wake_at.is_some())
+}
+
+/// The error for a saga that sleeps or waits (parked: no lease owner, a
+/// pending step with a wake-up time), if `record` is one.
+pub(super) fn suspended(record: &SagaRecord) -> Option<SagaError> {
+    if record.status != SagaStatus::Running || record.lease_owner.is_some() {
+        return None;
+    }
+    let step = record.steps.iter().find(|s| s.status == crate::durable::store::StepStatus::Pending)?;
+    Some(SagaError::suspended(&record.id, &step.name, step.wake_at?, step.event.as_deref()))
 }
 
 fn engine_record(report: &Mutex<ResumeReport>, outcome: Result<String, SagaError>) {
@@ -643,6 +753,7 @@ fn engine_record(report: &Mutex<ResumeReport>, outcome: Result<String, SagaError
         Err(e) if e.is_compensated() => report.compensated += 1,
         Err(e) if e.is_failed() => report.failed += 1,
         Err(e) if e.is_lease_lost() => report.lease_lost += 1,
+        Err(e) if e.is_suspended() => report.suspended += 1,
         Err(e) => match e.unknown_definition() {
             Some(definition) => {
                 report.resumed -= 1;

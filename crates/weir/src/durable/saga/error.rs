@@ -15,6 +15,21 @@ enum Kind {
     UnknownDefinition(String),
     /// A saga with that id exists with another input (or definition).
     InputConflict { stored: Box<serde_json::Value>, stored_definition: String, requested: String },
+    /// The saga sleeps, or waits for an event, in `step` until `until` (ms
+    /// since the epoch); no worker holds it meanwhile.
+    Suspended { step: String, until: i64, event: Option<String> },
+}
+
+/// The cause of a step that waited for an event in vain
+/// ([`SagaDefinitionBuilder::wait_event`](super::SagaDefinitionBuilder::wait_event)
+/// with [`OnTimeout::Compensate`](super::OnTimeout::Compensate)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no event `{event}` arrived within {}", humantime::format_duration(*.waited))]
+pub struct EventTimedOut {
+    /// The event waited for.
+    pub event: String,
+    /// How long the step waited.
+    pub waited: std::time::Duration,
 }
 
 /// The cause of a saga rolled back because it was cancelled
@@ -71,6 +86,32 @@ impl SagaError {
             requested,
         };
         Self { saga: saga.to_owned(), kind }
+    }
+
+    pub(crate) fn suspended(saga: &str, step: &str, until: i64, event: Option<&str>) -> Self {
+        let kind = Kind::Suspended { step: step.to_owned(), until, event: event.map(str::to_owned) };
+        Self { saga: saga.to_owned(), kind }
+    }
+
+    /// When the saga goes on, if it is not over but sleeps or waits for an
+    /// event ([`SagaDefinitionBuilder::sleep`](super::SagaDefinitionBuilder::sleep),
+    /// [`wait_event`](super::SagaDefinitionBuilder::wait_event)): it holds
+    /// no worker and no lease meanwhile, and whichever worker is alive
+    /// then (or when the event arrives) carries it on. Not a failure:
+    /// nothing was rolled back.
+    pub fn suspended_until(&self) -> Option<std::time::SystemTime> {
+        match self.kind {
+            Kind::Suspended { until, .. } => {
+                Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(until).unwrap_or(0)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the saga sleeps or waits for an event (see
+    /// [`suspended_until`](Self::suspended_until)).
+    pub fn is_suspended(&self) -> bool {
+        matches!(self.kind, Kind::Suspended { .. })
     }
 
     /// Whether the saga was rolled back because it was cancelled (then
@@ -181,6 +222,18 @@ impl fmt::Display for SagaError {
                 self.saga,
                 clip(&stored.to_string())
             ),
+            Kind::Suspended { step, until, event } => {
+                let at = humantime::format_rfc3339_millis(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(*until).unwrap_or(0)),
+                );
+                match event {
+                    Some(event) => {
+                        write!(f, "saga {} waits in step `{step}` for event `{event}` until {at}", self.saga)?
+                    }
+                    None => write!(f, "saga {} sleeps in step `{step}` until {at}", self.saga)?,
+                }
+                f.write_str("; it holds no worker meanwhile, and the first worker alive then carries it on")
+            }
         }
     }
 }
@@ -190,7 +243,7 @@ impl std::error::Error for SagaError {
         match &self.kind {
             Kind::Compensated { cause, .. } | Kind::Failed { cause, .. } => Some(&**cause),
             Kind::Store(e) => Some(e),
-            Kind::UnknownDefinition(_) | Kind::InputConflict { .. } => None,
+            Kind::UnknownDefinition(_) | Kind::InputConflict { .. } | Kind::Suspended { .. } => None,
         }
     }
 }

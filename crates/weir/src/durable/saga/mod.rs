@@ -58,9 +58,9 @@ mod step;
 
 pub use self::builder::SagaEngineBuilder;
 pub use self::cancel::CancelOutcome;
-pub use self::definition::{SagaDefinition, SagaDefinitionBuilder};
+pub use self::definition::{OnTimeout, SagaDefinition, SagaDefinitionBuilder};
 pub use self::engine::{ResumeReport, SagaEngine};
-pub use self::error::{SagaCancelled, SagaError};
+pub use self::error::{EventTimedOut, SagaCancelled, SagaError};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use self::queued::{SagaStart, WorkReport};

@@ -8,6 +8,7 @@
 //! enqueue(id, definition, input) ─▶ job (dedup id = saga id)
 //!   work: claim ≤ free slots ─▶ run_with_id ─▶ completed: job done
 //!                                            ├▶ compensated / failed: job failed (the saga says why)
+//!                                            ├▶ asleep or waiting for an event: job done (the engine's waker carries the saga on)
 //!                                            ├▶ another worker holds the saga: wait out its lease, again
 //!                                            └▶ the store failing: job queued again after the queue's delay
 //! ```
@@ -133,6 +134,11 @@ pub struct WorkReport {
     pub compensated: u64,
     /// Sagas left `failed`: a compensation failed too (the job is `failed`).
     pub failed: u64,
+    /// Sagas that went to sleep or to wait for an event (the job is
+    /// `done`: its start was served; a worker's waker carries the saga on
+    /// when it is due, within that engine's `max_in_flight` but outside
+    /// the queue's limits).
+    pub suspended: u64,
     /// Jobs given back to the queue for a later claim: the store failed,
     /// or no worker here knows the saga's definition.
     pub given_back: u64,
@@ -145,6 +151,7 @@ pub struct WorkReport {
 /// How one job ended here.
 enum Outcome {
     Completed,
+    Suspended,
     Compensated,
     Failed,
     GivenBack,
@@ -155,6 +162,7 @@ impl WorkReport {
     fn count(&mut self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Completed => &mut self.completed,
+            Outcome::Suspended => &mut self.suspended,
             Outcome::Compensated => &mut self.compensated,
             Outcome::Failed => &mut self.failed,
             Outcome::GivenBack => &mut self.given_back,
@@ -359,7 +367,9 @@ impl SagaEngine {
             Ok(_) => settle(receipt, Outcome::Completed, None).await,
             Err(error) => {
                 let why = error.to_string();
-                if error.is_compensated() {
+                if error.is_suspended() {
+                    settle(receipt, Outcome::Suspended, None).await
+                } else if error.is_compensated() {
                     settle(receipt, Outcome::Compensated, Some(why)).await
                 } else if error.is_failed() {
                     settle(receipt, Outcome::Failed, Some(why)).await
@@ -390,7 +400,7 @@ impl SagaEngine {
 /// Settles `receipt` with the final status `outcome` stands for.
 async fn settle(receipt: JobReceipt, outcome: Outcome, error: Option<String>) -> Outcome {
     let status = match outcome {
-        Outcome::Completed => "done",
+        Outcome::Completed | Outcome::Suspended => "done",
         Outcome::Compensated | Outcome::Failed => "failed",
         Outcome::Dead => "dead",
         Outcome::GivenBack => unreachable!("given back is not final"),

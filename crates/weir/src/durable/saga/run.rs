@@ -8,11 +8,11 @@ use futures_util::TryFutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::definition::StepDef;
+use super::definition::{Action, OnTimeout, StepDef};
 use super::engine::CancelSignal;
-use super::{SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
+use super::{EventTimedOut, SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
 use crate::durable::store::{
-    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, now_ms, stop_reason,
+    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, ms, now_ms, stop_reason,
 };
 use crate::error::{BoxError, Errors, Origin};
 use crate::policy::Stack;
@@ -25,6 +25,9 @@ pub(crate) struct Driver<'a> {
     pub(crate) compensations: &'a Stack,
     /// Fired when the saga is cancelled while this drive holds it.
     pub(crate) cancel: &'a CancelSignal,
+    /// Told when the saga parks: the engine's waker looks again for the
+    /// next saga due.
+    pub(crate) parked: &'a tokio::sync::Notify,
 }
 
 /// A failure remembered while compensating: the step and the cause.
@@ -45,8 +48,11 @@ impl Driver<'_> {
             // before this one (the fence says there was one) may have been
             // inside the first pending step, so it counts as interrupted.
             let held_before = record.fence > 1;
+            // (Not a step that sleeps or waits: it has no effect.)
             let maybe_inside = record.steps.iter().position(|s| s.status == StepStatus::Pending);
-            failure = Some(self.stop(&mut record, &reason, maybe_inside.filter(|_| held_before)).await?);
+            let calls = |i: &usize| matches!(self.definition.steps[*i].action, Action::Call { .. });
+            let interrupted = maybe_inside.filter(|i| held_before && calls(i));
+            failure = Some(self.stop(&mut record, &reason, interrupted).await?);
         }
         loop {
             match record.status {
@@ -76,7 +82,8 @@ impl Driver<'_> {
     }
 
     /// Runs step `i` forward with retries; records `Done` (or `Failed` and
-    /// starts compensating).
+    /// starts compensating). A step that sleeps or waits goes to
+    /// [`wait`](Self::wait).
     async fn forward(
         &self,
         record: &mut SagaRecord,
@@ -84,7 +91,10 @@ impl Driver<'_> {
         i: usize,
     ) -> Result<Option<Failure>, SagaError> {
         let step = &self.definition.steps[i];
-        let forward = |attempt| (step.forward)(self.context(record, input, i, attempt));
+        let Action::Call { forward: call, .. } = &step.action else {
+            return self.wait(record, input, i).await;
+        };
+        let forward = |attempt| call(self.context(record, input, i, attempt));
         let policies = step.policies.as_ref().unwrap_or(self.steps);
         let deadline = async {
             match deadline_left(record) {
@@ -98,12 +108,25 @@ impl Driver<'_> {
             () = deadline => Err(DEADLINE_PASSED.to_owned()),
             run = self.attempts(policies, &step.name, forward) => Ok(run),
         };
-        let (result, attempts) = match run {
-            Ok(run) => run,
+        match run {
+            Ok((result, attempts)) => self.settle_step(record, i, result, attempts).await,
             // Cancelled inside the step: it is dropped at its next await,
             // its effect unknown, so it is compensated too.
-            Err(reason) => return self.stop(record, &reason, Some(i)).await.map(Some),
-        };
+            Err(reason) => self.stop(record, &reason, Some(i)).await.map(Some),
+        }
+    }
+
+    /// Records how step `i` went forward: `Done` with its output, or
+    /// `Failed` (`Interrupted` if it timed out and its definition asks)
+    /// and the saga starts compensating.
+    async fn settle_step(
+        &self,
+        record: &mut SagaRecord,
+        i: usize,
+        result: Result<Value, StepError>,
+        attempts: u32,
+    ) -> Result<Option<Failure>, SagaError> {
+        let step = &self.definition.steps[i];
         let rec = &mut record.steps[i];
         rec.attempts += attempts;
         let failure = match result {
@@ -133,11 +156,73 @@ impl Driver<'_> {
         Ok(failure)
     }
 
+    /// Step `i` sleeps or waits for an event. Its wake-up time is fixed
+    /// the first time the saga gets here and kept in its record. Done when
+    /// the time has come (a sleep), or an event is taken (its payload is
+    /// the output); when a wait runs out, what its definition says.
+    /// Otherwise the saga is parked until then (or its deadline, if
+    /// sooner): written, its lease given up, and this drive ends with
+    /// [`SagaError::is_suspended`].
+    async fn wait(&self, record: &mut SagaRecord, input: &Arc<Value>, i: usize) -> Result<Option<Failure>, SagaError> {
+        let step = &self.definition.steps[i];
+        let now = now_ms();
+        let wake_at = match (record.steps[i].wake_at, &step.action) {
+            (Some(at), _) => at,
+            (None, Action::Sleep(when)) => match when(&self.context(record, input, i, 1)) {
+                Ok(at) => ms(at),
+                Err(error) => return self.settle_step(record, i, Err(error), 1).await,
+            },
+            (None, Action::Event { timeout, .. }) => {
+                now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX))
+            }
+            (None, Action::Call { .. }) => unreachable!("a step that calls runs forward"),
+        };
+        let event = match &step.action {
+            Action::Event { event, .. } => Some(event),
+            _ => None,
+        };
+        record.steps[i].wake_at = Some(wake_at);
+        record.steps[i].event = event.map(ToString::to_string);
+        let fail = |e: StoreError| SagaError::store(&record.id, e);
+        if let Action::Event { event, timeout, on_timeout } = &step.action {
+            if let Some(payload) =
+                self.store.take_event(&record.id, record.fence, &step.name, event).await.map_err(fail)?
+            {
+                return self.settle_step(record, i, Ok(payload), 1).await;
+            }
+            if now >= wake_at {
+                let outcome = match on_timeout {
+                    OnTimeout::Continue => Ok(Value::Null),
+                    OnTimeout::Compensate => {
+                        Err(StepError::terminal(EventTimedOut { event: event.to_string(), waited: *timeout }))
+                    }
+                };
+                return self.settle_step(record, i, outcome, 1).await;
+            }
+        } else if now >= wake_at {
+            return self.settle_step(record, i, Ok(Value::Null), 1).await;
+        }
+        let until = record.deadline_at.map_or(wake_at, |deadline| deadline.min(wake_at));
+        let steps_json = serde_json::to_string(&record.steps).expect("step records serialize");
+        let event = event.map(ToString::to_string);
+        let parked = self.store.park(&record.id, record.fence, steps_json, until, event.clone()).await.map_err(fail)?;
+        if !parked {
+            return Err(SagaError::store(&record.id, StoreError::LeaseLost { saga: record.id.clone() }));
+        }
+        self.parked.notify_one();
+        tracing::debug!(saga = %record.id, step = %step.name, until, event, "saga parked");
+        Err(SagaError::suspended(&record.id, &step.name, wake_at, event.as_deref()))
+    }
+
     /// Undoes step `i` with retries; records `Compensated` or
     /// `CompensationFailed`.
     async fn compensate(&self, record: &mut SagaRecord, input: &Arc<Value>, i: usize) -> Result<(), SagaError> {
         let step: &StepDef = &self.definition.steps[i];
-        let (result, attempts) = match &step.compensate {
+        let compensate = match &step.action {
+            Action::Call { compensate, .. } => compensate.as_ref(),
+            Action::Sleep(_) | Action::Event { .. } => None,
+        };
+        let (result, attempts) = match compensate {
             None => (Ok(()), 0),
             Some(undo) => {
                 let undo_name: Arc<str> = Arc::from(format!("{}/undo", step.name));

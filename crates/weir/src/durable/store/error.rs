@@ -58,6 +58,17 @@ pub enum StoreError {
         /// Where it stands.
         status: super::SagaStatus,
     },
+    /// The saga is no longer running forward, and the request needs one
+    /// that is (an event sent to it: no step of it would ever take it).
+    #[error("saga {saga} in {target} is {status}, so no step of it will take the event; nothing was stored")]
+    NotRunning {
+        /// The path or redacted URL.
+        target: String,
+        /// The saga's id.
+        saga: String,
+        /// Where it stands.
+        status: super::SagaStatus,
+    },
     /// A stored value could not be read back.
     #[error("corrupt record in {target}: {detail}")]
     Corrupt {

@@ -32,7 +32,10 @@ impl Store {
                 self.statement(move |tx| {
                     let (id, reason) = (id_owned.clone(), reason.clone());
                     Box::pin(async move {
-                        let sql = "UPDATE weir_sagas SET cancel_requested = COALESCE(cancel_requested, $2), updated_at = $3 \
+                        // A parked saga (sleeping, waiting for an event) is due at once.
+                        let sql = "UPDATE weir_sagas SET cancel_requested = COALESCE(cancel_requested, $2), updated_at = $3, \
+                                   lease_until = CASE WHEN lease_owner IS NULL AND lease_until IS NOT NULL \
+                                   THEN $3 - 1 ELSE lease_until END \
                                    WHERE id = $1 AND status = 'running'";
                         on_tx!(tx, conn => {
                             sqlx::query(sql).bind(&id).bind(&reason).bind(now).execute(&mut *conn).await?;
@@ -108,21 +111,24 @@ impl Store {
         }
         // Status names are weir's own words: safe to write into the statement.
         let names: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
-        let sql = format!(
-            "DELETE FROM weir_sagas WHERE status IN ({}) AND updated_at < $1 AND ($2 IS NULL OR id = $2)",
-            names.join(", ")
-        );
+        let doomed = format!("status IN ({}) AND updated_at < $1 AND ($2 IS NULL OR id = $2)", names.join(", "));
+        let events =
+            format!("DELETE FROM weir_saga_events WHERE saga_id IN (SELECT id FROM weir_sagas WHERE {doomed})");
+        let sagas = format!("DELETE FROM weir_sagas WHERE {doomed}");
         self.statement(move |tx| {
-            let (sql, id) = (sql.clone(), id.clone());
+            let (events, sagas, id) = (events.clone(), sagas.clone(), id.clone());
             Box::pin(async move {
-                Ok(on_tx!(tx, conn => sqlx::query(&sql).bind(before).bind(&id).execute(&mut *conn).await?.rows_affected()))
+                Ok(on_tx!(tx, conn => {
+                    sqlx::query(&events).bind(before).bind(&id).execute(&mut *conn).await?;
+                    sqlx::query(&sagas).bind(before).bind(&id).execute(&mut *conn).await?.rows_affected()
+                }))
             })
         })
         .await
     }
 
     /// Runs `effect` in the group commit; its error as a [`StoreError`].
-    async fn statement<T, F>(&self, effect: F) -> Result<T, StoreError>
+    pub(super) async fn statement<T, F>(&self, effect: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: for<'t> Fn(&'t mut super::Tx) -> futures_util::future::BoxFuture<'t, Result<T, BoxError>>

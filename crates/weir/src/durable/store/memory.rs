@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use super::ClaimScope;
 use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use super::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
-use super::{DeadLetterRow, WriteResult};
+use super::{DeadLetterRow, SagaEvent, WriteResult};
 
 #[derive(Debug, Default)]
 pub(crate) struct Memory {
@@ -21,6 +21,8 @@ struct State {
     cursors: HashMap<String, (String, i64)>,
     dead_letters: Vec<DeadLetterRow>,
     next_dead_letter: i64,
+    /// Events sent to sagas, oldest first.
+    events: Vec<SagaEvent>,
 }
 
 impl Memory {
@@ -71,10 +73,18 @@ impl Memory {
             let expired = s.status.is_active() && s.lease_until.is_none_or(|until| until < now);
             let own = scope.own.is_some_and(|driving| claimable(s, owner, now) && !driving.contains(&s.id));
             let known = scope.definitions.is_none_or(|names| names.contains(&s.definition));
-            (expired || own) && known && !scope.own.is_some_and(|driving| driving.contains(&s.id))
+            let parked = s.lease_owner.is_none() && s.lease_until.is_some();
+            (expired || own)
+                && known
+                && (parked || !scope.parked_only)
+                && !scope.own.is_some_and(|driving| driving.contains(&s.id))
         };
         let mut claimable: Vec<&mut SagaRecord> = state.sagas.values_mut().filter(takeable).collect();
-        claimable.sort_by_key(|s| s.created_at);
+        if scope.parked_only {
+            claimable.sort_by_key(|s| s.lease_until);
+        } else {
+            claimable.sort_by_key(|s| s.created_at);
+        }
         claimable
             .into_iter()
             .take(limit)
@@ -114,7 +124,80 @@ impl Memory {
         if let Some(saga) = state.sagas.get_mut(id).filter(|s| s.status == SagaStatus::Running) {
             saga.cancel_requested.get_or_insert_with(|| reason.to_owned());
             saga.updated_at = now;
+            if saga.lease_owner.is_none() && saga.lease_until.is_some() {
+                saga.lease_until = Some(now - 1); // parked: due at once
+            }
         }
+    }
+
+    pub(crate) fn park(&self, id: &str, fence: i64, steps: &str, until: i64, event: Option<&str>, now: i64) -> bool {
+        let mut state = self.lock();
+        let waiting = event.is_some_and(|name| {
+            state.events.iter().any(|e| e.saga_id == id && e.name == name && e.consumed_by.is_none())
+        });
+        let Some(saga) = state.sagas.get_mut(id).filter(|s| s.fence == fence && s.status == SagaStatus::Running) else {
+            return false;
+        };
+        saga.steps = serde_json::from_str(steps).expect("the engine writes valid steps");
+        saga.lease_owner = None;
+        saga.lease_until = Some(if waiting { (now - 1).min(until) } else { until });
+        saga.updated_at = now;
+        true
+    }
+
+    pub(crate) fn next_wake(&self, definitions: &[String]) -> Option<i64> {
+        let state = self.lock();
+        let parked = |s: &&SagaRecord| {
+            s.status == SagaStatus::Running && s.lease_owner.is_none() && definitions.contains(&s.definition)
+        };
+        state.sagas.values().filter(parked).filter_map(|s| s.lease_until).min()
+    }
+
+    pub(crate) fn send_event(
+        &self,
+        id: &str,
+        name: &str,
+        payload: &serde_json::Value,
+        now: i64,
+    ) -> Result<i64, Option<SagaStatus>> {
+        let mut state = self.lock();
+        let saga = state.sagas.get_mut(id).ok_or(None)?;
+        if saga.status != SagaStatus::Running {
+            return Err(Some(saga.status));
+        }
+        if saga.lease_owner.is_none() && saga.lease_until.is_some_and(|until| until > now - 1) {
+            saga.lease_until = Some(now - 1); // due: claims take sagas whose time has passed
+        }
+        let event = state.events.last().map_or(1, |e| e.id + 1);
+        state.events.push(SagaEvent {
+            id: event,
+            saga_id: id.to_owned(),
+            name: name.to_owned(),
+            payload: payload.clone(),
+            sent_at: now,
+            consumed_by: None,
+            consumed_at: None,
+        });
+        Ok(event)
+    }
+
+    pub(crate) fn take_event(&self, id: &str, fence: i64, step: &str, name: &str, now: i64) -> Option<String> {
+        let mut state = self.lock();
+        let mine = |e: &SagaEvent| e.saga_id == id;
+        if let Some(taken) = state.events.iter().find(|e| mine(e) && e.consumed_by.as_deref() == Some(step)) {
+            return Some(taken.payload.to_string());
+        }
+        if state.sagas.get(id).is_none_or(|s| s.fence != fence) {
+            return None;
+        }
+        let event = state.events.iter_mut().find(|e| mine(e) && e.name == name && e.consumed_by.is_none())?;
+        event.consumed_by = Some(step.to_owned());
+        event.consumed_at = Some(now);
+        Some(event.payload.to_string())
+    }
+
+    pub(crate) fn saga_events(&self, id: &str) -> Vec<SagaEvent> {
+        self.lock().events.iter().filter(|e| e.saga_id == id).cloned().collect()
     }
 
     pub(crate) fn cancel_requests(&self, owner: &str, now: i64) -> Vec<(String, Option<String>, Option<i64>)> {
@@ -137,7 +220,9 @@ impl Memory {
             let doomed = statuses.contains(&s.status) && s.updated_at < before && id.is_none_or(|id| s.id == id);
             !doomed
         });
-        (before_len - state.sagas.len()) as u64
+        let State { sagas, events, .. } = &mut *state;
+        events.retain(|e| sagas.contains_key(&e.saga_id));
+        (before_len - sagas.len()) as u64
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<SagaRecord> {

@@ -29,6 +29,7 @@ mod record;
 mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod waits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ pub use self::inspect::{CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use self::memory::Memory;
 pub use self::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 pub(crate) use self::record::{SagaWrite, now_ms};
+pub use self::waits::SagaEvent;
 
 /// A handle on a store; cheap to clone (clones share the connection pool
 /// and the committer).
@@ -142,6 +144,10 @@ pub(crate) struct ClaimScope<'a> {
     pub(crate) own: Option<&'a [String]>,
     /// Only sagas of these definitions (`None`: any).
     pub(crate) definitions: Option<&'a [String]>,
+    /// Only sagas that sleep or wait (no lease owner) and are due, the
+    /// earliest due first: a worker's wake-ups, which take nothing a dead
+    /// worker left (a queue's redelivery does that).
+    pub(crate) parked_only: bool,
 }
 
 impl std::fmt::Debug for Store {

@@ -17,7 +17,7 @@ use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
 use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 5;
+const LATEST_SCHEMA: i64 = 6;
 
 pub(crate) struct Postgres {
     pub(crate) target: String,
@@ -157,7 +157,8 @@ impl Postgres {
                             AND (lease_until IS NULL OR lease_until < $3 OR ($6::boolean AND lease_owner = $1))
                             AND NOT (id = ANY($5))
                             AND ($7::text[] IS NULL OR definition = ANY($7))
-                          ORDER BY created_at LIMIT $4
+                            AND (NOT $8::boolean OR (lease_owner IS NULL AND lease_until IS NOT NULL))
+                          ORDER BY CASE WHEN $8::boolean THEN lease_until ELSE created_at END LIMIT $4
                           FOR UPDATE SKIP LOCKED)
              RETURNING *",
         )
@@ -168,6 +169,7 @@ impl Postgres {
         .bind(scope.own.unwrap_or_default())
         .bind(scope.own.is_some())
         .bind(scope.definitions)
+        .bind(scope.parked_only)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.query_error(e))?;
@@ -209,6 +211,20 @@ impl Postgres {
         .await
         .map(|r| r.rows_affected())
         .map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn next_wake(&self, definitions: &[String]) -> Result<Option<i64>, StoreError> {
+        let sql = super::waits::NEXT_WAKE.replace("DEFINITIONS", "SELECT unnest($1::text[])");
+        sqlx::query_scalar(&sql).bind(definitions).fetch_optional(&self.pool).await.map_err(|e| self.query_error(e))
+    }
+
+    pub(crate) async fn saga_events(&self, id: &str) -> Result<Vec<super::waits::SagaEvent>, StoreError> {
+        let rows: Vec<super::waits::EventRow> = sqlx::query_as(super::waits::EVENTS_OF_SAGA)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.query_error(e))?;
+        rows.into_iter().map(|row| super::waits::event(&self.target, row)).collect()
     }
 
     pub(crate) async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {

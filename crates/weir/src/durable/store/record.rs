@@ -95,6 +95,14 @@ pub struct StepRecord {
     /// Its last error (forward or compensation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a step that sleeps or waits for an event: when it wakes (or
+    /// gives up waiting), ms since the epoch, fixed when the saga first
+    /// reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<i64>,
+    /// For a step that waits for an event: the event's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 impl StepRecord {
@@ -112,6 +120,8 @@ impl StepRecord {
             attempts: 0,
             compensation_attempts: 0,
             error: None,
+            wake_at: None,
+            event: None,
         }
     }
 }

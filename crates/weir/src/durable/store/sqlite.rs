@@ -22,7 +22,7 @@ use super::rows;
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 5;
+const LATEST_SCHEMA: i64 = 6;
 
 pub(crate) struct Sqlite {
     pub(crate) target: String,
@@ -165,7 +165,8 @@ impl Sqlite {
                             AND (lease_until IS NULL OR lease_until < ?3 OR (?6 AND lease_owner = ?1))
                             AND id NOT IN (SELECT value FROM json_each(?5))
                             AND (?7 IS NULL OR definition IN (SELECT value FROM json_each(?7)))
-                          ORDER BY created_at LIMIT ?4)
+                            AND (NOT ?8 OR (lease_owner IS NULL AND lease_until IS NOT NULL))
+                          ORDER BY CASE WHEN ?8 THEN lease_until ELSE created_at END LIMIT ?4)
              RETURNING *",
         )
         .bind(owner)
@@ -175,6 +176,7 @@ impl Sqlite {
         .bind(json(scope.own.unwrap_or_default()))
         .bind(scope.own.is_some())
         .bind(scope.definitions.map(json))
+        .bind(scope.parked_only)
         .fetch_all(&self.readers)
         .await
         .map_err(|e| query_error(&self.target, e))?;
@@ -217,6 +219,24 @@ impl Sqlite {
         .await
         .map(|r| r.rows_affected())
         .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn next_wake(&self, definitions: &[String]) -> Result<Option<i64>, StoreError> {
+        let sql = super::waits::NEXT_WAKE.replace("DEFINITIONS", "SELECT value FROM json_each($1)");
+        sqlx::query_scalar(&sql)
+            .bind(serde_json::to_string(definitions).expect("strings serialize"))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))
+    }
+
+    pub(crate) async fn saga_events(&self, id: &str) -> Result<Vec<super::waits::SagaEvent>, StoreError> {
+        let rows: Vec<super::waits::EventRow> = sqlx::query_as(super::waits::EVENTS_OF_SAGA)
+            .bind(id)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))?;
+        rows.into_iter().map(|row| super::waits::event(&self.target, row)).collect()
     }
 
     pub(crate) async fn get(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {

@@ -1,0 +1,283 @@
+//! Durable timers and external events: a saga that sleeps or waits is
+//! parked (no lease, no task), wakes at its stored time on whichever
+//! worker is alive, after a restart too; events are durable, taken once,
+//! and a wait that runs out is a normal outcome; a cancel or a deadline
+//! reaches a parked saga at once. On memory, SQLite and PostgreSQL, and
+//! across SIGKILLed worker processes.
+#![cfg(feature = "sqlite")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use weir::durable::saga::{
+    CancelOutcome, EventTimedOut, OnTimeout, SagaDefinition, SagaEngine, StepContext, StepError,
+};
+use weir::durable::store::{SagaRecord, SagaStatus, StepStatus, Store};
+
+/// Each step's name and the time it ran (ms since the epoch).
+type Log = Arc<Mutex<Vec<(String, i64)>>>;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn stores(test: &str) -> Vec<(Store, Option<String>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.db").to_str().unwrap().to_owned();
+    let mut all = vec![(Store::memory(), None, None), (Store::open(&path).await.unwrap(), Some(path), Some(dir))];
+    #[cfg(feature = "postgres")]
+    if let Some(url) = crate::support::stores::postgres_url(test).await {
+        all.push((Store::open(&url).await.unwrap(), Some(url), None));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = test;
+    all
+}
+
+async fn another_handle(store: &Store, location: &Option<String>) -> Store {
+    match location {
+        Some(location) => Store::open(location).await.unwrap(),
+        None => store.clone(),
+    }
+}
+
+fn logging(
+    log: &Log,
+    name: &'static str,
+) -> impl Fn(StepContext) -> futures_util::future::Ready<Result<(), StepError>> + use<> {
+    let log = log.clone();
+    move |_| {
+        log.lock().unwrap().push((name.to_owned(), now_ms()));
+        futures_util::future::ready(Ok(()))
+    }
+}
+
+fn ran(log: &Log, name: &str) -> Vec<i64> {
+    log.lock().unwrap().iter().filter(|(n, _)| n == name).map(|(_, at)| *at).collect()
+}
+
+/// reserve → sleep `nap` → ship.
+fn napping(log: &Log, nap: Duration) -> SagaDefinition {
+    SagaDefinition::builder("nap")
+        .step("reserve", logging(log, "reserve"), logging(log, "release"))
+        .sleep("nap", nap)
+        .step_without_compensation("ship", logging(log, "ship"))
+        .build()
+        .unwrap()
+}
+
+/// reserve → wait for `approved` (at most `timeout`) → pay, which records
+/// what the event carried (or that none came).
+fn approval(log: &Log, timeout: Duration, on_timeout: OnTimeout) -> SagaDefinition {
+    let paid = log.clone();
+    SagaDefinition::builder("refund")
+        .step("reserve", logging(log, "reserve"), logging(log, "release"))
+        .wait_event("approval", "approved", timeout, on_timeout)
+        .step_without_compensation("pay", move |ctx: StepContext| {
+            let approver: Result<Option<String>, _> = ctx.output("approval");
+            paid.lock().unwrap().push((format!("pay:{}", approver.unwrap().unwrap_or_default()), now_ms()));
+            async { Ok::<_, StepError>(()) }
+        })
+        .build()
+        .unwrap()
+}
+
+fn engine(store: Store, def: SagaDefinition, worker: &str) -> SagaEngine {
+    SagaEngine::builder(store).definition(def).worker_id(worker).lease(Duration::from_secs(1)).build().unwrap()
+}
+
+async fn until_ended(store: &Store, id: &str) -> SagaRecord {
+    for _ in 0..2_000 {
+        let saga = store.saga(id).await.unwrap().unwrap();
+        if !saga.status.is_active() {
+            return saga;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("saga {id} did not end within 20 s: {:?}", store.saga(id).await.unwrap());
+}
+
+/// A sleep parks the saga (stored, no lease owner, its wake-up time in
+/// its record; `run` says it is suspended) and the engine's waker carries
+/// it on at that time, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_sleep_parks_the_saga_and_its_worker_wakes_it_at_the_stored_time() {
+    for (store, _, _dir) in stores("saga_sleep_wakes").await {
+        let log = Log::default();
+        let engine = engine(store.clone(), napping(&log, Duration::from_millis(400)), "w1");
+        let started = now_ms();
+        let asleep = engine.run_with_id("n-1", "nap", &()).await.unwrap_err();
+        assert!(asleep.is_suspended(), "{asleep}");
+        assert!(asleep.to_string().contains("sleeps in step `nap`"), "{asleep}");
+        let until = asleep.suspended_until().unwrap().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert!(until >= started + 400, "{until} vs {started}");
+
+        let parked = store.saga("n-1").await.unwrap().unwrap();
+        assert_eq!((parked.status, parked.lease_owner.as_deref()), (SagaStatus::Running, None));
+        assert_eq!(parked.steps[1].wake_at, Some(until));
+        assert!(ran(&log, "ship").is_empty());
+
+        let done = until_ended(&store, "n-1").await;
+        assert_eq!(done.status, SagaStatus::Completed, "{done:?}");
+        let shipped = ran(&log, "ship");
+        assert_eq!(shipped.len(), 1);
+        assert!(shipped[0] >= until, "woke {} ms early", until - shipped[0]);
+        assert_eq!((ran(&log, "reserve").len(), engine.woken()), (1, 1));
+    }
+}
+
+/// The wake-up time survives the worker: a new engine (another process
+/// would be the same) wakes the saga at the stored time; one started
+/// after the time passed carries it on at once, inside `resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_sleeping_saga_wakes_on_another_worker_after_a_restart() {
+    for (store, location, _dir) in stores("saga_sleep_restart").await {
+        let log = Log::default();
+        let first = engine(store.clone(), napping(&log, Duration::from_millis(300)), "w1");
+        assert!(first.run_with_id("late", "nap", &()).await.unwrap_err().is_suspended());
+        let soon = engine(store.clone(), napping(&log, Duration::from_millis(600)), "w1");
+        assert!(soon.run_with_id("soon", "nap", &()).await.unwrap_err().is_suspended());
+        drop((first, soon)); // the worker is gone: nothing holds either saga
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let next = engine(another_handle(&store, &location).await, napping(&log, Duration::from_secs(3600)), "w2");
+        let report = next.resume().await.unwrap();
+        // `late` was due: carried on at once (by `resume`, or by the waker
+        // it starts: `resume` waits for both). `soon` was not: left parked.
+        assert_eq!(report.completed + next.woken(), 1, "{report:?}");
+        assert_eq!(store.saga("late").await.unwrap().unwrap().status, SagaStatus::Completed);
+        assert_eq!(store.saga("soon").await.unwrap().unwrap().status, SagaStatus::Running);
+        // Woken by the new worker at the time stored by the first (600 ms),
+        // not the one its own definition would set (an hour).
+        let done = until_ended(&store, "soon").await;
+        assert_eq!(done.status, SagaStatus::Completed);
+        assert_eq!(ran(&log, "ship").len(), 2);
+        assert_eq!(ran(&log, "reserve").len(), 2, "nothing before the sleep ran again");
+    }
+}
+
+/// Events: one sent before the saga reaches its wait is taken when it
+/// gets there; one sent while it waits wakes it; each is taken once, the
+/// oldest first, and a second stays for a later wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_an_event_is_taken_once_whether_it_came_before_or_during_the_wait() {
+    for (store, _, _dir) in stores("saga_events").await {
+        let log = Log::default();
+        let engine = engine(store.clone(), approval(&log, Duration::from_secs(3600), OnTimeout::Compensate), "w1");
+
+        // Before: the saga is stored, not started, when two events come;
+        // the oldest is taken, the other stays for a later wait.
+        engine.submit("early", "refund", &()).await.unwrap();
+        engine.send_event("early", "approved", &"ana").await.unwrap();
+        engine.send_event("early", "approved", &"bo").await.unwrap();
+        engine.run_with_id("early", "refund", &()).await.unwrap();
+        assert!(log.lock().unwrap().iter().any(|(n, _)| n == "pay:ana"));
+        let events = store.saga_events("early").await.unwrap();
+        let taken: Vec<Option<&str>> = events.iter().map(|e| e.consumed_by.as_deref()).collect();
+        assert_eq!(taken, [Some("approval"), None]);
+
+        // During: parked until the event comes, then woken at once.
+        let waiting = engine.run_with_id("late", "refund", &()).await.unwrap_err();
+        assert!(waiting.to_string().contains("for event `approved`"), "{waiting}");
+        engine.send_event("late", "approved", &"cy").await.unwrap();
+        let done = until_ended(&store, "late").await;
+        assert_eq!(done.status, SagaStatus::Completed);
+        assert_eq!(done.steps[1].output, Some(serde_json::json!("cy")));
+        assert!(log.lock().unwrap().iter().any(|(n, _)| n == "pay:cy"));
+
+        // Refused: no such saga, or one that ended (nothing stored).
+        let missing = engine.send_event("nobody", "approved", &1).await.unwrap_err();
+        assert!(missing.to_string().contains("saga nobody is not in"), "{missing}");
+        let ended = engine.send_event("late", "approved", &1).await.unwrap_err();
+        assert!(ended.to_string().contains("is completed, so no step of it will take the event"), "{ended}");
+        assert_eq!(store.saga_events("late").await.unwrap().len(), 1);
+    }
+}
+
+/// A wait that runs out is a normal outcome: compensate (the definition's
+/// choice) or go on with `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_wait_that_runs_out_compensates_or_goes_on_as_its_definition_says() {
+    for (store, _, _dir) in stores("saga_event_timeout").await {
+        let log = Log::default();
+        let strict = engine(store.clone(), approval(&log, Duration::from_millis(300), OnTimeout::Compensate), "w1");
+        assert!(strict.run_with_id("strict", "refund", &()).await.unwrap_err().is_suspended());
+        let rolled_back = until_ended(&store, "strict").await;
+        assert_eq!(rolled_back.status, SagaStatus::Compensated, "{rolled_back:?}");
+        assert_eq!(rolled_back.steps[1].status, StepStatus::Failed);
+        let why = rolled_back.error.unwrap_or_default();
+        assert!(why.contains("no event `approved` arrived within 300ms"), "{why}");
+        assert_eq!(ran(&log, "release").len(), 1);
+        assert!(!log.lock().unwrap().iter().any(|(n, _)| n.starts_with("pay")));
+        drop(strict);
+
+        let lenient = engine(store.clone(), approval(&log, Duration::from_millis(300), OnTimeout::Continue), "w2");
+        assert!(lenient.run_with_id("lenient", "refund", &()).await.unwrap_err().is_suspended());
+        assert_eq!(until_ended(&store, "lenient").await.status, SagaStatus::Completed);
+        assert!(log.lock().unwrap().iter().any(|(n, _)| n == "pay:"), "pay saw no approval");
+    }
+}
+
+/// A cancel reaches a parked saga at once (not at its wake-up time), and
+/// so does a deadline that comes before the wake-up; the step that slept
+/// is not taken for an interrupted call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_cancel_or_a_deadline_reaches_a_sleeping_saga_before_its_wake_up() {
+    for (store, _, _dir) in stores("saga_sleep_cancel").await {
+        let log = Log::default();
+        let engine = engine(store.clone(), napping(&log, Duration::from_secs(3600)), "w1");
+        assert!(engine.run_with_id("c-1", "nap", &()).await.unwrap_err().is_suspended());
+        match engine.cancel("c-1", "customer left").await.unwrap() {
+            CancelOutcome::RolledBack(how) => assert!(how.is_cancelled() && how.is_compensated(), "{how}"),
+            other => panic!("{other:?}"),
+        }
+        let saga = store.saga("c-1").await.unwrap().unwrap();
+        assert_eq!(saga.status, SagaStatus::Compensated);
+        assert_eq!(saga.steps[1].status, StepStatus::Pending, "{:?}", saga.steps);
+        assert_eq!(ran(&log, "release").len(), 1);
+
+        let deadline = SystemTime::now() + Duration::from_millis(300);
+        let asleep = engine.run_with_deadline("d-1", "nap", &(), deadline).await.unwrap_err();
+        assert!(asleep.is_suspended(), "{asleep}");
+        let saga = until_ended(&store, "d-1").await;
+        assert_eq!(saga.status, SagaStatus::Compensated);
+        assert!(saga.error.unwrap_or_default().contains("its deadline passed"));
+        assert!(ran(&log, "ship").is_empty());
+    }
+}
+
+/// A saga through the work queue that goes to sleep: its job is done (its
+/// start was served) and the engine's waker carries the saga on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_queued_saga_that_sleeps_settles_its_job_and_wakes_later() {
+    use weir::durable::queue::{JobQuery, JobStatus, WorkQueue};
+    use weir::durable::saga::SagaStart;
+    let (store, _dir) = crate::support::stores::sqlite().await;
+    let log = Log::default();
+    let engine = engine(store.clone(), napping(&log, Duration::from_millis(300)), "w1");
+    let queue = WorkQueue::new(store.clone(), "sagas");
+    engine.enqueue(&queue, &SagaStart::new("q-1", "nap", &()).unwrap()).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn({
+        let (engine, queue, stop) = (engine.clone(), queue.clone(), stop.clone());
+        async move { engine.work(&queue, stop).await.unwrap() }
+    });
+    while store.saga("q-1").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = until_ended(&store, "q-1").await;
+    stop.cancel();
+    let report = worker.await.unwrap();
+    assert_eq!((report.suspended, report.completed), (1, 0), "{report:?}");
+    assert_eq!(done.status, SagaStatus::Completed);
+    let jobs = queue.jobs(&JobQuery::default()).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.status).collect::<Vec<_>>(), [JobStatus::Done]);
+}
+
+/// What the event-timeout error says and carries.
+#[test]
+fn saga_event_timed_out_names_the_event_and_the_wait() {
+    let e = EventTimedOut { event: "approved".into(), waited: Duration::from_secs(24 * 3600) };
+    assert_eq!(e.to_string(), "no event `approved` arrived within 1day");
+    let _: &dyn std::error::Error = &e;
+}
