@@ -15,8 +15,11 @@
 
 use serde_json::Value;
 
-use super::record::{SagaStatus, now_ms};
-use super::{Backend, Store, StoreError, Tx};
+use super::record::now_ms;
+use super::{Backend, Store, StoreError};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use super::{SagaStatus, Tx};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::error::BoxError;
 
 /// An event sent to a saga ([`Store::saga_events`]).
