@@ -127,6 +127,16 @@ pub enum SagasCommand {
         #[arg(long, default_value = "cancelled by an operator")]
         reason: String,
     },
+    /// Sends an event to a running saga: stored durably, taken once by the step that waits for it (`wait_event`), now or when the saga gets there; a saga parked waiting is woken within a second by a worker of its application.
+    SendEvent {
+        /// The saga's id.
+        id: String,
+        /// The event's name (what the step waits for).
+        name: String,
+        /// What it carries, as JSON (a string needs its quotes: '"ana"').
+        #[arg(long, value_parser = json_value, default_value = "null", value_name = "JSON")]
+        payload: serde_json::Value,
+    },
     /// Deletes sagas that have ended (completed, compensated or failed); a running one must be cancelled first.
     Delete {
         /// The sagas' ids.
@@ -357,6 +367,12 @@ fn letter_id(text: &str) -> Result<u64, String> {
     text.trim_start_matches('#')
         .parse()
         .map_err(|e| format!("{e}; pass a letter id as `weir dlq list QUEUE` shows it, like #4"))
+}
+
+/// A JSON value.
+fn json_value(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text)
+        .map_err(|e| format!("not JSON ({e}); quote a string as '\"text\"', or pass a number, object or array"))
 }
 
 /// A time: RFC 3339, or an age back from now.

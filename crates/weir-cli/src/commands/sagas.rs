@@ -1,7 +1,7 @@
-//! `weir sagas list | show | resume | cancel | delete | prune`.
+//! `weir sagas list | show | resume | cancel | send-event | delete | prune`.
 
 use serde_json::json;
-use weir::durable::store::{SagaQuery, SagaRecord, SagaStatus, Store};
+use weir::durable::store::{SagaEvent, SagaQuery, SagaRecord, SagaStatus, StepStatus, Store};
 
 use crate::args::{DbArgs, SagasCommand};
 use crate::failure::{Exit, Failure};
@@ -55,11 +55,24 @@ pub async fn run(db: &DbArgs, command: SagasCommand) -> Result<(), Failure> {
         }
         SagasCommand::Show { id, json } => {
             let saga = find(&store, &id).await?;
+            let events = store.saga_events(&id).await?;
             if json {
-                output::json(&saga_json(&saga));
+                let mut shown = saga_json(&saga);
+                shown["events"] = events.iter().map(event_json).collect();
+                output::json(&shown);
             } else {
                 print_saga(&saga);
+                print_events(&events);
             }
+        }
+        SagasCommand::SendEvent { id, name, payload } => {
+            let event = store.send_event(&id, &name, &payload).await.map_err(|e| match e {
+                weir::durable::store::StoreError::NotFound { .. } => not_found(&store, &id),
+                other => other.into(),
+            })?;
+            println!(
+                "event #{event} `{name}` stored for saga {id}; the step waiting for it takes it (a parked saga is woken within a second by a worker of its application)"
+            );
         }
         SagasCommand::Resume { id } => resume(&store, &id).await?,
         SagasCommand::Cancel { id, reason } => cancel(&store, &id, &reason).await?,
@@ -205,6 +218,9 @@ fn print_saga(s: &SagaRecord) {
     if let Some(deadline) = s.deadline_at {
         println!("deadline: {}", output::time_ms(deadline));
     }
+    if let Some(waiting) = parked(s) {
+        println!("{waiting}");
+    }
     let rows: Vec<Vec<String>> = s
         .steps
         .iter()
@@ -220,4 +236,53 @@ fn print_saga(s: &SagaRecord) {
         })
         .collect();
     output::table(&["STEP", "STATUS", "ATTEMPTS", "UNDO ATTEMPTS", "OUTPUT", "ERROR"], &rows);
+}
+
+/// What a parked saga waits for, if it is parked: it sleeps or waits for
+/// an event, holding no worker.
+fn parked(s: &SagaRecord) -> Option<String> {
+    if s.status != SagaStatus::Running || s.lease_owner.is_some() {
+        return None;
+    }
+    let step = s.steps.iter().find(|step| step.status == StepStatus::Pending)?;
+    let until = output::time_ms(step.wake_at?);
+    let due = s.lease_until.map(output::time_ms).unwrap_or_default();
+    Some(match &step.event {
+        Some(event) => format!(
+            "waiting in step `{}` for event `{event}` until {until} (due {due}); no worker holds it meanwhile",
+            step.name
+        ),
+        None => format!("sleeping in step `{}` until {until}; no worker holds it meanwhile", step.name),
+    })
+}
+
+fn event_json(e: &SagaEvent) -> serde_json::Value {
+    json!({
+        "id": e.id,
+        "name": e.name,
+        "payload": e.payload,
+        "sent_at": output::time_ms(e.sent_at),
+        "consumed_by": e.consumed_by,
+        "consumed_at": e.consumed_at.map(output::time_ms),
+    })
+}
+
+fn print_events(events: &[SagaEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    println!("events:");
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                format!("#{}", e.id),
+                e.name.clone(),
+                output::time_ms(e.sent_at),
+                e.consumed_by.clone().unwrap_or_else(|| "(not taken yet)".to_owned()),
+                e.payload.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["EVENT", "NAME", "SENT", "TAKEN BY", "PAYLOAD"], &rows);
 }

@@ -1,4 +1,4 @@
-//! `weir sagas list | show | resume`.
+//! `weir sagas list | show | resume | cancel | send-event | delete | prune`.
 
 use std::time::Duration;
 
@@ -177,5 +177,48 @@ async fn sagas_are_cancelled_deleted_and_pruned() {
         assert!(target.store.saga("broken").await.unwrap().is_some(), "failed ones wait for a person");
         let failed = ok(&target, &["sagas", "prune", "--before", "2999-01-01T00:00:00Z", "--status", "failed"]).await;
         assert!(failed.contains("1 saga(s) deleted"), "{failed}");
+    }
+}
+
+/// `send-event` stores an event for a saga that waits for it (shown by
+/// `show`: what it waits for, until when, and the events with who took
+/// them); the application's worker takes it. Bad JSON, a missing saga
+/// and an ended one are refused with their exit codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_waiting_for_an_event_are_shown_and_sent_one() {
+    use weir::durable::saga::{OnTimeout, SagaDefinition, SagaEngine, StepError};
+    for target in targets("sagas_waiting_for_an_event_are_shown_and_sent_one").await {
+        let refund = SagaDefinition::builder("refund")
+            .wait_event("approval", "approved", Duration::from_secs(3600), OnTimeout::Compensate)
+            .step_without_compensation("pay", |_| async { Ok::<_, StepError>(()) })
+            .build()
+            .unwrap();
+        let engine = SagaEngine::builder(target.store.clone()).definition(refund).build().unwrap();
+        assert!(engine.run_with_id("r-1", "refund", &()).await.unwrap_err().is_suspended());
+
+        let shown = ok(&target, &["sagas", "show", "r-1"]).await;
+        assert!(shown.contains("waiting in step `approval` for event `approved` until"), "{shown}");
+        let bad = fails(&target, &["sagas", "send-event", "r-1", "approved", "--payload", "ana"], 2).await;
+        assert!(bad.contains("not JSON") && bad.contains("quote a string"), "{bad}");
+        let sent = ok(&target, &["sagas", "send-event", "r-1", "approved", "--payload", r#"{"by":"ana"}"#]).await;
+        assert!(sent.contains("event #1 `approved` stored for saga r-1"), "{sent}");
+
+        // The application's worker (its waker polls the store) takes it.
+        for _ in 0..500 {
+            if target.store.saga("r-1").await.unwrap().unwrap().status == SagaStatus::Completed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let done = json(&target, &["sagas", "show", "r-1"]).await;
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["events"][0]["consumed_by"], "approval");
+        assert_eq!(done["events"][0]["payload"]["by"], "ana");
+        assert!(ok(&target, &["sagas", "show", "r-1"]).await.contains("TAKEN BY"));
+
+        let ended = fails(&target, &["sagas", "send-event", "r-1", "approved"], 7).await;
+        assert!(ended.contains("is completed, so no step of it will take the event"), "{ended}");
+        let missing = fails(&target, &["sagas", "send-event", "nobody", "approved"], 6).await;
+        assert!(missing.contains("no saga nobody"), "{missing}");
     }
 }
