@@ -281,3 +281,161 @@ fn saga_event_timed_out_names_the_event_and_the_wait() {
     assert_eq!(e.to_string(), "no event `approved` arrived within 1day");
     let _: &dyn std::error::Error = &e;
 }
+
+/// A worker process when the harness starts this binary as one (see
+/// `saga_a_timer_and_an_event_survive_sigkill_of_their_workers`); a no-op
+/// in a normal test run. `run` starts saga t-1 and stays up; `serve`
+/// resumes and keeps waking sagas until t-1 has ended. Each step appends
+/// its name (and what it was given) to the log file as it starts.
+#[cfg(unix)]
+#[test]
+fn wait_worker_entry() {
+    let (Ok(db), Ok(log), Ok(phase)) = (
+        std::env::var("WEIR_WAIT_WORKER_DB"),
+        std::env::var("WEIR_WAIT_WORKER_LOG"),
+        std::env::var("WEIR_WAIT_WORKER_PHASE"),
+    ) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let file = Arc::new(Mutex::new(file));
+        let note =
+            move |line: String| file.lock().unwrap().write_all(format!("{line} {}\n", now_ms()).as_bytes()).unwrap();
+        let (reserve, release, ship) = (note.clone(), note.clone(), note.clone());
+        let reserve_ms: u64 =
+            std::env::var("WEIR_WAIT_WORKER_RESERVE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let def = SagaDefinition::builder("trip")
+            .step(
+                "reserve",
+                move |_: StepContext| {
+                    reserve("reserve".into());
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(reserve_ms)).await;
+                        Ok::<_, StepError>(())
+                    }
+                },
+                move |_: StepContext| {
+                    release("release".into());
+                    async { Ok(()) }
+                },
+            )
+            .sleep("nap", Duration::from_millis(300))
+            .wait_event("approval", "approved", Duration::from_secs(3600), OnTimeout::Compensate)
+            .step_without_compensation("ship", move |ctx: StepContext| {
+                let approval: Result<String, _> = ctx.output("approval");
+                ship(format!("ship:{}", approval.unwrap_or_default()));
+                async { Ok::<_, StepError>(()) }
+            })
+            .build()
+            .unwrap();
+        let store = Store::open(&db).await.unwrap();
+        let engine = SagaEngine::builder(store.clone())
+            .definition(def)
+            .worker_id(format!("pid-{}", std::process::id()))
+            .lease(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        if phase == "run" {
+            let _ = engine.run_with_id("t-1", "trip", &()).await;
+            std::future::pending::<()>().await;
+        }
+        let _ = engine.resume().await;
+        until_ended(&store, "t-1").await;
+    });
+}
+
+/// A timer armed and an event received, each with its worker process
+/// SIGKILLed at moments around them (before the park is written, while
+/// parked, while the event is being taken): the next worker process wakes
+/// the saga at the stored time (never before), takes the event once, and
+/// the saga completes; nothing before the kill runs again beyond
+/// at-least-once, and the step after the wait sees the event's payload.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_timer_and_an_event_survive_sigkill_of_their_workers() {
+    // (kill the first worker this long after `reserve` starts, kill the
+    // second this long after the event is sent, how long `reserve` takes):
+    // the first lands inside `reserve` (before the timer is armed).
+    for (first_kill_ms, second_kill_ms, reserve_ms) in [(20u64, 0u64, 200u64), (0, 5, 0), (150, 60, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weir.db").to_str().unwrap().to_owned();
+        let log = dir.path().join("steps.log");
+        let store = Store::open(&db).await.unwrap();
+        let worker = |phase: &str| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "saga_waits::wait_worker_entry", "--nocapture", "--test-threads=1"])
+                .env("WEIR_WAIT_WORKER_DB", &db)
+                .env("WEIR_WAIT_WORKER_LOG", &log)
+                .env("WEIR_WAIT_WORKER_PHASE", phase)
+                .env("WEIR_WAIT_WORKER_RESERVE_MS", reserve_ms.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let read = || -> Vec<(String, i64)> {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .map(|l| {
+                    let (name, at) = l.rsplit_once(' ').unwrap();
+                    (name.to_owned(), at.parse().unwrap())
+                })
+                .collect()
+        };
+        let until = |what: &str, done: &dyn Fn() -> bool| {
+            let started = std::time::Instant::now();
+            while !done() {
+                assert!(started.elapsed() < Duration::from_secs(20), "waited 20 s for {what}: {:?}", read());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+
+        // 1. The timer: killed around the moment the saga parks.
+        let mut first = worker("run");
+        until("reserve", &|| read().iter().any(|(n, _)| n == "reserve"));
+        tokio::time::sleep(Duration::from_millis(first_kill_ms)).await;
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+
+        // 2. The next worker wakes it and it parks waiting for the event;
+        //    the event is sent, and that worker killed around its taking.
+        let mut second = worker("serve");
+        let waiting = || {
+            let handle = tokio::runtime::Handle::current();
+            let saga = tokio::task::block_in_place(|| handle.block_on(store.saga("t-1"))).unwrap();
+            saga.is_some_and(|s| s.lease_owner.is_none() && s.steps[2].event.is_some())
+        };
+        until("the saga to wait for its event", &waiting);
+        store.send_event("t-1", "approved", &serde_json::json!("go")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(second_kill_ms)).await;
+        second.kill().unwrap();
+        second.wait().unwrap();
+
+        // 3. Another worker finishes what is left.
+        let mut third = worker("serve");
+        let status = tokio::task::spawn_blocking(move || third.wait()).await.unwrap().unwrap();
+        assert!(status.success());
+
+        let saga = store.saga("t-1").await.unwrap().unwrap();
+        let steps = read();
+        let kills = format!("kills at {first_kill_ms} / {second_kill_ms} ms: {steps:?}");
+        assert_eq!(saga.status, SagaStatus::Completed, "{kills}");
+        let count = |name: &str| steps.iter().filter(|(n, _)| n == name).count();
+        assert!((1..=2).contains(&count("reserve")), "{kills}");
+        assert!(
+            count("ship:go") >= 1 && count("ship:go") == steps.iter().filter(|(n, _)| n.starts_with("ship")).count(),
+            "{kills}"
+        );
+        assert_eq!(count("release"), 0, "{kills}");
+        let woke_at = saga.steps[1].wake_at.unwrap();
+        let shipped = steps.iter().find(|(n, _)| n == "ship:go").unwrap().1;
+        assert!(shipped >= woke_at, "ran {} ms before its timer: {kills}", woke_at - shipped);
+        let events = store.saga_events("t-1").await.unwrap();
+        assert_eq!(events.len(), 1, "{kills}");
+        assert_eq!(events[0].consumed_by.as_deref(), Some("approval"), "{kills}");
+        assert_eq!(saga.steps[2].output, Some(serde_json::json!("go")), "{kills}");
+        eprintln!("{kills}");
+    }
+}
