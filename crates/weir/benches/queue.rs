@@ -37,8 +37,9 @@ fn main() {
         println!("queue bench skipped: set WEIR_BENCH_POSTGRES_URL (a PostgreSQL server)");
         return;
     };
+    let only_sagas = std::env::var("WEIR_BENCH_QUEUE_ONLY").is_ok_and(|only| only == "sagas");
     println!("jobs claimed and completed per second, {JOBS} jobs, PostgreSQL:");
-    for limited in [false, true] {
+    for limited in [false, true].into_iter().filter(|_| !only_sagas) {
         for processes in [1, 4] {
             let rate = rt.block_on(run(&admin, processes, limited));
             let how = if limited { "at most 8 per key (16 keys), 64 in all" } else { "no limit" };

@@ -66,7 +66,7 @@ pub(super) struct Inner {
     pub(super) lease: Duration,
     pub(super) worker: String,
     pub(super) slots: Arc<Semaphore>,
-    max_in_flight: usize,
+    pub(super) max_in_flight: usize,
     reclaim: bool,
     /// How long ended sagas are kept, and when they were last pruned.
     retention: Option<(Duration, Mutex<Option<std::time::Instant>>)>,

@@ -302,8 +302,14 @@ impl SagaEngine {
             while let Some(done) = running.try_join_next() {
                 report.count(done.expect("a saga job's task never panics: steps run under the panic guard"));
             }
+            // Claims go in batches: wait until a quarter of the slots are
+            // free (while sagas run), so a claim's round trip is shared by
+            // many jobs. One job per claim, each claim waiting for the
+            // previous, ran 622 sagas/s against 3,631 run directly
+            // (PostgreSQL, 64 in flight, `benches/queue.rs`).
             let free = inner.slots.available_permits();
-            if free == 0 {
+            let refill_at = (inner.max_in_flight / 4).max(1);
+            if free == 0 || (free < refill_at && !running.is_empty()) {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     Some(done) = running.join_next() => report.count(done.expect("never panics")),
