@@ -300,7 +300,14 @@ impl WorkQueue {
     /// # Errors
     /// The store failing.
     pub async fn complete_all(&self, jobs: &[Job]) -> Result<u64, BoxError> {
-        let held: Vec<(i64, i64)> = jobs.iter().map(|job| (job.id, job.fence)).collect();
+        self.complete_claims(jobs.iter().map(|job| (job.id, job.fence)).collect()).await
+    }
+
+    /// [`complete_all`](Self::complete_all) by `(job id, fence)`.
+    pub(crate) async fn complete_claims(&self, held: Vec<(i64, i64)>) -> Result<u64, BoxError> {
+        if held.is_empty() {
+            return Ok(0);
+        }
         self.store
             .commit_effect(move |tx| {
                 let held = held.clone();

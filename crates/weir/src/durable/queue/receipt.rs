@@ -92,6 +92,16 @@ impl JobReceipt {
         }
     }
 
+    /// Takes the claim out, `(job id, fence)`, to be completed with
+    /// others in one statement ([`WorkQueue::complete_claims`]); its lease
+    /// is no longer renewed, so if that statement fails the job's next
+    /// claim settles it.
+    pub(crate) fn into_claim(mut self) -> Option<(i64, i64)> {
+        let claim = self.claim.take()?;
+        claim.held.release(claim.id);
+        Some((claim.id, claim.fence))
+    }
+
     /// The queue's wait before this job's next claim, after this one.
     pub(crate) fn retry_delay(&self) -> Duration {
         self.claim.as_ref().map_or(Duration::ZERO, |c| c.queue.retry.delay_before(c.attempts))

@@ -296,11 +296,11 @@ impl SagaEngine {
         let _serving = Serving::start(inner);
         self.start_heartbeat();
         let mut claimer = Claimer::new(queue.clone(), inner.worker.clone());
-        let (mut running, mut report) = (JoinSet::new(), WorkReport::default());
+        let (mut running, mut ended) = (JoinSet::new(), Ended::default());
         let mut failure = None;
         while !stop.is_cancelled() {
             while let Some(done) = running.try_join_next() {
-                report.count(done.expect("a saga job's task never panics: steps run under the panic guard"));
+                ended.record(done);
             }
             // Claims go in batches: wait until a quarter of the slots are
             // free (while sagas run), so a claim's round trip is shared by
@@ -312,17 +312,19 @@ impl SagaEngine {
             if free == 0 || (free < refill_at && !running.is_empty()) {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    Some(done) = running.join_next() => report.count(done.expect("never panics")),
+                    Some(done) = running.join_next() => ended.record(done),
                 }
                 continue;
             }
+            // The jobs done since the last claim, in one statement.
+            ended.complete(queue).await;
             // Not raced with `stop`: a claim dropped half-way may still
             // commit, and its jobs would wait out their leases unrun.
             match claimer.take(free).await {
                 Ok(jobs) if jobs.is_empty() => tokio::select! {
                     () = stop.cancelled() => break,
                     () = claimer.wait() => {}
-                    Some(done) = running.join_next() => report.count(done.expect("never panics")),
+                    Some(done) = running.join_next() => ended.record(done),
                 },
                 Ok(jobs) => {
                     for (job, receipt) in jobs {
@@ -342,23 +344,25 @@ impl SagaEngine {
             }
         }
         while let Some(done) = running.join_next().await {
-            report.count(done.expect("never panics"));
+            ended.record(done);
         }
+        ended.complete(queue).await;
         match failure {
             Some(error) => Err(error),
-            None => Ok(report),
+            None => Ok(ended.report),
         }
     }
 
-    /// Runs the saga `job` starts and settles the job by how it ended.
-    async fn run_job(&self, job: Job, receipt: JobReceipt) -> Outcome {
+    /// Runs the saga `job` starts and settles the job by how it ended;
+    /// a job `done` comes back unsettled, to be completed with others.
+    async fn run_job(&self, job: Job, receipt: JobReceipt) -> (Outcome, Option<JobReceipt>) {
         let Some(start) = SagaStart::from_job(&job) else {
             let why = format!("job {} is not a saga's start (it needs `saga`, `definition`, `input`)", job.id);
-            return settle(receipt, Outcome::Dead, Some(why)).await;
+            return (settle(receipt, Outcome::Dead, Some(why)).await, None);
         };
         if self.inner.resolve(&start.definition).is_none() {
             let why = format!("no worker here knows saga definition `{}`", start.definition);
-            return give_back_or_bury(receipt, why).await;
+            return (give_back_or_bury(receipt, why).await, None);
         }
         let run = loop {
             match self.run_in_slot(&start.id, &start.definition, &start.input, start.deadline).await {
@@ -369,13 +373,12 @@ impl SagaEngine {
                 run => break run,
             }
         };
-        match run {
-            Ok(_) => settle(receipt, Outcome::Completed, None).await,
+        let outcome = match run {
+            Ok(_) => return (Outcome::Completed, Some(receipt)),
+            Err(error) if error.is_suspended() => return (Outcome::Suspended, Some(receipt)),
             Err(error) => {
                 let why = error.to_string();
-                if error.is_suspended() {
-                    settle(receipt, Outcome::Suspended, None).await
-                } else if error.is_compensated() {
+                if error.is_compensated() {
                     settle(receipt, Outcome::Compensated, Some(why)).await
                 } else if error.is_failed() {
                     settle(receipt, Outcome::Failed, Some(why)).await
@@ -385,7 +388,8 @@ impl SagaEngine {
                     give_back_or_bury(receipt, why).await
                 }
             }
-        }
+        };
+        (outcome, None)
     }
 
     /// Waits until saga `id`'s lease has run out (at least 50 ms, at most
@@ -403,10 +407,38 @@ impl SagaEngine {
     }
 }
 
+/// What the jobs of a [`SagaEngine::work`] loop came to, and the
+/// receipts of the ones done, not yet completed in the queue (their
+/// leases are renewed until then).
+#[derive(Default)]
+struct Ended {
+    report: WorkReport,
+    done: Vec<JobReceipt>,
+}
+
+impl Ended {
+    fn record(&mut self, joined: Result<(Outcome, Option<JobReceipt>), tokio::task::JoinError>) {
+        let (outcome, unsettled) = joined.expect("a saga job's task never panics: steps run under the panic guard");
+        self.report.count(outcome);
+        self.done.extend(unsettled);
+    }
+
+    /// Marks the jobs done in one statement: per job, a statement of its
+    /// own cost as much as the saga's own writes. If it fails, their
+    /// leases run out and their next claims find the sagas ended and
+    /// settle them.
+    async fn complete(&mut self, queue: &WorkQueue) {
+        let done = self.done.drain(..).filter_map(JobReceipt::into_claim).collect();
+        if let Err(error) = queue.complete_claims(done).await {
+            tracing::warn!(%error, "could not mark done the jobs of sagas that ended; their next claims will");
+        }
+    }
+}
+
 /// Settles `receipt` with the final status `outcome` stands for.
 async fn settle(receipt: JobReceipt, outcome: Outcome, error: Option<String>) -> Outcome {
     let status = match outcome {
-        Outcome::Completed | Outcome::Suspended => "done",
+        Outcome::Completed | Outcome::Suspended => unreachable!("done jobs are completed together"),
         Outcome::Compensated | Outcome::Failed => "failed",
         Outcome::Dead => "dead",
         Outcome::GivenBack => unreachable!("given back is not final"),
