@@ -26,6 +26,7 @@ mod saga;
 mod saga_crash;
 mod saga_manage;
 mod saga_postgres;
+mod saga_schedules;
 mod saga_waits;
 mod scoped;
 mod settle;

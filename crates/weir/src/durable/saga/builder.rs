@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{SagaDefinition, SagaEngine};
+use super::{SagaDefinition, SagaEngine, SagaSchedule};
 use crate::durable::store::Store;
 use crate::error::ConfigError;
 use crate::policy::retry::RetryPolicy;
@@ -31,6 +31,7 @@ pub struct SagaEngineBuilder {
     max_in_flight: usize,
     reclaim: bool,
     retention: Option<Duration>,
+    schedules: Vec<SagaSchedule>,
 }
 
 /// A checked [`SagaEngineBuilder`], for [`SagaEngine`] to start from.
@@ -44,6 +45,7 @@ pub(super) struct Settings {
     pub(super) max_in_flight: usize,
     pub(super) reclaim: bool,
     pub(super) retention: Option<Duration>,
+    pub(super) schedules: Vec<SagaSchedule>,
 }
 
 impl std::fmt::Debug for SagaEngineBuilder {
@@ -65,7 +67,17 @@ impl SagaEngineBuilder {
             max_in_flight: 64,
             reclaim: true,
             retention: None,
+            schedules: Vec::new(),
         }
+    }
+
+    /// Starts a saga of the schedule's definition at each of its ticks,
+    /// from this engine's first `run`, `resume` or `work` on, for as long
+    /// as it lives. Register the same schedule on every worker: each tick
+    /// starts one saga whichever workers fire it (see [`SagaSchedule`]).
+    pub fn schedule(mut self, schedule: SagaSchedule) -> Self {
+        self.schedules.push(schedule);
+        self
     }
 
     /// Retention: sagas that ended completed or compensated are deleted
@@ -187,6 +199,19 @@ impl SagaEngineBuilder {
                 "use at least 1s (leases are renewed every third)",
             ));
         }
+        for (i, schedule) in self.schedules.iter().enumerate() {
+            if self.schedules[..i].iter().any(|s| s.name == schedule.name) {
+                return Err(ConfigError::new("saga schedule", &*schedule.name, "register each schedule name once"));
+            }
+            let known = definitions.values().any(|d| d.name() == schedule.definition || d.key() == schedule.definition);
+            if !known {
+                return Err(ConfigError::new(
+                    "saga schedule definition",
+                    format!("`{}` of schedule `{}`", schedule.definition, schedule.name),
+                    "register that definition on the same engine",
+                ));
+            }
+        }
         let worker = self.worker.unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
             format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
@@ -201,6 +226,7 @@ impl SagaEngineBuilder {
             max_in_flight: self.max_in_flight,
             reclaim: self.reclaim,
             retention: self.retention,
+            schedules: self.schedules,
         }))
     }
 }

@@ -97,6 +97,8 @@ pub(super) struct Inner {
     pub(super) rewake: tokio::sync::Notify,
     /// Parked sagas this engine woke since it started.
     woken: AtomicU64,
+    /// The cron schedules this engine fires.
+    pub(super) schedules: Vec<super::SagaSchedule>,
     /// Background drives not finished yet, and a wake-up when none is.
     background_running: AtomicU64,
     background_idle: tokio::sync::Notify,
@@ -126,12 +128,13 @@ impl Drop for BackgroundDrive {
 struct Background {
     heartbeat: OnceLock<JoinHandle<()>>,
     waker: OnceLock<JoinHandle<()>>,
+    scheduler: OnceLock<JoinHandle<()>>,
     drives: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        for task in [self.heartbeat.get(), self.waker.get()].into_iter().flatten() {
+        for task in [self.heartbeat.get(), self.waker.get(), self.scheduler.get()].into_iter().flatten() {
             task.abort();
         }
         self.drives.lock().unwrap_or_else(|p| p.into_inner()).abort_all();
@@ -241,6 +244,7 @@ impl SagaEngine {
             background: Arc::new(Background {
                 heartbeat: OnceLock::new(),
                 waker: OnceLock::new(),
+                scheduler: OnceLock::new(),
                 drives: Arc::default(),
             }),
             inner: Arc::new(Inner {
@@ -263,6 +267,7 @@ impl SagaEngine {
                 has_waits,
                 rewake: tokio::sync::Notify::new(),
                 woken: AtomicU64::new(0),
+                schedules: settings.schedules,
                 background_running: AtomicU64::new(0),
                 background_idle: tokio::sync::Notify::new(),
             }),
@@ -498,29 +503,20 @@ impl SagaEngine {
         let input = serde_json::to_value(input).map_err(|e| {
             SagaError::store(id, StoreError::Corrupt { target: "saga input".into(), detail: e.to_string() })
         })?;
-        let now = now_ms();
-        let record = SagaRecord {
-            id: id.to_owned(),
-            definition: key,
-            input,
-            status: SagaStatus::Running,
-            steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
-            error: None,
-            fence: 0,
-            lease_owner: None,
-            lease_until: None,
-            cancel_requested: None,
-            deadline_at: None,
-            created_at: now,
-            updated_at: now,
-        };
-        Ok((def, record))
+        Ok((def, new_record(id, key, def, input)))
     }
 
     /// Every third of the lease, while the engine lives: renews the leases
     /// of the sagas it drives, then takes over expired ones. Also starts
-    /// the waker if a definition sleeps or waits.
+    /// the waker if a definition sleeps or waits, and the scheduler if
+    /// schedules are registered.
     pub(super) fn start_heartbeat(&self) {
+        if !self.inner.schedules.is_empty() {
+            self.background.scheduler.get_or_init(|| {
+                let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
+                tokio::spawn(async move { inner.run_schedules(&drives).await })
+            });
+        }
         if self.inner.has_waits {
             self.background.waker.get_or_init(|| {
                 let (inner, drives) = (Arc::clone(&self.inner), Arc::clone(&self.background.drives));
@@ -664,21 +660,27 @@ impl Inner {
                 self.reclaimed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(saga = %record.id, worker = %self.worker, "took over a saga whose lease expired");
             }
-            let inner = Arc::clone(self);
-            let counted = BackgroundDrive::start(self);
-            drives.lock().unwrap_or_else(|p| p.into_inner()).spawn(async move {
-                let _counted = counted;
-                let _slot = inner.slots.acquire().await.expect("never closed");
-                let id = record.id.clone();
-                if let Err(error) = inner.drive_claimed(record, &driving).await
-                    && !(error.is_compensated() || error.is_failed() || error.is_suspended())
-                {
-                    tracing::warn!(saga = %id, %error, "a saga taken over did not finish");
-                }
-                drop(driving);
-            });
+            self.spawn_drive(drives, record, driving);
         }
         count
+    }
+
+    /// Drives a saga this engine claimed in the background, in `drives`,
+    /// once a slot is free.
+    pub(super) fn spawn_drive(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>, record: SagaRecord, driving: Driving) {
+        let inner = Arc::clone(self);
+        let counted = BackgroundDrive::start(self);
+        drives.lock().unwrap_or_else(|p| p.into_inner()).spawn(async move {
+            let _counted = counted;
+            let _slot = inner.slots.acquire().await.expect("never closed");
+            let id = record.id.clone();
+            if let Err(error) = inner.drive_claimed(record, &driving).await
+                && !(error.is_compensated() || error.is_failed() || error.is_suspended())
+            {
+                tracing::warn!(saga = %id, %error, "a saga driven in the background did not finish");
+            }
+            drop(driving);
+        });
     }
 
     /// The waker: sleeps until the earliest parked saga of this engine's
@@ -727,6 +729,27 @@ const WAKE_POLL: Duration = Duration::from_secs(1);
 
 /// How long the waker waits before claiming again when it could not.
 const WAKE_RETRY: Duration = Duration::from_millis(20);
+
+/// A new, unclaimed record of saga `id` of `def` (stored under `key`):
+/// every step pending.
+pub(super) fn new_record(id: &str, key: String, def: &SagaDefinition, input: serde_json::Value) -> SagaRecord {
+    let now = now_ms();
+    SagaRecord {
+        id: id.to_owned(),
+        definition: key,
+        input,
+        status: SagaStatus::Running,
+        steps: def.steps.iter().map(|s| StepRecord::pending(&s.name)).collect(),
+        error: None,
+        fence: 0,
+        lease_owner: None,
+        lease_until: None,
+        cancel_requested: None,
+        deadline_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
 
 /// Whether `record` was parked at its first pending step (that step has a
 /// wake-up time).

@@ -54,6 +54,7 @@ mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod queued;
 mod run;
+mod schedule;
 mod step;
 
 pub use self::builder::SagaEngineBuilder;
@@ -64,4 +65,5 @@ pub use self::error::{EventTimedOut, SagaCancelled, SagaError};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use self::queued::{SagaStart, WorkReport};
+pub use self::schedule::{Missed, SagaSchedule};
 pub use self::step::{StepContext, StepError};

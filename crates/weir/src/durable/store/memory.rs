@@ -23,6 +23,8 @@ struct State {
     next_dead_letter: i64,
     /// Events sent to sagas, oldest first.
     events: Vec<SagaEvent>,
+    /// Per schedule: fired up to, written at.
+    schedules: BTreeMap<String, (i64, i64)>,
 }
 
 impl Memory {
@@ -194,6 +196,31 @@ impl Memory {
         event.consumed_by = Some(step.to_owned());
         event.consumed_at = Some(now);
         Some(event.payload.to_string())
+    }
+
+    pub(crate) fn schedule_fired_up_to(&self, name: &str, start: i64) -> i64 {
+        self.lock().schedules.entry(name.to_owned()).or_insert((start, start)).0
+    }
+
+    pub(crate) fn advance_schedule(&self, name: &str, from: i64, to: i64, now: i64) -> bool {
+        let mut state = self.lock();
+        match state.schedules.get_mut(name) {
+            Some(entry) if entry.0 == from => {
+                *entry = (to, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn saga_schedules(&self) -> Vec<super::ScheduleRecord> {
+        let state = self.lock();
+        let record = |(name, &(last_fired, updated_at)): (&String, &(i64, i64))| super::ScheduleRecord {
+            name: name.clone(),
+            last_fired,
+            updated_at,
+        };
+        state.schedules.iter().map(record).collect()
     }
 
     pub(crate) fn saga_events(&self, id: &str) -> Vec<SagaEvent> {

@@ -27,6 +27,7 @@ mod postgres;
 mod record;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod rows;
+mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod waits;
@@ -44,6 +45,7 @@ pub use self::inspect::{CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use self::memory::Memory;
 pub use self::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 pub(crate) use self::record::{SagaWrite, now_ms};
+pub use self::schedules::ScheduleRecord;
 pub use self::waits::SagaEvent;
 
 /// A handle on a store; cheap to clone (clones share the connection pool
