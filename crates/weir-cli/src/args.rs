@@ -127,6 +127,12 @@ pub enum SagasCommand {
         #[arg(long, default_value = "cancelled by an operator")]
         reason: String,
     },
+    /// The cron schedules that start sagas, each with the time up to which its ticks were fired.
+    Schedules {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sends an event to a running saga: stored durably, taken once by the step that waits for it (`wait_event`), now or when the saga gets there; a saga parked waiting is woken within a second by a worker of its application.
     SendEvent {
         /// The saga's id.

@@ -1,4 +1,4 @@
-//! `weir sagas list | show | resume | cancel | send-event | delete | prune`.
+//! `weir sagas list | show | resume | cancel | send-event | schedules | delete | prune`.
 
 use serde_json::json;
 use weir::durable::store::{SagaEvent, SagaQuery, SagaRecord, SagaStatus, StepStatus, Store};
@@ -63,6 +63,20 @@ pub async fn run(db: &DbArgs, command: SagasCommand) -> Result<(), Failure> {
             } else {
                 print_saga(&saga);
                 print_events(&events);
+            }
+        }
+        SagasCommand::Schedules { json } => {
+            let schedules = store.saga_schedules().await?;
+            if json {
+                let rows: Vec<serde_json::Value> = schedules
+                    .iter()
+                    .map(|s| json!({"name": s.name, "fired_up_to": output::time_ms(s.last_fired), "updated_at": output::time_ms(s.updated_at)}))
+                    .collect();
+                output::json(&json!({ "schedules": rows }));
+            } else {
+                let rows: Vec<Vec<String>> =
+                    schedules.iter().map(|s| vec![s.name.clone(), output::time_ms(s.last_fired)]).collect();
+                output::table(&["SCHEDULE", "FIRED UP TO"], &rows);
             }
         }
         SagasCommand::SendEvent { id, name, payload } => {

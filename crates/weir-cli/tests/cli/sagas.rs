@@ -216,6 +216,25 @@ async fn sagas_waiting_for_an_event_are_shown_and_sent_one() {
         assert_eq!(done["events"][0]["payload"]["by"], "ana");
         assert!(ok(&target, &["sagas", "show", "r-1"]).await.contains("TAKEN BY"));
 
+        // Schedules: fired up to a time, listed by name.
+        let every = weir::durable::saga::SagaSchedule::new("hourly", "0 * * * *", "refund").unwrap();
+        let refund = SagaDefinition::builder("refund")
+            .step_without_compensation("pay", |_| async { Ok::<_, StepError>(()) })
+            .build()
+            .unwrap();
+        let scheduled = SagaEngine::builder(target.store.clone()).definition(refund).schedule(every).build().unwrap();
+        scheduled.resume().await.unwrap();
+        let mut listed = serde_json::Value::Null;
+        for _ in 0..200 {
+            listed = json(&target, &["sagas", "schedules"]).await;
+            if listed["schedules"][0]["name"] == "hourly" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(listed["schedules"][0]["name"], "hourly", "{listed}");
+        assert!(ok(&target, &["sagas", "schedules"]).await.contains("FIRED UP TO"));
+
         let ended = fails(&target, &["sagas", "send-event", "r-1", "approved"], 7).await;
         assert!(ended.contains("is completed, so no step of it will take the event"), "{ended}");
         let missing = fails(&target, &["sagas", "send-event", "nobody", "approved"], 6).await;
