@@ -7,32 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::support::stores::{another_handle, every_kind as stores};
 use weir::durable::saga::{CancelOutcome, SagaDefinition, SagaEngine, StepContext, StepError};
 use weir::durable::store::{SagaStatus, StepStatus, Store, StoreError};
 
 type Log = Arc<Mutex<Vec<String>>>;
-
-/// Every store to try, each with a way to open a second handle on the
-/// same state (a second process would): memory shares its handle.
-async fn stores(test: &str) -> Vec<(Store, Option<String>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("weir.db").to_str().unwrap().to_owned();
-    let mut all = vec![(Store::memory(), None, None), (Store::open(&path).await.unwrap(), Some(path), Some(dir))];
-    #[cfg(feature = "postgres")]
-    if let Some(url) = crate::support::stores::postgres_url(test).await {
-        all.push((Store::open(&url).await.unwrap(), Some(url), None));
-    }
-    #[cfg(not(feature = "postgres"))]
-    let _ = test;
-    all
-}
-
-async fn another_handle(store: &Store, location: &Option<String>) -> Store {
-    match location {
-        Some(location) => Store::open(location).await.unwrap(),
-        None => store.clone(),
-    }
-}
 
 /// reserve → charge → ship; `ship` waits until it is dropped (a call
 /// that never answers), so a saga sits in it until cancelled.

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::stores::{another_handle, every_kind as stores};
 use weir::durable::saga::{
     CancelOutcome, EventTimedOut, OnTimeout, SagaDefinition, SagaEngine, StepContext, StepError,
 };
@@ -19,26 +20,6 @@ type Log = Arc<Mutex<Vec<(String, i64)>>>;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-async fn stores(test: &str) -> Vec<(Store, Option<String>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("weir.db").to_str().unwrap().to_owned();
-    let mut all = vec![(Store::memory(), None, None), (Store::open(&path).await.unwrap(), Some(path), Some(dir))];
-    #[cfg(feature = "postgres")]
-    if let Some(url) = crate::support::stores::postgres_url(test).await {
-        all.push((Store::open(&url).await.unwrap(), Some(url), None));
-    }
-    #[cfg(not(feature = "postgres"))]
-    let _ = test;
-    all
-}
-
-async fn another_handle(store: &Store, location: &Option<String>) -> Store {
-    match location {
-        Some(location) => Store::open(location).await.unwrap(),
-        None => store.clone(),
-    }
 }
 
 fn logging(

@@ -174,7 +174,8 @@ impl SagaEngineBuilder {
     /// Checks the settings.
     ///
     /// # Errors
-    /// [`ConfigError`] for two definitions with one name and version, 0
+    /// [`ConfigError`] for two definitions with one name and version, a
+    /// child step whose definition is not registered here, 0
     /// sagas in flight, a zero step timeout, or a lease under 1 s.
     pub fn build(self) -> Result<SagaEngine, ConfigError> {
         let mut definitions = HashMap::new();
@@ -182,6 +183,18 @@ impl SagaEngineBuilder {
             let key = def.key();
             if definitions.insert(key.clone(), def).is_some() {
                 return Err(ConfigError::new("saga definition", key, "register each definition name and version once"));
+            }
+        }
+        for def in definitions.values() {
+            for child in def.children() {
+                let known = definitions.values().any(|d| d.name() == child || d.key() == child);
+                if !known {
+                    return Err(ConfigError::new(
+                        "saga child definition",
+                        format!("`{child}` of a step of `{}`", def.key()),
+                        "register the child's definition on the same engine",
+                    ));
+                }
             }
         }
         if self.max_in_flight == 0 {

@@ -25,7 +25,12 @@ pub(crate) enum Action {
     /// Waits for event `event`, at most `timeout` from when the saga first
     /// reached the step.
     Event { event: Arc<str>, timeout: Duration, on_timeout: OnTimeout },
+    /// Runs a child saga of `definition` (a name, or a `name@vN` key) with
+    /// the input this computes, and waits for its end.
+    Child { definition: Arc<str>, input: ChildInput },
 }
+
+pub(crate) type ChildInput = Arc<dyn Fn(&StepContext) -> Result<Value, StepError> + Send + Sync>;
 
 pub(crate) type WakeTime = Arc<dyn Fn(&StepContext) -> Result<SystemTime, StepError> + Send + Sync>;
 
@@ -92,7 +97,15 @@ impl SagaDefinition {
         self.version
     }
 
-    /// Whether a step of it sleeps or waits for an event.
+    /// The definitions its child steps start.
+    pub(crate) fn children(&self) -> impl Iterator<Item = &str> {
+        self.steps.iter().filter_map(|s| match &s.action {
+            Action::Child { definition, .. } => Some(&**definition),
+            _ => None,
+        })
+    }
+
+    /// Whether a step of it sleeps, waits for an event or for a child saga.
     pub(crate) fn has_waits(&self) -> bool {
         self.steps.iter().any(|s| !matches!(s.action, Action::Call { .. }))
     }
@@ -259,6 +272,68 @@ impl SagaDefinitionBuilder {
         self.push_action(name, Action::Event { event: Arc::from(event), timeout, on_timeout })
     }
 
+    /// Adds a step that runs a **child saga**: a saga of `definition` (a
+    /// name, for its highest registered version, or a `name@vN` key),
+    /// with the input `input` computes from this saga when it first
+    /// reaches the step, under the id `"{this saga's id}/{step name}"` (so
+    /// the child starts once, whatever crashes). The child is driven at
+    /// once by the same worker; if it sleeps, waits for an event, or
+    /// another worker drives it, this saga parks (no worker, no lease)
+    /// until the child ends, which wakes it.
+    ///
+    /// - The step's output is the child's step outputs, as a JSON object
+    ///   from step name to output.
+    /// - A child that was rolled back (or failed) is a failed step: its
+    ///   cause is [`ChildSagaFailed`](super::ChildSagaFailed) and this saga
+    ///   compensates its completed steps (the child has undone its own).
+    /// - Compensating this step (a later step failed, or a cancel)
+    ///   compensates the child: its done steps are undone in reverse. A
+    ///   child still running is cancelled first (the parent waits for its
+    ///   rollback, wherever it runs). A child whose compensation failed
+    ///   fails this step's compensation, and this saga ends `failed`.
+    /// - Cancelling this saga cancels its child; the child inherits this
+    ///   saga's deadline.
+    ///
+    /// Register the child's definition on the same engine.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::saga::{SagaDefinition, SagaEngine, StepError};
+    /// use weir::durable::store::{SagaStatus, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), weir::error::BoxError> {
+    /// let payment = SagaDefinition::builder("payment")
+    ///     .step("charge", |ctx| async move { Ok::<_, StepError>(ctx.input::<u32>()? * 100) }, |_| async { Ok(()) })
+    ///     .build()?;
+    /// let order = SagaDefinition::builder("order")
+    ///     .child("pay", "payment", |ctx| ctx.input::<u32>())
+    ///     .step_without_compensation("ship", |ctx| async move {
+    ///         let paid: serde_json::Value = ctx.output("pay")?;
+    ///         Ok::<_, StepError>(paid["charge"].as_u64())
+    ///     })
+    ///     .build()?;
+    /// let store = Store::memory();
+    /// let engine = SagaEngine::builder(store.clone()).definition(payment).definition(order).build()?;
+    /// engine.run_with_id("o-1", "order", &7).await?;
+    /// let child = store.saga("o-1/pay").await?.unwrap();
+    /// assert_eq!((child.status, child.parent.as_deref()), (SagaStatus::Completed, Some("o-1")));
+    /// assert_eq!(store.saga("o-1").await?.unwrap().steps[1].output, Some(serde_json::json!(700)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn child<I, In>(self, name: &str, definition: &str, input: I) -> Self
+    where
+        I: Fn(&StepContext) -> Result<In, StepError> + Send + Sync + 'static,
+        In: Serialize,
+    {
+        let input: ChildInput = Arc::new(move |ctx| {
+            let input = input(ctx)?;
+            serde_json::to_value(input).map_err(|e| StepError::terminal(format!("child saga input is not JSON: {e}")))
+        });
+        self.push_action(name, Action::Child { definition: Arc::from(definition), input })
+    }
+
     /// The policies of step `step`'s attempts, instead of the engine's
     /// [step policies](super::SagaEngineBuilder::step_policies): a breaker
     /// or rate limit for the one dependency that step calls. Its
@@ -371,7 +446,7 @@ impl SagaDefinitionBuilder {
                 return Err(ConfigError::new(
                     "saga step_policies",
                     format!("{name:?} in `{}`", self.name),
-                    "name a step that calls something: a step that sleeps or waits has no attempts to shape",
+                    "name a step that calls something: a step that sleeps, waits or runs a child saga has no attempts to shape",
                 ));
             }
             step.policies = Some(policies);

@@ -611,16 +611,20 @@ impl Inner {
         }
     }
 
-    pub(super) async fn drive_claimed(&self, record: SagaRecord, driving: &Driving) -> Result<String, SagaError> {
+    pub(super) async fn drive_claimed(
+        self: &Arc<Self>,
+        record: SagaRecord,
+        driving: &Driving,
+    ) -> Result<String, SagaError> {
         match self.definitions.get(&record.definition) {
             None => Err(SagaError::for_unknown_definition(&record.id, &record.definition)),
             Some(def) => self.driver(def, &driving.signal).drive(record).await,
         }
     }
 
-    fn driver<'a>(&'a self, definition: &'a SagaDefinition, cancel: &'a CancelSignal) -> Driver<'a> {
+    fn driver<'a>(self: &'a Arc<Self>, definition: &'a SagaDefinition, cancel: &'a CancelSignal) -> Driver<'a> {
         let (steps, compensations, parked) = (&self.steps, &self.compensations, &self.rewake);
-        Driver { store: &self.store, definition, steps, compensations, cancel, parked }
+        Driver { store: &self.store, definition, steps, compensations, cancel, parked, engine: self }
     }
 
     /// Claims as many sagas as there are free slots and drives each in
@@ -746,6 +750,7 @@ pub(super) fn new_record(id: &str, key: String, def: &SagaDefinition, input: ser
         lease_until: None,
         cancel_requested: None,
         deadline_at: None,
+        parent: None,
         created_at: now,
         updated_at: now,
     }
@@ -765,7 +770,8 @@ pub(super) fn suspended(record: &SagaRecord) -> Option<SagaError> {
         return None;
     }
     let step = record.steps.iter().find(|s| s.status == crate::durable::store::StepStatus::Pending)?;
-    Some(SagaError::suspended(&record.id, &step.name, step.wake_at?, step.event.as_deref()))
+    step.wake_at?;
+    Some(SagaError::suspended(&record.id, step))
 }
 
 fn engine_record(report: &Mutex<ResumeReport>, outcome: Result<String, SagaError>) {

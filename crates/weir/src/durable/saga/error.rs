@@ -15,9 +15,25 @@ enum Kind {
     UnknownDefinition(String),
     /// A saga with that id exists with another input (or definition).
     InputConflict { stored: Box<serde_json::Value>, stored_definition: String, requested: String },
-    /// The saga sleeps, or waits for an event, in `step` until `until` (ms
-    /// since the epoch); no worker holds it meanwhile.
-    Suspended { step: String, until: i64, event: Option<String> },
+    /// The saga sleeps, or waits for an event or a child saga, in `step`
+    /// until `until` (ms since the epoch); no worker holds it meanwhile.
+    Suspended { step: String, until: i64, event: Option<String>, child: Option<String> },
+}
+
+/// The cause of a step whose child saga
+/// ([`SagaDefinitionBuilder::child`](super::SagaDefinitionBuilder::child))
+/// did not complete: it was rolled back (`status` compensated), or a
+/// compensation of it failed too (`status` failed: it waits for a person,
+/// as any failed saga).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("child saga `{child}` {}: {error}", if *.status == SagaStatus::Failed { "failed, a compensation of it too" } else { "was rolled back" })]
+pub struct ChildSagaFailed {
+    /// The child's id.
+    pub child: String,
+    /// How it ended: compensated or failed.
+    pub status: SagaStatus,
+    /// Its error, as stored.
+    pub error: String,
 }
 
 /// The cause of a step that waited for an event in vain
@@ -88,8 +104,11 @@ impl SagaError {
         Self { saga: saga.to_owned(), kind }
     }
 
-    pub(crate) fn suspended(saga: &str, step: &str, until: i64, event: Option<&str>) -> Self {
-        let kind = Kind::Suspended { step: step.to_owned(), until, event: event.map(str::to_owned) };
+    /// Saga `saga` parked in `step` (its record says until when and what
+    /// it waits for).
+    pub(crate) fn suspended(saga: &str, step: &crate::durable::store::StepRecord) -> Self {
+        let (event, child) = (step.event.clone(), step.child.clone());
+        let kind = Kind::Suspended { step: step.name.clone(), until: step.wake_at.unwrap_or_default(), event, child };
         Self { saga: saga.to_owned(), kind }
     }
 
@@ -222,15 +241,20 @@ impl fmt::Display for SagaError {
                 self.saga,
                 clip(&stored.to_string())
             ),
-            Kind::Suspended { step, until, event } => {
+            Kind::Suspended { step, until, event, child } => {
                 let at = humantime::format_rfc3339_millis(
                     std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(*until).unwrap_or(0)),
                 );
-                match event {
-                    Some(event) => {
+                match (event, child) {
+                    (_, Some(child)) => write!(
+                        f,
+                        "saga {} waits in step `{step}` for child saga `{child}` to end (woken by its end; looks again at {at})",
+                        self.saga
+                    )?,
+                    (Some(event), None) => {
                         write!(f, "saga {} waits in step `{step}` for event `{event}` until {at}", self.saga)?
                     }
-                    None => write!(f, "saga {} sleeps in step `{step}` until {at}", self.saga)?,
+                    (None, None) => write!(f, "saga {} sleeps in step `{step}` until {at}", self.saga)?,
                 }
                 f.write_str("; it holds no worker meanwhile, and the first worker alive then carries it on")
             }

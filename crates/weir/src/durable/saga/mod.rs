@@ -48,6 +48,7 @@
 
 mod builder;
 mod cancel;
+mod child;
 mod definition;
 mod engine;
 mod error;
@@ -61,7 +62,7 @@ pub use self::builder::SagaEngineBuilder;
 pub use self::cancel::CancelOutcome;
 pub use self::definition::{OnTimeout, SagaDefinition, SagaDefinitionBuilder};
 pub use self::engine::{ResumeReport, SagaEngine};
-pub use self::error::{EventTimedOut, SagaCancelled, SagaError};
+pub use self::error::{ChildSagaFailed, EventTimedOut, SagaCancelled, SagaError};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use self::queued::{SagaStart, WorkReport};

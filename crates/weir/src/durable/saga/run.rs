@@ -9,10 +9,12 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::definition::{Action, OnTimeout, StepDef};
-use super::engine::CancelSignal;
+use super::child::{ChildOutcome, child_id, child_output};
+use super::engine::{CancelSignal, Inner};
 use super::{EventTimedOut, SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
 use crate::durable::store::{
-    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, ms, now_ms, stop_reason,
+    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, WakeIf, ms, now_ms,
+    stop_reason,
 };
 use crate::error::{BoxError, Errors, Origin};
 use crate::policy::Stack;
@@ -28,6 +30,8 @@ pub(crate) struct Driver<'a> {
     /// Told when the saga parks: the engine's waker looks again for the
     /// next saga due.
     pub(crate) parked: &'a tokio::sync::Notify,
+    /// The engine, to drive child sagas.
+    pub(crate) engine: &'a Arc<Inner>,
 }
 
 /// A failure remembered while compensating: the step and the cause.
@@ -50,7 +54,7 @@ impl Driver<'_> {
             let held_before = record.fence > 1;
             // (Not a step that sleeps or waits: it has no effect.)
             let maybe_inside = record.steps.iter().position(|s| s.status == StepStatus::Pending);
-            let calls = |i: &usize| matches!(self.definition.steps[*i].action, Action::Call { .. });
+            let calls = |i: &usize| matches!(self.definition.steps[*i].action, Action::Call { .. } | Action::Child { .. });
             let interrupted = maybe_inside.filter(|i| held_before && calls(i));
             failure = Some(self.stop(&mut record, &reason, interrupted).await?);
         }
@@ -91,28 +95,71 @@ impl Driver<'_> {
         i: usize,
     ) -> Result<Option<Failure>, SagaError> {
         let step = &self.definition.steps[i];
-        let Action::Call { forward: call, .. } = &step.action else {
-            return self.wait(record, input, i).await;
+        let call = match &step.action {
+            Action::Call { forward, .. } => forward,
+            Action::Child { .. } => return self.child(record, input, i).await,
+            Action::Sleep(_) | Action::Event { .. } => return self.wait(record, input, i).await,
         };
         let forward = |attempt| call(self.context(record, input, i, attempt));
         let policies = step.policies.as_ref().unwrap_or(self.steps);
+        let run = self.unless_stopped(record, self.attempts(policies, &step.name, forward)).await;
+        match run {
+            Ok((result, attempts)) => self.settle_step(record, i, result, attempts).await,
+            // Cancelled inside the step: it is dropped at its next await,
+            // its effect unknown, so it is compensated too.
+            Err(reason) => self.stop(record, &reason, Some(i)).await.map(Some),
+        }
+    }
+
+    /// Runs `work` unless the saga is cancelled or its deadline passes
+    /// first: then `work` is dropped and the reason returned.
+    async fn unless_stopped<T>(&self, record: &SagaRecord, work: impl Future<Output = T>) -> Result<T, String> {
         let deadline = async {
             match deadline_left(record) {
                 Some(left) => tokio::time::sleep(left).await,
                 None => std::future::pending().await,
             }
         };
-        let run = tokio::select! {
+        tokio::select! {
             biased;
             () = self.cancel.token.cancelled() => Err(self.cancel.reason.get().cloned().unwrap_or_default()),
             () = deadline => Err(DEADLINE_PASSED.to_owned()),
-            run = self.attempts(policies, &step.name, forward) => Ok(run),
+            done = work => Ok(done),
+        }
+    }
+
+    /// Step `i` runs a child saga: starts it (once: its id is this saga's
+    /// and the step's) and drives it here, or finds how it ended. Done
+    /// with the child's outputs when it completed; failed when it was
+    /// rolled back or failed; when it sleeps, waits, or another worker
+    /// drives it, this saga parks until the child's end wakes it (or a
+    /// minute passes: a wake-up lost to a crash is found then).
+    async fn child(&self, record: &mut SagaRecord, input: &Arc<Value>, i: usize) -> Result<Option<Failure>, SagaError> {
+        let step = &self.definition.steps[i];
+        let Action::Child { definition, input: child_input } = &step.action else {
+            unreachable!("only a child step runs a child")
         };
-        match run {
-            Ok((result, attempts)) => self.settle_step(record, i, result, attempts).await,
-            // Cancelled inside the step: it is dropped at its next await,
-            // its effect unknown, so it is compensated too.
-            Err(reason) => self.stop(record, &reason, Some(i)).await.map(Some),
+        let id = child_id(&record.id, &step.name);
+        let ctx = self.context(record, input, i, 1);
+        let run = self.unless_stopped(record, self.engine.run_child(&id, definition, record, || child_input(&ctx)));
+        let outcome = match run.await {
+            Ok(outcome) => outcome?,
+            // Stopped while the child ran here: the child is cancelled and
+            // rolled back when this step is compensated.
+            Err(reason) => {
+                record.steps[i].child = Some(id);
+                return self.stop(record, &reason, Some(i)).await.map(Some);
+            }
+        };
+        record.steps[i].child = Some(id.clone());
+        match outcome {
+            ChildOutcome::Ended(child) => self.settle_step(record, i, child_output(&child), 1).await,
+            ChildOutcome::NotStarted(error) => self.settle_step(record, i, Err(error), 1).await,
+            ChildOutcome::Elsewhere => {
+                let look_again = now_ms().saturating_add(CHILD_POLL_MS);
+                record.steps[i].wake_at = Some(look_again);
+                self.park(record, i, look_again, Some(WakeIf::ChildEnded(id))).await
+            }
         }
     }
 
@@ -175,7 +222,7 @@ impl Driver<'_> {
             (None, Action::Event { timeout, .. }) => {
                 now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX))
             }
-            (None, Action::Call { .. }) => unreachable!("a step that calls runs forward"),
+            (None, Action::Call { .. } | Action::Child { .. }) => unreachable!("only a sleep or a wait waits"),
         };
         let event = match &step.action {
             Action::Event { event, .. } => Some(event),
@@ -202,16 +249,30 @@ impl Driver<'_> {
         } else if now >= wake_at {
             return self.settle_step(record, i, Ok(Value::Null), 1).await;
         }
+        self.park(record, i, wake_at, event.map(|e| WakeIf::Event(e.to_string()))).await
+    }
+
+    /// Parks the saga at step `i` until `wake_at` (or its deadline, if
+    /// sooner; at once if what it waits for, `wake_if`, is there): written,
+    /// its lease given up, and this drive ends with
+    /// [`SagaError::is_suspended`].
+    async fn park(
+        &self,
+        record: &SagaRecord,
+        i: usize,
+        wake_at: i64,
+        wake_if: Option<WakeIf>,
+    ) -> Result<Option<Failure>, SagaError> {
         let until = record.deadline_at.map_or(wake_at, |deadline| deadline.min(wake_at));
         let steps_json = serde_json::to_string(&record.steps).expect("step records serialize");
-        let event = event.map(ToString::to_string);
-        let parked = self.store.park(&record.id, record.fence, steps_json, until, event.clone()).await.map_err(fail)?;
+        let fail = |e: StoreError| SagaError::store(&record.id, e);
+        let parked = self.store.park(&record.id, record.fence, steps_json, until, wake_if).await.map_err(fail)?;
         if !parked {
             return Err(SagaError::store(&record.id, StoreError::LeaseLost { saga: record.id.clone() }));
         }
         self.parked.notify_one();
-        tracing::debug!(saga = %record.id, step = %step.name, until, event, "saga parked");
-        Err(SagaError::suspended(&record.id, &step.name, wake_at, event.as_deref()))
+        tracing::debug!(saga = %record.id, step = %record.steps[i].name, until, "saga parked");
+        Err(SagaError::suspended(&record.id, &record.steps[i]))
     }
 
     /// Undoes step `i` with retries; records `Compensated` or
@@ -220,9 +281,18 @@ impl Driver<'_> {
         let step: &StepDef = &self.definition.steps[i];
         let compensate = match &step.action {
             Action::Call { compensate, .. } => compensate.as_ref(),
+            Action::Child { .. } => None,
             Action::Sleep(_) | Action::Event { .. } => None,
         };
         let (result, attempts) = match compensate {
+            // Rolling the child back, through the compensation policies
+            // (a store failing is retried; the child's own compensations
+            // have their own retries inside).
+            None if matches!(step.action, Action::Child { .. }) => {
+                let id = record.steps[i].child.clone().unwrap_or_else(|| child_id(&record.id, &step.name));
+                let undo = |_| Arc::clone(self.engine).undo_child(id.clone(), record.id.clone());
+                self.attempts(self.compensations, &step.name, undo).await
+            }
             None => (Ok(()), 0),
             Some(undo) => {
                 let undo_name: Arc<str> = Arc::from(format!("{}/undo", step.name));
@@ -314,6 +384,14 @@ impl Driver<'_> {
             self.save(record).await?;
         }
         tracing::info!(saga = %record.id, %status, "saga ended");
+        // A child's end wakes its parent if it is parked waiting for it
+        // (lost to a crash here, the parent's own look-again finds it).
+        if let Some(parent) = &record.parent {
+            match self.store.wake(parent).await {
+                Ok(()) => self.parked.notify_one(),
+                Err(error) => tracing::warn!(saga = %record.id, %parent, %error, "could not wake the parent saga"),
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +437,10 @@ impl Driver<'_> {
         (result, retries + 1)
     }
 }
+
+/// How long a saga waiting for a child saga sleeps before it looks again,
+/// in case the wake-up of the child's end was lost to a crash.
+const CHILD_POLL_MS: i64 = 60_000;
 
 /// How long until `record`'s deadline (zero once it passed); `None`
 /// without one.

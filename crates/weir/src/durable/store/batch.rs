@@ -48,7 +48,7 @@ where
     Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
     let mut sql = sqlx::QueryBuilder::<DB>::new(
-        "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, deadline_at, created_at, updated_at) ",
+        "INSERT INTO weir_sagas (id, definition, input, status, steps, error, fence, lease_owner, lease_until, deadline_at, parent_id, created_at, updated_at) ",
     );
     sql.push_values(chunk, |mut row, r| {
         row.push_bind(r.id.clone())
@@ -61,6 +61,7 @@ where
             .push_bind(r.lease_owner.clone())
             .push_bind(r.lease_until)
             .push_bind(r.deadline_at)
+            .push_bind(r.parent.clone())
             .push_bind(r.created_at)
             .push_bind(r.updated_at);
     });

@@ -49,6 +49,34 @@ impl Store {
         self.saga(id).await
     }
 
+    /// Reopens completed saga `id` for compensation (its parent saga
+    /// compensates the step that ran it): it becomes `compensating` with a
+    /// cancel request `reason`, held by no one, so the next claim undoes
+    /// its done steps in reverse. `false` if it is not completed.
+    pub(crate) async fn reopen_for_compensation(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        #[allow(irrefutable_let_patterns)] // without a database feature, memory is all there is
+        if let Backend::Memory(m) = &*self.inner.backend {
+            return Ok(m.reopen(id, reason, now));
+        }
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.statement(move |tx| {
+            let (id, reason) = (id.clone(), reason.clone());
+            Box::pin(async move {
+                let sql = "UPDATE weir_sagas SET status = 'compensating', \
+                           cancel_requested = COALESCE(cancel_requested, $2), error = $3, \
+                           lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+                           WHERE id = $1 AND status = 'completed'";
+                let error = format!("cancelled: {reason}");
+                Ok(on_tx!(tx, conn => {
+                    sqlx::query(sql).bind(&id).bind(&reason).bind(&error).bind(now)
+                        .execute(&mut *conn).await?.rows_affected() == 1
+                }))
+            })
+        })
+        .await
+    }
+
     /// The running sagas `owner` holds that were asked to be cancelled or
     /// whose deadline passed: `(id, reason)`.
     pub(crate) async fn cancel_requests(&self, owner: &str) -> Result<Vec<(String, String)>, StoreError> {
@@ -83,6 +111,14 @@ impl Store {
         if saga.status.is_active() {
             return Err(StoreError::Active { target: self.target(), saga: id.to_owned(), status: saga.status });
         }
+        // A child goes with its parent, or once the parent has ended (the
+        // parent may yet compensate it).
+        if let Some(parent) = &saga.parent
+            && let Some(parent) = self.saga(parent).await?
+            && parent.status.is_active()
+        {
+            return Err(StoreError::Active { target: self.target(), saga: parent.id, status: parent.status });
+        }
         let deleted = self.delete_ended(Some(id.to_owned()), &[saga.status], i64::MAX).await?;
         Ok(deleted == 1)
     }
@@ -111,7 +147,13 @@ impl Store {
         }
         // Status names are weir's own words: safe to write into the statement.
         let names: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
-        let doomed = format!("status IN ({}) AND updated_at < $1 AND ($2 IS NULL OR id = $2)", names.join(", "));
+        // A child whose parent is still active is kept: the parent may yet
+        // compensate it.
+        let doomed = format!(
+            "status IN ({}) AND updated_at < $1 AND ($2 IS NULL OR id = $2) AND (parent_id IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM weir_sagas p WHERE p.id = weir_sagas.parent_id AND p.status IN ('running', 'compensating')))",
+            names.join(", ")
+        );
         let events =
             format!("DELETE FROM weir_saga_events WHERE saga_id IN (SELECT id FROM weir_sagas WHERE {doomed})");
         let sagas = format!("DELETE FROM weir_sagas WHERE {doomed}");

@@ -132,11 +132,38 @@ impl Memory {
         }
     }
 
-    pub(crate) fn park(&self, id: &str, fence: i64, steps: &str, until: i64, event: Option<&str>, now: i64) -> bool {
+    pub(crate) fn reopen(&self, id: &str, reason: &str, now: i64) -> bool {
         let mut state = self.lock();
-        let waiting = event.is_some_and(|name| {
-            state.events.iter().any(|e| e.saga_id == id && e.name == name && e.consumed_by.is_none())
-        });
+        let Some(saga) = state.sagas.get_mut(id).filter(|s| s.status == SagaStatus::Completed) else {
+            return false;
+        };
+        saga.status = SagaStatus::Compensating;
+        saga.cancel_requested.get_or_insert_with(|| reason.to_owned());
+        saga.error = Some(format!("cancelled: {reason}"));
+        saga.lease_owner = None;
+        saga.lease_until = None;
+        saga.updated_at = now;
+        true
+    }
+
+    pub(crate) fn park(
+        &self,
+        id: &str,
+        fence: i64,
+        steps: &str,
+        until: i64,
+        wake_if: Option<&super::waits::WakeIf>,
+        now: i64,
+    ) -> bool {
+        use super::waits::WakeIf;
+        let mut state = self.lock();
+        let waiting = match wake_if {
+            Some(WakeIf::Event(name)) => {
+                state.events.iter().any(|e| e.saga_id == id && e.name == *name && e.consumed_by.is_none())
+            }
+            Some(WakeIf::ChildEnded(child)) => state.sagas.get(child).is_some_and(|c| !c.status.is_active()),
+            None => false,
+        };
         let Some(saga) = state.sagas.get_mut(id).filter(|s| s.fence == fence && s.status == SagaStatus::Running) else {
             return false;
         };
@@ -145,6 +172,16 @@ impl Memory {
         saga.lease_until = Some(if waiting { (now - 1).min(until) } else { until });
         saga.updated_at = now;
         true
+    }
+
+    pub(crate) fn wake(&self, id: &str, now: i64) {
+        let mut state = self.lock();
+        let parked = |s: &&mut SagaRecord| s.status == SagaStatus::Running && s.lease_owner.is_none();
+        if let Some(saga) = state.sagas.get_mut(id).filter(parked)
+            && saga.lease_until.is_some_and(|until| until > now - 1)
+        {
+            saga.lease_until = Some(now - 1);
+        }
     }
 
     pub(crate) fn next_wake(&self, definitions: &[String]) -> Option<i64> {
@@ -243,9 +280,14 @@ impl Memory {
     pub(crate) fn delete_ended(&self, id: Option<&str>, statuses: &[SagaStatus], before: i64) -> u64 {
         let mut state = self.lock();
         let before_len = state.sagas.len();
+        // A child whose parent is still active is kept: the parent may yet
+        // compensate it.
+        let active: std::collections::HashSet<String> =
+            state.sagas.values().filter(|s| s.status.is_active()).map(|s| s.id.clone()).collect();
         state.sagas.retain(|_, s| {
             let doomed = statuses.contains(&s.status) && s.updated_at < before && id.is_none_or(|id| s.id == id);
-            !doomed
+            let kept_for_parent = s.parent.as_ref().is_some_and(|p| active.contains(p));
+            !doomed || kept_for_parent
         });
         let State { sagas, events, .. } = &mut *state;
         events.retain(|e| sagas.contains_key(&e.saga_id));

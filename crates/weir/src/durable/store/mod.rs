@@ -47,6 +47,7 @@ pub use self::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 pub(crate) use self::record::{SagaWrite, now_ms};
 pub use self::schedules::ScheduleRecord;
 pub use self::waits::SagaEvent;
+pub(crate) use self::waits::WakeIf;
 
 /// A handle on a store; cheap to clone (clones share the connection pool
 /// and the committer).

@@ -103,6 +103,9 @@ pub struct StepRecord {
     /// For a step that waits for an event: the event's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// For a step that runs a child saga: the child's id, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
 }
 
 impl StepRecord {
@@ -122,6 +125,7 @@ impl StepRecord {
             error: None,
             wake_at: None,
             event: None,
+            child: None,
         }
     }
 }
@@ -153,6 +157,9 @@ pub struct SagaRecord {
     pub cancel_requested: Option<String>,
     /// When it is cancelled if it has not ended (ms since the epoch).
     pub deadline_at: Option<i64>,
+    /// The saga whose step started it, for a child saga
+    /// ([`SagaDefinitionBuilder::child`](crate::durable::saga::SagaDefinitionBuilder::child)).
+    pub parent: Option<String>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it was last written (ms since the epoch).

@@ -60,6 +60,7 @@ pub(super) fn saga(target: &str, row: &impl Columns) -> Result<SagaRecord, Store
         lease_until: row.int("lease_until").map_err(|e| column(e, "lease_until"))?,
         cancel_requested: row.text("cancel_requested").map_err(|e| column(e, "cancel_requested"))?,
         deadline_at: row.int("deadline_at").map_err(|e| column(e, "deadline_at"))?,
+        parent: row.text("parent_id").map_err(|e| column(e, "parent_id"))?,
         created_at: int("created_at")?,
         updated_at: int("updated_at")?,
         id,

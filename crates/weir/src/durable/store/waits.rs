@@ -22,6 +22,16 @@ use super::{SagaStatus, Tx};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::error::BoxError;
 
+/// What makes a parked saga due at once if it is already there when it
+/// parks ([`Store::park`]).
+#[derive(Debug, Clone)]
+pub(crate) enum WakeIf {
+    /// An event of this name, not taken yet.
+    Event(String),
+    /// The end of this child saga.
+    ChildEnded(String),
+}
+
 /// An event sent to a saga ([`Store::saga_events`]).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -44,40 +54,74 @@ pub struct SagaEvent {
 
 impl Store {
     /// Parks saga `id` (held with `fence`): writes `steps_json`, gives up
-    /// the lease and makes the saga due at `until` — at once instead if an
-    /// event named `event` is waiting for it. `false` if the fence is stale
-    /// (another worker took the saga over).
+    /// the lease and makes the saga due at `until` — at once instead if
+    /// what it waits for is already there (`wake_if`). `false` if the fence
+    /// is stale (another worker took the saga over).
     pub(crate) async fn park(
         &self,
         id: &str,
         fence: i64,
         steps_json: String,
         until: i64,
-        event: Option<String>,
+        wake_if: Option<WakeIf>,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
         #[allow(irrefutable_let_patterns)] // without a database feature, memory is all there is
         if let Backend::Memory(m) = &*self.inner.backend {
-            return Ok(m.park(id, fence, &steps_json, until, event.as_deref(), now));
+            return Ok(m.park(id, fence, &steps_json, until, wake_if.as_ref(), now));
         }
         let id = id.to_owned();
         self.statement(move |tx| {
-            let (id, steps, event) = (id.clone(), steps_json.clone(), event.clone());
+            let (id, steps, wake_if) = (id.clone(), steps_json.clone(), wake_if.clone());
             Box::pin(async move {
                 let parked = "UPDATE weir_sagas SET steps = $1, lease_owner = NULL, lease_until = $2, updated_at = $3 \
                               WHERE id = $4 AND fence = $5 AND status = 'running'";
-                // A second statement, so that it reads the events committed
-                // up to now, after this transaction holds the saga's row.
-                let due_now = "UPDATE weir_sagas SET lease_until = $1 WHERE id = $2 AND EXISTS \
-                               (SELECT 1 FROM weir_saga_events e WHERE e.saga_id = $2 AND e.name = $3 AND e.consumed_by IS NULL)";
+                // A second statement, so that it reads what was committed up
+                // to now (an event sent, a child ended) after this
+                // transaction holds the saga's row.
+                let (due_now, awaited) = match &wake_if {
+                    Some(WakeIf::Event(event)) => (
+                        "UPDATE weir_sagas SET lease_until = $1 WHERE id = $2 AND EXISTS \
+                         (SELECT 1 FROM weir_saga_events e WHERE e.saga_id = $2 AND e.name = $3 AND e.consumed_by IS NULL)",
+                        Some(event),
+                    ),
+                    Some(WakeIf::ChildEnded(child)) => (
+                        "UPDATE weir_sagas SET lease_until = $1 WHERE id = $2 AND EXISTS \
+                         (SELECT 1 FROM weir_sagas c WHERE c.id = $3 AND c.status NOT IN ('running', 'compensating'))",
+                        Some(child),
+                    ),
+                    None => ("", None),
+                };
                 Ok(super::on_tx!(tx, conn => {
                     let n = sqlx::query(parked).bind(&steps).bind(until).bind(now).bind(&id).bind(fence)
                         .execute(&mut *conn).await?.rows_affected();
-                    if n == 1 && let Some(event) = &event {
-                        sqlx::query(due_now).bind((now - 1).min(until)).bind(&id).bind(event).execute(&mut *conn).await?;
+                    if n == 1 && let Some(awaited) = awaited {
+                        sqlx::query(due_now).bind((now - 1).min(until)).bind(&id).bind(awaited).execute(&mut *conn).await?;
                     }
                     n == 1
                 }))
+            })
+        })
+        .await
+    }
+
+    /// Makes saga `id` due at once if it is parked (a child of it ended).
+    pub(crate) async fn wake(&self, id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        #[allow(irrefutable_let_patterns)] // without a database feature, memory is all there is
+        if let Backend::Memory(m) = &*self.inner.backend {
+            m.wake(id, now);
+            return Ok(());
+        }
+        let id = id.to_owned();
+        self.statement(move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                // Due a millisecond ago: claims take sagas whose time has passed.
+                let wake = "UPDATE weir_sagas SET lease_until = $1 \
+                            WHERE id = $2 AND status = 'running' AND lease_owner IS NULL AND lease_until > $1";
+                super::on_tx!(tx, conn => { sqlx::query(wake).bind(now - 1).bind(&id).execute(&mut *conn).await?; });
+                Ok(())
             })
         })
         .await

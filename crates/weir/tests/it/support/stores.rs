@@ -47,3 +47,30 @@ async fn drop_leftovers(admin: &mut sqlx::PgConnection) {
         }
     }
 }
+
+/// Every store to try — memory, a fresh SQLite file, and PostgreSQL when
+/// `WEIR_TEST_POSTGRES_URL` is set — each with where it lives, so that a
+/// test can open a second handle on the same state as a second process
+/// would ([`another_handle`]), and the guard of its folder.
+pub async fn every_kind(test: &str) -> Vec<(Store, Option<String>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("weir.db").to_str().expect("utf-8 path").to_owned();
+    let sqlite = Store::open(&path).await.expect("open sqlite");
+    let mut all = vec![(Store::memory(), None, None), (sqlite, Some(path), Some(dir))];
+    #[cfg(feature = "postgres")]
+    if let Some(url) = postgres_url(test).await {
+        all.push((Store::open(&url).await.expect("open postgres"), Some(url), None));
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = test;
+    all
+}
+
+/// A second handle on `store`'s state: opened again from `location`, or
+/// the same handle for memory (which has no location).
+pub async fn another_handle(store: &Store, location: &Option<String>) -> Store {
+    match location {
+        Some(location) => Store::open(location).await.expect("open the store again"),
+        None => store.clone(),
+    }
+}
