@@ -23,6 +23,7 @@ mod queue_sagas;
 mod rate;
 mod retry;
 mod saga;
+mod saga_children;
 mod saga_crash;
 mod saga_manage;
 mod saga_postgres;

@@ -9,11 +9,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::stores::{another_handle, every_kind as stores};
+use crate::support::stores::{another_handle, every_kind as stores, until_ended};
 use weir::durable::saga::{
     CancelOutcome, EventTimedOut, OnTimeout, SagaDefinition, SagaEngine, StepContext, StepError,
 };
-use weir::durable::store::{SagaRecord, SagaStatus, StepStatus, Store};
+use weir::durable::store::{SagaStatus, StepStatus, Store};
 
 /// Each step's name and the time it ran (ms since the epoch).
 type Log = Arc<Mutex<Vec<(String, i64)>>>;
@@ -65,17 +65,6 @@ fn approval(log: &Log, timeout: Duration, on_timeout: OnTimeout) -> SagaDefiniti
 
 fn engine(store: Store, def: SagaDefinition, worker: &str) -> SagaEngine {
     SagaEngine::builder(store).definition(def).worker_id(worker).lease(Duration::from_secs(1)).build().unwrap()
-}
-
-async fn until_ended(store: &Store, id: &str) -> SagaRecord {
-    for _ in 0..2_000 {
-        let saga = store.saga(id).await.unwrap().unwrap();
-        if !saga.status.is_active() {
-            return saga;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("saga {id} did not end within 20 s: {:?}", store.saga(id).await.unwrap());
 }
 
 /// A sleep parks the saga (stored, no lease owner, its wake-up time in

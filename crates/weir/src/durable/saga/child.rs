@@ -32,7 +32,7 @@ use crate::durable::store::{SagaRecord, SagaStatus, SagaWrite, StoreError};
 /// How a child saga stands, for the parent's step.
 pub(super) enum ChildOutcome {
     /// It ended (completed, compensated or failed): its record.
-    Ended(SagaRecord),
+    Ended(Box<SagaRecord>),
     /// It could not start (its input could not be computed, or its
     /// definition is not registered): the step fails with this.
     NotStarted(StepError),
@@ -110,7 +110,7 @@ impl Inner {
         match claimed {
             Some(record) => self.drive_child(record, &driving, parent).await,
             None => match self.store.saga(id).await.map_err(fail)? {
-                Some(child) if !child.status.is_active() => Ok(ChildOutcome::Ended(child)),
+                Some(child) if !child.status.is_active() => Ok(ChildOutcome::Ended(Box::new(child))),
                 _ => Ok(ChildOutcome::Elsewhere),
             },
         }
@@ -144,7 +144,7 @@ impl Inner {
             Err(e) => return Err(e),
         }
         match self.store.saga(&id).await.map_err(|e| SagaError::store(&parent.id, e))? {
-            Some(child) if !child.status.is_active() => Ok(ChildOutcome::Ended(child)),
+            Some(child) if !child.status.is_active() => Ok(ChildOutcome::Ended(Box::new(child))),
             _ => Ok(ChildOutcome::Elsewhere),
         }
     }

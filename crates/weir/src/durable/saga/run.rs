@@ -8,13 +8,12 @@ use futures_util::TryFutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::definition::{Action, OnTimeout, StepDef};
 use super::child::{ChildOutcome, child_id, child_output};
+use super::definition::{Action, OnTimeout, StepDef};
 use super::engine::{CancelSignal, Inner};
 use super::{EventTimedOut, SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
 use crate::durable::store::{
-    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, WakeIf, ms, now_ms,
-    stop_reason,
+    DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, WakeIf, ms, now_ms, stop_reason,
 };
 use crate::error::{BoxError, Errors, Origin};
 use crate::policy::Stack;
@@ -54,7 +53,8 @@ impl Driver<'_> {
             let held_before = record.fence > 1;
             // (Not a step that sleeps or waits: it has no effect.)
             let maybe_inside = record.steps.iter().position(|s| s.status == StepStatus::Pending);
-            let calls = |i: &usize| matches!(self.definition.steps[*i].action, Action::Call { .. } | Action::Child { .. });
+            let calls =
+                |i: &usize| matches!(self.definition.steps[*i].action, Action::Call { .. } | Action::Child { .. });
             let interrupted = maybe_inside.filter(|i| held_before && calls(i));
             failure = Some(self.stop(&mut record, &reason, interrupted).await?);
         }
@@ -384,14 +384,6 @@ impl Driver<'_> {
             self.save(record).await?;
         }
         tracing::info!(saga = %record.id, %status, "saga ended");
-        // A child's end wakes its parent if it is parked waiting for it
-        // (lost to a crash here, the parent's own look-again finds it).
-        if let Some(parent) = &record.parent {
-            match self.store.wake(parent).await {
-                Ok(()) => self.parked.notify_one(),
-                Err(error) => tracing::warn!(saga = %record.id, %parent, %error, "could not wake the parent saga"),
-            }
-        }
         Ok(())
     }
 
@@ -403,7 +395,16 @@ impl Driver<'_> {
             steps_json: serde_json::to_string(&record.steps).expect("step records serialize"),
             error: record.error.clone(),
         };
-        self.store.write(write).await.map(drop).map_err(|e| SagaError::store(&record.id, e))
+        self.store.write(write).await.map_err(|e| SagaError::store(&record.id, e))?;
+        // A child's end wakes its parent if it is parked waiting for it
+        // (lost to a crash here, the parent's own look-again finds it).
+        if let Some(parent) = record.parent.as_ref().filter(|_| !record.status.is_active()) {
+            match self.store.wake(parent).await {
+                Ok(()) => self.parked.notify_one(),
+                Err(error) => tracing::warn!(saga = %record.id, %parent, %error, "could not wake the parent saga"),
+            }
+        }
+        Ok(())
     }
 
     fn context(&self, record: &SagaRecord, input: &Arc<Value>, i: usize, attempt: u32) -> StepContext {

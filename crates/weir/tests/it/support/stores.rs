@@ -56,6 +56,7 @@ pub async fn every_kind(test: &str) -> Vec<(Store, Option<String>, Option<tempfi
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("weir.db").to_str().expect("utf-8 path").to_owned();
     let sqlite = Store::open(&path).await.expect("open sqlite");
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
     let mut all = vec![(Store::memory(), None, None), (sqlite, Some(path), Some(dir))];
     #[cfg(feature = "postgres")]
     if let Some(url) = postgres_url(test).await {
@@ -73,4 +74,16 @@ pub async fn another_handle(store: &Store, location: &Option<String>) -> Store {
         Some(location) => Store::open(location).await.expect("open the store again"),
         None => store.clone(),
     }
+}
+
+/// Saga `id` once it has ended (polled every 10 ms, for up to 20 s).
+pub async fn until_ended(store: &Store, id: &str) -> weir::durable::store::SagaRecord {
+    for _ in 0..2_000 {
+        let saga = store.saga(id).await.unwrap().unwrap();
+        if !saga.status.is_active() {
+            return saga;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("saga {id} did not end within 20 s: {:?}", store.saga(id).await.unwrap());
 }
