@@ -208,6 +208,7 @@ fn saga_json(s: &SagaRecord) -> serde_json::Value {
         "error": s.error,
         "cancel_requested": s.cancel_requested,
         "deadline": s.deadline_at.map(output::time_ms),
+        "parent": s.parent,
         "steps": s.steps,
         "lease_owner": s.lease_owner,
         "lease_until": s.lease_until.map(output::time_ms),
@@ -223,6 +224,14 @@ fn print_saga(s: &SagaRecord) {
         println!("lease: {owner} until {}", output::time_ms(until));
     }
     println!("input: {}", s.input);
+    if let Some(parent) = &s.parent {
+        println!("parent: {parent} (this saga is a child saga of a step of it)");
+    }
+    let children: Vec<String> =
+        s.steps.iter().filter_map(|step| Some(format!("{} (step `{}`)", step.child.as_ref()?, step.name))).collect();
+    if !children.is_empty() {
+        println!("children: {}", children.join(", "));
+    }
     if let Some(error) = &s.error {
         println!("error: {error}");
     }
@@ -262,6 +271,10 @@ fn parked(s: &SagaRecord) -> Option<String> {
     let until = output::time_ms(step.wake_at?);
     let due = s.lease_until.map(output::time_ms).unwrap_or_default();
     Some(match &step.event {
+        _ if let Some(child) = &step.child => format!(
+            "waiting in step `{}` for child saga {child} to end (its end wakes this saga; it looks again at {until}); no worker holds it meanwhile",
+            step.name
+        ),
         Some(event) => format!(
             "waiting in step `{}` for event `{event}` until {until} (due {due}); no worker holds it meanwhile",
             step.name

@@ -241,3 +241,41 @@ async fn sagas_waiting_for_an_event_are_shown_and_sent_one() {
         assert!(missing.contains("no saga nobody"), "{missing}");
     }
 }
+
+/// A parent waiting for its child saga, and the child, as `sagas show`
+/// prints them: what the parent waits for, its children, the child's
+/// parent; cancelling the parent rolls the child back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_with_a_child_show_it_and_a_cancel_rolls_it_back() {
+    use weir::durable::saga::{OnTimeout, SagaDefinition, SagaEngine, StepError};
+    for target in targets("sagas_with_a_child_show_it_and_a_cancel_rolls_it_back").await {
+        let approval = SagaDefinition::builder("approval")
+            .step("hold", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+            .wait_event("signed", "signed", Duration::from_secs(3600), OnTimeout::Compensate)
+            .build()
+            .unwrap();
+        let contract = SagaDefinition::builder("contract").child("approve", "approval", |_| Ok(())).build().unwrap();
+        let engine =
+            SagaEngine::builder(target.store.clone()).definition(approval).definition(contract).build().unwrap();
+        assert!(engine.run_with_id("k-1", "contract", &()).await.unwrap_err().is_suspended());
+
+        let parent = ok(&target, &["sagas", "show", "k-1"]).await;
+        assert!(parent.contains("waiting in step `approve` for child saga k-1/approve to end"), "{parent}");
+        assert!(parent.contains("children: k-1/approve (step `approve`)"), "{parent}");
+        let child = ok(&target, &["sagas", "show", "k-1/approve"]).await;
+        assert!(child.contains("parent: k-1"), "{child}");
+        assert_eq!(json(&target, &["sagas", "show", "k-1/approve"]).await["parent"], "k-1");
+
+        // The operator cancels the parent; a worker of the application
+        // (here: this engine's waker) rolls both back.
+        ok(&target, &["sagas", "cancel", "k-1", "--reason", "withdrawn"]).await;
+        for _ in 0..500 {
+            if target.store.saga("k-1").await.unwrap().unwrap().status == SagaStatus::Compensated {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(json(&target, &["sagas", "show", "k-1"]).await["status"], "compensated");
+        assert_eq!(json(&target, &["sagas", "show", "k-1/approve"]).await["status"], "compensated");
+    }
+}

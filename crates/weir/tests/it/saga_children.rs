@@ -259,25 +259,28 @@ fn child_worker_entry() {
         use std::io::Write;
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let file = Arc::new(Mutex::new(file));
-        let step = |name: &'static str, ms: u64| {
+        // With a rollback, `confirm` refuses and every step is undone, each
+        // undo taking 60 ms (room for a kill inside it).
+        let rollback = std::env::var("WEIR_CHILD_WORKER_ROLLBACK").is_ok();
+        let step = |name: &'static str, ms: u64, fails: bool| {
             let file = file.clone();
             move |_: StepContext| {
                 file.lock().unwrap().write_all(format!("{name}\n").as_bytes()).unwrap();
                 async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
-                    Ok::<_, StepError>(())
+                    if fails { Err(StepError::terminal("refused")) } else { Ok(()) }
                 }
             }
         };
         let payment = SagaDefinition::builder("payment")
-            .step("charge", step("charge", 60), step("refund", 0))
-            .step("capture", step("capture", 60), step("uncapture", 0))
+            .step("charge", step("charge", 60, false), step("refund", 60, false))
+            .step("capture", step("capture", 60, false), step("uncapture", 60, false))
             .build()
             .unwrap();
         let trip = SagaDefinition::builder("trip")
-            .step("book", step("book", 0), step("unbook", 0))
+            .step("book", step("book", 0, false), step("unbook", 60, false))
             .child("pay", "payment", |_| Ok(1))
-            .step_without_compensation("confirm", step("confirm", 0))
+            .step_without_compensation("confirm", step("confirm", 0, rollback))
             .build()
             .unwrap();
         let store = Store::open(&db).await.unwrap();
@@ -307,19 +310,62 @@ async fn saga_a_child_survives_sigkill_of_its_worker() {
     // How long after `book` starts the first worker is killed: as the
     // child starts, inside `charge`, inside `capture`, after the child.
     for kill_ms in [0u64, 30, 90, 200] {
+        let (steps, context) = killed_once(kill_ms, false).await;
+        let count = |name: &str| steps.iter().filter(|n| *n == name).count();
+        for step in ["book", "charge", "capture", "confirm"] {
+            assert!((1..=2).contains(&count(step)), "{step}: {context}");
+        }
+        for undo in ["unbook", "refund", "uncapture"] {
+            assert_eq!(count(undo), 0, "{undo}: {context}");
+        }
+    }
+}
+
+/// The same while the parent rolls back (its last step refuses): killed
+/// inside the child's undo of `capture`, of `charge`, and inside the
+/// parent's own `unbook`, the next worker process finishes every undo —
+/// none skipped, each at most twice — and both end compensated.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_child_rolled_back_with_its_parent_survives_sigkill_of_its_worker() {
+    // book, charge 60 ms, capture 60 ms, confirm refuses; then uncapture,
+    // refund, unbook, 60 ms each.
+    for kill_ms in [150u64, 210, 270] {
+        let (steps, context) = killed_once(kill_ms, true).await;
+        let count = |name: &str| steps.iter().filter(|n| *n == name).count();
+        for undo in ["uncapture", "refund", "unbook"] {
+            assert!((1..=2).contains(&count(undo)), "{undo}: {context}");
+        }
+        let order: Vec<&String> =
+            steps.iter().filter(|n| ["uncapture", "refund", "unbook"].contains(&n.as_str())).collect();
+        assert_eq!(order.last().map(|s| s.as_str()), Some("unbook"), "the parent's own undo last: {context}");
+    }
+}
+
+/// Runs saga c-1 in a worker process, SIGKILLs it `kill_ms` after `book`
+/// starts, lets a second worker process finish; checks that both sagas
+/// ended as they should (completed, or compensated with `rollback`) and
+/// that there is one child. Returns the steps that ran, and a context
+/// line for assertions.
+#[cfg(unix)]
+async fn killed_once(kill_ms: u64, rollback: bool) -> (Vec<String>, String) {
+    {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("weir.db").to_str().unwrap().to_owned();
         let log = dir.path().join("steps.log");
         let store = Store::open(&db).await.unwrap();
         let worker = |phase: &str| {
-            std::process::Command::new(std::env::current_exe().unwrap())
+            let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+            command
                 .args(["--exact", "saga_children::child_worker_entry", "--nocapture", "--test-threads=1"])
                 .env("WEIR_CHILD_WORKER_DB", &db)
                 .env("WEIR_CHILD_WORKER_LOG", &log)
                 .env("WEIR_CHILD_WORKER_PHASE", phase)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
+                .stdout(std::process::Stdio::null());
+            if rollback {
+                command.env("WEIR_CHILD_WORKER_ROLLBACK", "1");
+            }
+            command.spawn().unwrap()
         };
         let read = || -> Vec<String> {
             std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect()
@@ -342,21 +388,14 @@ async fn saga_a_child_survives_sigkill_of_its_worker() {
 
         let steps = read();
         let context = format!("killed {kill_ms} ms after book, having run {killed_after:?}; all: {steps:?}");
+        let ended = if rollback { SagaStatus::Compensated } else { SagaStatus::Completed };
         let parent = store.saga("c-1").await.unwrap().unwrap();
-        assert_eq!(parent.status, SagaStatus::Completed, "{context}");
-        if killed_after.iter().any(|n| n == "charge") {
-            let child = store.saga("c-1/pay").await.unwrap().unwrap();
-            assert_eq!((child.status, child.parent.as_deref()), (SagaStatus::Completed, Some("c-1")), "{context}");
-        }
+        assert_eq!(parent.status, ended, "{context}");
+        let child = store.saga("c-1/pay").await.unwrap().unwrap();
+        assert_eq!((child.status, child.parent.as_deref()), (ended, Some("c-1")), "{context}");
         let all = store.sagas(None, 100).await.unwrap();
         assert_eq!(all.len(), 2, "one parent, one child: {context}");
-        let count = |name: &str| steps.iter().filter(|n| *n == name).count();
-        for step in ["book", "charge", "capture", "confirm"] {
-            assert!((1..=2).contains(&count(step)), "{step}: {context}");
-        }
-        for undo in ["unbook", "refund", "uncapture"] {
-            assert_eq!(count(undo), 0, "{undo}: {context}");
-        }
         eprintln!("{context}");
+        (steps, context)
     }
 }
