@@ -17,6 +17,9 @@ pub struct Cli {
     /// No progress output.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Serve weir's metrics (stages, policies, sagas, store commits, queues) at http://ADDR/metrics in Prometheus' text format while the command runs, e.g. 127.0.0.1:9464.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -129,6 +129,12 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     let quiet = cli.quiet;
+    if let Some(addr) = cli.metrics_addr {
+        weir::observe::serve_prometheus(addr).map_err(|e| Failure::usage(format!("--metrics-addr: {e}")))?;
+        if !quiet {
+            eprintln!("weir-demo: metrics at http://{addr}/metrics");
+        }
+    }
     match cli.command {
         Command::Demo { db, input } => {
             let g = Generate::from(input);

@@ -68,6 +68,7 @@ pub mod broker;
 pub mod durable;
 pub mod error;
 pub mod group;
+pub mod observe;
 pub mod pipeline;
 pub mod policy;
 mod sync;

@@ -329,3 +329,50 @@ fn a_full_disk_stops_the_run_and_a_rerun_with_space_finishes_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_accounted(&report(dir.path(), &["--db", "db/weir.db"]), 3000);
 }
+
+/// `GET http://{addr}/metrics`, if something answers.
+fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// `--metrics-addr` serves the run's metrics in Prometheus' format while
+/// it runs (stages, sagas, store commits); a taken address is a usage
+/// error naming the option.
+#[test]
+fn a_run_serves_its_metrics_for_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), "orders.jsonl", 3000);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut child = spawn(dir.path(), &["run", "orders.jsonl", "--metrics-addr", &addr.to_string(), "--quiet"]);
+    let mut seen = String::new();
+    while child.try_wait().unwrap().is_none() {
+        if let Some(body) = scrape(addr)
+            && body.contains("weir_saga_started_total")
+        {
+            seen = body;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in [
+        "weir_stage_items_total{stage=\"parse\",outcome=\"received\"}",
+        "weir_saga_started_total",
+        "weir_store_commit_duration_seconds",
+    ] {
+        assert!(seen.contains(name), "{name} not served: {seen}");
+    }
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let out = weir(dir.path(), &["run", "orders.jsonl", "--metrics-addr", &busy]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--metrics-addr: could not serve metrics on"), "{}", stderr(&out));
+}

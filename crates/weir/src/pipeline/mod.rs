@@ -355,7 +355,7 @@ impl<T: Send + 'static> Pipeline<T> {
         self.setup.out_chunk = ChunkSize::new(self.setup.sizing.chunk);
         let reorder = stage.ordered && workers > 1;
         let (tx, output) = link::link(self.setup.sizing, reorder);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(&stage.name));
         self.setup.stages.push((stage.name.clone(), workers, Arc::clone(&counters)));
         let shared = Arc::new(StageShared {
             stage,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::observe;
+
 /// Counts for one stage. For a run that finished:
 /// `received = emitted + filtered + skipped + failed + dead_lettered + released`, and
 /// what one stage emitted, the next received.
@@ -100,9 +102,11 @@ impl fmt::Display for Report {
 }
 
 /// A stage's live counters, shared by its workers. Workers add once per
-/// chunk, not per item.
-#[derive(Debug, Default)]
+/// chunk, not per item. The same counts go to the metrics recorder, if
+/// any ([`observe`](crate::observe)).
+#[derive(Debug)]
 pub(crate) struct Counters {
+    metrics: StageMetrics,
     pub(crate) received: AtomicU64,
     pub(crate) emitted: AtomicU64,
     pub(crate) filtered: AtomicU64,
@@ -126,8 +130,68 @@ pub(crate) struct Tally {
     pub(crate) retries: u64,
 }
 
+/// A stage's metric handles.
+#[derive(Debug)]
+struct StageMetrics {
+    /// By outcome, in [`OUTCOMES`]' order.
+    outcomes: [observe::Counter; 7],
+    retries: observe::Counter,
+    in_flight: observe::Gauge,
+    item_duration: observe::Histogram,
+}
+
+/// The `outcome` label of each count of a [`Tally`], in its order.
+const OUTCOMES: [&str; 7] = ["received", "emitted", "filtered", "skipped", "failed", "dead_lettered", "released"];
+
 impl Counters {
+    /// The counters of stage `stage`.
+    pub(crate) fn new(stage: &str) -> Self {
+        let label = || vec![("stage", stage.to_owned())];
+        let outcome = |o: &str| {
+            observe::counter("weir_stage_items_total", || vec![("stage", stage.to_owned()), ("outcome", o.to_owned())])
+        };
+        let metrics = StageMetrics {
+            outcomes: OUTCOMES.map(outcome),
+            retries: observe::counter("weir_stage_retries_total", label),
+            in_flight: observe::gauge("weir_stage_in_flight", label),
+            item_duration: observe::histogram("weir_stage_item_duration_seconds", label),
+        };
+        let zero = AtomicU64::default;
+        Self {
+            metrics,
+            received: zero(),
+            emitted: zero(),
+            filtered: zero(),
+            skipped: zero(),
+            failed: zero(),
+            dead_lettered: zero(),
+            released: zero(),
+            retries: zero(),
+        }
+    }
+
+    /// A worker took `n` items.
+    pub(crate) fn took(&self, n: usize) {
+        self.metrics.in_flight.increment(n as f64);
+    }
+
+    /// One item (a sample) took `timer` from start to outcome.
+    pub(crate) fn item_took(&self, timer: observe::Timer) {
+        self.metrics.item_duration.record(timer.elapsed().as_secs_f64());
+    }
+
     pub(crate) fn add(&self, t: &Tally) {
+        let counts = [t.received, t.emitted, t.filtered, t.skipped, t.failed, t.dead_lettered, t.released];
+        for (metric, n) in self.metrics.outcomes.iter().zip(counts) {
+            if n > 0 {
+                metric.increment(n);
+            }
+        }
+        if t.retries > 0 {
+            self.metrics.retries.increment(t.retries);
+        }
+        let accounted = counts[1..].iter().sum::<u64>();
+        self.metrics.in_flight.decrement(accounted as f64);
         let pairs = [
             (&self.received, t.received),
             (&self.emitted, t.emitted),

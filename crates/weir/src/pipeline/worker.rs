@@ -59,6 +59,7 @@ where
         let ordered = self.stage.ordered && self.stage.workers > 1;
         let mut out = Vec::with_capacity(self.out_chunk.get());
         while let Some(chunk) = input.recv().await {
+            self.counters.took(chunk.items.len());
             let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
             let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered).await;
             self.counters.add(&tally);
@@ -90,8 +91,15 @@ where
         output: &mpsc::Sender<Chunk<S::Output>>,
         ordered: bool,
     ) -> Result<bool, Fault> {
+        // The first item of each chunk is timed (a sample: a clock read
+        // per item would cost more than the item in a cheap stage).
+        let mut sample = Some(crate::observe::Timer::start());
         for (index, item) in items {
-            match self.process(index, item, tally).await {
+            let outcome = self.process(index, item, tally).await;
+            if let Some(timer) = sample.take() {
+                self.counters.item_took(timer);
+            }
+            match outcome {
                 Outcome::Emit(value, waited) => {
                     tally.emitted += 1;
                     out.push((index, value));

@@ -13,6 +13,7 @@ mod hedge;
 mod inspect;
 #[cfg(feature = "nats")]
 mod nats;
+mod observe;
 mod pipeline;
 mod policy;
 mod properties;

@@ -274,12 +274,26 @@ impl WorkQueue {
     pub async fn claim(&self, worker: &str, max: usize) -> Result<Vec<Job>, BoxError> {
         let (queue, worker, limits, lease) =
             (Arc::clone(&self.name), Arc::<str>::from(worker), self.limits, self.lease);
-        self.store
+        let claimed: Vec<Job> = self
+            .store
             .commit_effect(move |tx| {
                 let (queue, worker) = (Arc::clone(&queue), Arc::clone(&worker));
                 Box::pin(async move { sql::claim(tx, &queue, &worker, max, limits, lease, SystemTime::now()).await })
             })
-            .await
+            .await?;
+        if !claimed.is_empty() {
+            let queue = || vec![("queue", self.name.to_string())];
+            crate::observe::counter("weir_queue_claimed_total", queue).increment(claimed.len() as u64);
+        }
+        Ok(claimed)
+    }
+
+    /// Counts `n` jobs settled with `status`, for the metrics recorder.
+    fn settled(&self, status: &str, n: u64) {
+        if n > 0 {
+            let labels = || vec![("queue", self.name.to_string()), ("status", status.to_owned())];
+            crate::observe::counter("weir_queue_settled_total", labels).increment(n);
+        }
     }
 
     /// Marks a job claimed with [`claim`](Self::claim) done; `false` if its
@@ -308,12 +322,15 @@ impl WorkQueue {
         if held.is_empty() {
             return Ok(0);
         }
-        self.store
+        let done = self
+            .store
             .commit_effect(move |tx| {
                 let held = held.clone();
                 Box::pin(async move { sql::complete_all(tx, &held, SystemTime::now()).await })
             })
-            .await
+            .await?;
+        self.settled("done", done);
+        Ok(done)
     }
 
     /// Gives a claimed job back to the queue, claimable again after
@@ -352,12 +369,19 @@ impl WorkQueue {
     /// Settles claim `fence` of job `id`; `false` if it is not the job's
     /// claim any more.
     async fn settle_claim(&self, id: i64, fence: i64, how: sql::Settlement) -> Result<bool, BoxError> {
-        self.store
+        let status = match &how {
+            sql::Settlement::Final { status, .. } => *status,
+            sql::Settlement::Again { .. } => "retry",
+        };
+        let settled = self
+            .store
             .commit_effect(move |tx| {
                 let how = how.clone();
                 Box::pin(async move { sql::settle(tx, id, fence, &how, SystemTime::now()).await })
             })
-            .await
+            .await?;
+        self.settled(status, u64::from(settled));
+        Ok(settled)
     }
 
     /// How many jobs the queue holds, by status.

@@ -102,6 +102,8 @@ pub(super) struct Inner {
     /// Background drives not finished yet, and a wake-up when none is.
     background_running: AtomicU64,
     background_idle: tokio::sync::Notify,
+    /// Sagas driven now (`driving`'s size), for the metrics recorder.
+    in_flight: crate::observe::Gauge,
 }
 
 /// One background drive, counted while it lives (aborted ones included).
@@ -172,6 +174,7 @@ impl Driving {
         }
         let signal = Arc::new(CancelSignal::default());
         driving.insert(id.to_owned(), Arc::clone(&signal));
+        inner.in_flight.increment(1.0);
         Some(Self { inner: Arc::clone(inner), id: id.to_owned(), signal })
     }
 }
@@ -181,6 +184,7 @@ impl Drop for Driving {
         let mut driving = self.inner.driving.lock().unwrap_or_else(|p| p.into_inner());
         if driving.get(&self.id).is_some_and(|signal| Arc::ptr_eq(signal, &self.signal)) {
             driving.remove(&self.id);
+            self.inner.in_flight.decrement(1.0);
         }
     }
 }
@@ -270,6 +274,7 @@ impl SagaEngine {
                 schedules: settings.schedules,
                 background_running: AtomicU64::new(0),
                 background_idle: tokio::sync::Notify::new(),
+                in_flight: crate::observe::gauge("weir_saga_in_flight", Vec::new),
             }),
         }
     }
@@ -659,6 +664,7 @@ impl Inner {
             let Some(driving) = Driving::start(self, &record.id) else { continue };
             if parked_only || was_parked(&record) {
                 self.woken.fetch_add(1, Ordering::Relaxed);
+                crate::observe::counter("weir_saga_woken_total", Vec::new).increment(1);
                 tracing::debug!(saga = %record.id, worker = %self.worker, "woke a saga that was due");
             } else {
                 self.reclaimed.fetch_add(1, Ordering::Relaxed);

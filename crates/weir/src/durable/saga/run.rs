@@ -16,6 +16,7 @@ use crate::durable::store::{
     DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, WakeIf, ms, now_ms, stop_reason,
 };
 use crate::error::{BoxError, Errors, Origin};
+use crate::observe;
 use crate::policy::Stack;
 use crate::policy::retry::is_transient;
 
@@ -102,9 +103,18 @@ impl Driver<'_> {
         };
         let forward = |attempt| call(self.context(record, input, i, attempt));
         let policies = step.policies.as_ref().unwrap_or(self.steps);
+        let timer = observe::Timer::start();
         let run = self.unless_stopped(record, self.attempts(policies, &step.name, forward)).await;
         match run {
-            Ok((result, attempts)) => self.settle_step(record, i, result, attempts).await,
+            Ok((result, attempts)) => {
+                let outcome = if result.is_ok() { "done" } else { "failed" };
+                let labels = || {
+                    let definition = self.definition.key();
+                    vec![("definition", definition), ("step", step.name.to_string()), ("outcome", outcome.to_owned())]
+                };
+                observe::histogram("weir_saga_step_duration_seconds", labels).record(timer.elapsed().as_secs_f64());
+                self.settle_step(record, i, result, attempts).await
+            }
             // Cancelled inside the step: it is dropped at its next await,
             // its effect unknown, so it is compensated too.
             Err(reason) => self.stop(record, &reason, Some(i)).await.map(Some),
@@ -271,6 +281,7 @@ impl Driver<'_> {
             return Err(SagaError::store(&record.id, StoreError::LeaseLost { saga: record.id.clone() }));
         }
         self.parked.notify_one();
+        observe::counter("weir_saga_parked_total", Vec::new).increment(1);
         tracing::debug!(saga = %record.id, step = %record.steps[i].name, until, "saga parked");
         Err(SagaError::suspended(&record.id, &record.steps[i]))
     }
@@ -396,6 +407,10 @@ impl Driver<'_> {
             error: record.error.clone(),
         };
         self.store.write(write).await.map_err(|e| SagaError::store(&record.id, e))?;
+        if !record.status.is_active() {
+            let labels = || vec![("definition", record.definition.clone()), ("status", record.status.to_string())];
+            observe::counter("weir_saga_ended_total", labels).increment(1);
+        }
         // A child's end wakes its parent if it is parked waiting for it
         // (lost to a crash here, the parent's own look-again finds it).
         if let Some(parent) = record.parent.as_ref().filter(|_| !record.status.is_active()) {

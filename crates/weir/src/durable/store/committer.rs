@@ -105,6 +105,17 @@ impl Committer {
 }
 
 async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Stats>) {
+    let store = || {
+        #[allow(unreachable_patterns)] // the arms present depend on the database features
+        let kind = match &*backend {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
+            _ => "sqlite",
+        };
+        vec![("store", kind.to_owned())]
+    };
+    let batch_size = crate::observe::histogram("weir_store_commit_batch_size", store);
+    let duration = crate::observe::histogram("weir_store_commit_duration_seconds", store);
     let mut batch = Batch::default();
     while let Some(job) = rx.recv().await {
         batch.push(job);
@@ -128,6 +139,8 @@ async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedRecei
             }
         }
         stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        duration.record(started.elapsed().as_secs_f64());
+        batch_size.record(batch.len() as f64);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         tracing::trace!(

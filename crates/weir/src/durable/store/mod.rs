@@ -243,6 +243,10 @@ impl Store {
     /// Writes a saga change; returns once it is durable. `Ok(false)` for an
     /// insert of an id that exists.
     pub(crate) async fn write(&self, write: SagaWrite) -> Result<bool, StoreError> {
+        let started = match &write {
+            SagaWrite::Insert(r) => Some(r.definition.clone()),
+            _ => None,
+        };
         let id = match &write {
             SagaWrite::Insert(r) => r.id.clone(),
             SagaWrite::Update { id, .. } => id.clone(),
@@ -254,7 +258,13 @@ impl Store {
             (_, None) => unreachable!("database stores have a committer"),
         };
         match result {
-            WriteResult::Applied => Ok(true),
+            WriteResult::Applied => {
+                if let Some(definition) = started {
+                    crate::observe::counter("weir_saga_started_total", || vec![("definition", definition)])
+                        .increment(1);
+                }
+                Ok(true)
+            }
             WriteResult::Exists => Ok(false),
             WriteResult::LeaseLost => Err(StoreError::LeaseLost { saga: id }),
         }

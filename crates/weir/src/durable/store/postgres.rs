@@ -56,11 +56,22 @@ impl Postgres {
             StoreError::Open { target: target.clone(), source: redact(&target, url, e).into() }
         })?;
         let store = Self { target, pool, options };
-        store.check_schema().await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&store.pool)
-            .await
-            .map_err(|e| StoreError::Open { target: store.target.clone(), source: e.into() })?;
+        // A connection cut while migrating (a server restarting, an
+        // operator terminating backends) is retried like an unreachable
+        // server: the migrations are transactional and run again from
+        // where the history says.
+        let migrate = |_| async {
+            store.check_schema().await.map_err(MigrateFailure::Store)?;
+            sqlx::migrate!("./migrations/postgres").run(&store.pool).await.map_err(MigrateFailure::Migrate)
+        };
+        let cut = |e: &MigrateFailure| e.is_cut_connection();
+        let warn = |e: &MigrateFailure, _, delay| {
+            tracing::warn!(database = %store.target, error = %e, ?delay, "connection cut while migrating; retrying");
+        };
+        unreachable.drive(None, migrate, cut, warn).await.map_err(|e| match e.into_attempted() {
+            MigrateFailure::Store(e) => e,
+            MigrateFailure::Migrate(e) => StoreError::Open { target: store.target.clone(), source: e.into() },
+        })?;
         Ok(store)
     }
 
@@ -419,4 +430,34 @@ fn redact(target: &str, url: &str, e: impl std::fmt::Display) -> String {
 
 fn is_transient(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}
+
+/// Whether `e` says the connection went away: an I/O error, or the server
+/// ending it (class 57P: an administrator's command, a shutdown; class
+/// 08: a connection exception).
+fn is_cut(e: &sqlx::Error) -> bool {
+    let code = e.as_database_error().and_then(|d| d.code()).unwrap_or_default();
+    is_transient(e) || code.starts_with("57P") || code.starts_with("08")
+}
+
+/// How opening failed after connecting.
+#[derive(Debug, thiserror::Error)]
+enum MigrateFailure {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl MigrateFailure {
+    fn is_cut_connection(&self) -> bool {
+        match self {
+            Self::Store(StoreError::Query { source, .. }) => source.downcast_ref::<sqlx::Error>().is_some_and(is_cut),
+            Self::Store(_) => false,
+            Self::Migrate(
+                sqlx::migrate::MigrateError::Execute(e) | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) => is_cut(e),
+            Self::Migrate(_) => false,
+        }
+    }
 }

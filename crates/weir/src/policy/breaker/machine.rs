@@ -183,6 +183,16 @@ impl Inner {
 
     pub(super) fn changed(&self, from: State, to: State) {
         tracing::info!(breaker = %self.settings.name, %from, %to, "breaker state change");
+        let name = || self.settings.name.to_string();
+        let code = match to {
+            State::Closed => 0.0,
+            State::HalfOpen => 1.0,
+            State::Open => 2.0,
+            State::ForcedOpen => 3.0,
+        };
+        crate::observe::gauge("weir_breaker_state", || vec![("breaker", name())]).set(code);
+        let to_label = || vec![("breaker", name()), ("to", to.to_string())];
+        crate::observe::counter("weir_breaker_transitions_total", to_label).increment(1);
         let change = StateChange { breaker: self.settings.name.clone(), from, to };
         for listener in &self.settings.listeners {
             listener(&change);

@@ -84,12 +84,21 @@ struct Inner {
     slots: Arc<Semaphore>,
     admitted: AtomicU64,
     rejected: AtomicU64,
+    in_use: crate::observe::Gauge,
+    rejected_metric: crate::observe::Counter,
 }
 
 /// A slot of a bulkhead, given back when dropped.
 #[derive(Debug)]
 pub struct BulkheadPermit {
     _permit: OwnedSemaphorePermit,
+    in_use: crate::observe::Gauge,
+}
+
+impl Drop for BulkheadPermit {
+    fn drop(&mut self) {
+        self.in_use.decrement(1.0);
+    }
 }
 
 impl Bulkhead {
@@ -119,10 +128,12 @@ impl Bulkhead {
         match permit {
             Some(permit) => {
                 inner.admitted.fetch_add(1, Ordering::Relaxed);
-                Ok(BulkheadPermit { _permit: permit })
+                inner.in_use.increment(1.0);
+                Ok(BulkheadPermit { _permit: permit, in_use: inner.in_use.clone() })
             }
             None => {
                 inner.rejected.fetch_add(1, Ordering::Relaxed);
+                inner.rejected_metric.increment(1);
                 tracing::debug!(bulkhead = %inner.name, limit = inner.limit, "bulkhead full: call rejected");
                 Err(BulkheadFull { name: inner.name.clone(), limit: inner.limit, waited: inner.max_wait })
             }
@@ -227,8 +238,15 @@ impl BulkheadBuilder {
     }
 
     fn build_unchecked(&self, name: Arc<str>) -> Bulkhead {
+        let label = || vec![("bulkhead", name.to_string())];
+        let (in_use, rejected_metric) = (
+            crate::observe::gauge("weir_bulkhead_in_use", label),
+            crate::observe::counter("weir_bulkhead_rejected_total", label),
+        );
         Bulkhead {
             inner: Arc::new(Inner {
+                in_use,
+                rejected_metric,
                 name,
                 limit: self.limit,
                 max_wait: self.max_wait,

@@ -145,6 +145,8 @@ impl Hedge {
             }
             if hedge {
                 inner.hedges.fetch_add(1, Ordering::Relaxed);
+                crate::observe::counter("weir_hedge_fired_total", || vec![("hedge", inner.name.to_string())])
+                    .increment(1);
                 tracing::debug!(hedge = %inner.name, attempt = *launched, "hedge fired");
             }
             running.push(timed(*launched, attempt(*launched)));
@@ -173,6 +175,8 @@ impl Hedge {
                         }
                         if n > 0 {
                             inner.won_by_hedge.fetch_add(1, Ordering::Relaxed);
+                            let hedge = || vec![("hedge", inner.name.to_string())];
+                            crate::observe::counter("weir_hedge_won_total", hedge).increment(1);
                         }
                         return Ok(value);
                     }

@@ -145,6 +145,8 @@ impl RateLimiter {
     }
 
     fn limited(&self, retry_after: Duration) -> RateLimited {
+        crate::observe::counter("weir_rate_limit_refused_total", || vec![("limiter", self.name.to_string())])
+            .increment(1);
         RateLimited { limiter: Arc::clone(&self.name), retry_after }
     }
 }

@@ -144,8 +144,10 @@ impl RetryPolicy {
         if let Some(budget) = &self.budget
             && !budget.try_withdraw()
         {
+            crate::observe::counter("weir_retry_budget_refused_total", Vec::new).increment(1);
             return Next::GiveUp(GiveUp::Budget);
         }
+        crate::observe::counter("weir_retry_attempts_total", Vec::new).increment(1);
         Next::RetryAfter(delay)
     }
 
