@@ -344,7 +344,7 @@ where
     {
         let index = self.spawned.fetch_add(1, Ordering::Relaxed);
         let spawner = self.spawner.get_or_init(|| self.start());
-        spawner.dispatch(Job { future: Box::pin(task), index, name });
+        spawner.dispatch(Job { future: task::boxed(task), index, name });
     }
 
     fn start(&self) -> Spawner<E> {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::cause::{CancelCause, Cancellation};
 use super::core::{Core, OnCancel, Settings};
 use super::local::LocalTasks;
-use super::task::{Job, Task};
+use super::task::{self, Job, Task};
 use crate::error::{Cancelled, Panicked};
 
 /// A group whose tasks may borrow from the function that made it: the
@@ -119,7 +119,7 @@ where
     where
         F: Future<Output = Result<(), E>> + Send + 'a,
     {
-        self.spawn_with(None, Box::pin(task)).await;
+        self.spawn_with(None, task::boxed(task)).await;
     }
 
     /// Like [`spawn`](Self::spawn), with a name that errors and panics
@@ -131,7 +131,7 @@ where
     where
         F: Future<Output = Result<(), E>> + Send + 'a,
     {
-        self.spawn_with(Some(name.into()), Box::pin(task)).await;
+        self.spawn_with(Some(name.into()), task::boxed(task)).await;
     }
 
     async fn spawn_with(&mut self, name: Option<Cow<'static, str>>, future: super::task::BoxFuture<'a, E>) {

@@ -13,6 +13,18 @@ use crate::error::{CatchPanic, TaskId, catch_panic};
 /// The caller's future, boxed since tasks differ in type.
 pub(crate) type BoxFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
 
+/// Boxes `task` inside the span it was spawned in, if any, so a group's
+/// tasks log and trace under their caller's span although a worker runs
+/// them. Without a span (no subscriber, or none entered) nothing is
+/// added to the task.
+pub(crate) fn boxed<'a, E, F>(task: F) -> BoxFuture<'a, E>
+where
+    F: Future<Output = Result<(), E>> + Send + 'a,
+{
+    let span = tracing::Span::current();
+    if span.is_none() { Box::pin(task) } else { Box::pin(tracing::Instrument::instrument(task, span)) }
+}
+
 /// What the group hands to a worker.
 pub(crate) struct Job<'a, E> {
     pub(crate) future: BoxFuture<'a, E>,

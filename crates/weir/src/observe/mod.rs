@@ -42,9 +42,30 @@
 //! Label values are the names you gave (stage, breaker, bulkhead, hedge,
 //! limiter, definition, step, queue): keep them few. No item, saga id or
 //! input ever becomes a label.
+//!
+//! # The spans
+//!
+//! Through [`tracing`](https://docs.rs/tracing), always on (a span costs a
+//! check of the subscriber's interest when nobody listens); exported to
+//! OpenTelemetry with [`otel_layer`] (feature `otel`).
+//!
+//! | span | level | fields | parent |
+//! | --- | --- | --- | --- |
+//! | `saga` | info | `saga.id`, `saga.definition`, `saga.parent`, `outcome` = `completed` · `compensated` · `failed` · `parked` · `stopped` | the caller's span (`run`, `resume`), the engine's worker, or a parent's `saga.step` for a child saga |
+//! | `saga.step` | info | `step`, `attempts`, `outcome` = `done` · `failed` · `pending` (parked) · `interrupted` | its `saga` |
+//! | `saga.compensate` | info | `step`, `attempts`, `outcome` = `compensated` · `compensation_failed` | its `saga` |
+//! | `store.commit` | info | `db.system` = `sqlite` · `postgres`, `writes`, `effects`, `outcome` = `committed` · `failed` | none: one transaction serves many callers |
+//! | `checkpoint.save` | info | `consumer`, `events` (since the last save) | the consumer's caller |
+//! | `batch.flush` | info | `batcher`, `items`, `attempts`, `outcome` = `flushed` · `failed` | the batcher's caller |
+//! | `stage` | info | `stage`, `worker` | the pipeline's caller |
+//! | `item` | trace | `stage`, `item`, `tenant`, `attempt` | its `stage` |
+//!
+//! A group's tasks run inside the span they were spawned in.
 
 #[cfg(not(feature = "metrics"))]
 mod off;
+#[cfg(feature = "otel")]
+mod otel;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 #[cfg(feature = "metrics")]
@@ -52,6 +73,9 @@ mod record;
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) use self::off::*;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub use self::otel::otel_layer;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use self::prometheus::{PrometheusError, serve_prometheus};

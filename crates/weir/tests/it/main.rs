@@ -36,3 +36,5 @@ mod support;
 mod testing;
 mod timeout;
 mod tower;
+#[cfg(feature = "otel")]
+mod traces;

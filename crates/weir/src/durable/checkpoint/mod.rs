@@ -21,6 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use self::outbox::OutboxSource;
@@ -172,7 +173,9 @@ impl CursorConsumer {
     ) -> Result<(), ConsumerError> {
         let Some(position) = last.as_ref().filter(|_| *since > 0) else { return Ok(()) };
         let value = serde_json::to_value(position).map_err(|e| self.fail(report, e.into()))?;
-        self.store.save_cursor(&self.name, &value).await.map_err(|e: StoreError| self.fail(report, e.into()))?;
+        let span = tracing::info_span!("checkpoint.save", consumer = %self.name, events = *since);
+        let saved = self.store.save_cursor(&self.name, &value).instrument(span).await;
+        saved.map_err(|e: StoreError| self.fail(report, e.into()))?;
         tracing::debug!(consumer = %self.name, cursor = %value, events = *since, "checkpoint");
         report.checkpoints += 1;
         report.saved_at = value;

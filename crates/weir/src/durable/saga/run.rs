@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures_util::TryFutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::child::{ChildOutcome, child_id, child_output};
 use super::definition::{Action, OnTimeout, StepDef};
@@ -41,8 +42,31 @@ struct Failure {
 }
 
 impl Driver<'_> {
-    /// Runs `record` to completed, compensated or failed.
-    pub(crate) async fn drive(&self, mut record: SagaRecord) -> Result<String, SagaError> {
+    /// Runs `record` to completed, compensated or failed (or parked), in
+    /// a span `saga` (see [`observe`](crate::observe) for its fields).
+    pub(crate) async fn drive(&self, record: SagaRecord) -> Result<String, SagaError> {
+        let span = tracing::info_span!(
+            "saga",
+            saga.id = %record.id,
+            saga.definition = %record.definition,
+            saga.parent = record.parent.as_deref(),
+            outcome = tracing::field::Empty,
+        );
+        let result = self.drive_in_span(record).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(_) => "completed",
+            Err(error) if error.is_suspended() => "parked",
+            Err(error) => match error.status() {
+                Some(SagaStatus::Compensated) => "compensated",
+                Some(SagaStatus::Failed) => "failed",
+                _ => "stopped",
+            },
+        };
+        span.record("outcome", outcome);
+        result
+    }
+
+    async fn drive_in_span(&self, mut record: SagaRecord) -> Result<String, SagaError> {
         let input = Arc::new(record.input.clone());
         let mut failure: Option<Failure> = None;
         let due = record.cancel_requested.is_some() || deadline_left(&record).is_some_and(|left| left.is_zero());
@@ -71,13 +95,21 @@ impl Driver<'_> {
                 SagaStatus::Running => match record.steps.iter().position(|s| s.status == StepStatus::Pending) {
                     None => return self.finish(&mut record, SagaStatus::Completed).await.map(|()| record.id),
                     Some(i) => {
-                        if let Some(f) = self.forward(&mut record, &input, i).await? {
+                        let span = step_span("saga.step", &record.steps[i].name);
+                        let forward = self.forward(&mut record, &input, i).instrument(span.clone()).await;
+                        span.record("outcome", step_outcome(record.steps[i].status));
+                        if let Some(f) = forward? {
                             failure = Some(f);
                         }
                     }
                 },
                 SagaStatus::Compensating => match record.steps.iter().rposition(|s| s.needs_compensation()) {
-                    Some(i) => self.compensate(&mut record, &input, i).await?,
+                    Some(i) => {
+                        let span = step_span("saga.compensate", &record.steps[i].name);
+                        let compensated = self.compensate(&mut record, &input, i).instrument(span.clone()).await;
+                        span.record("outcome", step_outcome(record.steps[i].status));
+                        compensated?;
+                    }
                     None => return self.end_compensation(record, failure).await,
                 },
                 SagaStatus::Completed => return Ok(record.id),
@@ -184,6 +216,7 @@ impl Driver<'_> {
         attempts: u32,
     ) -> Result<Option<Failure>, SagaError> {
         let step = &self.definition.steps[i];
+        tracing::Span::current().record("attempts", attempts);
         let rec = &mut record.steps[i];
         rec.attempts += attempts;
         let failure = match result {
@@ -315,6 +348,7 @@ impl Driver<'_> {
                 self.attempts(self.compensations, &step.name, undo).await
             }
         };
+        tracing::Span::current().record("attempts", attempts);
         let rec = &mut record.steps[i];
         rec.compensation_attempts += attempts;
         match result {
@@ -451,6 +485,29 @@ impl Driver<'_> {
         let result = policies.drive(key, &attempt, retryable, |_, _, _| retries += 1).await;
         let result = result.map_err(|e| StepError::from_box_error(e.into_attempted()));
         (result, retries + 1)
+    }
+}
+
+/// A span for one step going forward (`saga.step`) or being compensated
+/// (`saga.compensate`); `attempts` and `outcome` are recorded when it ends.
+fn step_span(name: &'static str, step: &str) -> tracing::Span {
+    let empty = tracing::field::Empty;
+    if name == "saga.compensate" {
+        tracing::info_span!("saga.compensate", step, attempts = empty, outcome = empty)
+    } else {
+        tracing::info_span!("saga.step", step, attempts = empty, outcome = empty)
+    }
+}
+
+/// A step's status as a span's `outcome`.
+fn step_outcome(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "pending",
+        StepStatus::Done => "done",
+        StepStatus::Failed => "failed",
+        StepStatus::Compensated => "compensated",
+        StepStatus::CompensationFailed => "compensation_failed",
+        StepStatus::Interrupted => "interrupted",
     }
 }
 

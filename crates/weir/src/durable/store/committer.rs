@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::effect::{Effect, Output, Tx};
 use super::record::SagaWrite;
@@ -105,15 +106,13 @@ impl Committer {
 }
 
 async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<Stats>) {
-    let store = || {
-        #[allow(unreachable_patterns)] // the arms present depend on the database features
-        let kind = match &*backend {
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(_) => "postgres",
-            _ => "sqlite",
-        };
-        vec![("store", kind.to_owned())]
+    #[allow(unreachable_patterns)] // the arms present depend on the database features
+    let kind = match &*backend {
+        #[cfg(feature = "postgres")]
+        Backend::Postgres(_) => "postgres",
+        _ => "sqlite",
     };
+    let store = || vec![("store", kind.to_owned())];
     let batch_size = crate::observe::histogram("weir_store_commit_batch_size", store);
     let duration = crate::observe::histogram("weir_store_commit_duration_seconds", store);
     let mut batch = Batch::default();
@@ -126,18 +125,18 @@ async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedRecei
             }
         }
         let started = std::time::Instant::now();
-        let mut outcome = apply(&backend, &mut writer, &batch.writes, &batch.effects).await;
-        // A deadlock with another process's transaction rolled this one back
-        // whole: try again (the lock order is fixed, so it is rare).
-        for _ in 0..3 {
-            match &outcome {
-                Err(StoreError::Query { source, .. }) if source.to_string().contains("deadlock detected") => {
-                    tracing::debug!("group commit hit a deadlock; retrying");
-                    outcome = apply(&backend, &mut writer, &batch.writes, &batch.effects).await;
-                }
-                _ => break,
-            }
-        }
+        // One span per transaction; its parent is none (this task serves
+        // every writer), the sagas' spans say which commit they waited for
+        // by their timing.
+        let span = tracing::info_span!(
+            "store.commit",
+            db.system = kind,
+            writes = batch.writes.len(),
+            effects = batch.effects.len(),
+            outcome = tracing::field::Empty,
+        );
+        let outcome = commit(&backend, &mut writer, &batch).instrument(span.clone()).await;
+        span.record("outcome", if outcome.is_ok() { "committed" } else { "failed" });
         stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         duration.record(started.elapsed().as_secs_f64());
         batch_size.record(batch.len() as f64);
@@ -172,6 +171,23 @@ async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedRecei
         batch.writes.clear();
         batch.effects.clear();
     }
+}
+
+/// Applies `batch` in one transaction. A deadlock with another process's
+/// transaction rolls it back whole: it is tried again (the lock order is
+/// fixed, so it is rare).
+async fn commit(backend: &Backend, writer: &mut Tx, batch: &Batch) -> Result<Applied, StoreError> {
+    let mut outcome = apply(backend, writer, &batch.writes, &batch.effects).await;
+    for _ in 0..3 {
+        match &outcome {
+            Err(StoreError::Query { source, .. }) if source.to_string().contains("deadlock detected") => {
+                tracing::debug!("group commit hit a deadlock; retrying");
+                outcome = apply(backend, writer, &batch.writes, &batch.effects).await;
+            }
+            _ => break,
+        }
+    }
+    outcome
 }
 
 /// After a failed transaction: if the writer connection is gone (the

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{Stream, StreamExt, TryFutureExt};
+use tracing::Instrument;
 
 pub use self::stream::Batches;
 use crate::error::{BoxError, ConfigError, StageError};
@@ -144,6 +145,14 @@ impl Batcher {
             let size = batch.len() as u64;
             report.items += size;
             let mut first_failure = None;
+            let mut attempts = 1u32;
+            let span = tracing::info_span!(
+                "batch.flush",
+                batcher = %self.name,
+                items = size,
+                attempts = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            );
             let attempt = |_| flush(batch.clone()).err_into();
             let flushed = self
                 .policies
@@ -154,9 +163,13 @@ impl Batcher {
                     |_, _, _| {
                         first_failure.get_or_insert_with(SystemTime::now);
                         report.retries += 1;
+                        attempts += 1;
                     },
                 )
+                .instrument(span.clone())
                 .await;
+            span.record("attempts", attempts);
+            span.record("outcome", if flushed.is_ok() { "flushed" } else { "failed" });
             match flushed {
                 Ok(()) => {
                     report.batches_flushed += 1;
