@@ -68,6 +68,14 @@ pub enum Command {
         #[command(subcommand)]
         command: CursorsCommand,
     },
+    /// A local web dashboard: sagas with filters and each one's steps, dead letters with a replay button, work queues.
+    Ui {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Where to serve it; keep it on 127.0.0.1 unless others must reach it (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:9465", value_name = "ADDR")]
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// A page of a listing, and its format.

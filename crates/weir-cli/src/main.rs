@@ -10,6 +10,7 @@ mod commands;
 mod failure;
 mod output;
 mod store;
+mod ui;
 
 use std::process::ExitCode;
 
@@ -37,5 +38,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Dlq { db, command, nats_url: None } => commands::dlq::run(&db, command).await,
         Command::Queues { db, command } => commands::queues::run(&db, command).await,
         Command::Cursors { db, command } => commands::cursors::run(&db, command).await,
+        Command::Ui { db, addr } => ui::run(&db, addr).await,
     }
 }

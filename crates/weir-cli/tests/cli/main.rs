@@ -9,6 +9,7 @@ mod dlq_nats;
 mod errors;
 mod queues;
 mod sagas;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

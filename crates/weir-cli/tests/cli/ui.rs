@@ -1,0 +1,149 @@
+//! `weir ui`: the dashboard served by the real binary over a database a
+//! run filled, read and driven over HTTP as a browser without JavaScript
+//! would (links, GET forms, POST forms).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+use weir::durable::dlq::{DeadLetterQueue, Envelope};
+use weir::durable::store::LetterQuery;
+
+/// A running `weir ui`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `weir ui --addr 127.0.0.1:0` with `db_args`; waits for the line
+/// that gives its address.
+fn serve(db_args: &[String]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["ui", "--addr", "127.0.0.1:0"])
+        .args(db_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    Server { child, base }
+}
+
+/// A page: its status and body (redirects are not followed).
+fn get(server: &Server, path: &str) -> (u16, String) {
+    answer(agent().get(&format!("{}{path}", server.base)).call())
+}
+
+fn post(server: &Server, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    answer(agent().post(&format!("{}{path}", server.base)).send_form(form))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().redirects(0).build()
+}
+
+fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    (response.status(), response.into_string().unwrap())
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a form with a token") + "name=\"csrf\" value=\"".len();
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+/// A password the PostgreSQL server ignores (trust auth) but the
+/// dashboard must never show.
+const PASSWORD: &str = "ui-s3cret-pw";
+
+fn with_password(args: &[String]) -> Vec<String> {
+    args.iter().map(|a| a.replacen("postgres://postgres@", &format!("postgres://postgres:{PASSWORD}@"), 1)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_filters_shows_and_replays_behind_a_csrf_token() {
+    for target in targets("the_dashboard_lists_filters_shows_and_replays_behind_a_csrf_token").await {
+        let engine = engine(&target.store, Arc::new(AtomicBool::new(false)));
+        engine.run_with_id("o-ok", "order", &"fine").await.unwrap();
+        assert!(engine.run_with_id("o-bad", "order", &"fail").await.unwrap_err().is_compensated());
+        let lines = target.store.dead_letters::<String>("lines");
+        let mut letter = Envelope::new("<script>alert(1)</script>".to_owned(), "parse", 2);
+        letter.error_chain = vec!["line 7 is bad".into(), "expected a JSON object".into()];
+        let id = lines.push(letter).await.unwrap();
+        let args = with_password(&target.args);
+
+        let server = tokio::task::spawn_blocking(move || serve(&args)).await.unwrap();
+        let checks = tokio::task::spawn_blocking(move || {
+            let (status, home) = get(&server, "/");
+            assert_eq!(status, 200, "{home}");
+            assert!(home.contains("href=\"/dlq/lines\""), "{home}");
+            let (status, css) = get(&server, "/style.css");
+            assert!(status == 200 && css.contains("prefers-color-scheme"));
+
+            // The status filter.
+            let (_, compensated) = get(&server, "/sagas?status=compensated&definition=");
+            assert!(compensated.contains("o-bad") && !compensated.contains("o-ok"), "{compensated}");
+            let (_, every) = get(&server, "/sagas");
+            assert!(every.contains("o-bad") && every.contains("o-ok"));
+            let (status, bad) = get(&server, "/sagas?status=bogus");
+            assert!(status == 400 && bad.contains("`bogus` is not a status"), "{status} {bad}");
+
+            // A saga's steps.
+            let (_, saga) = get(&server, "/sagas/o-bad");
+            assert!(
+                saga.contains("reserve") && saga.contains("status-compensated") && saga.contains("no courier"),
+                "{saga}"
+            );
+            assert_eq!(get(&server, "/sagas/nope").0, 404);
+
+            // Letters, escaped; a replay without the token is refused, with it done.
+            let (_, letters) = get(&server, "/dlq/lines");
+            assert!(letters.contains("&lt;script&gt;") && !letters.contains("<script>"), "{letters}");
+            let id = id.to_string();
+            let (status, _) = post(&server, "/dlq/lines/replay", &[("csrf", "forged"), ("id", &id)]);
+            assert_eq!(status, 403);
+            let (status, _) = post(&server, "/sagas/o-ok/cancel", &[("csrf", "forged")]);
+            assert_eq!(status, 403);
+            let (status, _) = post(&server, "/dlq/lines/replay", &[("csrf", &csrf_of(&letters)), ("id", &id)]);
+            assert_eq!(status, 303);
+            let (_, after) = get(&server, &format!("/dlq/lines?replayed={id}"));
+            assert!(after.contains("is marked for replay"), "{after}");
+
+            // No page shows the database's password.
+            for page in [home, compensated, saga, letters, after] {
+                assert!(!page.contains(PASSWORD));
+            }
+        });
+        checks.await.unwrap();
+        let marked = lines.find(&LetterQuery::new().replay_requested(true)).await.unwrap();
+        assert_eq!(marked.iter().map(|e| e.id).collect::<Vec<_>>(), [id], "only the letter replayed with the token");
+    }
+}
+
+#[tokio::test]
+async fn a_taken_address_is_a_usage_error_naming_it() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let target = targets("a_taken_address_is_a_usage_error_naming_it").await.remove(0);
+    let stderr = fails(&target, &["ui", "--addr", &addr], 2).await;
+    assert!(stderr.contains(&addr) && stderr.contains("--addr"), "{stderr}");
+}
