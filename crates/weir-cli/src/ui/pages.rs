@@ -163,7 +163,9 @@ pub(super) fn saga(target: &str, saga: &SagaRecord, events: &[SagaEvent], csrf: 
             @if let Some(error) = &saga.error { p { "Error: " } pre.status-failed { (error) } }
             @if let Some(reason) = &saga.cancel_requested { p { "Cancel requested: " (reason) } }
             @if let Some(at) = saga.deadline_at { p { "Deadline " (time_ms(at)) } }
-            @if let Some(owner) = &saga.lease_owner { p.muted { "Held by worker " code { (owner) } } }
+            @if let Some(owner) = saga.lease_owner.as_ref().filter(|_| saga.status.is_active()) {
+                p.muted { "Held by worker " code { (owner) } }
+            }
             h2 { "Steps" }
             div.scroll { table {
                 thead { tr { th { "#" } th { "Step" } th { "Status" } th { "Attempts" } th { "Undo attempts" } th { "Detail" } } }

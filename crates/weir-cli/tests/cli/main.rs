@@ -3,6 +3,7 @@
 //! SQLite and (with `WEIR_TEST_POSTGRES_URL`) PostgreSQL. One test binary,
 //! a module per command group.
 
+mod browser;
 mod cursors;
 mod dlq;
 mod dlq_nats;

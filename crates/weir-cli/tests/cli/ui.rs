@@ -10,9 +10,9 @@ use weir::durable::dlq::{DeadLetterQueue, Envelope};
 use weir::durable::store::LetterQuery;
 
 /// A running `weir ui`; killed when dropped.
-struct Server {
+pub(super) struct Server {
     child: Child,
-    base: String,
+    pub(super) base: String,
 }
 
 impl Drop for Server {
@@ -24,7 +24,7 @@ impl Drop for Server {
 
 /// Starts `weir ui --addr 127.0.0.1:0` with `db_args`; waits for the line
 /// that gives its address.
-fn serve(db_args: &[String]) -> Server {
+pub(super) fn serve(db_args: &[String]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["ui", "--addr", "127.0.0.1:0"])
         .args(db_args)
