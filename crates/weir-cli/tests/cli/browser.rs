@@ -78,13 +78,13 @@ async fn shot(client: &Client, name: &str) {
 async fn text_once(client: &Client, expected: &str) -> String {
     let mut last = String::new();
     for _ in 0..200 {
-        if let Ok(body) = client.find(Locator::Css("body")).await {
-            if let Ok(text) = body.text().await {
-                if text.contains(expected) {
-                    return text;
-                }
-                last = text;
+        if let Ok(body) = client.find(Locator::Css("body")).await
+            && let Ok(text) = body.text().await
+        {
+            if text.contains(expected) {
+                return text;
             }
+            last = text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
