@@ -95,7 +95,7 @@ impl Driver<'_> {
                 SagaStatus::Running => match record.steps.iter().position(|s| s.status == StepStatus::Pending) {
                     None => return self.finish(&mut record, SagaStatus::Completed).await.map(|()| record.id),
                     Some(i) => {
-                        let span = step_span("saga.step", &record.steps[i].name);
+                        let span = forward_span(&record.steps[i].name);
                         let forward = self.forward(&mut record, &input, i).instrument(span.clone()).await;
                         span.record("outcome", step_outcome(record.steps[i].status));
                         if let Some(f) = forward? {
@@ -105,7 +105,7 @@ impl Driver<'_> {
                 },
                 SagaStatus::Compensating => match record.steps.iter().rposition(|s| s.needs_compensation()) {
                     Some(i) => {
-                        let span = step_span("saga.compensate", &record.steps[i].name);
+                        let span = compensate_span(&record.steps[i].name);
                         let compensated = self.compensate(&mut record, &input, i).instrument(span.clone()).await;
                         span.record("outcome", step_outcome(record.steps[i].status));
                         compensated?;
@@ -488,15 +488,15 @@ impl Driver<'_> {
     }
 }
 
-/// A span for one step going forward (`saga.step`) or being compensated
-/// (`saga.compensate`); `attempts` and `outcome` are recorded when it ends.
-fn step_span(name: &'static str, step: &str) -> tracing::Span {
-    let empty = tracing::field::Empty;
-    if name == "saga.compensate" {
-        tracing::info_span!("saga.compensate", step, attempts = empty, outcome = empty)
-    } else {
-        tracing::info_span!("saga.step", step, attempts = empty, outcome = empty)
-    }
+/// The span of step `step` going forward; `attempts` and `outcome` are
+/// recorded when it ends.
+fn forward_span(step: &str) -> tracing::Span {
+    tracing::info_span!("saga.step", step, attempts = tracing::field::Empty, outcome = tracing::field::Empty)
+}
+
+/// The span of step `step` being compensated, as [`forward_span`].
+fn compensate_span(step: &str) -> tracing::Span {
+    tracing::info_span!("saga.compensate", step, attempts = tracing::field::Empty, outcome = tracing::field::Empty)
 }
 
 /// A step's status as a span's `outcome`.
