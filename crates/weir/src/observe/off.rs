@@ -7,7 +7,7 @@ use std::time::Duration;
 pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// A counter that records nothing.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Counter;
 
 impl Counter {
@@ -16,7 +16,7 @@ impl Counter {
 }
 
 /// A gauge that records nothing.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Gauge;
 
 impl Gauge {
@@ -29,7 +29,7 @@ impl Gauge {
 }
 
 /// A histogram that records nothing.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Histogram;
 
 impl Histogram {

@@ -387,9 +387,10 @@ where
         sql.push(" AND updated_at < ").push_bind(before);
     }
     if let Some((created_at, id)) = after {
-        sql.push(" AND (created_at > ").push_bind(created_at);
-        sql.push(" OR (created_at = ").push_bind(created_at);
-        sql.push(" AND id > ").push_bind(id).push("))");
+        // A row comparison: both databases read it as a range of the
+        // (created_at, id) index, where the equivalent OR was a scan.
+        sql.push(" AND (created_at, id) > (").push_bind(created_at);
+        sql.push(", ").push_bind(id).push(")");
     }
     sql.push(" ORDER BY created_at, id LIMIT ").push_bind(sql_limit(query.limit));
     sql

@@ -17,7 +17,7 @@ use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
 use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 8;
+const LATEST_SCHEMA: i64 = 9;
 
 pub(crate) struct Postgres {
     pub(crate) target: String,

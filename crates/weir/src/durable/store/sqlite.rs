@@ -22,7 +22,7 @@ use super::rows;
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 8;
+const LATEST_SCHEMA: i64 = 9;
 
 pub(crate) struct Sqlite {
     pub(crate) target: String,
