@@ -105,7 +105,32 @@ where
     ) -> Result<bool, Fault> {
         let mut sample = sample.then(crate::observe::Timer::start);
         for (index, item) in items {
-            let outcome = self.process(index, item, tally).await;
+            let outcome = {
+                let mut item_done = std::pin::pin!(self.process(index, item, tally));
+                let mut handed_on = ordered || out.is_empty();
+                let mut room = None;
+                std::future::poll_fn(|cx| {
+                    let poll = item_done.as_mut().poll(cx);
+                    if poll.is_pending() && !handed_on {
+                        // This item waits (a slow call, a retry's backoff):
+                        // the items finished before it go on as soon as the
+                        // link has room, not after it. Held, they would wait
+                        // as long as the call, and a failure among them
+                        // would stop the run only then.
+                        let reserve = room.get_or_insert_with(|| Box::pin(output.reserve()));
+                        if let std::task::Poll::Ready(permit) = reserve.as_mut().poll(cx) {
+                            handed_on = true;
+                            if let Ok(permit) = permit {
+                                let capacity = out.capacity();
+                                let items = std::mem::replace(&mut *out, Vec::with_capacity(capacity));
+                                permit.send(Chunk { seq: 0, items });
+                            }
+                        }
+                    }
+                    poll
+                })
+                .await
+            };
             if let Some(timer) = sample.take() {
                 self.counters.item_took(timer);
             }

@@ -675,3 +675,65 @@ async fn finished_items_reach_the_sink_while_the_source_is_quiet() {
         run.await.unwrap().unwrap();
     }
 }
+
+/// Items a stage finished are not held behind a later item whose call is
+/// slow: the ones before it reach the next stage at once, so a failure
+/// among them stops the run (and drops the slow call) without waiting for
+/// it. Before, a worker kept them until its chunk filled, 30 s here.
+#[tokio::test(start_paused = true)]
+async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
+    for workers in [1, 3] {
+        let started = tokio::time::Instant::now();
+        let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = arrived.clone();
+        let (_, report) = Pipeline::builder()
+            .capacity(16)
+            .from_iter(0..10u32)
+            .stage(
+                Stage::map("slow at 5", |n: u32| async move {
+                    if n == 5 {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    n
+                })
+                .workers(workers),
+            )
+            .stage(Stage::map("arrive", move |n: u32| {
+                seen.lock().unwrap().push((n, started.elapsed()));
+                async move { n }
+            }))
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(report.sink_received, 10);
+        let arrived = arrived.lock().unwrap().clone();
+        for (n, at) in arrived.iter().filter(|(n, _)| *n < 5) {
+            assert!(*at < Duration::from_secs(1), "{workers} worker(s): item {n} waited {at:?} behind item 5");
+        }
+
+        // The same with a failure among them: the run stops at once.
+        let started = tokio::time::Instant::now();
+        let err = Pipeline::builder()
+            .capacity(16)
+            .from_iter(0..1000u32)
+            .stage(
+                Stage::map("slow at 503", |n: u32| async move {
+                    if n == 503 {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    n
+                })
+                .workers(workers),
+            )
+            .stage(Stage::try_map("fail at 500", |n: u32| async move { if n == 500 { Err("corrupt") } else { Ok(n) } }))
+            .collect()
+            .await
+            .unwrap_err();
+        assert_eq!(err.stage_error().and_then(|e| e.item().index()), Some(500));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{workers} worker(s): waited {:?} for the slow call",
+            started.elapsed()
+        );
+    }
+}
