@@ -78,3 +78,8 @@ pub mod testing;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
+
+// The guide's pages (`docs/guide`) as doc tests: every Rust block in the
+// book compiles and runs with `cargo test --doc --all-features`.
+#[cfg(all(doctest, feature = "test-util", feature = "sqlite"))]
+pub mod guide;
