@@ -75,6 +75,9 @@ pub enum Command {
         /// Where to serve it; keep it on 127.0.0.1 unless others must reach it (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:9465", value_name = "ADDR")]
         addr: std::net::SocketAddr,
+        /// The metrics page of a running process (its `--metrics-addr`), for the live page: throughput, stages, breakers, sagas.
+        #[arg(long, value_name = "URL", value_parser = live_url)]
+        live: Option<String>,
     },
 }
 
@@ -397,6 +400,16 @@ fn when(text: &str) -> Result<SystemTime, String> {
     match humantime::parse_duration(text) {
         Ok(age) => SystemTime::now().checked_sub(age).ok_or_else(|| "that age reaches before 1970".to_owned()),
         Err(_) => Err("pass an RFC 3339 time like 2026-12-01T08:00:00Z, or an age like 90m, 2h or 3days".to_owned()),
+    }
+}
+
+/// `--live`: an `http://` URL (reqwest is built without TLS: the page is a
+/// local process's).
+fn live_url(url: &str) -> Result<String, String> {
+    if url.starts_with("http://") && url.len() > "http://".len() {
+        Ok(url.to_owned())
+    } else {
+        Err("expected the http:// address of a metrics page, such as http://127.0.0.1:9464/metrics".to_owned())
     }
 }
 

@@ -38,6 +38,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Dlq { db, command, nats_url: None } => commands::dlq::run(&db, command).await,
         Command::Queues { db, command } => commands::queues::run(&db, command).await,
         Command::Cursors { db, command } => commands::cursors::run(&db, command).await,
-        Command::Ui { db, addr } => ui::run(&db, addr).await,
+        Command::Ui { db, addr, live } => ui::run(&db, addr, live.as_deref()).await,
     }
 }

@@ -1,6 +1,8 @@
 //! `weir ui`: a local web dashboard over a weir database — sagas with
 //! filters and each saga's step timeline, dead-letter queues with a
-//! replay button, work queues with their counts.
+//! replay button, work queues with their counts; with `--live URL`, a
+//! running process's throughput, stages, breakers and sagas from its
+//! metrics page ([`live`]).
 //!
 //! Server-rendered HTML (axum + maud), one embedded stylesheet, no
 //! JavaScript: every page reads without it, links and forms are the
@@ -10,6 +12,8 @@
 //! is never rendered: pages name the store by [`Store::target`], which
 //! hides its password.
 
+mod live;
+mod live_page;
 mod pages;
 
 use std::net::SocketAddr;
@@ -30,6 +34,8 @@ use crate::failure::{Exit, Failure};
 /// What every request shares.
 struct Ui {
     store: Store,
+    /// What `--live` has read, if it was given.
+    live: Option<Arc<live::Live>>,
     /// Drawn at start; every form carries it, every POST must.
     csrf: String,
 }
@@ -42,7 +48,7 @@ type Shared = State<Arc<Ui>>;
 /// # Errors
 /// The store cannot be opened ([`crate::store::open`]), or `addr` cannot
 /// be bound ([`Exit::Usage`], naming it).
-pub async fn run(db: &DbArgs, addr: SocketAddr) -> Result<(), Failure> {
+pub async fn run(db: &DbArgs, addr: SocketAddr, live_url: Option<&str>) -> Result<(), Failure> {
     let store = crate::store::open(db).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Failure::new(
@@ -52,7 +58,9 @@ pub async fn run(db: &DbArgs, addr: SocketAddr) -> Result<(), Failure> {
     })?;
     let bound = listener.local_addr().map_err(|e| Failure::new(Exit::Usage, format!("cannot serve on {addr}: {e}")))?;
     println!("weir ui: http://{bound}/ over {}", store.target());
-    let ui = Arc::new(Ui { store, csrf: csrf_token() });
+    let live = live_url.map(|url| Arc::new(live::Live::new(url)));
+    let _scraper = live.clone().map(|live| AbortOnDrop(tokio::spawn(async move { live.scrape_forever().await })));
+    let ui = Arc::new(Ui { store, live, csrf: csrf_token() });
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -62,9 +70,19 @@ pub async fn run(db: &DbArgs, addr: SocketAddr) -> Result<(), Failure> {
         .map_err(|e| Failure::new(Exit::Database, format!("the dashboard stopped: {e}")))
 }
 
+/// Stops the live view's reader with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn router(ui: Arc<Ui>) -> Router {
     Router::new()
         .route("/", get(overview))
+        .route("/live", get(live_view))
         .route("/style.css", get(style))
         .route("/sagas", get(sagas))
         .route("/sagas/{id}", get(saga))
@@ -112,6 +130,25 @@ async fn overview(State(ui): Shared) -> Response {
         Err(e) => return failed(e),
     };
     pages::overview(&ui.store.target(), &dlq, &queues).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LiveOptions {
+    /// `0` stops the page reloading itself.
+    refresh: Option<u8>,
+}
+
+async fn live_view(State(ui): Shared, Query(options): Query<LiveOptions>) -> Response {
+    let Some(live) = &ui.live else {
+        let message = "this dashboard reads no running process: start it with --live and the address of one's \
+                       metrics page, such as `weir ui --db FILE --live http://127.0.0.1:9464/metrics` beside \
+                       `weir-demo --metrics-addr 127.0.0.1:9464 run …`";
+        return (StatusCode::NOT_FOUND, pages::error_page("No live process", message)).into_response();
+    };
+    let (samples, failure) = live.snapshot();
+    let refresh = options.refresh != Some(0);
+    let body = live_page::body(&live.shown, &samples, failure.as_ref(), refresh);
+    pages::live(&ui.store.target(), body, refresh).into_response()
 }
 
 /// The filters of the sagas page, as its form sends them.

@@ -26,12 +26,18 @@ pub(super) fn path_segment(s: &str) -> String {
 /// The frame of every page: title, navigation, the store's (redacted)
 /// name.
 fn layout(title: &str, target: &str, body: Markup) -> Markup {
+    frame(title, target, None, body)
+}
+
+/// [`layout`], reloading itself every `reload` seconds if given.
+fn frame(title: &str, target: &str, reload: Option<u32>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = reload { meta http-equiv="refresh" content=(seconds); }
                 title { (title) " · weir ui" }
                 link rel="stylesheet" href="/style.css";
             }
@@ -42,6 +48,7 @@ fn layout(title: &str, target: &str, body: Markup) -> Markup {
                         a href="/" { "Overview" }
                         a href="/sagas" { "Sagas" }
                         a href="/sagas?status=failed" { "Failed sagas" }
+                        a href="/live" { "Live" }
                     }
                     span.target { (target) }
                 }
@@ -49,6 +56,12 @@ fn layout(title: &str, target: &str, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// The live page (its body from [`super::live_page`]), reloading every
+/// 5 s unless told not to.
+pub(super) fn live(target: &str, body: Markup, reload: bool) -> Markup {
+    frame("Live", target, reload.then_some(5), body)
 }
 
 pub(super) fn error_page(title: &str, message: &str) -> Markup {

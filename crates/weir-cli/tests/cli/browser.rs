@@ -162,3 +162,39 @@ async fn in_a_browser_pages_load_filters_work_and_a_replay_marks_the_letter() {
     shot(&client, "ui-narrow.png").await;
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_browser_the_live_page_draws_the_throughput_chart() {
+    let Some((_driver, client)) = browser().await else { return };
+    let target = targets("in_a_browser_live").await.remove(0);
+    let (url, serving) = super::ui::metrics_page().await;
+    let server = tokio::task::spawn_blocking({
+        let mut args = target.args.clone();
+        args.extend(["--live".into(), url]);
+        move || super::ui::serve(&args)
+    })
+    .await
+    .unwrap();
+
+    // The chart has a line once three reads are in (a read every 2 s).
+    let mut points = 0;
+    for _ in 0..30 {
+        client.goto(&format!("{}/live?refresh=0", server.base)).await.unwrap();
+        text_once(&client, "Throughput").await;
+        let drawn = client
+            .execute("const l = document.querySelector('polyline'); return l ? l.points.numberOfItems : 0", vec![])
+            .await
+            .unwrap();
+        points = drawn.as_i64().unwrap_or(0);
+        if points >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(points >= 2, "the chart drew {points} point(s)");
+    let page = text_once(&client, "payments").await;
+    assert!(page.contains("parse") && page.contains("open"), "{page}");
+    shot(&client, "ui-live-test.png").await;
+    serving.abort();
+    client.close().await.unwrap();
+}

@@ -147,3 +147,102 @@ async fn a_taken_address_is_a_usage_error_naming_it() {
     let stderr = fails(&target, &["ui", "--addr", &addr], 2).await;
     assert!(stderr.contains(&addr) && stderr.contains("--addr"), "{stderr}");
 }
+
+/// A process's metrics page, as `--metrics-addr` serves it: every read
+/// finds the `parse` stage 200 items further, and an open breaker. Plain
+/// HTTP/1.1 over a socket, one request per connection (what reqwest sends
+/// is all it needs to answer). Dropping the returned task ends it, as a
+/// run that ends takes its page with it.
+pub(super) async fn metrics_page() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        for read in 1u64.. {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let mut request = [0u8; 2048];
+            let _ = socket.read(&mut request).await;
+            let body = format!(
+                "# TYPE weir_stage_items_total counter\n\
+                 weir_stage_items_total{{stage=\"parse\",outcome=\"received\"}} {}\n\
+                 weir_stage_items_total{{stage=\"parse\",outcome=\"emitted\"}} {}\n\
+                 weir_stage_in_flight{{stage=\"parse\"}} 3\n\
+                 weir_breaker_state{{breaker=\"payments\"}} 2\n\
+                 weir_saga_started_total{{definition=\"order\"}} {read}\n\
+                 weir_saga_ended_total{{definition=\"order\",status=\"compensated\"}} 1\n",
+                read * 210,
+                read * 200
+            );
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+    (format!("http://{addr}/metrics"), serving)
+}
+
+/// Reads `/live` until `ready` holds for it (the reader takes a sample
+/// every 2 s), or fails after 30 s showing the last page.
+async fn live_page_until(server: &Server, ready: impl Fn(&str) -> bool) -> String {
+    let mut page = String::new();
+    for _ in 0..300 {
+        let (status, body) = get(server, "/live?refresh=0");
+        assert_eq!(status, 200, "{body}");
+        page = body;
+        if ready(&page) {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the live page never got there: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_page_charts_a_running_process_and_says_when_it_is_gone() {
+    let target = targets("the_live_page_charts_a_running_process_and_says_when_it_is_gone").await.remove(0);
+    let (url, serving) = metrics_page().await;
+    let with_secret = url.replacen("http://", &format!("http://metrics:{PASSWORD}@"), 1);
+    let mut args = target.args.clone();
+    args.extend(["--live".into(), with_secret]);
+    let server = serve(&args);
+
+    // Three reads: a chart of two rates, the stage's figures, the breaker.
+    let charted = |p: &str| {
+        let points = p.split("points=\"").nth(1).unwrap_or("").split('"').next().unwrap_or("");
+        points.split_whitespace().count() >= 2
+    };
+    let page = live_page_until(&server, charted).await;
+    let rate: f64 = page
+        .split("<td>parse</td><td>")
+        .nth(1)
+        .and_then(|row| row.split('<').next())
+        .and_then(|cell| cell.parse().ok())
+        .unwrap_or_else(|| panic!("no rate for the parse stage: {page}"));
+    assert!((80.0..=120.0).contains(&rate), "200 items every 2 s is about 100/s, not {rate}");
+    assert!(page.contains("breaker-open") && page.contains("payments"));
+    assert!(page.contains("status-compensated"));
+    assert!(!page.contains(PASSWORD), "the page showed the URL's password");
+    assert!(page.contains(&url), "the page names what it reads: {page}");
+    let (_, reloading) = get(&server, "/live");
+    assert!(reloading.contains("http-equiv=\"refresh\""), "the live page reloads itself");
+
+    // The process ends: the page says so and keeps the last figures.
+    serving.abort();
+    let page = live_page_until(&server, |p| p.contains("Unreachable since")).await;
+    assert!(page.contains("<td>parse</td>") && page.contains("last ones read"), "{page}");
+    assert!(!page.contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn without_live_the_page_says_how_to_start_it_and_a_bad_url_is_a_usage_error() {
+    let target = targets("without_live_the_page_says_how_to_start_it").await.remove(0);
+    let server = serve(&target.args);
+    let (status, page) = get(&server, "/live");
+    assert_eq!(status, 404);
+    assert!(page.contains("--live") && page.contains("--metrics-addr"), "{page}");
+
+    let stderr = fails(&target, &["ui", "--addr", "127.0.0.1:0", "--live", "https://example.com/metrics"], 2).await;
+    assert!(stderr.contains("--live") && stderr.contains("http://"), "{stderr}");
+}
