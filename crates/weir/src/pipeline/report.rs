@@ -43,7 +43,11 @@ impl StageReport {
     /// Items the stage took but did not account for: non-zero only for a
     /// run that was stopped while the items were in the stage.
     pub fn in_flight(&self) -> u64 {
-        self.received - (self.emitted + self.filtered + self.skipped + self.failed + self.dead_lettered + self.released)
+        // A report read while the run goes on may see an item's outcome
+        // before its receipt: never below zero.
+        self.received.saturating_sub(
+            self.emitted + self.filtered + self.skipped + self.failed + self.dead_lettered + self.released,
+        )
     }
 }
 
@@ -101,9 +105,10 @@ impl fmt::Display for Report {
     }
 }
 
-/// A stage's live counters, shared by its workers. Workers add once per
-/// chunk, not per item. The same counts go to the metrics recorder, if
-/// any ([`observe`](crate::observe)).
+/// A stage's live counters, shared by its workers: an item is counted as
+/// received when a worker takes it, and by its outcome once per chunk.
+/// The same counts go to the metrics recorder, if any
+/// ([`observe`](crate::observe)), in batches ([`Unpublished`]).
 #[derive(Debug)]
 pub(crate) struct Counters {
     metrics: StageMetrics,
@@ -128,6 +133,38 @@ pub(crate) struct Tally {
     pub(crate) dead_lettered: u64,
     pub(crate) released: u64,
     pub(crate) retries: u64,
+}
+
+/// A worker's counts not yet sent to the metrics recorder. Sending them
+/// per chunk cost a capacity-1 pipeline (one item a chunk) four atomic
+/// read-modify-writes an item; a worker now sends every
+/// [`PUBLISH_EVERY`](Self::PUBLISH_EVERY) items, whenever it is about to
+/// wait for input, and as soon as an item's call has to wait (so a slow
+/// stage's gauges are current while it works).
+#[derive(Debug, Default)]
+pub(crate) struct Unpublished(Tally);
+
+impl Unpublished {
+    /// Items a worker counts before it sends its counts.
+    pub(crate) const PUBLISH_EVERY: u64 = 64;
+
+    /// Adds a chunk's counts; whether they are due to be sent.
+    pub(crate) fn add(&mut self, t: &Tally) -> bool {
+        let u = &mut self.0;
+        u.received += t.received;
+        u.emitted += t.emitted;
+        u.filtered += t.filtered;
+        u.skipped += t.skipped;
+        u.failed += t.failed;
+        u.dead_lettered += t.dead_lettered;
+        u.released += t.released;
+        u.retries += t.retries;
+        u.received >= Self::PUBLISH_EVERY
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.received == 0 && self.0.retries == 0
+    }
 }
 
 /// A stage's metric handles.
@@ -172,7 +209,7 @@ impl Counters {
 
     /// A worker took `n` items.
     pub(crate) fn took(&self, n: usize) {
-        self.metrics.in_flight.increment(n as f64);
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// One item (a sample) took `timer` from start to outcome.
@@ -180,20 +217,10 @@ impl Counters {
         self.metrics.item_duration.record(timer.elapsed().as_secs_f64());
     }
 
+    /// Counts a chunk's outcomes (its receipt was counted by
+    /// [`took`](Self::took)).
     pub(crate) fn add(&self, t: &Tally) {
-        let counts = [t.received, t.emitted, t.filtered, t.skipped, t.failed, t.dead_lettered, t.released];
-        for (metric, n) in self.metrics.outcomes.iter().zip(counts) {
-            if n > 0 {
-                metric.increment(n);
-            }
-        }
-        if t.retries > 0 {
-            self.metrics.retries.increment(t.retries);
-        }
-        let accounted = counts[1..].iter().sum::<u64>();
-        self.metrics.in_flight.decrement(accounted as f64);
         let pairs = [
-            (&self.received, t.received),
             (&self.emitted, t.emitted),
             (&self.filtered, t.filtered),
             (&self.skipped, t.skipped),
@@ -209,19 +236,52 @@ impl Counters {
         }
     }
 
+    /// Sends a worker's unpublished counts to the metrics recorder and
+    /// sets the in-flight gauge from the live counts.
+    pub(crate) fn publish(&self, unpublished: &mut Unpublished) {
+        let t = std::mem::take(&mut unpublished.0);
+        let counts = [t.received, t.emitted, t.filtered, t.skipped, t.failed, t.dead_lettered, t.released];
+        for (metric, n) in self.metrics.outcomes.iter().zip(counts) {
+            if n > 0 {
+                metric.increment(n);
+            }
+        }
+        if t.retries > 0 {
+            self.metrics.retries.increment(t.retries);
+        }
+        self.show_in_flight();
+    }
+
+    /// Sets the in-flight gauge: items taken and not yet accounted for.
+    pub(crate) fn show_in_flight(&self) {
+        if observe::ENABLED {
+            let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+            let outcomes =
+                [&self.emitted, &self.filtered, &self.skipped, &self.failed, &self.dead_lettered, &self.released];
+            let accounted: u64 = outcomes.into_iter().map(get).sum();
+            self.metrics.in_flight.set(get(&self.received).saturating_sub(accounted) as f64);
+        }
+    }
+
     pub(crate) fn report(&self, name: Arc<str>, workers: usize) -> StageReport {
         let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+        // Outcomes first: an item's receipt is counted before its outcome,
+        // so reading the receipts last keeps `in_flight` from going below
+        // the truth.
+        let (emitted, filtered, skipped, failed) =
+            (get(&self.emitted), get(&self.filtered), get(&self.skipped), get(&self.failed));
+        let (dead_lettered, released, retries) = (get(&self.dead_lettered), get(&self.released), get(&self.retries));
         StageReport {
             name,
             workers,
             received: get(&self.received),
-            emitted: get(&self.emitted),
-            filtered: get(&self.filtered),
-            skipped: get(&self.skipped),
-            failed: get(&self.failed),
-            dead_lettered: get(&self.dead_lettered),
-            released: get(&self.released),
-            retries: get(&self.retries),
+            emitted,
+            filtered,
+            skipped,
+            failed,
+            dead_lettered,
+            released,
+            retries,
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::error::Fault;
 use super::link::{Chunk, ChunkSize, Indexed, Input};
-use super::report::{Counters, Tally};
+use super::report::{Counters, Tally, Unpublished};
 use super::settle::{Fate, Settle};
 use super::stage::{DeadLetter, OnError, Policy, Stage, StageFn};
 use crate::error::{BoxError, Errors, Origin, Skip, StageError, guarded, is};
@@ -34,6 +34,14 @@ pub(crate) struct StageShared<T, S> {
     pub(crate) settler: Option<Arc<dyn Settle>>,
     /// The chunk size of the stage's output link.
     pub(crate) out_chunk: ChunkSize,
+}
+
+/// How a chunk's processing ended.
+enum Chunked {
+    /// Every item was processed; `waited`: some item's call had to wait.
+    Done { waited: bool },
+    /// The next stage is gone: the run is stopping.
+    DownstreamGone,
 }
 
 /// How one item ended.
@@ -67,6 +75,7 @@ where
         let ordered = self.stage.ordered && self.stage.workers > 1;
         let mut out = Vec::with_capacity(self.out_chunk.get());
         let mut until_sample = 0;
+        let mut unpublished = Unpublished::default();
         while let Some(chunk) = input.recv().await {
             self.counters.took(chunk.items.len());
             let mut tally = Tally { received: chunk.items.len() as u64, ..Tally::default() };
@@ -74,7 +83,13 @@ where
             until_sample = if sample { SAMPLE_EVERY } else { until_sample.saturating_sub(chunk.items.len()) };
             let processed = self.process_chunk(chunk.items, &mut out, &mut tally, &output, ordered, sample).await;
             self.counters.add(&tally);
-            if !processed? {
+            if crate::observe::ENABLED {
+                let due = unpublished.add(&tally);
+                if due || input.is_idle() || !matches!(processed, Ok(Chunked::Done { waited: false })) {
+                    self.counters.publish(&mut unpublished);
+                }
+            }
+            if !matches!(processed?, Chunked::Done { .. }) {
                 return Ok(()); // downstream is gone: the run is stopping
             }
             // Send what is held unless the next chunk is surely there for
@@ -89,11 +104,13 @@ where
             }
         }
         send(&output, 0, &mut out, self.out_chunk.get(), false).await;
+        if !unpublished.is_empty() {
+            self.counters.publish(&mut unpublished);
+        }
         Ok(())
     }
 
-    /// Processes a chunk's items into `out`; `Ok(false)` if downstream is
-    /// gone.
+    /// Processes a chunk's items into `out`.
     async fn process_chunk(
         &self,
         items: Vec<Indexed<T>>,
@@ -102,40 +119,21 @@ where
         output: &mpsc::Sender<Chunk<S::Output>>,
         ordered: bool,
         sample: bool,
-    ) -> Result<bool, Fault> {
+    ) -> Result<Chunked, Fault> {
         let mut sample = sample.then(crate::observe::Timer::start);
+        let mut waited = false;
         for (index, item) in items {
-            let outcome = {
-                let mut item_done = std::pin::pin!(self.process(index, item, tally));
-                let mut handed_on = ordered || out.is_empty();
-                let mut room = None;
-                std::future::poll_fn(|cx| {
-                    let poll = item_done.as_mut().poll(cx);
-                    if poll.is_pending() && !handed_on {
-                        // This item waits (a slow call, a retry's backoff):
-                        // the items finished before it go on as soon as the
-                        // link has room, not after it. Held, they would wait
-                        // as long as the call, and a failure among them
-                        // would stop the run only then.
-                        let reserve = room.get_or_insert_with(|| Box::pin(output.reserve()));
-                        if let std::task::Poll::Ready(permit) = reserve.as_mut().poll(cx) {
-                            handed_on = true;
-                            if let Ok(permit) = permit {
-                                let capacity = out.capacity();
-                                let items = std::mem::replace(&mut *out, Vec::with_capacity(capacity));
-                                permit.send(Chunk { seq: 0, items });
-                            }
-                        }
-                    }
-                    poll
-                })
-                .await
-            };
+            // Should this item's call have to wait, the items finished
+            // before it go on meanwhile (see `HandOn`).
+            let hand_on = (!ordered && !out.is_empty()).then(|| Mutex::new(HandOn::new(&mut *out, output)));
+            let outcome = self.process(index, item, tally, hand_on.as_ref()).await;
+            drop(hand_on);
             if let Some(timer) = sample.take() {
                 self.counters.item_took(timer);
             }
             match outcome {
-                Outcome::Emit(value, waited) => {
+                Outcome::Emit(value, item_waited) => {
+                    waited |= item_waited;
                     tally.emitted += 1;
                     out.push((index, value));
                     // An ordered stage with several workers sends exactly
@@ -145,9 +143,9 @@ where
                     }
                     if out.len() >= self.out_chunk.get() {
                         if !send(output, 0, out, self.out_chunk.get(), false).await {
-                            return Ok(false);
+                            return Ok(Chunked::DownstreamGone);
                         }
-                    } else if waited {
+                    } else if item_waited {
                         try_send(output, out);
                     }
                 }
@@ -175,11 +173,17 @@ where
                 }
             }
         }
-        Ok(true)
+        Ok(Chunked::Done { waited })
     }
 
     /// Runs one item through its attempts and the failure policy.
-    async fn process(&self, index: u64, item: T, tally: &mut Tally) -> Outcome<S::Output> {
+    async fn process(
+        &self,
+        index: u64,
+        item: T,
+        tally: &mut Tally,
+        hand_on: Option<&Mutex<HandOn<'_, S::Output>>>,
+    ) -> Outcome<S::Output> {
         let stage = &self.stage;
         let labels = (stage.key.as_ref().map(|k| k(&item)), stage.tenant.as_ref().map(|t| t(&item)));
         let tenant = labels.1.as_deref();
@@ -193,7 +197,7 @@ where
                 Some(copy) => (copy(&item), Some(item)),
                 None => (item, None),
             };
-            (guarded(self.invoke(index, tenant, 1, source, &waited)).await, 1, kept)
+            (guarded(self.invoke(index, tenant, 1, source, &waited, hand_on)).await, 1, kept)
         } else {
             // The stack may call again (a retry, a hedge) and at once (a
             // hedge), so each call copies the item out of a lock: the
@@ -205,7 +209,7 @@ where
                     Some(copy) => copy(kept.as_ref().expect("kept for copies")),
                     None => kept.take().expect("a stage that never calls again takes its item once"),
                 };
-                self.invoke(index, tenant, attempt, item, &waited)
+                self.invoke(index, tenant, attempt, item, &waited, hand_on)
             };
             let mut retries = 0;
             let on_retry = |error: &BoxError, attempt, wait| {
@@ -250,6 +254,7 @@ where
         attempt: u32,
         item: T,
         waited: &'a AtomicBool,
+        hand_on: Option<&'a Mutex<HandOn<'_, S::Output>>>,
     ) -> impl Future<Output = Result<Option<S::Output>, BoxError>> + Send + 'a {
         // Creating a span costs more than moving the item: only on demand.
         let span = if tracing::enabled!(tracing::Level::TRACE) {
@@ -257,7 +262,7 @@ where
         } else {
             tracing::Span::none()
         };
-        NoteWaiting { inner: self.stage.f.call(item), waited }.instrument(span)
+        NoteWaiting { inner: self.stage.f.call(item), waited, hand_on }.instrument(span)
     }
 
     /// Settles item `index`'s receipt, if the source gave it one.
@@ -364,16 +369,64 @@ fn try_send<U>(output: &mpsc::Sender<Chunk<U>>, out: &mut Vec<Indexed<U>>) {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Notes whether a future ever returned `Pending`.
-    struct NoteWaiting<'a, F> {
-        #[pin]
-        inner: F,
-        waited: &'a AtomicBool,
+/// The items a worker finished before the item at hand, to send on if
+/// that item's call has to wait. Held, they would wait as long as the call
+/// (and a failure among them would stop the run only then); sent at once,
+/// they would cost the chunking that makes a pipeline fast. So they go
+/// when a call returns `Pending`: as soon as the link has room.
+///
+/// Checked only on that path, so an item that is ready at once pays
+/// nothing: handing the items on from a wrapper around every item's
+/// future (polling it once, then waiting) cost a 3-stage pipeline at
+/// capacity 64 9-13% of its throughput (`cargo bench --bench pipeline`).
+pub(crate) struct HandOn<'a, U> {
+    out: &'a mut Vec<Indexed<U>>,
+    output: &'a mpsc::Sender<Chunk<U>>,
+    /// Waits for room on the link; `None` before the first wait.
+    room: Option<Reserve<'a, U>>,
+    done: bool,
+}
+
+type Reserve<'a, U> =
+    std::pin::Pin<Box<dyn Future<Output = Result<mpsc::Permit<'a, Chunk<U>>, mpsc::error::SendError<()>>> + Send + 'a>>;
+
+impl<'a, U: Send> HandOn<'a, U> {
+    fn new(out: &'a mut Vec<Indexed<U>>, output: &'a mpsc::Sender<Chunk<U>>) -> Self {
+        Self { out, output, room: None, done: false }
+    }
+
+    /// A call returned `Pending`: sends the held items if the link has
+    /// room, or waits for room beside the call (woken with it).
+    fn poll_send(&mut self, cx: &mut std::task::Context<'_>) {
+        if self.done {
+            return;
+        }
+        let output = self.output;
+        let room = self.room.get_or_insert_with(|| Box::pin(output.reserve()));
+        if let std::task::Poll::Ready(permit) = room.as_mut().poll(cx) {
+            self.done = true;
+            self.room = None;
+            if let Ok(permit) = permit {
+                let capacity = self.out.capacity();
+                let items = std::mem::replace(&mut *self.out, Vec::with_capacity(capacity));
+                permit.send(Chunk { seq: 0, items });
+            }
+        }
     }
 }
 
-impl<F: Future> Future for NoteWaiting<'_, F> {
+pin_project_lite::pin_project! {
+    /// Notes whether a future ever returned `Pending`, and then lets the
+    /// items finished before it go on ([`HandOn`]).
+    struct NoteWaiting<'a, 'b, F, U> {
+        #[pin]
+        inner: F,
+        waited: &'a AtomicBool,
+        hand_on: Option<&'a Mutex<HandOn<'b, U>>>,
+    }
+}
+
+impl<F: Future, U: Send> Future for NoteWaiting<'_, '_, F, U> {
     type Output = F::Output;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
@@ -381,6 +434,10 @@ impl<F: Future> Future for NoteWaiting<'_, F> {
         let poll = this.inner.poll(cx);
         if poll.is_pending() {
             this.waited.store(true, Ordering::Relaxed);
+            // A hedge's attempts share it: whichever gets the lock sends.
+            if let Some(Ok(mut hand_on)) = this.hand_on.map(Mutex::try_lock) {
+                hand_on.poll_send(cx);
+            }
         }
         poll
     }

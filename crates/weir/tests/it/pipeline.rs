@@ -682,14 +682,23 @@ async fn finished_items_reach_the_sink_while_the_source_is_quiet() {
 /// it. Before, a worker kept them until its chunk filled, 30 s here.
 #[tokio::test(start_paused = true)]
 async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
-    for workers in [1, 3] {
+    // Without policies, and with one (the call then runs inside the policy
+    // stack).
+    for (workers, per_call_timeout) in [(1, None), (3, None), (1, Some(Duration::from_secs(3600)))] {
+        fn policed<S>(stage: Stage<u32, S>, bound: Option<Duration>) -> Stage<u32, S> {
+            match bound {
+                Some(bound) => stage.timeout(bound),
+                None => stage,
+            }
+        }
+
         let started = tokio::time::Instant::now();
         let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = arrived.clone();
         let (_, report) = Pipeline::builder()
             .capacity(16)
             .from_iter(0..10u32)
-            .stage(
+            .stage(policed(
                 Stage::map("slow at 5", |n: u32| async move {
                     if n == 5 {
                         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -697,7 +706,8 @@ async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
                     n
                 })
                 .workers(workers),
-            )
+                per_call_timeout,
+            ))
             .stage(Stage::map("arrive", move |n: u32| {
                 seen.lock().unwrap().push((n, started.elapsed()));
                 async move { n }
@@ -716,7 +726,7 @@ async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
         let err = Pipeline::builder()
             .capacity(16)
             .from_iter(0..1000u32)
-            .stage(
+            .stage(policed(
                 Stage::map("slow at 503", |n: u32| async move {
                     if n == 503 {
                         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -724,7 +734,8 @@ async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
                     n
                 })
                 .workers(workers),
-            )
+                per_call_timeout,
+            ))
             .stage(Stage::try_map("fail at 500", |n: u32| async move { if n == 500 { Err("corrupt") } else { Ok(n) } }))
             .collect()
             .await
