@@ -205,6 +205,7 @@ pub(super) fn body(shown: &str, samples: &[Sample], failure: Option<&(SystemTime
                 } }
                 (policies(last))
                 (sagas(last))
+                (queues(last))
             }
         }
     }
@@ -275,6 +276,34 @@ fn sagas(last: &Sample) -> Markup {
     }
 }
 
+/// The depth of each work queue by status (`weir_queue_jobs`, read by a
+/// claiming worker every 5 s).
+fn queues(last: &Sample) -> Markup {
+    let mut names = label_values(last, "weir_queue_jobs", "queue");
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return html! {};
+    }
+    const STATUSES: [&str; 6] = ["queued", "claimed", "done", "skipped", "failed", "dead"];
+    let jobs = |queue: &str, status: &str| {
+        last.values
+            .iter()
+            .find(|(s, _)| s.name == "weir_queue_jobs" && s.label("queue") == queue && s.label("status") == status)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    html! {
+        h2 { "Work queues" }
+        div.scroll { table {
+            thead { tr { th { "Queue" } @for status in STATUSES { th { (status) } } } }
+            tbody { @for queue in &names { tr {
+                td { a href={ "/queues/" (super::pages::path_segment(queue)) } { (queue) } }
+                @for status in STATUSES { td class={ "status-" (status) } { (number(jobs(queue, status))) } }
+            } } }
+        } }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -322,10 +351,15 @@ mod tests {
             weir_stage_items_total{stage=\"<parse>\",outcome=\"emitted\"} 5\n\
             weir_breaker_state{breaker=\"payments\"} 2\n\
             weir_saga_started_total{definition=\"order\"} 9\n\
-            weir_saga_ended_total{definition=\"order\",status=\"compensated\"} 2\n";
+            weir_saga_ended_total{definition=\"order\",status=\"compensated\"} 2\n\
+            weir_queue_jobs{queue=\"emails\",status=\"queued\"} 41\n";
         let html = body("http://127.0.0.1:9464/metrics", &[sample(100, page)], None, true).into_string();
         assert!(html.contains("&lt;parse&gt;") && !html.contains("<parse>"));
         assert!(html.contains("breaker-open"));
         assert!(html.contains("<td class=\"status-compensated\">2</td>"), "{html}");
+        assert!(
+            html.contains("href=\"/queues/emails\"") && html.contains("<td class=\"status-queued\">41</td>"),
+            "{html}"
+        );
     }
 }

@@ -38,6 +38,7 @@
 //! | `weir_store_commit_duration_seconds` | histogram | `store` | one group commit, `BEGIN` to `COMMIT` | `db.client.operation.duration` |
 //! | `weir_queue_claimed_total` | counter | `queue` | jobs claimed from a work queue | |
 //! | `weir_queue_settled_total` | counter | `queue`, `status` = `done` · `skipped` · `failed` · `dead` · `retry` | jobs settled (by this process) | |
+//! | `weir_queue_jobs` | gauge | `queue`, `status` = `queued` · `claimed` · `done` · `skipped` · `failed` · `dead` | the queue's depth by status (all processes), read by a claiming worker every 5 s and by `WorkQueue::counts` | |
 //!
 //! Label values are the names you gave (stage, breaker, bulkhead, hedge,
 //! limiter, definition, step, queue): keep them few. No item, saga id or

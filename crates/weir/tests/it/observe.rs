@@ -117,6 +117,32 @@ fn policies_record_transitions_rejections_and_retries() {
     assert_eq!(get("weir_retry_attempts_total{}"), Some(2.0), "{got:?}");
 }
 
+/// A worker taking jobs from a queue reads its depth by status into
+/// gauges (at its first claim, then every 5 s), besides counting claims.
+#[test]
+fn a_queue_worker_records_the_depth_by_status() {
+    use futures_util::StreamExt;
+    use weir::durable::queue::{NewJob, WorkQueue};
+
+    let recorder = DebuggingRecorder::new();
+    with_recorder(&recorder, async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(&dir.path().join("queue.db")).await.unwrap();
+        let queue = WorkQueue::new(store, "metrics-jobs");
+        for n in 0..3 {
+            queue.enqueue(NewJob::new(serde_json::json!(n))).await.unwrap();
+        }
+        let mut jobs = std::pin::pin!(queue.source("worker-1"));
+        let (_, receipt) = jobs.next().await.unwrap().unwrap();
+        drop(receipt); // given back: nothing is settled
+    });
+    let got = recorded(&recorder);
+    let get = |key: &str| got.get(key).copied();
+    assert_eq!(get("weir_queue_jobs{queue=metrics-jobs,status=queued}"), Some(3.0), "{got:?}");
+    assert_eq!(get("weir_queue_jobs{queue=metrics-jobs,status=dead}"), Some(0.0), "{got:?}");
+    assert!(get("weir_queue_claimed_total{queue=metrics-jobs}").is_some_and(|n| n >= 1.0), "{got:?}");
+}
+
 /// `serve_prometheus` serves weir's metrics in Prometheus' text format;
 /// a taken address is a clear error.
 #[cfg(feature = "prometheus")]

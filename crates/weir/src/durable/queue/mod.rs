@@ -388,14 +388,33 @@ impl WorkQueue {
     ///
     /// # Errors
     /// The store failing.
+    ///
+    /// # Metrics
+    /// With metrics on, it also sets the gauges `weir_queue_jobs{queue,
+    /// status}` (a worker taking jobs through [`source`](Self::source)
+    /// reads them every 5 s).
     pub async fn counts(&self) -> Result<QueueCounts, BoxError> {
         let queue = Arc::clone(&self.name);
-        self.store
+        let counts: QueueCounts = self
+            .store
             .commit_effect(move |tx| {
                 let queue = Arc::clone(&queue);
                 Box::pin(async move { sql::counts(tx, &queue, SystemTime::now()).await })
             })
-            .await
+            .await?;
+        let by_status = [
+            ("queued", counts.queued),
+            ("claimed", counts.claimed),
+            ("done", counts.done),
+            ("skipped", counts.skipped),
+            ("failed", counts.failed),
+            ("dead", counts.dead),
+        ];
+        for (status, n) in by_status {
+            let labels = || vec![("queue", self.name.to_string()), ("status", status.to_owned())];
+            crate::observe::gauge("weir_queue_jobs", labels).set(n as f64);
+        }
+        Ok(counts)
     }
 
     /// The queue's jobs as a pipeline source for `worker`: claims while

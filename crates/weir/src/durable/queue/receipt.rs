@@ -252,11 +252,38 @@ pub(crate) struct Claimer {
     idle: Duration,
     failures: u32,
     wakeups: Wakeups,
+    /// When the queue's depth was last read for the metrics recorder.
+    depth_read: Option<tokio::time::Instant>,
 }
+
+/// How often a claiming worker reads its queue's depth for the
+/// `weir_queue_jobs` gauges (one count by status), when metrics are on.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 impl Claimer {
     pub(crate) fn new(queue: WorkQueue, worker: String) -> Self {
-        Self { queue, worker, held: None, idle: Duration::from_millis(10), failures: 0, wakeups: Wakeups::default() }
+        Self {
+            queue,
+            worker,
+            held: None,
+            idle: Duration::from_millis(10),
+            failures: 0,
+            wakeups: Wakeups::default(),
+            depth_read: None,
+        }
+    }
+
+    /// Reads the queue's depth into its gauges every [`DEPTH_EVERY`] (with
+    /// metrics compiled in); a failed count is logged, not returned: the
+    /// claim is what matters.
+    async fn read_depth(&mut self) {
+        if !crate::observe::ENABLED || self.depth_read.is_some_and(|at| at.elapsed() < DEPTH_EVERY) {
+            return;
+        }
+        self.depth_read = Some(tokio::time::Instant::now());
+        if let Err(error) = self.queue.counts().await {
+            tracing::debug!(queue = %self.queue.name, error = %error, "could not read the queue's depth");
+        }
     }
 
     /// Claims up to `max` jobs (none when the queue is empty or at its
@@ -264,6 +291,7 @@ impl Claimer {
     /// the error once [`CLAIM_FAILURES`] claims in a row failed.
     pub(crate) async fn take(&mut self, max: usize) -> Result<Vec<(Job, JobReceipt)>, BoxError> {
         let held = Arc::clone(self.held.get_or_insert_with(|| Held::start(&self.queue)));
+        self.read_depth().await;
         loop {
             match self.queue.claim(&self.worker, max).await {
                 Ok(jobs) => {
