@@ -139,8 +139,8 @@ pub(crate) struct Tally {
 /// per chunk cost a capacity-1 pipeline (one item a chunk) four atomic
 /// read-modify-writes an item; a worker now sends every
 /// [`PUBLISH_EVERY`](Self::PUBLISH_EVERY) items, whenever it is about to
-/// wait for input, and as soon as an item's call has to wait (so a slow
-/// stage's gauges are current while it works).
+/// wait for input, and after every chunk in which a call had to wait (so a
+/// slow stage's figures stay current).
 #[derive(Debug, Default)]
 pub(crate) struct Unpublished(Tally);
 
@@ -252,8 +252,9 @@ impl Counters {
         self.show_in_flight();
     }
 
-    /// Sets the in-flight gauge: items taken and not yet accounted for.
-    pub(crate) fn show_in_flight(&self) {
+    /// Sets the in-flight gauge: items the stage's workers took and have
+    /// not yet accounted for (all workers: the counts are shared).
+    fn show_in_flight(&self) {
         if observe::ENABLED {
             let get = |c: &AtomicU64| c.load(Ordering::Acquire);
             let outcomes =
@@ -266,8 +267,7 @@ impl Counters {
     pub(crate) fn report(&self, name: Arc<str>, workers: usize) -> StageReport {
         let get = |c: &AtomicU64| c.load(Ordering::Acquire);
         // Outcomes first: an item's receipt is counted before its outcome,
-        // so reading the receipts last keeps `in_flight` from going below
-        // the truth.
+        // so the receipts read last are at least the outcomes read.
         let (emitted, filtered, skipped, failed) =
             (get(&self.emitted), get(&self.filtered), get(&self.skipped), get(&self.failed));
         let (dead_lettered, released, retries) = (get(&self.dead_lettered), get(&self.released), get(&self.retries));
