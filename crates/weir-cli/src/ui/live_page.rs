@@ -264,10 +264,13 @@ fn sagas(last: &Sample) -> Markup {
         h2 { "Sagas" }
         p { "In flight in this process: " (number(value(last, "weir_saga_in_flight", "", "").unwrap_or(0.0))) }
         div.scroll { table {
-            thead { tr { th { "Definition" } th { "Started" } th { "Completed" } th { "Compensated" } th { "Failed" } } }
+            thead { tr {
+                th { "Definition" } th { "Started" } th { "Parked now" } th { "Completed" } th { "Compensated" } th { "Failed" }
+            } }
             tbody { @for definition in &definitions { tr {
                 td { (definition) }
                 td { (number(value(last, "weir_saga_started_total", "definition", definition).unwrap_or(0.0))) }
+                td { (number(value(last, "weir_saga_parked", "definition", definition).unwrap_or(0.0))) }
                 td.status-completed { (number(ended(definition, "completed"))) }
                 td.status-compensated { (number(ended(definition, "compensated"))) }
                 td.status-failed { (number(ended(definition, "failed"))) }

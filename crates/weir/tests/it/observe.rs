@@ -143,6 +143,36 @@ fn a_queue_worker_records_the_depth_by_status() {
     assert!(get("weir_queue_claimed_total{queue=metrics-jobs}").is_some_and(|n| n >= 1.0), "{got:?}");
 }
 
+/// The waker counts the sagas parked in the store, by definition key,
+/// whichever worker parked them.
+#[test]
+fn the_waker_records_the_parked_sagas_by_definition() {
+    let recorder = DebuggingRecorder::new();
+    with_recorder(&recorder, async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(&dir.path().join("parked.db")).await.unwrap();
+        let nap = |version| {
+            SagaDefinition::builder("metrics-nap")
+                .version(version)
+                .step("reserve", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
+                .sleep("nap", Duration::from_secs(3600))
+                .build()
+                .unwrap()
+        };
+        let engine = SagaEngine::builder(store).definition(nap(1)).definition(nap(2)).build().unwrap();
+        assert!(engine.run_with_id("p-1", "metrics-nap@v1", &()).await.unwrap_err().is_suspended());
+        assert!(engine.run_with_id("p-2", "metrics-nap", &()).await.unwrap_err().is_suspended());
+        engine.resume().await.unwrap();
+        // The waker counts every 5 s (its first count came with the first
+        // run, before anything was parked). Waited out in real time: the
+        // store is a file. (A snapshot in a loop would reset the recorder.)
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    });
+    let got = recorded(&recorder);
+    let parked = |key: &str| got.get(&format!("weir_saga_parked{{definition={key}}}")).copied();
+    assert_eq!((parked("metrics-nap"), parked("metrics-nap@v2")), (Some(1.0), Some(1.0)), "{got:?}");
+}
+
 /// `serve_prometheus` serves weir's metrics in Prometheus' text format;
 /// a taken address is a clear error.
 #[cfg(feature = "prometheus")]

@@ -693,13 +693,36 @@ impl Inner {
         });
     }
 
+    /// Sets `weir_saga_parked{definition}`: sagas of each of this engine's
+    /// definitions (by key, as the other saga metrics: `order`,
+    /// `order@v2`) parked in the store, whichever worker parked them. A
+    /// failed count is logged, not returned.
+    async fn show_parked(&self) {
+        let counts = match self.store.count_parked(&self.definition_names).await {
+            Ok(counts) => counts,
+            Err(error) => {
+                tracing::debug!(worker = %self.worker, %error, "could not count the parked sagas");
+                return;
+            }
+        };
+        for key in &self.definition_names {
+            let n = counts.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n);
+            crate::observe::gauge("weir_saga_parked", || vec![("definition", key.clone())]).set(n as f64);
+        }
+    }
+
     /// The waker: sleeps until the earliest parked saga of this engine's
     /// definitions is due (looking again at least every `WAKE_POLL`, and
     /// whenever a saga parks or an event is sent here), then claims the
     /// due ones with its free slots. One task and one indexed query per
     /// poll, however many sagas sleep.
     async fn wake_parked(self: &Arc<Self>, drives: &Mutex<JoinSet<()>>) {
+        let mut parked_read: Option<tokio::time::Instant> = None;
         loop {
+            if crate::observe::ENABLED && parked_read.is_none_or(|at| at.elapsed() >= PARKED_EVERY) {
+                parked_read = Some(tokio::time::Instant::now());
+                self.show_parked().await;
+            }
             let rewake = self.rewake.notified();
             let next = match self.store.next_wake(&self.definition_names).await {
                 Ok(next) => next,
@@ -731,6 +754,10 @@ impl Inner {
         }
     }
 }
+
+/// How often the waker counts the parked sagas of its definitions for the
+/// `weir_saga_parked` gauge (one grouped count), when metrics are on.
+const PARKED_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the waker looks for sagas made due elsewhere (an event sent
 /// by another process, a saga parked by another worker to wake sooner

@@ -192,6 +192,18 @@ impl Memory {
         state.sagas.values().filter(parked).filter_map(|s| s.lease_until).min()
     }
 
+    pub(crate) fn count_parked(&self, definitions: &[String]) -> Vec<(String, i64)> {
+        let state = self.lock();
+        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        for saga in state.sagas.values() {
+            let parked = saga.status == SagaStatus::Running && saga.lease_owner.is_none() && saga.lease_until.is_some();
+            if parked && definitions.contains(&saga.definition) {
+                *counts.entry(saga.definition.clone()).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     pub(crate) fn send_event(
         &self,
         id: &str,

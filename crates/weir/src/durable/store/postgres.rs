@@ -229,6 +229,11 @@ impl Postgres {
         sqlx::query_scalar(&sql).bind(definitions).fetch_optional(&self.pool).await.map_err(|e| self.query_error(e))
     }
 
+    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = super::waits::COUNT_PARKED.replace("DEFINITIONS", "SELECT unnest($1::text[])");
+        sqlx::query_as(&sql).bind(definitions).fetch_all(&self.pool).await.map_err(|e| self.query_error(e))
+    }
+
     pub(crate) async fn saga_events(&self, id: &str) -> Result<Vec<super::waits::SagaEvent>, StoreError> {
         let rows: Vec<super::waits::EventRow> = sqlx::query_as(super::waits::EVENTS_OF_SAGA)
             .bind(id)

@@ -230,6 +230,15 @@ impl Sqlite {
             .map_err(|e| query_error(&self.target, e))
     }
 
+    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = super::waits::COUNT_PARKED.replace("DEFINITIONS", "SELECT value FROM json_each($1)");
+        sqlx::query_as(&sql)
+            .bind(serde_json::to_string(definitions).expect("strings serialize"))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| query_error(&self.target, e))
+    }
+
     pub(crate) async fn saga_events(&self, id: &str) -> Result<Vec<super::waits::SagaEvent>, StoreError> {
         let rows: Vec<super::waits::EventRow> = sqlx::query_as(super::waits::EVENTS_OF_SAGA)
             .bind(id)

@@ -139,6 +139,19 @@ impl Store {
         }
     }
 
+    /// How many sagas of each of `definitions` are parked (asleep, or
+    /// waiting for an event or a child), by stored definition key; keys
+    /// with none are left out.
+    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+        match &*self.inner.backend {
+            Backend::Memory(m) => Ok(m.count_parked(definitions)),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => s.count_parked(definitions).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => p.count_parked(definitions).await,
+        }
+    }
+
     /// Stores event `name` with `payload` for saga `id` and, if the saga
     /// is parked, makes it due at once. Returns the event's number.
     ///
@@ -297,6 +310,11 @@ pub(super) const EVENTS_OF_SAGA: &str = "SELECT id, saga_id, name, payload, sent
 pub(super) const NEXT_WAKE: &str = "SELECT lease_until FROM weir_sagas \
                                     WHERE status = 'running' AND lease_owner IS NULL AND lease_until IS NOT NULL \
                                     AND definition IN (DEFINITIONS) ORDER BY lease_until LIMIT 1";
+
+/// Parked sagas by definition: the same condition as [`NEXT_WAKE`].
+pub(super) const COUNT_PARKED: &str = "SELECT definition, COUNT(*) FROM weir_sagas \
+                                       WHERE status = 'running' AND lease_owner IS NULL AND lease_until IS NOT NULL \
+                                       AND definition IN (DEFINITIONS) GROUP BY definition";
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(super) fn event(
