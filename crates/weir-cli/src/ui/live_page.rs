@@ -30,12 +30,11 @@ fn value(sample: &Sample, name: &str, label: &str, value: &str) -> Option<f64> {
     sample.values.iter().find(|(s, _)| s.name == name && s.label(label) == value).map(|(_, v)| *v)
 }
 
-/// The distinct values of `label` among series named `name`.
+/// The distinct values of `label` among series named `name`, sorted.
 fn label_values<'a>(sample: &'a Sample, name: &str, label: &str) -> Vec<&'a str> {
-    let mut found: Vec<&str> =
+    let found: std::collections::BTreeSet<&str> =
         sample.values.keys().filter(|s| s.name == name).map(|s| s.label(label)).filter(|v| !v.is_empty()).collect();
-    found.dedup();
-    found
+    found.into_iter().collect()
 }
 
 fn emitted(sample: &Sample, stage: &str) -> Option<f64> {
@@ -55,10 +54,7 @@ fn rate(before: (SystemTime, f64), after: (SystemTime, f64)) -> Option<f64> {
 
 pub(super) fn stages(samples: &[Sample]) -> Vec<StageNow> {
     let Some(last) = samples.last() else { return Vec::new() };
-    let mut names = label_values(last, "weir_stage_items_total", "stage");
-    names.sort_unstable();
-    names.dedup();
-    names
+    label_values(last, "weir_stage_items_total", "stage")
         .into_iter()
         .map(|stage| {
             let counts = OUTCOMES
@@ -282,9 +278,7 @@ fn sagas(last: &Sample) -> Markup {
 /// The depth of each work queue by status (`weir_queue_jobs`, read by a
 /// claiming worker every 5 s).
 fn queues(last: &Sample) -> Markup {
-    let mut names = label_values(last, "weir_queue_jobs", "queue");
-    names.sort_unstable();
-    names.dedup();
+    let names = label_values(last, "weir_queue_jobs", "queue");
     if names.is_empty() {
         return html! {};
     }

@@ -685,8 +685,20 @@ async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
     // Without policies, and with one (the call then runs inside the policy
     // stack).
     for (workers, per_call_timeout) in [(1, None), (3, None), (1, Some(Duration::from_secs(3600)))] {
-        fn policed<S>(stage: Stage<u32, S>, bound: Option<Duration>) -> Stage<u32, S> {
-            match bound {
+        // Passes items on at once, but waits 30 s on item `slow`.
+        fn slow_at(
+            slow: u32,
+            workers: usize,
+            per_call_timeout: Option<Duration>,
+        ) -> Stage<u32, impl weir::pipeline::StageFn<u32, Output = u32>> {
+            let stage = Stage::map("slow", move |n: u32| async move {
+                if n == slow {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                n
+            })
+            .workers(workers);
+            match per_call_timeout {
                 Some(bound) => stage.timeout(bound),
                 None => stage,
             }
@@ -698,16 +710,7 @@ async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
         let (_, report) = Pipeline::builder()
             .capacity(16)
             .from_iter(0..10u32)
-            .stage(policed(
-                Stage::map("slow at 5", |n: u32| async move {
-                    if n == 5 {
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                    }
-                    n
-                })
-                .workers(workers),
-                per_call_timeout,
-            ))
+            .stage(slow_at(5, workers, per_call_timeout))
             .stage(Stage::map("arrive", move |n: u32| {
                 seen.lock().unwrap().push((n, started.elapsed()));
                 async move { n }
@@ -726,16 +729,7 @@ async fn a_slow_call_does_not_hold_back_the_items_finished_before_it() {
         let err = Pipeline::builder()
             .capacity(16)
             .from_iter(0..1000u32)
-            .stage(policed(
-                Stage::map("slow at 503", |n: u32| async move {
-                    if n == 503 {
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                    }
-                    n
-                })
-                .workers(workers),
-                per_call_timeout,
-            ))
+            .stage(slow_at(503, workers, per_call_timeout))
             .stage(Stage::try_map("fail at 500", |n: u32| async move { if n == 500 { Err("corrupt") } else { Ok(n) } }))
             .collect()
             .await
