@@ -10,6 +10,8 @@ mod checkpoint;
 mod dlq;
 mod group;
 mod hedge;
+#[cfg(feature = "postgres")]
+mod in_doubt;
 mod inspect;
 #[cfg(feature = "nats")]
 mod nats;

@@ -86,7 +86,14 @@ fn a_saga_traces_its_steps_and_compensations_under_one_span() {
     }
     let commits = named(&spans, "store.commit");
     assert!(!commits.is_empty(), "{names:?}");
-    assert!(commits.iter().all(|c| attributes(c)["db.system"] == "sqlite" && attributes(c)["outcome"] == "committed"));
+    // Every commit says how it ended: committed, except perhaps the last,
+    // cut off when the runtime shut down (the engine's last writes are
+    // not awaited by the run).
+    let outcomes: Vec<String> = commits.iter().map(|c| attributes(c)["outcome"].clone()).collect();
+    let committed = outcomes.iter().filter(|o| *o == "committed").count();
+    let interrupted = outcomes.iter().filter(|o| *o == "interrupted").count();
+    assert!(committed >= 1 && committed + interrupted == outcomes.len() && interrupted <= 1, "{outcomes:?}");
+    assert!(commits.iter().all(|c| attributes(c)["db.system"] == "sqlite"));
     assert!(commits.iter().all(|c| c.parent_span_id == SpanId::INVALID), "a commit serves many callers: a root");
 }
 

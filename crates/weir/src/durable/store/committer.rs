@@ -135,8 +135,9 @@ async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedRecei
             effects = batch.effects.len(),
             outcome = tracing::field::Empty,
         );
-        let outcome = commit(&backend, &mut writer, &batch).instrument(span.clone()).await;
-        span.record("outcome", if outcome.is_ok() { "committed" } else { "failed" });
+        let mut outcome_of = CommitOutcome(Some(span.clone()));
+        let outcome = commit(&backend, &mut writer, &batch).instrument(span).await;
+        outcome_of.record(if outcome.is_ok() { "committed" } else { "failed" });
         stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         duration.record(started.elapsed().as_secs_f64());
         batch_size.record(batch.len() as f64);
@@ -170,6 +171,25 @@ async fn run(backend: Arc<Backend>, mut writer: Tx, mut rx: mpsc::UnboundedRecei
         }
         batch.writes.clear();
         batch.effects.clear();
+    }
+}
+
+/// Records a `store.commit` span's outcome, `interrupted` if the commit
+/// never finished (its task dropped: the runtime shut down mid-commit), so
+/// that every commit span says how it ended.
+struct CommitOutcome(Option<tracing::Span>);
+
+impl CommitOutcome {
+    fn record(&mut self, outcome: &'static str) {
+        if let Some(span) = self.0.take() {
+            span.record("outcome", outcome);
+        }
+    }
+}
+
+impl Drop for CommitOutcome {
+    fn drop(&mut self) {
+        self.record("interrupted");
     }
 }
 

@@ -97,6 +97,20 @@ pub enum StoreError {
         /// The path or redacted URL.
         target: String,
     },
+    /// The connection was lost while the database committed a batch, and
+    /// the database could not be asked afterwards whether it did: the
+    /// writes may or may not be there. Reading them back tells; a saga
+    /// left running is resumed from what was stored.
+    #[error(
+        "the commit on {target} may or may not have taken effect: the connection was lost during COMMIT and the server could not be asked afterwards ({source}); read the writes back to know"
+    )]
+    InDoubt {
+        /// The path or redacted URL.
+        target: String,
+        /// Why the server could not be asked.
+        #[source]
+        source: BoxError,
+    },
     /// The store's writer stopped (the store was dropped or its task failed).
     #[error("the store's writer has stopped")]
     Closed,
@@ -118,6 +132,9 @@ impl StoreError {
     pub(crate) fn copy_for_writer(&self) -> Self {
         match self {
             StoreError::Full { target } => StoreError::Full { target: target.clone() },
+            StoreError::InDoubt { target, source } => {
+                StoreError::InDoubt { target: target.clone(), source: source.to_string().into() }
+            }
             StoreError::Query { target, source } => {
                 StoreError::Query { target: target.clone(), source: source.to_string().into() }
             }

@@ -18,6 +18,8 @@ mod committer;
 mod dead_letters;
 mod effect;
 mod error;
+#[cfg(feature = "postgres")]
+mod in_doubt;
 mod inspect;
 mod manage;
 pub(crate) use self::manage::{DEADLINE_PASSED, stop_reason};

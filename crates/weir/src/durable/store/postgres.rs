@@ -6,14 +6,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, QueryBuilder};
+use sqlx::{ConnectOptions, Executor, QueryBuilder, Row};
 
 use super::committer::Applied;
 use super::effect::{self, Effect, Tx};
 use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use super::record::{SagaRecord, SagaWrite, now_ms};
 use super::rows;
-use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, redact_url};
+use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, in_doubt, redact_url};
 use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// The newest schema version this build knows.
@@ -135,21 +135,50 @@ impl Postgres {
         effects: &[Effect],
     ) -> Result<Applied, StoreError> {
         let Tx::Postgres(conn) = tx else { unreachable!("a PostgreSQL store's writer is PostgreSQL") };
-        sqlx::query("BEGIN").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
+        // The transaction's id comes back with `BEGIN` (one round trip):
+        // if the answer to `COMMIT` is lost, it says what became of it.
+        let began = (&mut *conn).fetch_one("BEGIN; SELECT pg_current_xact_id()::text").await;
+        let xid: String = began.and_then(|row| row.try_get(0)).map_err(|e| self.query_error(e))?;
         let applied = match apply_batch(conn, writes).await {
             Ok(results) => effect::run_all(tx, effects).await.map(|outputs| (results, outputs)),
             Err(e) => Err(e),
         };
         let Tx::Postgres(conn) = tx else { unreachable!("a PostgreSQL store's writer is PostgreSQL") };
         match applied {
-            Ok(applied) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await.map_err(|e| self.query_error(e))?;
-                Ok(applied)
-            }
+            Ok(applied) => match (&mut *conn).execute("COMMIT").await {
+                Ok(_) => Ok(applied),
+                Err(lost) => self.after_lost_commit(conn, &xid, lost, applied).await,
+            },
             Err(e) => {
                 let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                 Err(self.query_error(e))
             }
+        }
+    }
+
+    /// `COMMIT` failed: asks the server whether transaction `xid`
+    /// committed ([`in_doubt`]). Committed: the batch's results, and the
+    /// writer gets a new connection (the old one is most likely gone).
+    async fn after_lost_commit(
+        &self,
+        conn: &mut PgConnection,
+        xid: &str,
+        lost: sqlx::Error,
+        applied: Applied,
+    ) -> Result<Applied, StoreError> {
+        match in_doubt::settle(&self.pool, xid, &self.target).await {
+            in_doubt::Verdict::Committed => {
+                tracing::warn!(database = %self.target, xid, error = %lost, "the answer to COMMIT was lost; the server committed it");
+                if let Ok(fresh) = self.writer().await {
+                    *conn = fresh;
+                }
+                Ok(applied)
+            }
+            in_doubt::Verdict::RolledBack => Err(self.query_error(lost)),
+            in_doubt::Verdict::Unknown(asking) => Err(StoreError::InDoubt {
+                target: self.target.clone(),
+                source: format!("{lost}; then {asking}").into(),
+            }),
         }
     }
 
