@@ -9,21 +9,28 @@ fn signal(child: &Child, name: &str) {
 }
 
 /// Waits until the run has handled some lines (its cursor moved), so the
-/// signal lands mid-run.
+/// signal lands mid-run. Reads the cursor on a read-only connection of its
+/// own: opening a `Store` on the running demo's file every poll migrated
+/// and wrote beside it, and could fail with the file busy.
 fn wait_until_started(dir: &Path) {
+    use sqlx::Connection;
+    let path = dir.join("weir.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let line = || {
+        runtime.block_on(async {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.ok()?;
+            let position: String =
+                sqlx::query_scalar("SELECT position FROM weir_cursors WHERE name LIKE '%/orders.jsonl'")
+                    .fetch_optional(&mut conn)
+                    .await
+                    .ok()??;
+            serde_json::from_str::<serde_json::Value>(&position).ok()?["line"].as_u64()
+        })
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = || {
-            with_store(dir, "weir.db", async |store| {
-                let cursors = store.cursors().await.unwrap();
-                let input = cursors.into_iter().find(|c| c.name.ends_with("/orders.jsonl"));
-                input.and_then(|c| c.position["line"].as_u64()).unwrap_or(0)
-            })
-        };
-        // The run creates the file; this only reads one that is there.
-        if dir.join("weir.db").exists() && line() > 0 {
-            return;
-        }
+    // The run creates the file; this only reads one that is there.
+    while !(path.exists() && line().unwrap_or(0) > 0) {
         assert!(std::time::Instant::now() < deadline, "the run never started");
         std::thread::sleep(Duration::from_millis(50));
     }
