@@ -248,6 +248,19 @@ fn sagas(last: &Sample) -> Markup {
     if definitions.is_empty() {
         return html! {};
     }
+    // `weir_saga_parked{definition, waiting_for}`: sagas parked by a weir
+    // older than schema 10 have no kind (`unknown`), shown only when any is.
+    let parked = |definition: &str, waiting_for: &str| {
+        last.values
+            .iter()
+            .find(|(s, _)| {
+                s.name == "weir_saga_parked"
+                    && s.label("definition") == definition
+                    && s.label("waiting_for") == waiting_for
+            })
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let unknown_kind = definitions.iter().any(|d| parked(d, "unknown") > 0.0);
     let ended = |definition: &str, status: &str| {
         last.values
             .iter()
@@ -261,12 +274,18 @@ fn sagas(last: &Sample) -> Markup {
         p { "In flight in this process: " (number(value(last, "weir_saga_in_flight", "", "").unwrap_or(0.0))) }
         div.scroll { table {
             thead { tr {
-                th { "Definition" } th { "Started" } th { "Parked now" } th { "Completed" } th { "Compensated" } th { "Failed" }
+                th { "Definition" } th { "Started" }
+                th { "Asleep" } th { "Awaiting an event" } th { "Awaiting a child" }
+                @if unknown_kind { th { "Parked (by an older weir)" } }
+                th { "Completed" } th { "Compensated" } th { "Failed" }
             } }
             tbody { @for definition in &definitions { tr {
                 td { (definition) }
                 td { (number(value(last, "weir_saga_started_total", "definition", definition).unwrap_or(0.0))) }
-                td { (number(value(last, "weir_saga_parked", "definition", definition).unwrap_or(0.0))) }
+                td { (number(parked(definition, "timer"))) }
+                td { (number(parked(definition, "event"))) }
+                td { (number(parked(definition, "child"))) }
+                @if unknown_kind { td { (number(parked(definition, "unknown"))) } }
                 td.status-completed { (number(ended(definition, "completed"))) }
                 td.status-compensated { (number(ended(definition, "compensated"))) }
                 td.status-failed { (number(ended(definition, "failed"))) }
@@ -349,11 +368,19 @@ mod tests {
             weir_breaker_state{breaker=\"payments\"} 2\n\
             weir_saga_started_total{definition=\"order\"} 9\n\
             weir_saga_ended_total{definition=\"order\",status=\"compensated\"} 2\n\
+            weir_saga_parked{definition=\"order\",waiting_for=\"timer\"} 0\n\
+            weir_saga_parked{definition=\"order\",waiting_for=\"event\"} 17\n\
             weir_queue_jobs{queue=\"emails\",status=\"queued\"} 41\n";
         let html = body("http://127.0.0.1:9464/metrics", &[sample(100, page)], None, true).into_string();
         assert!(html.contains("&lt;parse&gt;") && !html.contains("<parse>"));
         assert!(html.contains("breaker-open"));
         assert!(html.contains("<td class=\"status-compensated\">2</td>"), "{html}");
+        // Parked by kind: 0 asleep, 17 awaiting an event, 0 awaiting a child.
+        assert!(
+            html.contains("<th>Awaiting an event</th>") && html.contains("<td>0</td><td>17</td><td>0</td>"),
+            "{html}"
+        );
+        assert!(!html.contains("older weir"), "no column for a kind no saga has");
         assert!(
             html.contains("href=\"/queues/emails\"") && html.contains("<td class=\"status-queued\">41</td>"),
             "{html}"

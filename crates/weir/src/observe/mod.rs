@@ -34,7 +34,7 @@
 //! | `weir_saga_step_duration_seconds` | histogram | `definition`, `step`, `outcome` = `done` · `failed` | a step's attempts, from first to last | |
 //! | `weir_saga_in_flight` | gauge | | sagas an engine is driving | |
 //! | `weir_saga_parked_total` · `weir_saga_woken_total` | counter | | sagas parked (a timer, an event, a child) and woken by this process | |
-//! | `weir_saga_parked` | gauge | `definition` | sagas of the definition parked in the store now (asleep, or waiting for an event or a child), whichever worker parked them; counted by an engine's waker every 5 s | |
+//! | `weir_saga_parked` | gauge | `definition`, `waiting_for` | sagas of the definition parked in the store now, whichever worker parked them, by what they wait for: `timer` (asleep), `event`, `child` (`unknown`: parked by a weir before schema 10); counted by an engine's waker every 5 s, one grouped query | |
 //! | `weir_store_commit_batch_size` | histogram | `store` = `sqlite` · `postgres` | writes per group commit | |
 //! | `weir_store_commit_duration_seconds` | histogram | `store` | one group commit, `BEGIN` to `COMMIT` | `db.client.operation.duration` |
 //! | `weir_queue_claimed_total` | counter | `queue` | jobs claimed from a work queue | |

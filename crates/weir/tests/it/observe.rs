@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use weir::durable::saga::{SagaDefinition, SagaEngine, StepError};
+use weir::durable::saga::{OnTimeout, SagaDefinition, SagaEngine, StepError};
 use weir::durable::store::Store;
 use weir::pipeline::{OnError, Pipeline, Stage};
 use weir::policy::breaker::Breaker;
@@ -143,34 +143,126 @@ fn a_queue_worker_records_the_depth_by_status() {
     assert!(get("weir_queue_claimed_total{queue=metrics-jobs}").is_some_and(|n| n >= 1.0), "{got:?}");
 }
 
-/// The waker counts the sagas parked in the store, by definition key,
-/// whichever worker parked them.
-#[test]
-fn the_waker_records_the_parked_sagas_by_definition() {
+/// Sagas parked in `store`, one of each kind (two asleep under two
+/// versions, one awaiting an event, one awaiting its child, which sleeps),
+/// and what the waker recorded of them after its next count.
+fn parked_gauges(store: impl std::future::Future<Output = Store>) -> HashMap<String, f64> {
     let recorder = DebuggingRecorder::new();
     with_recorder(&recorder, async {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::sqlite(&dir.path().join("parked.db")).await.unwrap();
+        let store = store.await;
+        let hour = Duration::from_secs(3600);
         let nap = |version| {
             SagaDefinition::builder("metrics-nap")
                 .version(version)
                 .step("reserve", |_| async { Ok::<_, StepError>(()) }, |_| async { Ok(()) })
-                .sleep("nap", Duration::from_secs(3600))
+                .sleep("nap", hour)
                 .build()
                 .unwrap()
         };
-        let engine = SagaEngine::builder(store).definition(nap(1)).definition(nap(2)).build().unwrap();
-        assert!(engine.run_with_id("p-1", "metrics-nap@v1", &()).await.unwrap_err().is_suspended());
-        assert!(engine.run_with_id("p-2", "metrics-nap", &()).await.unwrap_err().is_suspended());
+        let approval = SagaDefinition::builder("metrics-approval")
+            .wait_event("approval", "approved", hour, OnTimeout::Compensate)
+            .build()
+            .unwrap();
+        let child = SagaDefinition::builder("metrics-child").sleep("nap", hour).build().unwrap();
+        let parent =
+            SagaDefinition::builder("metrics-parent").child("pay", "metrics-child", |_| Ok(())).build().unwrap();
+        let engine = SagaEngine::builder(store)
+            .definition(nap(1))
+            .definition(nap(2))
+            .definition(approval)
+            .definition(child)
+            .definition(parent)
+            .build()
+            .unwrap();
+        for (id, definition) in
+            [("p-1", "metrics-nap@v1"), ("p-2", "metrics-nap"), ("a-1", "metrics-approval"), ("o-1", "metrics-parent")]
+        {
+            let parked = engine.run_with_id(id, definition, &()).await.unwrap_err();
+            assert!(parked.is_suspended(), "{id}: {parked}");
+        }
         engine.resume().await.unwrap();
         // The waker counts every 5 s (its first count came with the first
         // run, before anything was parked). Waited out in real time: the
-        // store is a file. (A snapshot in a loop would reset the recorder.)
+        // store may be a file or a server. (A snapshot in a loop would
+        // reset the recorder.)
         tokio::time::sleep(Duration::from_secs(6)).await;
     });
-    let got = recorded(&recorder);
-    let parked = |key: &str| got.get(&format!("weir_saga_parked{{definition={key}}}")).copied();
-    assert_eq!((parked("metrics-nap"), parked("metrics-nap@v2")), (Some(1.0), Some(1.0)), "{got:?}");
+    recorded(&recorder)
+}
+
+/// The waker counts the sagas parked in the store, by definition key and
+/// what they wait for, whichever worker parked them; on every store.
+#[test]
+fn the_waker_records_the_parked_sagas_by_definition_and_what_they_wait_for() {
+    let memory = std::thread::spawn(|| parked_gauges(async { Store::memory() }));
+    let sqlite = std::thread::spawn(|| {
+        let dir = tempfile::tempdir().unwrap();
+        parked_gauges(async move { Store::sqlite(&dir.path().join("parked.db")).await.unwrap() })
+    });
+    #[allow(unused_mut)]
+    let mut kinds = vec![("memory", memory), ("sqlite", sqlite)];
+    #[cfg(feature = "postgres")]
+    if std::env::var("WEIR_TEST_POSTGRES_URL").is_ok() {
+        let postgres = std::thread::spawn(|| {
+            parked_gauges(async {
+                let test = "the_waker_records_the_parked_sagas_by_definition_and_what_they_wait_for";
+                let url = crate::support::stores::postgres_url(test).await.unwrap();
+                Store::open(&url).await.unwrap()
+            })
+        });
+        kinds.push(("postgres", postgres));
+    }
+    for (kind, gauges) in kinds {
+        let got = gauges.join().unwrap();
+        let parked = |key: &str, waiting_for: &str| {
+            got.get(&format!("weir_saga_parked{{definition={key},waiting_for={waiting_for}}}")).copied()
+        };
+        let figures = [
+            parked("metrics-nap", "timer"),
+            parked("metrics-nap@v2", "timer"),
+            parked("metrics-approval", "event"),
+            parked("metrics-parent", "child"),
+            parked("metrics-child", "timer"),
+        ];
+        assert_eq!(figures, [Some(1.0); 5], "{kind}: {got:?}");
+        // Every kind of wait of every definition is shown, at 0 when none.
+        assert_eq!((parked("metrics-nap", "event"), parked("metrics-approval", "timer")), (Some(0.0), Some(0.0)));
+        assert_eq!(parked("metrics-nap", "unknown"), None, "{kind}: {got:?}");
+    }
+}
+
+/// A saga parked by a weir older than schema 10 has no `waiting_for`: it
+/// counts as `unknown`, and is still counted.
+#[test]
+fn a_saga_parked_before_the_upgrade_counts_as_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upgraded.db");
+    let got = parked_gauges(async {
+        let store = Store::sqlite(&path).await.unwrap();
+        // The column as an older weir left it: unset.
+        let wiped = store
+            .commit_effect(|tx| {
+                Box::pin(async move {
+                    use weir::durable::store::Tx;
+                    let Tx::Sqlite(conn) = tx else { unreachable!("a SQLite store") };
+                    sqlx::query(
+                        "CREATE TRIGGER older_weir AFTER UPDATE OF waiting_for ON weir_sagas \
+                                 BEGIN UPDATE weir_sagas SET waiting_for = NULL WHERE id = NEW.id; END",
+                    )
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok::<_, weir::error::BoxError>(())
+                })
+            })
+            .await;
+        wiped.unwrap();
+        store
+    });
+    let parked = |key: &str, waiting_for: &str| {
+        got.get(&format!("weir_saga_parked{{definition={key},waiting_for={waiting_for}}}")).copied()
+    };
+    assert_eq!(parked("metrics-approval", "unknown"), Some(1.0), "{got:?}");
+    assert_eq!(parked("metrics-approval", "event"), Some(0.0), "{got:?}");
 }
 
 /// `serve_prometheus` serves weir's metrics in Prometheus' text format;

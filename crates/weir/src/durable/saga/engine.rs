@@ -14,7 +14,9 @@ use super::builder::{SagaEngineBuilder, Settings};
 use super::definition::name_of;
 use super::run::Driver;
 use super::{SagaDefinition, SagaError};
-use crate::durable::store::{ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, now_ms};
+use crate::durable::store::{
+    ClaimScope, SagaRecord, SagaStatus, SagaWrite, StepRecord, Store, StoreError, WAITING_FOR, now_ms,
+};
 use crate::error::BoxError;
 use crate::group::Group;
 use crate::policy::Stack;
@@ -76,6 +78,9 @@ pub(super) struct Inner {
     pub(super) serving_queues: AtomicU64,
     /// The names of `definitions`, for claims.
     definition_names: Vec<String>,
+    /// Every (definition, waiting for) pair `weir_saga_parked` was set
+    /// for: set again each time, to 0 once none is parked.
+    parked_shown: Mutex<std::collections::BTreeSet<(String, String)>>,
     /// The sagas this engine is driving now (their leases are renewed),
     /// each with the signal that stops it when it is cancelled.
     driving: Mutex<HashMap<String, Arc<CancelSignal>>>,
@@ -265,6 +270,7 @@ impl SagaEngine {
                 retention: settings.retention.map(|keep| (keep, Mutex::new(None))),
                 serving_queues: AtomicU64::new(0),
                 definition_names,
+                parked_shown: Mutex::default(),
                 driving: Mutex::default(),
                 claiming: tokio::sync::Mutex::default(),
                 reclaimed: AtomicU64::new(0),
@@ -693,10 +699,12 @@ impl Inner {
         });
     }
 
-    /// Sets `weir_saga_parked{definition}`: sagas of each of this engine's
-    /// definitions (by key, as the other saga metrics: `order`,
-    /// `order@v2`) parked in the store, whichever worker parked them. A
-    /// failed count is logged, not returned.
+    /// Sets `weir_saga_parked{definition, waiting_for}`: sagas of each of
+    /// this engine's definitions (by key, as the other saga metrics:
+    /// `order`, `order@v2`) parked in the store, whichever worker parked
+    /// them, by what they wait for (`timer`, `event`, `child`; `unknown`
+    /// for a saga parked before schema 10). A failed count is logged,
+    /// not returned.
     async fn show_parked(&self) {
         let counts = match self.store.count_parked(&self.definition_names).await {
             Ok(counts) => counts,
@@ -705,9 +713,16 @@ impl Inner {
                 return;
             }
         };
+        let mut shown = self.parked_shown.lock().unwrap_or_else(|p| p.into_inner());
         for key in &self.definition_names {
-            let n = counts.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n);
-            crate::observe::gauge("weir_saga_parked", || vec![("definition", key.clone())]).set(n as f64);
+            shown.extend(WAITING_FOR.iter().map(|w| (key.clone(), (*w).to_owned())));
+        }
+        shown.extend(counts.iter().map(|c| (c.definition.clone(), c.waiting_for.clone())));
+        for (key, waiting_for) in shown.iter() {
+            let n =
+                counts.iter().find(|c| c.definition == *key && c.waiting_for == *waiting_for).map_or(0, |c| c.count);
+            let labels = || vec![("definition", key.clone()), ("waiting_for", waiting_for.clone())];
+            crate::observe::gauge("weir_saga_parked", labels).set(n as f64);
         }
     }
 

@@ -25,6 +25,8 @@ struct State {
     events: Vec<SagaEvent>,
     /// Per schedule: fired up to, written at.
     schedules: BTreeMap<String, (i64, i64)>,
+    /// Per saga that ever parked: what it waited for when it last did.
+    waiting_for: HashMap<String, &'static str>,
 }
 
 impl Memory {
@@ -171,6 +173,7 @@ impl Memory {
         saga.lease_owner = None;
         saga.lease_until = Some(if waiting { (now - 1).min(until) } else { until });
         saga.updated_at = now;
+        state.waiting_for.insert(id.to_owned(), WakeIf::waiting_for(wake_if));
         true
     }
 
@@ -192,16 +195,24 @@ impl Memory {
         state.sagas.values().filter(parked).filter_map(|s| s.lease_until).min()
     }
 
-    pub(crate) fn count_parked(&self, definitions: &[String]) -> Vec<(String, i64)> {
+    pub(crate) fn count_parked(&self, definitions: &[String]) -> Vec<super::waits::ParkedCount> {
         let state = self.lock();
-        let mut counts = std::collections::BTreeMap::<String, i64>::new();
+        let mut counts = BTreeMap::<(String, &str), i64>::new();
         for saga in state.sagas.values() {
             let parked = saga.status == SagaStatus::Running && saga.lease_owner.is_none() && saga.lease_until.is_some();
             if parked && definitions.contains(&saga.definition) {
-                *counts.entry(saga.definition.clone()).or_default() += 1;
+                let waiting_for = state.waiting_for.get(&saga.id).copied().unwrap_or("unknown");
+                *counts.entry((saga.definition.clone(), waiting_for)).or_default() += 1;
             }
         }
-        counts.into_iter().collect()
+        counts
+            .into_iter()
+            .map(|((definition, waiting_for), count)| super::waits::ParkedCount {
+                definition,
+                waiting_for: waiting_for.to_owned(),
+                count,
+            })
+            .collect()
     }
 
     pub(crate) fn send_event(
@@ -301,8 +312,9 @@ impl Memory {
             let kept_for_parent = s.parent.as_ref().is_some_and(|p| active.contains(p));
             !doomed || kept_for_parent
         });
-        let State { sagas, events, .. } = &mut *state;
+        let State { sagas, events, waiting_for, .. } = &mut *state;
         events.retain(|e| sagas.contains_key(&e.saga_id));
+        waiting_for.retain(|saga, _| sagas.contains_key(saga));
         (before_len - sagas.len()) as u64
     }
 

@@ -49,7 +49,7 @@ pub use self::record::{SagaRecord, SagaStatus, StepRecord, StepStatus};
 pub(crate) use self::record::{SagaWrite, now_ms};
 pub use self::schedules::ScheduleRecord;
 pub use self::waits::SagaEvent;
-pub(crate) use self::waits::WakeIf;
+pub(crate) use self::waits::{WAITING_FOR, WakeIf};
 
 /// A handle on a store; cheap to clone (clones share the connection pool
 /// and the committer).

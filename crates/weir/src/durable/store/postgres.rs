@@ -17,7 +17,7 @@ use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult, in_doubt, redact
 use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 9;
+const LATEST_SCHEMA: i64 = 10;
 
 pub(crate) struct Postgres {
     pub(crate) target: String,
@@ -258,9 +258,14 @@ impl Postgres {
         sqlx::query_scalar(&sql).bind(definitions).fetch_optional(&self.pool).await.map_err(|e| self.query_error(e))
     }
 
-    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn count_parked(
+        &self,
+        definitions: &[String],
+    ) -> Result<Vec<super::waits::ParkedCount>, StoreError> {
         let sql = super::waits::COUNT_PARKED.replace("DEFINITIONS", "SELECT unnest($1::text[])");
-        sqlx::query_as(&sql).bind(definitions).fetch_all(&self.pool).await.map_err(|e| self.query_error(e))
+        let rows =
+            sqlx::query_as(&sql).bind(definitions).fetch_all(&self.pool).await.map_err(|e| self.query_error(e))?;
+        Ok(super::waits::parked_counts(rows))
     }
 
     pub(crate) async fn saga_events(&self, id: &str) -> Result<Vec<super::waits::SagaEvent>, StoreError> {

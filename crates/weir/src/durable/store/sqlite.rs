@@ -22,7 +22,7 @@ use super::rows;
 use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
 
 /// The newest schema version this build knows.
-const LATEST_SCHEMA: i64 = 9;
+const LATEST_SCHEMA: i64 = 10;
 
 pub(crate) struct Sqlite {
     pub(crate) target: String,
@@ -230,13 +230,17 @@ impl Sqlite {
             .map_err(|e| query_error(&self.target, e))
     }
 
-    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn count_parked(
+        &self,
+        definitions: &[String],
+    ) -> Result<Vec<super::waits::ParkedCount>, StoreError> {
         let sql = super::waits::COUNT_PARKED.replace("DEFINITIONS", "SELECT value FROM json_each($1)");
-        sqlx::query_as(&sql)
+        let rows = sqlx::query_as(&sql)
             .bind(serde_json::to_string(definitions).expect("strings serialize"))
             .fetch_all(&self.readers)
             .await
-            .map_err(|e| query_error(&self.target, e))
+            .map_err(|e| query_error(&self.target, e))?;
+        Ok(super::waits::parked_counts(rows))
     }
 
     pub(crate) async fn saga_events(&self, id: &str) -> Result<Vec<super::waits::SagaEvent>, StoreError> {

@@ -32,6 +32,36 @@ pub(crate) enum WakeIf {
     ChildEnded(String),
 }
 
+/// What a parked saga can wait for, as `weir_sagas.waiting_for` and the
+/// `waiting_for` label of `weir_saga_parked` say it: its wake-up time, an
+/// event, or a child saga's end. Sagas parked by a weir older than schema
+/// 10 count as `unknown`.
+pub(crate) const WAITING_FOR: [&str; 3] = ["timer", "event", "child"];
+
+impl WakeIf {
+    /// What a saga parked with `wake_if` waits for: one of
+    /// [`WAITING_FOR`] (no `wake_if`: only its time).
+    pub(crate) fn waiting_for(wake_if: Option<&WakeIf>) -> &'static str {
+        match wake_if {
+            None => "timer",
+            Some(WakeIf::Event(_)) => "event",
+            Some(WakeIf::ChildEnded(_)) => "child",
+        }
+    }
+}
+
+/// How many sagas of one definition are parked waiting for one kind of
+/// thing ([`Store::count_parked`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ParkedCount {
+    /// The stored definition key (`order`, `order@v2`).
+    pub(crate) definition: String,
+    /// One of [`WAITING_FOR`], or `unknown`.
+    pub(crate) waiting_for: String,
+    /// How many.
+    pub(crate) count: i64,
+}
+
 /// An event sent to a saga ([`Store::saga_events`]).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -71,11 +101,12 @@ impl Store {
             return Ok(m.park(id, fence, &steps_json, until, wake_if.as_ref(), now));
         }
         let id = id.to_owned();
+        let waiting_for = WakeIf::waiting_for(wake_if.as_ref());
         self.statement(move |tx| {
             let (id, steps, wake_if) = (id.clone(), steps_json.clone(), wake_if.clone());
             Box::pin(async move {
-                let parked = "UPDATE weir_sagas SET steps = $1, lease_owner = NULL, lease_until = $2, updated_at = $3 \
-                              WHERE id = $4 AND fence = $5 AND status = 'running'";
+                let parked = "UPDATE weir_sagas SET steps = $1, lease_owner = NULL, lease_until = $2, updated_at = $3, \
+                              waiting_for = $6 WHERE id = $4 AND fence = $5 AND status = 'running'";
                 // A second statement, so that it reads what was committed up
                 // to now (an event sent, a child ended) after this
                 // transaction holds the saga's row.
@@ -93,7 +124,7 @@ impl Store {
                     None => ("", None),
                 };
                 Ok(super::on_tx!(tx, conn => {
-                    let n = sqlx::query(parked).bind(&steps).bind(until).bind(now).bind(&id).bind(fence)
+                    let n = sqlx::query(parked).bind(&steps).bind(until).bind(now).bind(&id).bind(fence).bind(waiting_for)
                         .execute(&mut *conn).await?.rows_affected();
                     if n == 1 && let Some(awaited) = awaited {
                         sqlx::query(due_now).bind((now - 1).min(until)).bind(&id).bind(awaited).execute(&mut *conn).await?;
@@ -140,9 +171,9 @@ impl Store {
     }
 
     /// How many sagas of each of `definitions` are parked (asleep, or
-    /// waiting for an event or a child), by stored definition key; keys
-    /// with none are left out.
-    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+    /// waiting for an event or a child), by stored definition key and what
+    /// they wait for; pairs with none are left out.
+    pub(crate) async fn count_parked(&self, definitions: &[String]) -> Result<Vec<ParkedCount>, StoreError> {
         match &*self.inner.backend {
             Backend::Memory(m) => Ok(m.count_parked(definitions)),
             #[cfg(feature = "sqlite")]
@@ -311,10 +342,18 @@ pub(super) const NEXT_WAKE: &str = "SELECT lease_until FROM weir_sagas \
                                     WHERE status = 'running' AND lease_owner IS NULL AND lease_until IS NOT NULL \
                                     AND definition IN (DEFINITIONS) ORDER BY lease_until LIMIT 1";
 
-/// Parked sagas by definition: the same condition as [`NEXT_WAKE`].
-pub(super) const COUNT_PARKED: &str = "SELECT definition, COUNT(*) FROM weir_sagas \
+/// Parked sagas by definition and what they wait for: the same condition
+/// as [`NEXT_WAKE`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(super) const COUNT_PARKED: &str = "SELECT definition, COALESCE(waiting_for, 'unknown'), COUNT(*) FROM weir_sagas \
                                        WHERE status = 'running' AND lease_owner IS NULL AND lease_until IS NOT NULL \
-                                       AND definition IN (DEFINITIONS) GROUP BY definition";
+                                       AND definition IN (DEFINITIONS) GROUP BY definition, waiting_for";
+
+/// [`ParkedCount`]s from [`COUNT_PARKED`]'s rows.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(super) fn parked_counts(rows: Vec<(String, String, i64)>) -> Vec<ParkedCount> {
+    rows.into_iter().map(|(definition, waiting_for, count)| ParkedCount { definition, waiting_for, count }).collect()
+}
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(super) fn event(
