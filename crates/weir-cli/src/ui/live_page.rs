@@ -221,6 +221,15 @@ fn policies(last: &Sample) -> Markup {
             (name, in_use, value(last, "weir_bulkhead_rejected_total", "bulkhead", name).unwrap_or(0.0))
         })
         .collect();
+    let limiters: Vec<(&str, [f64; 3])> = label_values(last, "weir_rate_limit_in_use", "limiter")
+        .into_iter()
+        .map(|name| {
+            let of = |metric| value(last, metric, "limiter", name).unwrap_or(0.0);
+            let figures =
+                [of("weir_rate_limit_in_use"), of("weir_rate_limit_waiting"), of("weir_rate_limit_refused_total")];
+            (name, figures)
+        })
+        .collect();
     html! {
         h2 { "Breakers" }
         @if breakers.is_empty() { p.muted { "No breaker has changed state yet (a breaker reports on its first change)." } }
@@ -237,6 +246,15 @@ fn policies(last: &Sample) -> Markup {
                 thead { tr { th { "Bulkhead" } th { "In use" } th { "Rejected" } } }
                 tbody { @for (name, in_use, rejected) in &bulkheads { tr {
                     td { (name) } td { (number(*in_use)) } td { (number(*rejected)) }
+                } } }
+            } }
+        }
+        @if !limiters.is_empty() {
+            h2 { "Rate limiters" }
+            div.scroll { table {
+                thead { tr { th { "Limiter" } th { "Burst in use" } th { "Calls waiting" } th { "Refused" } } }
+                tbody { @for (name, [in_use, waiting, refused]) in &limiters { tr {
+                    td { (name) } td { (number(*in_use)) } td { (number(*waiting)) } td { (number(*refused)) }
                 } } }
             } }
         }
@@ -368,6 +386,8 @@ mod tests {
             weir_breaker_state{breaker=\"payments\"} 2\n\
             weir_saga_started_total{definition=\"order\"} 9\n\
             weir_saga_ended_total{definition=\"order\",status=\"compensated\"} 2\n\
+            weir_rate_limit_in_use{limiter=\"payments\"} 2.5\n\
+            weir_rate_limit_waiting{limiter=\"payments\"} 3\n\
             weir_saga_parked{definition=\"order\",waiting_for=\"timer\"} 0\n\
             weir_saga_parked{definition=\"order\",waiting_for=\"event\"} 17\n\
             weir_queue_jobs{queue=\"emails\",status=\"queued\"} 41\n";
@@ -381,6 +401,7 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("older weir"), "no column for a kind no saga has");
+        assert!(html.contains("<td>payments</td><td>2.5</td><td>3</td><td>0</td>"), "{html}");
         assert!(
             html.contains("href=\"/queues/emails\"") && html.contains("<td class=\"status-queued\">41</td>"),
             "{html}"

@@ -26,6 +26,7 @@
 //! | `weir_bulkhead_in_use` | gauge | `bulkhead` | calls holding a slot | |
 //! | `weir_bulkhead_rejected_total` | counter | `bulkhead` | calls refused when full | |
 //! | `weir_rate_limit_refused_total` | counter | `limiter` | calls refused (or told to wait) for want of a token | |
+//! | `weir_rate_limit_in_use` · `weir_rate_limit_waiting` | gauge | `limiter` (a keyed limiter: the key) | slots of the burst taken now (fractional: the budget refills continuously); calls holding a reserved slot not due yet. Sampled each second by one task per process, so they fall back to 0 as the budget refills with nobody calling; the calls pay nothing for them | |
 //! | `weir_hedge_fired_total` · `weir_hedge_won_total` | counter | `hedge` | hedged attempts started; those that answered first | |
 //! | `weir_retry_attempts_total` | counter | `policy` = the key of the call | retries made by a retry policy | |
 //! | `weir_retry_budget_refused_total` | counter | | retries the retry budget refused | |

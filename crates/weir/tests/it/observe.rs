@@ -12,6 +12,7 @@ use weir::durable::store::Store;
 use weir::pipeline::{OnError, Pipeline, Stage};
 use weir::policy::breaker::Breaker;
 use weir::policy::bulkhead::Bulkhead;
+use weir::policy::rate::RateLimiter;
 
 /// What was recorded: `name{label=value,…}` (labels sorted) → value, with
 /// a histogram as its number of samples.
@@ -263,6 +264,51 @@ fn a_saga_parked_before_the_upgrade_counts_as_unknown() {
     };
     assert_eq!(parked("metrics-approval", "unknown"), Some(1.0), "{got:?}");
     assert_eq!(parked("metrics-approval", "event"), Some(0.0), "{got:?}");
+}
+
+/// A rate limiter's occupancy, sampled each second: the slots of its burst
+/// in use and the calls waiting for a slot; back to 0 once it refills, with
+/// nobody calling.
+#[test]
+fn a_rate_limiter_reports_how_full_it_is_and_refills() {
+    let recorder = DebuggingRecorder::new();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+    // One snapshot per look: taking one resets what it read.
+    let occupancy = || {
+        let got = recorded(&recorder);
+        let gauge = |name: &str| got.get(&format!("{name}{{limiter=metrics-rate}}")).copied();
+        (gauge("weir_rate_limit_in_use"), gauge("weir_rate_limit_waiting"))
+    };
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let start = tokio::time::Instant::now();
+            let limiter =
+                RateLimiter::builder().name("metrics-rate").rate(1, Duration::from_secs(1)).burst(4).build().unwrap();
+            for _ in 0..4 {
+                limiter.try_acquire().unwrap();
+            }
+            // Two more wait: for the slots due 1 s and 2 s from now.
+            let waiting: Vec<_> = (0..2)
+                .map(|_| {
+                    let limiter = limiter.clone();
+                    tokio::spawn(async move { limiter.acquire().await })
+                })
+                .collect();
+            // Sampled at 1 s: 5 slots ahead, the burst's 4 in use, one
+            // call still waiting (the other's slot came).
+            tokio::time::sleep_until(start + Duration::from_millis(1500)).await;
+            assert_eq!(occupancy(), (Some(4.0), Some(1.0)));
+            for call in waiting {
+                call.await.unwrap().unwrap();
+            }
+            // Sampled at 4 s: 2 slots ahead (one refills each second).
+            tokio::time::sleep_until(start + Duration::from_millis(4500)).await;
+            assert_eq!(occupancy(), (Some(2.0), Some(0.0)));
+            tokio::time::sleep_until(start + Duration::from_secs(10)).await;
+            assert_eq!(occupancy(), (Some(0.0), Some(0.0)), "refilled");
+            drop(limiter);
+        })
+    });
 }
 
 /// `serve_prometheus` serves weir's metrics in Prometheus' text format;

@@ -13,6 +13,8 @@ pub(crate) struct Pace {
     /// How early a call may come: `interval × (burst − 1)`.
     pub(crate) tolerance: Duration,
     pub(crate) max_wait: Option<Duration>,
+    /// How many calls may pass at once after a quiet spell.
+    pub(crate) burst: u32,
 }
 
 /// One budget: the theoretical arrival time of the next call.
@@ -40,6 +42,17 @@ impl Gcra {
         }
         *next = Some(due + self.pace.interval);
         Ok(wait)
+    }
+
+    /// Slots of the burst taken at `now` (fractional), and calls holding a
+    /// reserved slot that is not due yet.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn occupancy(&self, now: Instant) -> (f64, f64) {
+        let next = *self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let ahead = next.map_or(Duration::ZERO, |n| n.saturating_duration_since(now));
+        let backlog = ahead.as_secs_f64() / self.pace.interval.as_secs_f64();
+        let burst = f64::from(self.pace.burst);
+        (backlog.min(burst), (backlog - burst).max(0.0).ceil())
     }
 
     /// Whether the budget is full again (no call would wait for it): a

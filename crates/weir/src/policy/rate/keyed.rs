@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::gcra::{Gcra, Pace};
+use super::gcra::Pace;
 use super::{RateLimited, RateLimiter};
 
 /// One [`RateLimiter`] budget per key (a tenant, a host), created on first
@@ -58,7 +58,7 @@ impl<K: Hash + Eq + Clone + ToString> KeyedRateLimiter<K> {
             budgets.by_key.retain(|_, l| Arc::strong_count(&l.gcra) > 1 || !l.gcra.is_idle(now));
             budgets.swept_at_len = (budgets.by_key.len() * 2).max(64);
         }
-        let limiter = RateLimiter { name: Arc::from(key.to_string()), gcra: Arc::new(Gcra::new(self.pace)) };
+        let limiter = RateLimiter::new(Arc::from(key.to_string()), self.pace);
         budgets.by_key.insert(key.clone(), limiter.clone());
         limiter
     }

@@ -44,6 +44,8 @@
 
 mod gcra;
 mod keyed;
+#[cfg(feature = "metrics")]
+mod occupancy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +89,15 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// A limiter named `name` with a budget of its own (sampled for its
+    /// occupancy gauges when metrics are on).
+    fn new(name: Arc<str>, pace: Pace) -> Self {
+        let gcra = Arc::new(Gcra::new(pace));
+        #[cfg(feature = "metrics")]
+        occupancy::watch(&name, &gcra);
+        Self { name, gcra }
+    }
+
     /// Configures a limiter.
     pub fn builder() -> RateLimiterBuilder {
         RateLimiterBuilder::default()
@@ -200,8 +211,7 @@ impl RateLimiterBuilder {
     /// [`ConfigError`] without a rate, for a rate of 0 calls or over a zero
     /// period, or a burst of 0.
     pub fn build(self) -> Result<RateLimiter, ConfigError> {
-        let gcra = Gcra::new(self.pace()?);
-        Ok(RateLimiter { name: Arc::from(self.name.as_deref().unwrap_or("rate")), gcra: Arc::new(gcra) })
+        Ok(RateLimiter::new(Arc::from(self.name.as_deref().unwrap_or("rate")), self.pace()?))
     }
 
     /// Builds a limiter per key, each with these settings.
@@ -228,6 +238,6 @@ impl RateLimiterBuilder {
             return Err(ConfigError::new("rate limit burst", 0, "use at least 1 (calls evenly spaced)"));
         }
         let interval = per / calls;
-        Ok(Pace { interval, tolerance: interval * (burst - 1), max_wait: self.max_wait })
+        Ok(Pace { interval, tolerance: interval * (burst - 1), max_wait: self.max_wait, burst })
     }
 }
