@@ -274,8 +274,12 @@ async fn replay(State(ui): Shared, Path(queue): Path<String>, Form(change): Form
 
 async fn jobs(State(ui): Shared, Path(queue): Path<String>) -> Response {
     let work = WorkQueue::new(ui.store.clone(), queue.as_str());
+    let partitions = match work.partitions(PAGE).await {
+        Ok(partitions) => partitions,
+        Err(e) => return failed(e),
+    };
     match work.jobs(&weir::durable::queue::JobQuery::new().limit(PAGE)).await {
-        Ok(found) => pages::jobs(&ui.store.target(), &queue, &found).into_response(),
+        Ok(found) => pages::jobs(&ui.store.target(), &queue, &partitions, &found).into_response(),
         Err(e) => failed(e),
     }
 }

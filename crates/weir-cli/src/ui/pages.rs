@@ -4,7 +4,7 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 use weir::durable::dlq::Envelope;
-use weir::durable::queue::{JobRecord, QueueCounts};
+use weir::durable::queue::{JobRecord, PartitionCounts, QueueCounts};
 use weir::durable::store::{QueueSummary, SagaEvent, SagaRecord, StepRecord};
 
 use crate::output::{time, time_ms};
@@ -271,11 +271,25 @@ pub(super) fn letters(
     )
 }
 
-pub(super) fn jobs(target: &str, queue: &str, jobs: &[JobRecord]) -> Markup {
+pub(super) fn jobs(target: &str, queue: &str, partitions: &[PartitionCounts], jobs: &[JobRecord]) -> Markup {
     layout(
         &format!("Work queue {queue}"),
         target,
         html! {
+            h2 { "Unfinished jobs by tenant" }
+            @if partitions.is_empty() {
+                p.muted { "None in flight or waiting." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Tenant" } th { "In flight" } th { "Waiting" } } }
+                    tbody { @for p in partitions { tr {
+                        td { @if let Some(key) = &p.partition_key { (key) } @else { span.muted { "(none)" } } }
+                        td.status-claimed { (p.in_flight) }
+                        td.status-queued { (p.waiting) }
+                    } } }
+                } }
+            }
+            h2 { "Jobs" }
             @if jobs.is_empty() {
                 p.muted { "No jobs." }
             } @else {

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::*;
 use weir::durable::dlq::{DeadLetterQueue, Envelope};
+use weir::durable::queue::{NewJob, WorkQueue};
 use weir::durable::store::LetterQuery;
 
 /// A running `weir ui`; killed when dropped.
@@ -89,6 +90,12 @@ async fn the_dashboard_lists_filters_shows_and_replays_behind_a_csrf_token() {
         let mut letter = Envelope::new("<script>alert(1)</script>".to_owned(), "parse", 2);
         letter.error_chain = vec!["line 7 is bad".into(), "expected a JSON object".into()];
         let id = lines.push(letter).await.unwrap();
+        let mail = WorkQueue::new(target.store.clone(), "mail");
+        for tenant in ["acme", "acme", "acme", "globex"] {
+            mail.enqueue(NewJob::new(serde_json::json!("hi")).partition_key(tenant)).await.unwrap();
+        }
+        let held = mail.claim("worker-1", 2).await.unwrap();
+        assert!(held.iter().all(|job| job.partition_key.as_deref() == Some("acme")), "the oldest first");
         let args = with_password(&target.args);
 
         let server = tokio::task::spawn_blocking(move || serve(&args)).await.unwrap();
@@ -128,8 +135,18 @@ async fn the_dashboard_lists_filters_shows_and_replays_behind_a_csrf_token() {
             let (_, after) = get(&server, &format!("/dlq/lines?replayed={id}"));
             assert!(after.contains("is marked for replay"), "{after}");
 
+            // A work queue's unfinished jobs by tenant: in flight, waiting.
+            let (_, queue) = get(&server, "/queues/mail");
+            let row = |tenant: &str, running: u32, waiting: u32| {
+                format!(
+                    "<td>{tenant}</td><td class=\"status-claimed\">{running}</td><td class=\"status-queued\">{waiting}</td>"
+                )
+            };
+            assert!(queue.contains(&row("acme", 2, 1)) && queue.contains(&row("globex", 0, 1)), "{queue}");
+            assert!(queue.find("acme") < queue.find("globex"), "the busiest tenant first");
+
             // No page shows the database's password.
-            for page in [home, compensated, saga, letters, after] {
+            for page in [home, compensated, saga, letters, after, queue] {
                 assert!(!page.contains(PASSWORD));
             }
         });

@@ -24,6 +24,7 @@
 //! Needs a database store (SQLite or PostgreSQL); the memory store refuses.
 
 mod inspect;
+mod partitions;
 mod receipt;
 mod sql;
 
@@ -33,6 +34,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::Stream;
 
 pub use self::inspect::{JobQuery, JobRecord, JobStatus};
+pub use self::partitions::PartitionCounts;
 pub(crate) use self::receipt::Claimer;
 pub use self::receipt::JobReceipt;
 pub(crate) use self::sql::Settlement;
