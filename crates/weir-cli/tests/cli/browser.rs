@@ -11,9 +11,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use fantoccini::{Client, ClientBuilder, Locator};
 use weir::durable::dlq::{DeadLetterQueue, Envelope};
 use weir::durable::store::LetterQuery;
+use weir::error::BoxError;
+use weir::pipeline::{Pipeline, Stage, StageFn};
 
 use super::*;
 
@@ -91,8 +95,23 @@ async fn text_once(client: &Client, expected: &str) -> String {
     last
 }
 
+/// The application's charge stage: fails the orders divisible by 5 while
+/// the payment provider is `down`; records what it charged.
+fn charge(down: Arc<AtomicBool>, charged: Arc<Mutex<Vec<u32>>>) -> Stage<u32, impl StageFn<u32, Output = u32>> {
+    Stage::try_map("charge", move |n: u32| {
+        let (down, charged) = (down.load(Ordering::SeqCst), Arc::clone(&charged));
+        async move {
+            if down && n.is_multiple_of(5) {
+                return Err(BoxError::from(format!("payment provider down for order {n}")));
+            }
+            charged.lock().unwrap().push(n);
+            Ok(n)
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_browser_pages_load_filters_work_and_a_replay_marks_the_letter() {
+async fn in_a_browser_pages_load_filters_work_and_a_replay_moves_a_letter_back_through_the_pipeline() {
     let Some((_driver, client)) = browser().await else { return };
     let target = targets("in_a_browser").await.remove(0); // SQLite: the browser reads pages, not stores
     let engine = engine(&target.store, Arc::new(AtomicBool::new(false)));
@@ -107,6 +126,16 @@ async fn in_a_browser_pages_load_filters_work_and_a_replay_marks_the_letter() {
         letter.error_chain = vec![format!("line {n} is not an order"), "total: expected a number".into()];
         lines.push(letter).await.unwrap();
     }
+    // A pipeline run while the payment provider is down for orders 5 and
+    // 10: both are dead-lettered into the store, the rest charged.
+    let (down, charged) = (Arc::new(AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));
+    let orders = Arc::new(target.store.dead_letters::<u32>("orders"));
+    let (_, report) = Pipeline::from_iter(1..=12u32)
+        .stage(charge(Arc::clone(&down), Arc::clone(&charged)).dead_letter(orders.clone()))
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(report.stage("charge").unwrap().dead_lettered, 2);
     let server = tokio::task::spawn_blocking({
         let args = target.args.clone();
         move || super::ui::serve(&args)
@@ -148,6 +177,30 @@ async fn in_a_browser_pages_load_filters_work_and_a_replay_marks_the_letter() {
     assert!(page.contains("Letter #2 is marked for replay"), "{page}");
     let marked = lines.find(&LetterQuery::new().replay_requested(true)).await.unwrap();
     assert_eq!(marked.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+
+    // Order 10's letter marked in the browser; once the provider is back,
+    // the application replays what was marked through the same stage: 10
+    // is charged and its letter gone, 5 (not marked) still waits.
+    let ten = orders.list().await.unwrap().into_iter().find(|e| e.item == 10).unwrap().id;
+    client.goto(&format!("{base}/dlq/orders")).await.unwrap();
+    assert!(text_once(&client, "Dead letters of orders").await.contains("payment provider down for order 10"));
+    client.find(Locator::Css(&format!("#letter-{ten} button"))).await.unwrap().click().await.unwrap();
+    let page = text_once(&client, "is marked for replay").await;
+    assert!(page.contains(&format!("Letter #{ten} is marked for replay")), "{page}");
+    down.store(false, Ordering::SeqCst);
+    let replayed = orders
+        .replay_requested(|n| {
+            let stage = charge(Arc::clone(&down), Arc::clone(&charged));
+            async move { Pipeline::from_iter([n]).stage(stage).collect().await.map(drop).map_err(BoxError::from) }
+        })
+        .await
+        .unwrap();
+    assert_eq!((replayed.replayed, replayed.failed), (1, 0));
+    assert_eq!(charged.lock().unwrap().iter().filter(|&&n| n == 10).count(), 1, "order 10 charged once, on replay");
+    client.goto(&format!("{base}/dlq/orders")).await.unwrap();
+    let page = text_once(&client, "Dead letters of orders").await;
+    assert!(page.contains("payment provider down for order 5"), "{page}");
+    assert!(!page.contains("order 10"), "the replayed letter is gone: {page}");
 
     // A narrow window: the page does not overflow sideways (tables scroll
     // inside their own box).

@@ -158,35 +158,57 @@ pub trait DeadLetterQueue<T>: Send + Sync + 'static {
     {
         async move {
             let mut report = ReplayReport::default();
-            for letter in self.list().await? {
-                match retry(letter.item.clone()).await {
-                    Ok(()) => {
-                        self.remove(&[letter.id]).await?;
-                        report.replayed += 1;
-                    }
-                    Err(error) => {
-                        let again = Envelope {
-                            error_chain: chain(&*error).map(ToString::to_string).collect(),
-                            attempts: letter.attempts + 1,
-                            last_failure: SystemTime::now(),
-                            ..letter
-                        };
-                        // Keyed: the push replaces it in place. Unkeyed: a
-                        // new envelope, then the old one goes.
-                        let old = again.id;
-                        if again.key.is_some() {
-                            self.push(again).await?;
-                        } else {
-                            self.push(Envelope { id: 0, ..again }).await?;
-                            self.remove(&[old]).await?;
-                        }
-                        report.failed += 1;
-                    }
-                }
-            }
+            replay_letters(self, self.list().await?, &mut retry, &mut report).await?;
             Ok(report)
         }
     }
+}
+
+/// Gives each of `letters` (taken from `queue`) to `retry`, in order: one
+/// that goes through is removed, one that fails again is stored again with
+/// the new error and one more attempt (which clears a replay mark). The
+/// one replay loop of [`DeadLetterQueue::replay`] and
+/// [`StoreDlq::replay_requested`](crate::durable::store::StoreDlq::replay_requested).
+pub(crate) async fn replay_letters<T, Q, F, Fut>(
+    queue: &Q,
+    letters: Vec<Envelope<T>>,
+    retry: &mut F,
+    report: &mut ReplayReport,
+) -> Result<(), BoxError>
+where
+    Q: DeadLetterQueue<T> + ?Sized,
+    T: Clone,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    for letter in letters {
+        match retry(letter.item.clone()).await {
+            Ok(()) => {
+                queue.remove(&[letter.id]).await?;
+                report.replayed += 1;
+            }
+            Err(error) => {
+                let again = Envelope {
+                    error_chain: chain(&*error).map(ToString::to_string).collect(),
+                    attempts: letter.attempts + 1,
+                    last_failure: SystemTime::now(),
+                    replay_requested: None,
+                    ..letter
+                };
+                // Keyed: the push replaces it in place. Unkeyed: a new
+                // envelope, then the old one goes.
+                let old = again.id;
+                if again.key.is_some() {
+                    queue.push(again).await?;
+                } else {
+                    queue.push(Envelope { id: 0, ..again }).await?;
+                    queue.remove(&[old]).await?;
+                }
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What [`DeadLetterQueue::replay`] did.

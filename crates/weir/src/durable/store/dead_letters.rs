@@ -1,6 +1,7 @@
 //! The durable dead-letter queue: envelopes in the store's database, the
 //! item kept as JSON.
 
+use std::future::Future;
 use std::marker::PhantomData;
 
 use futures_util::future::BoxFuture;
@@ -9,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::inspect::{LetterQuery, ms, time};
 use super::{Backend, DeadLetterRow, Store, StoreError};
-use crate::durable::dlq::{DeadLetterQueue, Envelope};
+use crate::durable::dlq::{DeadLetterQueue, Envelope, ReplayReport, replay_letters};
 use crate::error::BoxError;
 
 /// A dead-letter queue in a [`Store`]: a poison item survives a crash and
@@ -178,6 +179,61 @@ impl<T: DeserializeOwned> StoreDlq<T> {
         envelope.last_failure = time(row.last_failure);
         envelope.replay_requested = row.replay_requested_at.map(time);
         Ok(envelope)
+    }
+}
+
+impl<T> StoreDlq<T>
+where
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+{
+    /// Replays the letters an operator marked for replay
+    /// ([`request_replay`](Self::request_replay): `weir dlq replay`, the
+    /// dashboard's Replay button), oldest first, 500 read at a time, as
+    /// [`DeadLetterQueue::replay`] does every letter: one that goes
+    /// through is removed, one that fails again stays with its new error,
+    /// one more attempt and no mark. Letters not marked are left alone.
+    ///
+    /// # Errors
+    /// The store failing (letters not replayed yet keep their mark); the
+    /// items `retry` fails are counted in the report, not errors.
+    ///
+    /// # Examples
+    /// ```
+    /// use weir::durable::dlq::{DeadLetterQueue, Envelope};
+    /// use weir::durable::store::Store;
+    /// use weir::error::BoxError;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let queue = Store::memory().dead_letters::<i32>("orders");
+    /// let mut ids = Vec::new();
+    /// for n in [1, -2, 3] {
+    ///     ids.push(queue.push(Envelope::new(n, "check", 3)).await?);
+    /// }
+    /// queue.request_replay(&ids[..2]).await?; // an operator marks 1 and -2
+    /// let report = queue
+    ///     .replay_requested(|n| async move { if n > 0 { Ok(()) } else { Err(BoxError::from("still negative")) } })
+    ///     .await?;
+    /// assert_eq!((report.replayed, report.failed), (1, 1));
+    /// let left: Vec<i32> = queue.list().await?.into_iter().map(|e| e.item).collect();
+    /// assert_eq!(left, [3, -2], "3 was not marked; -2 failed again");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn replay_requested<F, Fut>(&self, mut retry: F) -> Result<ReplayReport, BoxError>
+    where
+        F: FnMut(T) -> Fut,
+        Fut: Future<Output = Result<(), BoxError>>,
+    {
+        let mut report = ReplayReport::default();
+        let mut page = LetterQuery::new().replay_requested(true).limit(500);
+        loop {
+            let letters = self.find(&page).await?;
+            let Some(last) = letters.last() else { break };
+            page = page.after(last.id);
+            replay_letters(self, letters, &mut retry, &mut report).await?;
+        }
+        Ok(report)
     }
 }
 
