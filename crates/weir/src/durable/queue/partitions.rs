@@ -1,5 +1,5 @@
 //! A queue's unfinished jobs by partition key (tenant): how many each key
-//! has in flight and waiting, for the dashboard and `weir queues`.
+//! has in flight and waiting (the dashboard's queue page shows it).
 
 use std::sync::Arc;
 use std::time::SystemTime;
