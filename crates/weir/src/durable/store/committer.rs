@@ -210,6 +210,19 @@ async fn commit(backend: &Backend, writer: &mut Tx, batch: &Batch) -> Result<App
     outcome
 }
 
+/// How the store waits for a server that dropped its connection (a
+/// restart, an operator terminating backends): 8 tries, from 100 ms
+/// doubling to 4 s, about 15 s in all.
+pub(super) fn until_the_server_is_back() -> RetryPolicy {
+    RetryPolicy::builder()
+        .max_attempts(8)
+        .initial_delay(Duration::from_millis(100))
+        .max_delay(Duration::from_secs(4))
+        .jitter(Jitter::None)
+        .build()
+        .expect("valid")
+}
+
 /// After a failed transaction: if the writer connection is gone (the
 /// server restarted, an operator terminated it), opens a new one for the
 /// next batches, retrying with backoff for up to about 15 s; queued writes
@@ -219,17 +232,10 @@ async fn heal(backend: &Backend, writer: &mut Tx) {
     if writer.ping().await {
         return;
     }
-    let reconnect = RetryPolicy::builder()
-        .max_attempts(8)
-        .initial_delay(Duration::from_millis(100))
-        .max_delay(Duration::from_secs(4))
-        .jitter(Jitter::None)
-        .build()
-        .expect("valid");
     let warn = |error: &StoreError, attempt, delay| {
         tracing::warn!(attempt, error = %error, ?delay, "the store's writer connection was lost; reconnecting");
     };
-    match reconnect.drive(None, |_| backend.writer(), |_| true, warn).await {
+    match until_the_server_is_back().drive(None, |_| backend.writer(), |_| true, warn).await {
         Ok(fresh) => {
             tracing::warn!("the store's writer connection was lost; reconnected");
             *writer = fresh;

@@ -10,12 +10,9 @@
 //! its compensation never ran (a charge kept for a rolled-back order, seen
 //! in the four-worker NATS demo while its connections were cut).
 
-use std::time::Duration;
-
 use sqlx::postgres::PgPool;
 
 use super::StoreError;
-use crate::policy::retry::{Jitter, RetryPolicy};
 
 /// What became of a transaction whose `COMMIT` got no answer.
 #[derive(Debug)]
@@ -35,17 +32,11 @@ pub(super) enum Verdict {
 struct StillInProgress(String);
 
 /// Asks the server what became of transaction `xid` (as read by
-/// `pg_current_xact_id()`), on a connection of `pool`, retrying with
-/// backoff (100 ms doubling to 4 s, 8 tries: about 15 s) while the server
-/// cannot answer or the transaction is still ending.
+/// `pg_current_xact_id()`), on a connection of `pool`, retrying as the
+/// writer reconnects (about 15 s) while the server cannot answer or the
+/// transaction is still ending.
 pub(super) async fn settle(pool: &PgPool, xid: &str, target: &str) -> Verdict {
-    let ask = RetryPolicy::builder()
-        .max_attempts(8)
-        .initial_delay(Duration::from_millis(100))
-        .max_delay(Duration::from_secs(4))
-        .jitter(Jitter::None)
-        .build()
-        .expect("valid");
+    let ask = super::committer::until_the_server_is_back();
     let status = |_| async {
         let status: Option<String> = sqlx::query_scalar("SELECT pg_xact_status($1::text::xid8)")
             .bind(xid)
