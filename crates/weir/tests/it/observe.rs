@@ -197,8 +197,11 @@ fn parked_gauges(store: impl std::future::Future<Output = Store>) -> HashMap<Str
 fn the_waker_records_the_parked_sagas_by_definition_and_what_they_wait_for() {
     let memory = std::thread::spawn(|| parked_gauges(async { Store::memory() }));
     let sqlite = std::thread::spawn(|| {
+        // The directory outlives the run: the store opens new connections to
+        // the file while it works.
         let dir = tempfile::tempdir().unwrap();
-        parked_gauges(async move { Store::sqlite(&dir.path().join("parked.db")).await.unwrap() })
+        let path = dir.path().join("parked.db");
+        parked_gauges(async move { Store::sqlite(&path).await.unwrap() })
     });
     #[allow(unused_mut)]
     let mut kinds = vec![("memory", memory), ("sqlite", sqlite)];
