@@ -96,6 +96,51 @@ async fn saga_a_sleep_parks_the_saga_and_its_worker_wakes_it_at_the_stored_time(
     }
 }
 
+/// A sleep no longer than the waker's claim-ahead (50 ms) is waited out
+/// in place, holding the lease: `run` carries the saga to its end (no
+/// park, no wake-up), and the next step still runs no sooner than the
+/// stored time. A deadline that falls inside the wait still stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_a_sleep_within_the_claim_ahead_is_waited_out_in_place() {
+    for (store, _, _dir) in stores("saga_short_sleep").await {
+        let log = Log::default();
+        let engine = engine(store.clone(), napping(&log, Duration::from_millis(30)), "w1");
+        engine.run_with_id("s-1", "nap", &()).await.unwrap();
+        let saga = store.saga("s-1").await.unwrap().unwrap();
+        assert_eq!(saga.status, SagaStatus::Completed, "{saga:?}");
+        let wake_at = saga.steps[1].wake_at.unwrap();
+        let shipped = ran(&log, "ship");
+        assert!(shipped[0] >= wake_at, "woke {} ms early", wake_at - shipped[0]);
+        assert_eq!(engine.woken(), 0, "held in place, never parked and woken");
+
+        // The deadline comes 20 ms into the 40 ms sleep: the first step
+        // takes until then.
+        let deadline = now_ms() + 300;
+        let late = SagaDefinition::builder("late")
+            .step(
+                "reserve",
+                |ctx: StepContext| async move {
+                    let deadline: i64 = ctx.input()?;
+                    tokio::time::sleep(Duration::from_millis((deadline - 20 - now_ms()).max(0) as u64)).await;
+                    Ok::<_, StepError>(())
+                },
+                logging(&log, "release"),
+            )
+            .sleep("nap", Duration::from_millis(40))
+            .step_without_compensation("ship", logging(&log, "ship"))
+            .build()
+            .unwrap();
+        let engine = self::engine(store.clone(), late, "w2");
+        let at = UNIX_EPOCH + Duration::from_millis(deadline as u64);
+        let stopped = engine.run_with_deadline("s-2", "late", &deadline, at).await.unwrap_err();
+        assert!(stopped.is_compensated(), "{stopped}");
+        let saga = store.saga("s-2").await.unwrap().unwrap();
+        assert_eq!(saga.status, SagaStatus::Compensated);
+        assert!(saga.error.unwrap_or_default().contains("its deadline passed"));
+        assert_eq!((ran(&log, "ship").len(), ran(&log, "release").len()), (1, 1));
+    }
+}
+
 /// The wake-up time survives the worker: a new engine (another process
 /// would be the same) wakes the saga at the stored time; one started
 /// after the time passed carries it on at once, inside `resume`.

@@ -3,6 +3,7 @@
 //! the next begins.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::TryFutureExt;
 use futures_util::future::BoxFuture;
@@ -11,7 +12,7 @@ use tracing::Instrument;
 
 use super::child::{ChildOutcome, child_id, child_output};
 use super::definition::{Action, OnTimeout, StepDef};
-use super::engine::{CancelSignal, Inner};
+use super::engine::{CancelSignal, Inner, WAKE_AHEAD};
 use super::{EventTimedOut, SagaCancelled, SagaDefinition, SagaError, StepContext, StepError};
 use crate::durable::store::{
     DEADLINE_PASSED, SagaRecord, SagaStatus, SagaWrite, StepStatus, Store, StoreError, WakeIf, ms, now_ms, stop_reason,
@@ -250,12 +251,15 @@ impl Driver<'_> {
     /// the first time the saga gets here and kept in its record. Done when
     /// the time has come (a sleep), or an event is taken (its payload is
     /// the output); when a wait runs out, what its definition says.
+    /// A time at most [`WAKE_AHEAD`] away is waited out here, holding the
+    /// lease (the waker claims that far ahead; a short sleep costs no
+    /// park and wake-up); a cancel or the deadline still stops it.
     /// Otherwise the saga is parked until then (or its deadline, if
     /// sooner): written, its lease given up, and this drive ends with
     /// [`SagaError::is_suspended`].
     async fn wait(&self, record: &mut SagaRecord, input: &Arc<Value>, i: usize) -> Result<Option<Failure>, SagaError> {
         let step = &self.definition.steps[i];
-        let now = now_ms();
+        let mut now = now_ms();
         let wake_at = match (record.steps[i].wake_at, &step.action) {
             (Some(at), _) => at,
             (None, Action::Sleep(when)) => match when(&self.context(record, input, i, 1)) {
@@ -273,6 +277,15 @@ impl Driver<'_> {
         };
         record.steps[i].wake_at = Some(wake_at);
         record.steps[i].event = event.map(ToString::to_string);
+        let left = Duration::from_millis(wake_at.saturating_sub(now).max(0) as u64);
+        if !left.is_zero() && left <= WAKE_AHEAD {
+            if let Err(reason) = self.unless_stopped(record, tokio::time::sleep(left)).await {
+                return self.stop(record, &reason, None).await.map(Some);
+            }
+            // Due now (by the timer: the wall clock is not read again, as
+            // it may lag a paused tokio clock).
+            now = wake_at;
+        }
         let fail = |e: StoreError| SagaError::store(&record.id, e);
         if let Action::Event { event, timeout, on_timeout } = &step.action {
             if let Some(payload) =

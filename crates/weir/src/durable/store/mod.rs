@@ -153,6 +153,10 @@ pub(crate) struct ClaimScope<'a> {
     /// earliest due first: a worker's wake-ups, which take nothing a dead
     /// worker left (a queue's redelivery does that).
     pub(crate) parked_only: bool,
+    /// With `parked_only`: also those due within this much time (the
+    /// waker claims a little ahead, so that a claim's commit is not part
+    /// of how late a saga wakes; the drive holds until the stored time).
+    pub(crate) due_within: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -302,6 +306,9 @@ impl Store {
     ) -> Result<Vec<SagaRecord>, StoreError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
+        // Only parked sagas (no lease owner) are taken with `parked_only`,
+        // so moving "now" ahead takes no live lease early.
+        let now = if scope.parked_only { now + scope.due_within.as_millis() as i64 } else { now };
         match &*self.inner.backend {
             Backend::Memory(m) => Ok(m.claim(owner, until, now, limit, &scope)),
             #[cfg(feature = "sqlite")]
