@@ -150,7 +150,8 @@ impl Sqlite {
     }
 
     pub(crate) async fn claim(
-        &self,
+        conn: &mut SqliteConnection,
+        target: &str,
         owner: &str,
         lease_until: i64,
         now: i64,
@@ -177,14 +178,15 @@ impl Sqlite {
         .bind(scope.own.is_some())
         .bind(scope.definitions.map(json))
         .bind(scope.parked_only)
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(|e| query_error(&self.target, e))?;
-        rows.iter().map(|r| rows::saga(&self.target, r)).collect()
+        .map_err(|e| query_error(target, e))?;
+        rows.iter().map(|r| rows::saga(target, r)).collect()
     }
 
     pub(crate) async fn claim_one(
-        &self,
+        conn: &mut SqliteConnection,
+        target: &str,
         id: &str,
         owner: &str,
         lease_until: i64,
@@ -200,13 +202,19 @@ impl Sqlite {
         .bind(lease_until)
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.readers)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(|e| query_error(&self.target, e))?;
-        row.map(|r| rows::saga(&self.target, &r)).transpose()
+        .map_err(|e| query_error(target, e))?;
+        row.map(|r| rows::saga(target, &r)).transpose()
     }
 
-    pub(crate) async fn heartbeat(&self, owner: &str, sagas: &[String], lease_until: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn heartbeat(
+        conn: &mut SqliteConnection,
+        target: &str,
+        owner: &str,
+        sagas: &[String],
+        lease_until: i64,
+    ) -> Result<u64, StoreError> {
         sqlx::query(
             "UPDATE weir_sagas SET lease_until = ?1
              WHERE lease_owner = ?2 AND status IN ('running', 'compensating')
@@ -215,10 +223,10 @@ impl Sqlite {
         .bind(lease_until)
         .bind(owner)
         .bind(serde_json::to_string(sagas).expect("strings serialize"))
-        .execute(&self.readers)
+        .execute(&mut *conn)
         .await
         .map(|r| r.rows_affected())
-        .map_err(|e| query_error(&self.target, e))
+        .map_err(|e| query_error(target, e))
     }
 
     pub(crate) async fn next_wake(&self, definitions: &[String]) -> Result<Option<i64>, StoreError> {
