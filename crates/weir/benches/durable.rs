@@ -152,7 +152,7 @@ fn main() {
             }
             return;
         }
-        for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
+        for (in_flight, total) in [(1, 1_000), (64, 20_000), (256, 40_000)] {
             let store = Store::open(dir.path().join(format!("sagas-{in_flight}.db")).to_str().expect("utf-8"))
                 .await
                 .expect("store");
@@ -206,7 +206,7 @@ async fn postgres(url: &str) {
         "postgres 3-step saga latency, 1 in flight: p50 {p50:?} p99 {p99:?} (one raw commit: p50 {:?} p99 {:?})",
         commit.0, commit.1
     );
-    for (in_flight, total) in [(1, 1_000), (64, 20_000)] {
+    for (in_flight, total) in [(1, 1_000), (64, 20_000), (256, 40_000)] {
         let store = Store::open(url).await.expect("store");
         let rate = sagas_per_second(store, in_flight, total).await;
         println!(
