@@ -11,8 +11,15 @@
 # own; the table gains a "before" column and the change in percent. A row
 # REV has no bench for shows "-".
 #
-# Installs Go and golang.org/x/sync from Debian if missing. Takes about 10
-# minutes on the 2-core reference machine, 25 with --before.
+# The figures stated against Go (spawn + wait, pipelines) are taken in
+# WEIR_COMPARE_ROUNDS rounds (default 3), each running Go and then weir's
+# group and pipeline benches back to back; a ratio is the median of the
+# rounds' ratios, so a minute when the machine is slow moves one round, not
+# the figure. (Single runs put Go's and weir's halves minutes apart and
+# swung spawn + wait with limit 8 between 0.72x and 0.79x.)
+#
+# Installs Go and golang.org/x/sync from Debian if missing. Takes about 15
+# minutes on the 2-core reference machine, 30 with --before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=""
@@ -28,15 +35,29 @@ fi
 out=$(mktemp -d)
 GO111MODULE=off GOPATH=/usr/share/gocode go build -o "$out/go-bench" bench/go/main.go
 fast=(--warm-up-time 1 --measurement-time 3 --output-format bencher)
+rounds=${WEIR_COMPARE_ROUNDS:-3}
+case "$rounds" in
+  ''|*[!0-9]*|0) echo "compare.sh: WEIR_COMPARE_ROUNDS must be a whole number of rounds, 1 or more (got '$rounds')" >&2; exit 2 ;;
+esac
 
-# weir_benches TAG: runs the benches of the tree in the current directory
-# into $out/TAG-*.txt.
+# weir_bench TAG BENCH [SUFFIX]: runs one criterion bench of the tree in the
+# current directory into $out/TAG-BENCH[SUFFIX].txt.
+weir_bench() {
+  local tag=$1 bench=$2 suffix=${3:-}
+  echo "== weir ($tag): $bench$suffix"
+  cargo bench -q -p weir --bench "$bench" -- "${fast[@]}" 2>/dev/null | grep -E '^test|allocations' | tee "$out/$tag-$bench$suffix.txt"
+}
+
+# weir_benches TAG [SKIP_ROUNDED]: runs the benches of the tree in the
+# current directory into $out/TAG-*.txt (the group and pipeline benches
+# too, unless SKIP_ROUNDED: the rounds ran them).
 weir_benches() {
-  local tag=$1
-  for bench in group pipeline breaker; do
-    echo "== weir ($tag): $bench"
-    cargo bench -q -p weir --bench "$bench" -- "${fast[@]}" 2>/dev/null | grep -E '^test|allocations' | tee "$out/$tag-$bench.txt"
-  done
+  local tag=$1 skip_rounded=${2:-}
+  if [ -z "$skip_rounded" ]; then
+    weir_bench "$tag" group
+    weir_bench "$tag" pipeline
+  fi
+  weir_bench "$tag" breaker
   echo "== weir ($tag): policies"
   cargo bench -q -p weir --bench policies -- policy_call "${fast[@]}" 2>/dev/null | grep '^test' | tee "$out/$tag-policies.txt"
   echo "== weir ($tag): latency"
@@ -45,26 +66,33 @@ weir_benches() {
   cargo bench -q -p weir --bench fairness 2>/dev/null | tee "$out/$tag-fairness.txt" || true
 }
 
-echo "== Go (first run)"; "$out/go-bench" 15 | tee "$out/go1.txt"
-weir_benches after
+for r in $(seq 1 "$rounds"); do
+  echo "== round $r of $rounds: Go"; "$out/go-bench" 15 | tee "$out/go$r.txt"
+  weir_bench after group ".r$r"
+  weir_bench after pipeline ".r$r"
+done
+weir_benches after skip-rounded
 if [ -n "$before" ]; then
   git worktree add --detach -q "$out/before-tree" "$before"
   trap 'git worktree remove --force "$out/before-tree" >/dev/null 2>&1 || true' EXIT
   (cd "$out/before-tree" && CARGO_TARGET_DIR="$out/before-target" weir_benches before)
 fi
-echo "== Go (second run, to see drift)"; "$out/go-bench" 15 | tee "$out/go2.txt"
-python3 - "$out" "$before" <<'PY'
+python3 - "$out" "$before" "$rounds" <<'PY'
 import os, re, sys, statistics
-d, before = sys.argv[1], sys.argv[2]
+d, before, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+suffix = ""  # which round's group and pipeline files figures() reads
 def read(tag, name):
-    path = f"{d}/{tag}-{name}.txt"
-    return open(path).read() if os.path.exists(path) else ""
+    for path in (f"{d}/{tag}-{name}{suffix}.txt", f"{d}/{tag}-{name}.txt"):
+        if os.path.exists(path):
+            return open(path).read()
+    return ""
 def bencher(tag, name):
     return {m.group(1): int(m.group(2).replace(",", ""))
             for m in re.finditer(r"test (\S+) \.\.\. bench:\s+([\d,]+) ns/iter", read(tag, name))}
-def go(pattern):
-    vals = [float(m.group(1)) for f in ("go1", "go2") for line in open(f"{d}/{f}.txt") for m in [re.search(pattern, line)] if m]
-    return statistics.mean(vals)
+def go(pattern, runs=None):
+    files = [f"go{r}" for r in (runs or range(1, rounds + 1))]
+    vals = [float(m.group(1)) for f in files for line in open(f"{d}/{f}.txt") for m in [re.search(pattern, line)] if m]
+    return statistics.median(vals) if vals else None
 def dur(s):
     n, unit = re.match(r"([\d.]+)(\D+)", s).groups()
     return float(n) * {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
@@ -97,13 +125,27 @@ def figures(tag):
     for k in ("retry_success", "timeout", "bulkhead", "hedge_not_fired", "stack_empty"):
         f[k] = pol.get(f"policy_call/weir_{k}")
     return f
-a = figures("after")
-z = figures("before") if before else {}
-go_unl, go_lim = go(r"unlimited: (\d+) ns"), go(r"limit 8: (\d+) ns")
-go_p64 = go(r"cap 64: ([\d.]+) M")
-go_p1 = go(r"cap 1: ([\d.]+) M")
-go_p99 = statistics.mean([dur(m) for f in ("go1", "go2") for m in re.findall(r"p99 (\S+)", open(f"{d}/{f}.txt").read())])
+go_patterns = {"unl": r"unlimited: (\d+) ns", "lim": r"limit 8: (\d+) ns", "p64": r"cap 64: ([\d.]+) M", "p1": r"cap 1: ([\d.]+) M"}
 ratio = lambda x, y: x / y if x is not None and y else None
+# Each round's figures against the Go run of the same round: weir's own
+# figure and the ratio are the medians over the rounds.
+by_round = []
+for r in range(1, rounds + 1):
+    suffix = f".r{r}"
+    by_round.append(figures("after"))
+suffix = ""
+a = figures("after")
+median = lambda vals: statistics.median(vals) if vals else None
+round_ratio = {}
+for key, pattern in go_patterns.items():
+    a[key] = median([f[key] for f in by_round if f[key] is not None])
+    round_ratio[key] = median([x for r, f in enumerate(by_round, 1) if (x := ratio(f[key], go(pattern, [r]))) is not None])
+    if rounds > 1:
+        spread = [ratio(f[key], go(pattern, [r])) for r, f in enumerate(by_round, 1)]
+        print(f"{key}: ratio by round " + ", ".join(f"{x:.2f}" if x else "-" for x in spread))
+z = figures("before") if before else {}
+go_unl, go_lim, go_p64, go_p1 = (go(go_patterns[k]) for k in ("unl", "lim", "p64", "p1"))
+go_p99 = statistics.mean([dur(m) for r in range(1, rounds + 1) for m in re.findall(r"p99 (\S+)", open(f"{d}/go{r}.txt").read())])
 rows = [
     # name, key, peer value, peer name, bar, higher is better
     ("spawn+wait ns/task, no limit", "unl", go_unl, "Go errgroup", "<= 0.75x", False),
@@ -128,7 +170,7 @@ head = f"\n{'figure':<32} {'weir':>10} {'peer':>10}  {'peer name':<14} {'ratio':
 print(head + (f" {'before':>10} {'change':>8}" if before else ""))
 for name, key, peer, pname, bar, higher in rows:
     w = a[key]
-    r = ratio(w, peer)
+    r = round_ratio.get(key) or ratio(w, peer)
     line = f"{name:<32} {fmt(w)} {fmt(peer)}  {pname:<14} {(f'{r:7.2f}' if r else '      -')}  {bar:<9}"
     if before:
         b = z.get(key)
