@@ -24,8 +24,12 @@ fn definition() -> SagaDefinition {
 }
 
 /// Sagas/s with `in_flight` sagas running at once, over `total` sagas.
+/// Also prints what the store's group committer did meanwhile: writes per
+/// transaction, and the share of the time it spent inside transactions.
 async fn sagas_per_second(store: Store, in_flight: usize, total: usize) -> f64 {
-    let engine = SagaEngine::builder(store).definition(definition()).max_in_flight(in_flight).build().expect("valid");
+    let committed_before = store.commit_metrics();
+    let engine =
+        SagaEngine::builder(store.clone()).definition(definition()).max_in_flight(in_flight).build().expect("valid");
     let started = Instant::now();
     let mut running = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
@@ -40,7 +44,16 @@ async fn sagas_per_second(store: Store, in_flight: usize, total: usize) -> f64 {
     while let Some(done) = running.join_next().await {
         done.expect("bench task");
     }
-    (total / in_flight * in_flight) as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed();
+    let committed = store.commit_metrics();
+    let transactions = committed.transactions - committed_before.transactions;
+    let writes = committed.writes - committed_before.writes;
+    println!(
+        "  ({in_flight} in flight: {transactions} transactions, {:.1} writes each, in a transaction {:.0} % of the time)",
+        writes as f64 / transactions.max(1) as f64,
+        (committed.busy - committed_before.busy).as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+    );
+    (total / in_flight * in_flight) as f64 / elapsed.as_secs_f64()
 }
 
 /// Each saga's latency, one at a time, over `total` sagas: p50 and p99.
