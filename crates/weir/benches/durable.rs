@@ -146,6 +146,15 @@ where
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // `-- pg-worker URL SAGAS START_MS`: one of the processes of the
+    // several-process PostgreSQL run (see `postgres_processes`).
+    #[cfg(feature = "postgres")]
+    if let [_, flag, url, sagas, start_ms, ..] = &std::env::args().collect::<Vec<_>>()[..]
+        && flag == "pg-worker"
+    {
+        rt.block_on(postgres_worker(url, sagas.parse().expect("sagas"), start_ms.parse().expect("start")));
+        return;
+    }
     // `-- raw`: the raw commit rates only, in `WEIR_BENCH_DIR` (the folder
     // of the database they are compared with: the same disk) or a temporary
     // one; `bench/demo.sh` compares the orders demo with them.
@@ -227,4 +236,61 @@ async fn postgres(url: &str) {
             rate / single
         );
     }
+    let rate = postgres_processes(url, 4, 20_000).await;
+    println!(
+        "postgres 3-step sagas, 4 processes x 64 in flight: {rate:>10.0} sagas/s ({:.2}x the raw commit rate)",
+        rate / single
+    );
+}
+
+/// Sagas/s of `processes` processes (this bench run again as
+/// `pg-worker`), each running `sagas` with 64 in flight on its own store
+/// of the same database: all start at one agreed wall-clock time, and the
+/// rate is every saga over the time from then to the last one's end.
+#[cfg(feature = "postgres")]
+async fn postgres_processes(url: &str, processes: usize, sagas: usize) -> f64 {
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let start_ms = now() + 3_000; // time for every process to open its store
+    let exe = std::env::current_exe().expect("this bench's path");
+    let workers: Vec<_> = (0..processes)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args(["pg-worker", url, &sagas.to_string(), &start_ms.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a worker process")
+        })
+        .collect();
+    let mut last_end = 0u64;
+    for worker in workers {
+        let out = tokio::task::spawn_blocking(move || worker.wait_with_output()).await.expect("join").expect("worker");
+        assert!(out.status.success(), "a worker process failed: {}", out.status);
+        let end: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("the worker's end time");
+        last_end = last_end.max(end);
+    }
+    (processes * (sagas / 64 * 64)) as f64 / ((last_end - start_ms) as f64 / 1e3)
+}
+
+/// One process of [`postgres_processes`]: opens its store, waits for the
+/// agreed start, runs `sagas` with 64 in flight, prints its end time (ms
+/// since the epoch).
+#[cfg(feature = "postgres")]
+async fn postgres_worker(url: &str, sagas: usize, start_ms: u64) {
+    let store = Store::open(url).await.expect("store");
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now()))).await;
+    let engine = SagaEngine::builder(store).definition(definition()).max_in_flight(64).build().expect("valid");
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let engine = engine.clone();
+        running.spawn(async move {
+            for _ in 0..sagas / 64 {
+                engine.run("bench", &()).await.expect("completes");
+            }
+        });
+    }
+    while let Some(done) = running.join_next().await {
+        done.expect("bench task");
+    }
+    println!("{}", now());
 }

@@ -731,3 +731,27 @@ async fn resume_and_the_background_take_over_never_claim_one_saga_twice() {
         assert_eq!(store.sagas(Some(SagaStatus::Completed), 100).await.unwrap().len(), 40);
     }
 }
+
+/// Ids `run` makes are 32 hex digits, unique, and sort in the order the
+/// sagas started (a time prefix: a store's id index takes new sagas on its
+/// last page).
+#[tokio::test]
+async fn generated_saga_ids_are_unique_and_sort_by_start() {
+    let def = SagaDefinition::builder("noop")
+        .step_without_compensation("only", |_| async { Ok::<_, StepError>(()) })
+        .build()
+        .unwrap();
+    let engine = SagaEngine::builder(Store::memory()).definition(def).build().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(engine.run("noop", &()).await.unwrap());
+        std::thread::sleep(Duration::from_millis(2)); // a new millisecond
+    }
+    for id in &ids {
+        assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, ids, "unique and in start order");
+}
