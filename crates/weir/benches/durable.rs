@@ -218,10 +218,13 @@ async fn postgres_raw(url: &str) -> Raw {
 #[cfg(feature = "postgres")]
 async fn postgres(url: &str) {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("postgres");
-    sqlx::query("DROP TABLE IF EXISTS weir_sagas, weir_cursors, weir_dead_letters, weir_queue_jobs, _sqlx_migrations")
-        .execute(&mut conn)
-        .await
-        .expect("setup");
+    // Every table an earlier run's weir made (whatever its schema version).
+    let drop_weir = "DO $$ DECLARE t text; BEGIN
+        FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = current_schema()
+                 AND (tablename LIKE 'weir\\_%' OR tablename = '_sqlx_migrations') LOOP
+            EXECUTE format('DROP TABLE %I CASCADE', t);
+        END LOOP; END $$";
+    sqlx::raw_sql(drop_weir).execute(&mut conn).await.expect("setup");
     let Raw { single, commit, .. } = postgres_raw(url).await;
     let (p50, p99) = saga_latency(Store::open(url).await.expect("store"), 500).await;
     println!(
