@@ -1,6 +1,7 @@
 //! Durable sagas per second: 3-step sagas on SQLite (synchronous = FULL)
-//! and PostgreSQL with 1 and 64 in flight, beside the raw single-row commit
-//! rate and the batched insert rate measured the same way, in the same run.
+//! and PostgreSQL with 1, 64 and 256 in flight (and on PostgreSQL, 4
+//! processes with 64 each), beside the raw single-row commit rate and the
+//! batched insert rate measured the same way, in the same run.
 //! PostgreSQL figures need `WEIR_BENCH_POSTGRES_URL` (a database the bench
 //! may create tables in). Run with `cargo bench -p weir --bench durable --all-features`.
 //! Also a saga's own latency with one in flight (p50, p99) beside the
