@@ -66,6 +66,9 @@ weir_benches() {
   cargo bench -q -p weir --bench fairness 2>/dev/null | tee "$out/$tag-fairness.txt" || true
 }
 
+# Built first, so that no round's Go and weir halves are a compile apart.
+echo "== building weir's benches"
+cargo bench -q -p weir --no-run 2>/dev/null
 for r in $(seq 1 "$rounds"); do
   echo "== round $r of $rounds: Go"; "$out/go-bench" 15 | tee "$out/go$r.txt"
   weir_bench after group ".r$r"
