@@ -168,6 +168,17 @@ fn main() {
         let Raw { single, batched, commit } = sqlite_raw(&dir.path().join("raw.db")).await;
         println!("sqlite FULL raw single-row commits: {single:>10.0} tx/s");
         println!("sqlite FULL raw 1000-row transactions: {batched:>10.0} rows/s");
+        // `-- sqlite-256`: only the SQLite run with 256 in flight, three
+        // times (for comparing two builds back to back).
+        if std::env::args().any(|a| a == "sqlite-256") {
+            for round in 0..3 {
+                let path = dir.path().join(format!("sagas-256-{round}.db"));
+                let store = Store::open(path.to_str().expect("utf-8")).await.expect("store");
+                let rate = sagas_per_second(store, 256, 40_000).await;
+                println!("sqlite FULL 3-step sagas, 256 in flight: {rate:>10.0} sagas/s");
+            }
+            return;
+        }
         if raw_only {
             #[cfg(feature = "postgres")]
             if let Ok(url) = std::env::var("WEIR_BENCH_POSTGRES_URL") {

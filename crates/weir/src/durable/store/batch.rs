@@ -35,8 +35,8 @@ pub(crate) fn split(writes: &[SagaWrite]) -> (Vec<&SagaRecord>, Vec<Update<'_>>)
 }
 
 /// One multi-row insert of new sagas, the same statement in SQLite and
-/// PostgreSQL; reports the ids it wrote (an id that exists already is
-/// left as it is).
+/// PostgreSQL; the caller appends what happens to an id that exists
+/// already ([`KEEP_EXISTING_RETURN_NEW`], or nothing: the statement fails).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn insert_sagas<'a, DB>(chunk: &[&'a SagaRecord]) -> sqlx::QueryBuilder<'a, DB>
 where
@@ -65,9 +65,13 @@ where
             .push_bind(r.created_at)
             .push_bind(r.updated_at);
     });
-    sql.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
     sql
 }
+
+/// What [`insert_sagas`] needs to keep the sagas that exist already (an
+/// id started twice) and report the ids it wrote.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const KEEP_EXISTING_RETURN_NEW: &str = " ON CONFLICT (id) DO NOTHING RETURNING id";
 
 /// The cursor positions of a batch, one per cursor: the last queued wins
 /// (a batch may hold several saves of one cursor), sorted by name.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, QueryBuilder};
+use sqlx::{ConnectOptions, Connection};
 
 use crate::error::find;
 use crate::policy::retry::RetryPolicy;
@@ -19,7 +19,10 @@ use super::effect::{self, Effect, Tx};
 use super::inspect::{self, CursorRecord, LetterQuery, QueueSummary, SagaQuery};
 use super::record::{SagaRecord, SagaWrite};
 use super::rows;
-use super::{ClaimScope, DeadLetterRow, StoreError, WriteResult};
+use super::{ClaimScope, DeadLetterRow, StoreError};
+
+mod batch;
+use self::batch::apply_batch;
 
 /// The newest schema version this build knows.
 const LATEST_SCHEMA: i64 = 10;
@@ -401,51 +404,6 @@ impl Sqlite {
             .await
             .map_err(|e| query_error(&self.target, e))
     }
-}
-
-/// Rows per statement: well under SQLite's limit of bound variables.
-const ROWS_PER_STATEMENT: usize = 256;
-
-/// Applies a batch with one multi-row statement per 256 inserts and per
-/// 256 updates: the cost of a transition is then a share of a statement.
-async fn apply_batch(conn: &mut SqliteConnection, writes: &[SagaWrite]) -> Result<Vec<WriteResult>, sqlx::Error> {
-    let (inserts, updates) = super::batch::split(writes);
-    let mut done = std::collections::HashSet::new();
-    for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = super::batch::insert_sagas::<sqlx::Sqlite>(chunk);
-        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
-    }
-    let now = super::record::now_ms();
-    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = QueryBuilder::<sqlx::Sqlite>::new("WITH v (id, fence, status, steps, error, done) AS (");
-        sql.push_values(chunk, |mut row, u| {
-            row.push_bind(u.id.to_owned())
-                .push_bind(u.fence)
-                .push_bind(u.status.as_str())
-                .push_bind(u.steps_json.to_owned())
-                .push_bind(u.error.map(str::to_owned))
-                .push_bind(!u.status.is_active());
-        });
-        sql.push(") UPDATE weir_sagas SET status = v.status, steps = v.steps, error = v.error, updated_at = ");
-        sql.push_bind(now);
-        sql.push(
-            ", lease_until = CASE WHEN v.done THEN NULL ELSE weir_sagas.lease_until END
-             FROM v WHERE weir_sagas.id = v.id AND weir_sagas.fence = v.fence RETURNING weir_sagas.id",
-        );
-        done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
-    }
-    for (name, position, at) in super::batch::cursors(writes) {
-        sqlx::query(
-            "INSERT INTO weir_cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(position)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(super::batch::results(writes, &done))
 }
 
 /// Creates the database file readable and writable by its owner only
