@@ -419,7 +419,7 @@ async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Ve
     let (inserts, updates) = super::batch::split(writes);
     let mut done = std::collections::HashSet::new();
     for chunk in inserts.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = super::batch::insert_sagas::<sqlx::Postgres>(chunk);
+        let mut sql = super::batch::insert_sagas::<sqlx::Postgres>(chunk, chunk.len());
         sql.push(super::batch::KEEP_EXISTING_RETURN_NEW);
         done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     }

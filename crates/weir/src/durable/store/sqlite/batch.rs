@@ -1,6 +1,7 @@
 //! Applying a group commit's saga writes to SQLite: one multi-row
-//! statement per 256 inserts and per 256 updates, and no rows sent back
-//! when every write applies.
+//! statement per 256 inserts and per 256 updates, padded to a multiple of
+//! 16 rows ([`batch::padded_rows`]), and no rows sent back when every
+//! write applies.
 //!
 //! Why no `RETURNING` in the usual case: sqlx runs a SQLite connection on
 //! its own thread and hands each result row to the committer task as one
@@ -62,13 +63,13 @@ async fn insert(
     chunk: &[&SagaRecord],
     written: &mut HashSet<String>,
 ) -> Result<(), sqlx::Error> {
-    match batch::insert_sagas::<Sqlite>(chunk).build().execute(&mut *conn).await {
+    match batch::insert_sagas::<Sqlite>(chunk, batch::padded_rows(chunk.len())).build().execute(&mut *conn).await {
         Ok(_) => {
             written.extend(chunk.iter().map(|r| r.id.clone()));
             Ok(())
         }
         Err(e) if e.as_database_error().is_some_and(|d| d.kind() == ErrorKind::UniqueViolation) => {
-            let mut sql = batch::insert_sagas::<Sqlite>(chunk);
+            let mut sql = batch::insert_sagas::<Sqlite>(chunk, chunk.len());
             sql.push(batch::KEEP_EXISTING_RETURN_NEW);
             written.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
             Ok(())
@@ -98,6 +99,7 @@ async fn update(
             .push_bind(u.error.map(str::to_owned))
             .push_bind(!u.status.is_active());
     });
+    batch::push_null_rows(&mut sql, batch::padded_rows(chunk.len()) - chunk.len(), 6);
     sql.push(") UPDATE weir_sagas SET status = v.status, steps = v.steps, error = v.error, updated_at = ");
     sql.push_bind(now);
     sql.push(
