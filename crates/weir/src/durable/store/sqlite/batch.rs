@@ -20,7 +20,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::durable::store::WriteResult;
 use crate::durable::store::batch::{self, Update};
-use crate::durable::store::record::{SagaRecord, SagaWrite, now_ms};
+use crate::durable::store::record::{SagaRecord, SagaStatus, SagaWrite, now_ms};
 
 /// Rows per statement: well under SQLite's limit of bound variables.
 const ROWS_PER_STATEMENT: usize = 256;
@@ -37,8 +37,13 @@ pub(super) async fn apply_batch(
         insert(conn, chunk, &mut written).await?;
     }
     let now = now_ms();
-    for chunk in updates.chunks(ROWS_PER_STATEMENT) {
-        update(conn, chunk, now, &mut written).await?;
+    let (stays_running, transitions): (Vec<_>, Vec<_>) =
+        updates.into_iter().partition(|u| u.status == SagaStatus::Running);
+    for chunk in stays_running.chunks(ROWS_PER_STATEMENT) {
+        update(conn, chunk, Shape::StaysRunning, now, &mut written).await?;
+    }
+    for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
+        update(conn, chunk, Shape::Transition, now, &mut written).await?;
     }
     for (name, position, at) in batch::cursors(writes) {
         sqlx::query(
@@ -78,34 +83,67 @@ async fn insert(
     }
 }
 
-/// Writes transitions of sagas this worker holds: a row is written only
-/// if it still carries the write's fence (its lease was not lost). All of
-/// them written (the usual case): one statement, no rows back. Otherwise
-/// the rows still carrying their write's fence are the ones written:
-/// nothing else writes inside this transaction, and the update leaves the
-/// fence as it was.
+/// Which columns an update writes.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A step done and more to go: the saga was running and stays so, its
+    /// lease unchanged; only its steps, error and time are written.
+    /// SQLite rewrites an index entry whenever a column of that index is
+    /// set, even to the value it had, and `(status, lease_until)` is
+    /// indexed (`weir_sagas_claimable`): leaving both out spares two of a
+    /// 3-step saga's three updates that rewrite. The row must still be
+    /// running (a write never takes a saga back to running, so it is); if
+    /// it were not, the write is refused as if the lease were lost rather
+    /// than written under the wrong status.
+    StaysRunning,
+    /// Any other status: written, and the lease ended when the saga ended.
+    Transition,
+}
+
+impl Shape {
+    /// The `v` columns, the `SET` list after `steps` and `error`, and the
+    /// condition beyond the id and fence.
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::StaysRunning => ("(id, fence, steps, error)", "", " AND weir_sagas.status = 'running'"),
+            Self::Transition => (
+                "(id, fence, steps, error, status, done)",
+                ", status = v.status, lease_until = CASE WHEN v.done THEN NULL ELSE weir_sagas.lease_until END",
+                "",
+            ),
+        }
+    }
+}
+
+/// Writes updates of sagas this worker holds: a row is written only if it
+/// still carries the write's fence (its lease was not lost). All of them
+/// written (the usual case): one statement, no rows back. Otherwise the
+/// rows still carrying their write's fence are the ones written: nothing
+/// else writes inside this transaction, and the update leaves the fence
+/// as it was.
 async fn update(
     conn: &mut SqliteConnection,
     chunk: &[Update<'_>],
+    shape: Shape,
     now: i64,
     written: &mut HashSet<String>,
 ) -> Result<(), sqlx::Error> {
-    let mut sql = QueryBuilder::<Sqlite>::new("WITH v (id, fence, status, steps, error, done) AS (");
+    let (columns, set, guard) = shape.sql();
+    let mut sql = QueryBuilder::<Sqlite>::new(format!("WITH v {columns} AS ("));
     sql.push_values(chunk, |mut row, u| {
         row.push_bind(u.id.to_owned())
             .push_bind(u.fence)
-            .push_bind(u.status.as_str())
             .push_bind(u.steps_json.to_owned())
-            .push_bind(u.error.map(str::to_owned))
-            .push_bind(!u.status.is_active());
+            .push_bind(u.error.map(str::to_owned));
+        if let Shape::Transition = shape {
+            row.push_bind(u.status.as_str()).push_bind(!u.status.is_active());
+        }
     });
-    batch::push_null_rows(&mut sql, batch::padded_rows(chunk.len()) - chunk.len(), 6);
-    sql.push(") UPDATE weir_sagas SET status = v.status, steps = v.steps, error = v.error, updated_at = ");
+    let width = columns.matches(',').count() + 1;
+    batch::push_null_rows(&mut sql, batch::padded_rows(chunk.len()) - chunk.len(), width);
+    sql.push(") UPDATE weir_sagas SET steps = v.steps, error = v.error, updated_at = ");
     sql.push_bind(now);
-    sql.push(
-        ", lease_until = CASE WHEN v.done THEN NULL ELSE weir_sagas.lease_until END
-         FROM v WHERE weir_sagas.id = v.id AND weir_sagas.fence = v.fence",
-    );
+    sql.push(format!("{set} FROM v WHERE weir_sagas.id = v.id AND weir_sagas.fence = v.fence{guard}"));
     let changed = sql.build().execute(&mut *conn).await?.rows_affected();
     if changed == chunk.len() as u64 {
         written.extend(chunk.iter().map(|u| u.id.to_owned()));
@@ -115,7 +153,9 @@ async fn update(
     sql.push_values(chunk, |mut row, u| {
         row.push_bind(u.id.to_owned()).push_bind(u.fence);
     });
-    sql.push(") SELECT weir_sagas.id FROM weir_sagas JOIN v ON weir_sagas.id = v.id AND weir_sagas.fence = v.fence");
+    sql.push(format!(
+        ") SELECT weir_sagas.id FROM weir_sagas JOIN v ON weir_sagas.id = v.id AND weir_sagas.fence = v.fence{guard}"
+    ));
     written.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     Ok(())
 }
@@ -126,7 +166,6 @@ mod tests {
 
     use super::*;
     use crate::durable::store::Store;
-    use crate::durable::store::record::SagaStatus;
 
     fn saga(id: &str, fence: i64) -> SagaRecord {
         SagaRecord {
@@ -147,32 +186,35 @@ mod tests {
         }
     }
 
-    fn update(id: &str, fence: i64) -> SagaWrite {
-        SagaWrite::Update {
-            id: id.to_owned(),
-            fence,
-            status: SagaStatus::Completed,
-            steps_json: "[]".to_owned(),
-            error: None,
-        }
+    fn update(id: &str, fence: i64, status: SagaStatus) -> SagaWrite {
+        SagaWrite::Update { id: id.to_owned(), fence, status, steps_json: r#"["new"]"#.to_owned(), error: None }
     }
 
-    async fn statuses(conn: &mut SqliteConnection) -> Vec<(String, String, String)> {
-        sqlx::query_as("SELECT id, status, input FROM weir_sagas ORDER BY id").fetch_all(conn).await.unwrap()
+    type Row = (String, String, String, String, Option<i64>);
+
+    async fn rows(conn: &mut SqliteConnection) -> Vec<Row> {
+        sqlx::query_as("SELECT id, status, input, steps, lease_until FROM weir_sagas ORDER BY id")
+            .fetch_all(conn)
+            .await
+            .unwrap()
     }
 
     /// The fallbacks: a batch mixing new ids with one that exists, and
     /// held sagas with one whose lease was lost, tells each writer its own
-    /// outcome and changes nothing it must not.
+    /// outcome and changes nothing it must not; a saga that stays running
+    /// keeps its lease, one that ends loses it.
     #[tokio::test]
     async fn a_batch_with_an_existing_id_and_a_lost_lease_reports_each_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("batch.db");
-        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let _store = Store::open(path.to_str().unwrap()).await.unwrap();
         let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-        let before = [saga("held-1", 3), saga("held-2", 3), saga("taken", 3), saga("old", 1)];
+        let mut compensating = saga("compensating", 3);
+        compensating.status = SagaStatus::Compensating;
+        let before = [saga("ends", 3), saga("goes-on", 3), saga("taken", 3), saga("old", 1), compensating];
         let first: Vec<_> = before.iter().map(|r| SagaWrite::Insert(Box::new(r.clone()))).collect();
         assert!(apply_batch(&mut conn, &first).await.unwrap().iter().all(|r| *r == WriteResult::Applied));
+        let held_until = rows(&mut conn).await.into_iter().find(|r| r.0 == "goes-on").unwrap().4;
 
         let mut again = saga("old", 1);
         again.input = serde_json::json!({ "other": true });
@@ -180,23 +222,29 @@ mod tests {
             SagaWrite::Insert(Box::new(saga("new-1", 1))),
             SagaWrite::Insert(Box::new(again)),
             SagaWrite::Insert(Box::new(saga("new-2", 1))),
-            update("held-1", 3),
-            update("taken", 2),
-            update("held-2", 3),
+            update("ends", 3, SagaStatus::Completed),
+            update("taken", 2, SagaStatus::Completed),
+            update("goes-on", 3, SagaStatus::Running),
+            update("compensating", 3, SagaStatus::Running),
         ];
         let mut tx = conn.begin().await.unwrap();
         let results = apply_batch(&mut tx, &batch).await.unwrap();
         tx.commit().await.unwrap();
         use WriteResult::*;
-        assert_eq!(results, [Applied, Exists, Applied, Applied, LeaseLost, Applied]);
-        let rows = statuses(&mut conn).await;
-        let row = |id: &str| rows.iter().find(|r| r.0 == id).map(|r| (r.1.as_str(), r.2.as_str())).unwrap();
-        assert_eq!(rows.len(), 6);
-        assert_eq!(row("held-1").0, "completed");
-        assert_eq!(row("held-2").0, "completed");
-        assert_eq!(row("taken").0, "running", "a write under a stale fence changes nothing");
-        assert_eq!(row("old"), ("running", r#"{"id":"old"}"#), "an existing saga is kept as it was");
-        assert_eq!(row("new-1").0, "running");
-        drop(store);
+        assert_eq!(results, [Applied, Exists, Applied, Applied, LeaseLost, Applied, LeaseLost]);
+        let rows = rows(&mut conn).await;
+        let row = |id: &str| rows.iter().find(|r| r.0 == id).unwrap().clone();
+        assert_eq!(rows.len(), 7);
+        let new = || r#"["new"]"#.to_owned();
+        assert_eq!((row("ends").1, row("ends").3, row("ends").4), ("completed".into(), new(), None));
+        assert_eq!((row("goes-on").1, row("goes-on").3, row("goes-on").4), ("running".into(), new(), held_until));
+        assert_eq!((row("taken").1, row("taken").3), ("running".into(), "[]".into()), "a stale fence writes nothing");
+        assert_eq!(
+            (row("compensating").1, row("compensating").3),
+            ("compensating".into(), "[]".into()),
+            "a saga is never written back to running"
+        );
+        assert_eq!((row("old").1, row("old").2), ("running".into(), r#"{"id":"old"}"#.into()), "kept as it was");
+        assert_eq!(row("new-1").1, "running");
     }
 }
