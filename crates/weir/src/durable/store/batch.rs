@@ -87,7 +87,7 @@ where
 /// (on SQLite that was 6.5 % of the writer thread's time at 256 sagas in
 /// flight, `perf`, 2026-12-05); padded, 16 texts per statement serve
 /// batches of up to 256 rows.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn padded_rows(rows: usize) -> usize {
     rows.div_ceil(16) * 16
 }
