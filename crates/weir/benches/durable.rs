@@ -6,6 +6,8 @@
 //! may create tables in). Run with `cargo bench -p weir --bench durable --all-features`.
 //! Also a saga's own latency with one in flight (p50, p99) beside the
 //! latency of one raw single-row commit on the same database.
+//! `-- sqlite-256` runs only SQLite with 256 in flight, three times (for
+//! comparing two builds back to back).
 //! Prints a table; it does not use criterion's sampling because each figure
 //! is a throughput over thousands of real commits.
 

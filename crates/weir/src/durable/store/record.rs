@@ -171,7 +171,10 @@ pub struct SagaRecord {
 pub(crate) enum SagaWrite {
     /// A new saga.
     Insert(Box<SagaRecord>),
-    /// A new state for a saga this worker holds with `fence`.
+    /// A new state for a saga this worker holds with `fence`. An update to
+    /// `Running` is of a saga that is running already: no write takes a
+    /// saga back to running (SQLite's batch leaves the status unwritten
+    /// then, and refuses the write if the row is not running).
     Update { id: String, fence: i64, status: SagaStatus, steps_json: String, error: Option<String> },
     /// A cursor's new position (JSON), saved at `at` (ms). It rides in the
     /// group commit so that, on SQLite, it never waits for the write lock

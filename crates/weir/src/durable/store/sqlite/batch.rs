@@ -90,8 +90,8 @@ enum Shape {
     /// lease unchanged; only its steps, error and time are written.
     /// SQLite rewrites an index entry whenever a column of that index is
     /// set, even to the value it had, and `(status, lease_until)` is
-    /// indexed (`weir_sagas_claimable`): leaving both out spares two of a
-    /// 3-step saga's three updates that rewrite. The row must still be
+    /// indexed (`weir_sagas_claimable`): leaving both out spares that
+    /// rewrite in two of a 3-step saga's three updates. The row must still be
     /// running (a write never takes a saga back to running, so it is); if
     /// it were not, the write is refused as if the lease were lost rather
     /// than written under the wrong status.
