@@ -120,13 +120,18 @@ pub(crate) fn cursors(writes: &[SagaWrite]) -> Vec<(&str, &str, i64)> {
 }
 
 /// Each write's result, given the ids the statements reported as written.
-/// A batch holds at most one write per saga: a saga's next write waits for
-/// the previous one's commit.
+/// A saga's next write waits for the previous one's commit, so a batch
+/// holds one write per saga, with one exception: two starts of one id
+/// (two engines sharing a store, both firing a schedule's tick). The first
+/// of them in the batch is the one written ([`split`]'s sort is stable, and
+/// an insert keeps the first row of an id); the later ones are told the
+/// saga exists, so only one engine drives it.
 pub(crate) fn results(writes: &[SagaWrite], written: &HashSet<String>) -> Vec<WriteResult> {
+    let mut started = HashSet::new();
     writes
         .iter()
         .map(|write| match write {
-            SagaWrite::Insert(r) if written.contains(&r.id) => WriteResult::Applied,
+            SagaWrite::Insert(r) if written.contains(&r.id) && started.insert(&r.id) => WriteResult::Applied,
             SagaWrite::Insert(_) => WriteResult::Exists,
             SagaWrite::Update { id, .. } if written.contains(id) => WriteResult::Applied,
             SagaWrite::Update { .. } => WriteResult::LeaseLost,

@@ -247,4 +247,24 @@ mod tests {
         assert_eq!((row("old").1, row("old").2), ("running".into(), r#"{"id":"old"}"#.into()), "kept as it was");
         assert_eq!(row("new-1").1, "running");
     }
+
+    /// Two starts of one id in one group commit (two engines sharing a
+    /// store, a schedule's tick fired by both): the first is written and
+    /// told so, the second is told the saga exists, so only one of them
+    /// drives it.
+    #[tokio::test]
+    async fn two_starts_of_one_id_in_one_batch_are_one_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("twice.db");
+        let _store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let mut second = saga("tick-1", 1);
+        second.input = serde_json::json!({ "second": true });
+        let batch = [SagaWrite::Insert(Box::new(saga("tick-1", 1))), SagaWrite::Insert(Box::new(second))];
+        let results = apply_batch(&mut conn, &batch).await.unwrap();
+        assert_eq!(results, [WriteResult::Applied, WriteResult::Exists]);
+        let rows = rows(&mut conn).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].2, r#"{"id":"tick-1"}"#, "the first start is the one written");
+    }
 }
