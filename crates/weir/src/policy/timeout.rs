@@ -25,9 +25,12 @@
 //! ```
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt;
+use tokio::task::coop;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::{ConfigError, TimedOut};
 
@@ -73,23 +76,17 @@ impl Timeout {
         Fut: Future<Output = Result<T, E>>,
         E: From<TimedOut>,
     {
-        // Not through `bound_call`: its `map` adds a level this `async fn`
-        // already is (44 ns per call this way, 49 through it).
-        match tokio::time::timeout(self.after, call()).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out(self.after)),
-        }
+        self.bound_call(call()).await
     }
 
     /// [`call`](Self::call) for a call already made, without an `async`
     /// level of its own (a [`Stack`](crate::policy::Stack) pays for each).
-    pub(crate) fn bound_call<T, E, Fut>(&self, call: Fut) -> impl Future<Output = Result<T, E>> + use<T, E, Fut>
+    pub(crate) fn bound_call<T, E, Fut>(&self, call: Fut) -> Bounded<Fut>
     where
         Fut: Future<Output = Result<T, E>>,
         E: From<TimedOut>,
     {
-        let after = self.after;
-        tokio::time::timeout(after, call).map(move |bounded| bounded.unwrap_or_else(|_| Err(timed_out(after))))
+        Bounded { call, deadline: Instant::now().checked_add(self.after), after: self.after, sleep: None }
     }
 
     /// Waits for `future` at most the timeout; `None` (the future dropped)
@@ -97,6 +94,61 @@ impl Timeout {
     /// queue, a drain check.
     pub(crate) async fn bound<F: Future>(&self, future: F) -> Option<F::Output> {
         tokio::time::timeout(self.after, future).await.ok()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call bounded by a deadline: [`Timeout::call`]'s future.
+    ///
+    /// Written here rather than taken from `tokio::time::timeout` because
+    /// that one makes its timer (a runtime handle, a timer entry: 112
+    /// bytes) before the call's first poll, and most calls a stage or a
+    /// stack bounds finish in that poll. This one reads the clock when the
+    /// call is made and makes the timer only when the call first waits:
+    /// the same deadline, a smaller future, and nothing to drop for a call
+    /// that was ready at once: 28–30 ns per call against 42–45 ns for
+    /// `tokio::time::timeout` (`cargo bench --bench policies --
+    /// policy_call`, same run, 2026-12-05).
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct Bounded<F> {
+        #[pin]
+        call: F,
+        // `None`: so far off that it cannot be represented (never passes).
+        deadline: Option<Instant>,
+        after: Duration,
+        // Made when the call first returns `Pending`; boxed so that a call
+        // that never waits does not carry it.
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<T, E, F> Future for Bounded<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: From<TimedOut>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        let this = self.project();
+        let had_budget = coop::has_budget_remaining();
+        if let Poll::Ready(result) = this.call.poll(cx) {
+            return Poll::Ready(result);
+        }
+        let Some(deadline) = *this.deadline else { return Poll::Pending };
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // A call that used up the task's budget would otherwise keep its
+        // timer from ever firing: the timer then polls unconstrained (as
+        // `tokio::time::timeout` does).
+        let elapsed = if had_budget && !coop::has_budget_remaining() {
+            std::pin::pin!(coop::unconstrained(sleep.as_mut())).poll(cx)
+        } else {
+            sleep.as_mut().poll(cx)
+        };
+        match elapsed {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out(*this.after))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
