@@ -107,9 +107,31 @@ pub(crate) fn push_null_rows<DB: sqlx::Database>(sql: &mut sqlx::QueryBuilder<'_
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) const KEEP_EXISTING_RETURN_NEW: &str = " ON CONFLICT (id) DO NOTHING RETURNING id";
 
+/// One statement saving a batch's cursor positions ([`cursors`]), the
+/// same text for SQLite and PostgreSQL; `None` when the batch saves none.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn upsert_cursors<'a, DB>(writes: &'a [SagaWrite]) -> Option<sqlx::QueryBuilder<'a, DB>>
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let cursors = cursors(writes);
+    if cursors.is_empty() {
+        return None;
+    }
+    let mut sql = sqlx::QueryBuilder::<DB>::new("INSERT INTO weir_cursors (name, position, updated_at) ");
+    sql.push_values(cursors, |mut row, (name, position, at)| {
+        row.push_bind(name).push_bind(position).push_bind(at);
+    });
+    sql.push(" ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at");
+    Some(sql)
+}
+
 /// The cursor positions of a batch, one per cursor: the last queued wins
-/// (a batch may hold several saves of one cursor), sorted by name.
-pub(crate) fn cursors(writes: &[SagaWrite]) -> Vec<(&str, &str, i64)> {
+/// (a batch may hold several saves of one cursor; one statement may not
+/// update a row twice), sorted by name.
+fn cursors(writes: &[SagaWrite]) -> Vec<(&str, &str, i64)> {
     let mut latest = std::collections::BTreeMap::new();
     for write in writes {
         if let SagaWrite::Cursor { name, position, at } = write {

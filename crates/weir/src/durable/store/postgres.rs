@@ -451,16 +451,8 @@ async fn apply_batch(conn: &mut PgConnection, writes: &[SagaWrite]) -> Result<Ve
         );
         done.extend(sql.build_query_scalar::<String>().fetch_all(&mut *conn).await?);
     }
-    for (name, position, at) in super::batch::cursors(writes) {
-        sqlx::query(
-            "INSERT INTO weir_cursors (name, position, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(position)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    if let Some(mut upsert) = super::batch::upsert_cursors::<sqlx::Postgres>(writes) {
+        upsert.build().execute(&mut *conn).await?;
     }
     Ok(super::batch::results(writes, &done))
 }

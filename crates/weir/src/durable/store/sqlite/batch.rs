@@ -45,16 +45,8 @@ pub(super) async fn apply_batch(
     for chunk in transitions.chunks(ROWS_PER_STATEMENT) {
         update(conn, chunk, Shape::Transition, now, &mut written).await?;
     }
-    for (name, position, at) in batch::cursors(writes) {
-        sqlx::query(
-            "INSERT INTO weir_cursors (name, position, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(position)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    if let Some(mut upsert) = batch::upsert_cursors::<Sqlite>(writes) {
+        upsert.build().execute(&mut *conn).await?;
     }
     Ok(batch::results(writes, &written))
 }
@@ -192,6 +184,16 @@ mod tests {
 
     type Row = (String, String, String, String, Option<i64>);
 
+    /// A migrated database in a directory of its own (kept while the
+    /// directory lives) and a connection to it.
+    async fn migrated_db() -> (tempfile::TempDir, SqliteConnection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.db");
+        Store::open(path.to_str().unwrap()).await.unwrap();
+        let conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        (dir, conn)
+    }
+
     async fn rows(conn: &mut SqliteConnection) -> Vec<Row> {
         sqlx::query_as("SELECT id, status, input, steps, lease_until FROM weir_sagas ORDER BY id")
             .fetch_all(conn)
@@ -205,10 +207,7 @@ mod tests {
     /// keeps its lease, one that ends loses it.
     #[tokio::test]
     async fn a_batch_with_an_existing_id_and_a_lost_lease_reports_each_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("batch.db");
-        let _store = Store::open(path.to_str().unwrap()).await.unwrap();
-        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let (_dir, mut conn) = migrated_db().await;
         let mut compensating = saga("compensating", 3);
         compensating.status = SagaStatus::Compensating;
         let before = [saga("ends", 3), saga("goes-on", 3), saga("taken", 3), saga("old", 1), compensating];
@@ -254,10 +253,7 @@ mod tests {
     /// drives it.
     #[tokio::test]
     async fn two_starts_of_one_id_in_one_batch_are_one_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("twice.db");
-        let _store = Store::open(path.to_str().unwrap()).await.unwrap();
-        let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let (_dir, mut conn) = migrated_db().await;
         let mut second = saga("tick-1", 1);
         second.input = serde_json::json!({ "second": true });
         let batch = [SagaWrite::Insert(Box::new(saga("tick-1", 1))), SagaWrite::Insert(Box::new(second))];
@@ -266,5 +262,27 @@ mod tests {
         let rows = rows(&mut conn).await;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].2, r#"{"id":"tick-1"}"#, "the first start is the one written");
+    }
+
+    /// Cursor saves in one group commit are one statement: several cursors,
+    /// one saved twice (the later position wins), one that existed.
+    #[tokio::test]
+    async fn a_batch_saves_each_cursor_once_with_its_latest_position() {
+        let (_dir, mut conn) = migrated_db().await;
+        let cursor = |name: &str, position: &str, at| SagaWrite::Cursor {
+            name: name.to_owned(),
+            position: position.to_owned(),
+            at,
+        };
+        assert_eq!(apply_batch(&mut conn, &[cursor("b", "1", 1)]).await.unwrap(), [WriteResult::Applied]);
+        let batch = [cursor("a", "10", 2), cursor("b", "20", 2), cursor("a", "30", 3)];
+        let results = apply_batch(&mut conn, &batch).await.unwrap();
+        assert_eq!(results, [WriteResult::Applied; 3]);
+        let saved: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT name, position, updated_at FROM weir_cursors ORDER BY name")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(saved, [("a".into(), "30".into(), 3), ("b".into(), "20".into(), 2)]);
     }
 }
