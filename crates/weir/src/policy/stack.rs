@@ -11,7 +11,7 @@ use futures_util::future::Either;
 use super::Policy;
 use super::impls::{one_error, report};
 use crate::error::{BoxError, ConfigError, guarded};
-use crate::policy::breaker::Breaker;
+use crate::policy::breaker::{Breaker, CircuitOpen, Permit};
 use crate::policy::bulkhead::{Bulkhead, KeyedBulkhead};
 use crate::policy::hedge::Hedge;
 use crate::policy::rate::{KeyedRateLimiter, RateLimiter};
@@ -179,15 +179,15 @@ impl Stack {
         F: Fn(u32) -> Fut + Sync,
         Fut: Future<Output = Result<T, BoxError>> + Send,
     {
-        let permit = match &self.breaker {
-            None => None,
-            Some(breaker) => Some(breaker.try_acquire()?),
-        };
+        let permit = self.admit()?;
         let result = self.bounded(op, attempt).await;
-        if let Some(permit) = permit {
-            report(permit, &result);
-        }
+        settle(permit, &result);
         result
+    }
+
+    /// The breaker's permit for an attempt, if the stack has a breaker.
+    fn admit(&self) -> Result<Option<Permit<'_>>, CircuitOpen> {
+        self.breaker.as_ref().map(Breaker::try_acquire).transpose()
     }
 
     /// An attempt through every policy but the retry.
@@ -198,10 +198,7 @@ impl Stack {
         Fut: Future<Output = Result<T, BoxError>> + Send,
     {
         // A refusal below drops the permit: the breaker does not count it.
-        let permit = match &self.breaker {
-            None => None,
-            Some(breaker) => Some(breaker.try_acquire()?),
-        };
+        let permit = self.admit()?;
         match &self.rate {
             None => {}
             Some(PerKey::Shared(limiter)) => limiter.acquire().await?,
@@ -218,9 +215,7 @@ impl Stack {
             // every call would move it unboxed.
             Some(hedge) => Box::pin(hedge.call(|_| self.bounded(op, attempt))).await.map_err(one_error),
         };
-        if let Some(permit) = permit {
-            report(permit, &result);
-        }
+        settle(permit, &result);
         result
     }
 
@@ -241,6 +236,13 @@ impl Stack {
             None => Either::Left(call),
             Some(timeout) => Either::Right(timeout.bound_call(call)),
         }
+    }
+}
+
+/// Tells the breaker, if the attempt went through one, how it went.
+fn settle<T>(permit: Option<Permit<'_>>, result: &Result<T, BoxError>) {
+    if let Some(permit) = permit {
+        report(permit, result);
     }
 }
 
